@@ -1,0 +1,3 @@
+"""Calico, in Python: pod networking and network policy for Kubernetes."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,167 @@
+"""Client: Calico v3 resources in etcd — get/list/create/update/apply/delete with revisions.
+
+``metadata.resourceVersion`` is the etcd mod revision of the resource's key. ``update`` with a
+resourceVersion is a compare-and-swap: a stale version fails with :class:`Conflict`. ``create`` sets
+``metadata.uid`` and ``metadata.creationTimestamp``. Every write validates first (see
+:mod:`calico.model.validation`) unless the caller passes ``validate=False`` (the CNI plugin, which
+builds its WorkloadEndpoint itself and keeps its imports small).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import uuid
+from typing import Any
+
+from calico.datastore.etcd import EtcdClient
+from calico.model import kinds
+
+Resource = dict[str, Any]
+
+
+class DatastoreError(Exception):
+    """A datastore operation failed."""
+
+
+class NotFound(DatastoreError):
+    pass
+
+
+class AlreadyExists(DatastoreError):
+    pass
+
+
+class Conflict(DatastoreError):
+    pass
+
+
+def _ident(obj: Resource) -> tuple[kinds.Kind, str, str | None]:
+    kind = kinds.lookup(str(obj.get("kind", "")))
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        raise DatastoreError(f"{kind.name}: metadata.name is required")
+    ns = meta.get("namespace") if kind.namespaced else None
+    if kind.namespaced and not ns:
+        ns = "default"
+        meta["namespace"] = ns
+    return kind, str(name), ns
+
+
+def describe(kind: kinds.Kind, name: str, namespace: str | None) -> str:
+    return f"{kind.name}({namespace}/{name})" if namespace else f"{kind.name}({name})"
+
+
+def decode(value: bytes, mod_revision: int) -> Resource:
+    obj: Resource = json.loads(value)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(mod_revision)
+    return obj
+
+
+def _encode(obj: Resource) -> str:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+    return json.dumps({**obj, "apiVersion": kinds.API_VERSION, "metadata": meta},
+                      separators=(",", ":"), sort_keys=True)
+
+
+class Client:
+    def __init__(self, etcd: EtcdClient) -> None:
+        self.etcd = etcd
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> Resource:
+        k = kinds.lookup(kind)
+        ns = (namespace or "default") if k.namespaced else None
+        kv = self.etcd.get(k.key(name, ns))
+        if kv is None:
+            raise NotFound(f"resource does not exist: {describe(k, name, ns)}")
+        return decode(kv.value, kv.mod_revision)
+
+    def list(self, kind: str, namespace: str | None = None) -> list[Resource]:
+        """All resources of ``kind`` (namespaced kinds: in ``namespace``, or all when None)."""
+        k = kinds.lookup(kind)
+        kvs, _ = self.etcd.get_prefix(k.prefix(namespace))
+        return [decode(kv.value, kv.mod_revision) for kv in kvs]
+
+    # ---- writes -----------------------------------------------------------------------------
+
+    def _prepare(self, obj: Resource, validate: bool) -> Resource:
+        if validate:
+            from calico.model import validation  # lazy: the CNI plugin skips this import
+
+            obj = validation.validate(obj)
+        return obj
+
+    def create(self, obj: Resource, *, validate: bool = True) -> Resource:
+        obj = self._prepare(obj, validate)
+        kind, name, ns = _ident(obj)
+        meta = obj["metadata"]
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault(
+            "creationTimestamp",
+            datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        rev = self.etcd.create(kind.key(name, ns), _encode(obj))
+        if rev is None:
+            raise AlreadyExists(f"resource already exists: {describe(kind, name, ns)}")
+        meta["resourceVersion"] = str(rev)
+        return obj
+
+    def update(self, obj: Resource, *, validate: bool = True) -> Resource:
+        """Replace an existing resource; CAS on metadata.resourceVersion when it is set."""
+        obj = self._prepare(obj, validate)
+        kind, name, ns = _ident(obj)
+        key = kind.key(name, ns)
+        meta = obj["metadata"]
+        current = self.etcd.get(key)
+        if current is None:
+            raise NotFound(f"resource does not exist: {describe(kind, name, ns)}")
+        want_rev = int(meta["resourceVersion"]) if meta.get("resourceVersion") else None
+        if want_rev is not None and want_rev != current.mod_revision:
+            raise Conflict(
+                f"update conflict: {describe(kind, name, ns)} has resourceVersion "
+                f"{current.mod_revision}, not {want_rev}"
+            )
+        old_meta = json.loads(current.value).get("metadata", {})
+        for field in ("uid", "creationTimestamp"):
+            if field in old_meta:
+                meta.setdefault(field, old_meta[field])
+        rev = self.etcd.update(key, _encode(obj), current.mod_revision)
+        if rev is None:
+            raise Conflict(f"update conflict: {describe(kind, name, ns)} changed concurrently")
+        meta["resourceVersion"] = str(rev)
+        return obj
+
+    def apply(self, obj: Resource, *, validate: bool = True) -> Resource:
+        """Create or replace, ignoring resourceVersion (the last writer wins)."""
+        obj = self._prepare(obj, validate)
+        obj["metadata"].pop("resourceVersion", None)
+        for _ in range(10):
+            try:
+                return self.create(obj, validate=False)
+            except AlreadyExists:
+                pass
+            try:
+                return self.update(obj, validate=False)
+            except (NotFound, Conflict):
+                obj["metadata"].pop("resourceVersion", None)
+                continue
+        kind, name, ns = _ident(obj)
+        raise Conflict(f"apply: {describe(kind, name, ns)} kept changing; gave up")
+
+    def delete(
+        self, kind: str, name: str, namespace: str | None = None, *, resource_version: str = ""
+    ) -> Resource:
+        k = kinds.lookup(kind)
+        ns = (namespace or "default") if k.namespaced else None
+        key = k.key(name, ns)
+        current = self.etcd.get(key)
+        if current is None:
+            raise NotFound(f"resource does not exist: {describe(k, name, ns)}")
+        if resource_version and int(resource_version) != current.mod_revision:
+            raise Conflict(f"delete conflict: {describe(k, name, ns)} has changed")
+        if not self.etcd.delete(key, mod_revision=current.mod_revision):
+            raise Conflict(f"delete conflict: {describe(k, name, ns)} changed concurrently")
+        return decode(current.value, current.mod_revision)
