@@ -1,0 +1,393 @@
+"""Policy controller benchmark: cold-start convergence and one-NetworkPolicy-change latency.
+
+Run: ``.venv/bin/python -m bench.controller_sync [--namespaces 500] [--pods 5000] [--policies 1000]
+[--changes 40]``
+
+World (in the fake API server, tests/fakekube): N namespaces (with a default ServiceAccount each),
+pods spread over them, NetworkPolicies (2 per namespace by default, mixed features). For every pod a
+WorkloadEndpoint is pre-created in etcd with stale labels, so label sync has work to do.
+
+Measured in the same run, against one real etcd:
+
+* ``baseline full sync``: one thread lists everything from the API server, converts it and writes
+  every object straight to etcd (create, or read-then-CAS for endpoint labels): the straightforward
+  lower bound with no queue, cache or concurrency (kube-router's ``fullPolicySync`` shape).
+* ``controller cold start``: the ``calico-kube-controllers`` command (a separate process) from exec
+  to every expected object present in etcd with the expected content (seen on an etcd watch);
+  also the time to ``/readyz``.
+* ``controller warm restart``: a new process over the converged datastore: time to ready and the
+  number of etcd writes it makes (should be zero).
+* ``one NP change``: patch one NetworkPolicy in the API server -> the etcd watch sees the new
+  knp.default policy; median / p90 over ``--changes`` changes. Baseline: convert + write the same
+  change directly (no API server, no controller) and see it on the same watch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import free_port
+from tests.fakekube import FakeKube
+
+from calico.datastore.client import Client
+from calico.datastore.etcd import EtcdClient, EtcdUnavailable
+from calico.datastore.etcd_server import EtcdServer
+from calico.k8s import conversion, names
+from calico.model import kinds
+
+BIN = Path(sys.executable).parent / "calico-kube-controllers"
+WEP = kinds.lookup("WorkloadEndpoint")
+NP = kinds.lookup("NetworkPolicy")
+PROFILE = kinds.lookup("Profile")
+
+
+def _policy(ns: str, i: int) -> dict[str, Any]:
+    variants: list[dict[str, Any]] = [
+        {
+            "podSelector": {"matchLabels": {"app": f"app-{i % 10}"}},
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {"matchLabels": {"role": "fe"}}},
+                        {"namespaceSelector": {"matchLabels": {"env": "prod"}}},
+                    ],
+                    "ports": [{"port": 80}, {"port": 443}],
+                }
+            ],
+        },
+        {
+            "podSelector": {
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["db", "cache"]}]
+            },
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}],
+            "egress": [
+                {
+                    "to": [{"podSelector": {}}],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"port": 30000, "endPort": 30100}],
+                }
+            ],
+        },
+    ]
+    return {"metadata": {"name": f"np-{i}", "namespace": ns}, "spec": variants[i % 2]}
+
+
+def populate(fake: FakeKube, ds: Client, args: argparse.Namespace) -> dict[str, tuple[str, str]]:
+    weps: dict[str, tuple[str, str]] = {}
+    per_ns_pods = max(1, args.pods // args.namespaces)
+    per_ns_np = max(1, args.policies // args.namespaces)
+    for n in range(args.namespaces):
+        ns = f"ns-{n}"
+        fake.create(
+            "namespaces",
+            {
+                "metadata": {
+                    "name": ns,
+                    "labels": {"env": "prod" if n % 2 else "dev", "team": f"t{n % 7}"},
+                }
+            },
+        )
+        fake.create("serviceaccounts", {"metadata": {"name": "default", "namespace": ns}})
+        for p in range(per_ns_pods):
+            pod = f"pod-{p}"
+            fake.create(
+                "pods",
+                {
+                    "metadata": {
+                        "name": pod,
+                        "namespace": ns,
+                        "labels": {"app": f"app-{p % 10}", "tier": ["db", "web", "cache"][p % 3]},
+                    },
+                    "spec": {"nodeName": f"node-{n % 20}"},
+                },
+            )
+            wep = names.workload_endpoint_name(f"node-{n % 20}", pod)
+            ds.etcd.put(
+                WEP.key(wep, ns),
+                json.dumps(
+                    {
+                        "apiVersion": "projectcalico.org/v3",
+                        "kind": "WorkloadEndpoint",
+                        "metadata": {"name": wep, "namespace": ns, "labels": {"stale": "yes"}},
+                        "spec": {
+                            "orchestrator": "k8s",
+                            "node": f"node-{n % 20}",
+                            "pod": pod,
+                            "endpoint": "eth0",
+                            "profiles": [f"kns.{ns}", f"ksa.{ns}.default"],
+                        },
+                    }
+                ),
+            )
+            weps[WEP.key(wep, ns)] = (ns, pod)
+        for i in range(per_ns_np):
+            fake.create("networkpolicies", _policy(ns, n * per_ns_np + i))
+    return weps
+
+
+def expected(fake: FakeKube, weps: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """etcd key -> the spec (policies, profiles) or labels (endpoints) that must be there."""
+    want: dict[str, Any] = {}
+    for obj in fake.list("networkpolicies"):
+        p = conversion.network_policy_to_calico(obj)
+        want[NP.key(p["metadata"]["name"], p["metadata"]["namespace"])] = p["spec"]
+    for obj in fake.list("namespaces"):
+        want[PROFILE.key(conversion.namespace_to_profile(obj)["metadata"]["name"])] = (
+            conversion.namespace_to_profile(obj)["spec"]
+        )
+    for obj in fake.list("serviceaccounts"):
+        p = conversion.service_account_to_profile(obj)
+        want[PROFILE.key(p["metadata"]["name"])] = p["spec"]
+    pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in fake.list("pods")}
+    for key, ident in weps.items():
+        want[key] = conversion.pod_to_workload_labels(pods[ident])
+    return want
+
+
+class Watcher:
+    """Follows etcd from a revision; reports when every wanted key has its wanted content."""
+
+    def __init__(self, endpoint: str, start_rev: int) -> None:
+        self.etcd = EtcdClient(endpoint)
+        self.start_rev = start_rev
+        self.cond = threading.Condition()
+        self.seen: dict[str, tuple[float, Any]] = {}
+        self.changed: set[str] = set()  # keys updated since the last wait_all check
+        self.puts = 0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._follow()
+        except EtcdUnavailable:
+            return  # etcd stopped at the end of the run
+
+    def _follow(self) -> None:
+        for batch in self.etcd.watch_prefix("/calico/resources/v3/", self.start_rev):
+            now = time.monotonic()
+            with self.cond:
+                for ev in batch:
+                    if ev.type != "PUT":
+                        continue
+                    self.puts += 1
+                    obj = json.loads(ev.value)
+                    body = (
+                        obj["metadata"].get("labels")
+                        if obj["kind"] == "WorkloadEndpoint"
+                        else obj["spec"]
+                    )
+                    self.seen[ev.key] = (now, body)
+                    self.changed.add(ev.key)
+                self.cond.notify_all()
+
+    def wait_all(self, want: dict[str, Any], timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            missing = {k for k, v in want.items() if self.seen.get(k, (0, None))[1] != v}
+            self.changed.clear()
+            while True:
+                if not missing:
+                    return max(self.seen[k][0] for k in want)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{len(missing)} keys not converged, e.g. {list(missing)[:3]}"
+                    )
+                self.cond.wait(0.5)
+                for k in self.changed:  # only what moved (an O(changes) check, not O(world))
+                    if k in want:
+                        if self.seen[k][1] == want[k]:
+                            missing.discard(k)
+                        else:
+                            missing.add(k)
+                self.changed.clear()
+
+
+def baseline_full_sync(fake: FakeKube, ds: Client, kubeconfig: Path) -> float:
+    from lightkube import Client as KubeClient
+    from lightkube import KubeConfig
+
+    from calico.controllers.informer import Namespace, NetworkPolicy, Pod, ServiceAccount
+
+    start = time.monotonic()
+    kube = KubeClient(KubeConfig.from_file(str(kubeconfig)))
+    nps = [dict(o) for o in kube.list(NetworkPolicy, namespace="*", chunk_size=500)]
+    nss = [dict(o) for o in kube.list(Namespace, chunk_size=500)]
+    sas = [dict(o) for o in kube.list(ServiceAccount, namespace="*", chunk_size=500)]
+    pods = [dict(o) for o in kube.list(Pod, namespace="*", chunk_size=500)]
+    for obj in nps:
+        ds.create(conversion.network_policy_to_calico(obj))
+    for obj in nss:
+        ds.create(conversion.namespace_to_profile(obj))
+    for obj in sas:
+        ds.create(conversion.service_account_to_profile(obj))
+    for pod in pods:
+        meta = pod["metadata"]
+        wep = names.workload_endpoint_name(pod["spec"]["nodeName"], meta["name"])
+        current = ds.get("WorkloadEndpoint", wep, meta["namespace"])
+        current["metadata"]["labels"] = conversion.pod_to_workload_labels(pod)
+        ds.update(current, validate=False)
+    kube.close()
+    return time.monotonic() - start
+
+
+def reset(ds: Client, fake: FakeKube, weps: dict[str, tuple[str, str]]) -> None:
+    ds.etcd.delete_prefix(NP.prefix())
+    ds.etcd.delete_prefix(PROFILE.prefix())
+    for key in weps:
+        kv = ds.etcd.get(key)
+        assert kv is not None
+        obj = json.loads(kv.value)
+        obj["metadata"]["labels"] = {"stale": "yes"}
+        ds.etcd.put(key, json.dumps(obj))
+
+
+def start_controller(env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
+    argv = [str(BIN), "--workers", str(workers)]
+    return subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+
+
+def wait_ready(port: int, timeout: float = 120) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                return time.monotonic()
+        except OSError:
+            time.sleep(0.01)
+    raise TimeoutError("controller never became ready")
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def change_latencies(
+    fake: FakeKube, ds: Client, watcher: Watcher, n: int, *, direct: bool
+) -> Iterator[float]:
+    for i in range(n):
+        ns, name = f"ns-{i % 50}", f"np-{(i % 50) * 2}"
+        port = 10000 + i + (5000 if direct else 0)
+        obj = fake.get("networkpolicies", name, ns)
+        obj["spec"]["ingress"][0]["ports"] = [{"port": port}]
+        want = conversion.network_policy_to_calico(obj)
+        key = NP.key(want["metadata"]["name"], ns)
+        start = time.monotonic()
+        if direct:
+            ds.apply(want)  # what `calicoctl apply` does: create, else read + CAS
+        else:
+            fake.patch(
+                "networkpolicies", name, {"spec": {"ingress": obj["spec"]["ingress"]}}, namespace=ns
+            )
+        done = watcher.wait_all({key: want["spec"]}, 30)
+        yield done - start
+        time.sleep(0.02)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--namespaces", type=int, default=500)
+    ap.add_argument("--pods", type=int, default=5000)
+    ap.add_argument("--policies", type=int, default=1000)
+    ap.add_argument("--changes", type=int, default=40)
+    ap.add_argument("--workers", type=int, default=8)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ctl-"))
+    etcd_server = EtcdServer(tmp / "etcd", port=free_port(), peer_port=free_port())
+    etcd_server.start()
+    fake = FakeKube(bookmark_interval=60).start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        ds = Client(EtcdClient(etcd_server.endpoint))
+        t = time.monotonic()
+        weps = populate(fake, ds, args)
+        print(
+            f"world: {args.namespaces} namespaces (+SAs), {len(weps)} pods/WEPs, "
+            f"{len(fake.list('networkpolicies'))} NetworkPolicies "
+            f"(populated in {time.monotonic() - t:.1f}s)"
+        )
+        want = expected(fake, weps)
+        kubeconfig = fake.write_kubeconfig(tmp / "kubeconfig")
+
+        base = baseline_full_sync(fake, ds, kubeconfig)
+        reset(ds, fake, weps)
+
+        port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "ETCD_ENDPOINTS": etcd_server.endpoint,
+            "HEALTH_LISTEN": f"127.0.0.1:{port}",
+            "LOG_LEVEL": "warning",
+        }
+        watcher = Watcher(etcd_server.endpoint, ds.etcd.revision() + 1)
+        start = time.monotonic()
+        procs.append(start_controller(env, args.workers))
+        ready = wait_ready(port) - start
+        cold = watcher.wait_all(want, 600) - start
+        puts = watcher.puts
+
+        lat = list(change_latencies(fake, ds, watcher, args.changes, direct=False))
+        # Stop the controller first: it would (rightly) revert the direct writes as drift.
+        procs[0].terminate()
+        procs[0].wait(30)
+        direct = list(change_latencies(fake, ds, watcher, args.changes, direct=True))
+        # Put the direct writes back to what the API server says, then restart warm.
+        want = expected(fake, weps)
+        for key, spec in want.items():
+            if key.startswith(NP.prefix()):
+                kv = ds.etcd.get(key)
+                assert kv is not None
+                obj = json.loads(kv.value)
+                if obj["spec"] != spec:
+                    obj["spec"] = spec
+                    ds.etcd.put(key, json.dumps(obj))
+        rev = ds.etcd.revision()
+        start = time.monotonic()
+        procs.append(start_controller(env, args.workers))
+        warm_ready = wait_ready(port) - start
+        time.sleep(2.0)
+        warm_writes = ds.etcd.revision() - rev
+
+        print(f"{'measure':<34}{'value':>12}{'ratio':>10}")
+        print(f"{'baseline full sync (1 thread)':<34}{base:>11.2f}s{1.0:>10.2f}")
+        print(f"{'controller cold start: ready':<34}{ready:>11.2f}s")
+        print(f"{'controller cold start: converged':<34}{cold:>11.2f}s{cold / base:>10.2f}")
+        print(f"{'  etcd puts during cold start':<34}{puts:>12}  (objects: {len(want)})")
+        print(f"{'controller warm restart: ready':<34}{warm_ready:>11.2f}s")
+        print(f"{'  etcd writes in warm restart':<34}{warm_writes:>12}")
+        for label, values in (
+            ("one NP change via controller", lat),
+            ("one NP change direct (baseline)", direct),
+        ):
+            print(
+                f"{label + ' median':<34}{statistics.median(values) * 1000:>10.1f}ms"
+                f"{statistics.median(values) / statistics.median(direct):>10.2f}"
+            )
+            print(
+                f"{label + ' p90':<34}{pct(values, 0.9) * 1000:>10.1f}ms"
+                f"{pct(values, 0.9) / pct(direct, 0.9):>10.2f}"
+            )
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(30)
+        fake.stop()
+        etcd_server.stop()
+
+
+if __name__ == "__main__":
+    main()

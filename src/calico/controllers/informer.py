@@ -1,0 +1,203 @@
+"""Informer: list then watch one Kubernetes resource into an in-memory store, keys to a queue.
+
+    list (pages of 500) ──> replace store, enqueue every added/changed/removed key ──> synced
+      │                                                                                 │
+      └─<── 410 Gone (resourceVersion too old): re-list and reconcile ─────────── watch from rv
+                                                                                       │
+            connection lost / API server away: back off, resume the watch at rv ─<─────┘
+
+The store maps ``(namespace, name)`` to the object as the API returned it (a plain dict). The
+watch asks for BOOKMARK events, which only move the resourceVersion on, so a reconnect after a quiet
+period resumes where it left off instead of hitting 410. A watch that stays silent for longer than
+the server-side timeout plus a margin is treated as a dead connection and restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import (
+    GenericGlobalResource,
+    GenericNamespacedResource,
+    create_api_info,
+)
+
+logger = logging.getLogger(__name__)
+
+Resource = dict[str, Any]
+StoreKey = tuple[str, str]
+
+
+class Pod(GenericNamespacedResource):
+    _api_info = create_api_info("", "v1", "Pod", "pods")
+
+
+class Namespace(GenericGlobalResource):
+    _api_info = create_api_info("", "v1", "Namespace", "namespaces")
+
+
+class ServiceAccount(GenericNamespacedResource):
+    _api_info = create_api_info("", "v1", "ServiceAccount", "serviceaccounts")
+
+
+class NetworkPolicy(GenericNamespacedResource):
+    _api_info = create_api_info("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies")
+
+
+class Event(GenericNamespacedResource):
+    _api_info = create_api_info("", "v1", "Event", "events")
+
+
+# Dict-backed resource classes (not registered with lightkube's global registry, so they cannot
+# clash with the typed models): lists decode straight to dicts, which is what the conversions take.
+RESOURCES: dict[str, type[GenericNamespacedResource] | type[GenericGlobalResource]] = {
+    "Pod": Pod,
+    "Namespace": Namespace,
+    "ServiceAccount": ServiceAccount,
+    "NetworkPolicy": NetworkPolicy,
+}
+
+
+def _key(obj: Resource) -> StoreKey:
+    meta = obj.get("metadata") or {}
+    return meta.get("namespace") or "", meta.get("name") or ""
+
+
+def _rv(obj: Resource) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+class Informer:
+    def __init__(
+        self,
+        client: AsyncClient,
+        kind: str,
+        *,
+        enqueue: Callable[[StoreKey, float], None],
+        on_restart: Callable[[str], None] = lambda reason: None,
+        page_size: int = 500,
+        server_timeout: int = 300,
+        retry_delay: float = 0.2,
+        max_retry_delay: float = 10.0,
+    ) -> None:
+        self.kind = kind
+        self.res = RESOURCES[kind]
+        self._client = client
+        self._enqueue = enqueue
+        self._on_restart = on_restart
+        self._page_size = page_size
+        self._server_timeout = server_timeout
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self.store: dict[StoreKey, Resource] = {}
+        self.synced = False
+        self.rv: str | None = None
+        self.lists = 0
+
+    def get(self, key: StoreKey) -> Resource | None:
+        return self.store.get(key)
+
+    def store_keys(self) -> list[StoreKey]:
+        return list(self.store)
+
+    async def run(self) -> None:
+        delay = self._retry_delay
+        while True:
+            try:
+                if self.rv is None:
+                    await self._list()
+                delay = self._retry_delay
+                await self._watch()
+            except ApiError as exc:
+                if exc.status.code == 410:
+                    logger.info(
+                        "%s: watch resourceVersion %s expired (410); re-listing", self.kind, self.rv
+                    )
+                    self.rv = None
+                    self._on_restart("gone")
+                    continue
+                logger.warning("%s: API error %s; retrying in %.1fs", self.kind, exc, delay)
+                self._on_restart("error")
+            except (httpx2.HTTPError, OSError, TimeoutError) as exc:
+                logger.warning(
+                    "%s: connection to the API server lost (%s: %s); retrying in %.1fs",
+                    self.kind,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                self._on_restart("reconnect")
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self._max_retry_delay)
+
+    async def _list(self) -> None:
+        namespaced = issubclass(self.res, GenericNamespacedResource)
+        res: Any = self.res
+        listing = self._client.list(
+            res, namespace="*" if namespaced else None, chunk_size=self._page_size
+        )
+        fresh: dict[StoreKey, Resource] = {}
+        async for item in listing:
+            obj = dict(item)
+            fresh[_key(obj)] = obj
+        now = time.monotonic()
+        old = self.store
+        self.store = fresh
+        for key, obj in fresh.items():
+            prev = old.get(key)
+            if prev is None or _rv(prev) != _rv(obj):
+                self._enqueue(key, now)
+        for key in old.keys() - fresh.keys():
+            self._enqueue(key, now)
+        self.rv = listing.resourceVersion
+        self.lists += 1
+        self.synced = True
+        logger.info("%s: listed %d objects at resourceVersion %s", self.kind, len(fresh), self.rv)
+
+    async def _watch(self) -> None:
+        namespaced = issubclass(self.res, GenericNamespacedResource)
+        # lightkube's watch() has no allowWatchBookmarks argument; build the request the same way.
+        generic = self._client._client
+        timeout = int(self._server_timeout * random.uniform(1.0, 1.2))
+        br = generic.prepare_request(
+            "list",
+            res=self.res,
+            namespace="*" if namespaced else None,
+            watch=True,
+            params={
+                "resourceVersion": self.rv,
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": timeout,
+            },
+        )
+        stream = generic.watch(br).__aiter__()
+        try:
+            while True:
+                # Silence beyond the server's own timeout means a dead connection.
+                kind, item = await asyncio.wait_for(stream.__anext__(), timeout + 30)
+                self._on_event(kind, dict(item))
+        except StopAsyncIteration:
+            return
+        finally:
+            await stream.aclose()
+
+    def _on_event(self, kind: str, obj: Resource) -> None:
+        rv = _rv(obj)
+        if rv:
+            self.rv = rv
+        if kind == "BOOKMARK":
+            return
+        key = _key(obj)
+        if kind == "DELETED":
+            self.store.pop(key, None)
+        else:
+            self.store[key] = obj
+        self._enqueue(key, time.monotonic())

@@ -1,0 +1,260 @@
+"""KubeControllers: wiring of the policy controller (Calico's kube-controllers, etcd mode).
+
+    Kubernetes API ──lightkube list+watch──> Informer (one per kind, asyncio loop thread)
+                                               │ store: (ns, name) -> latest object
+                                               ▼ key + event time
+    etcd ──Syncer──> CalicoCache ──owned ───> WorkQueue (coalescing, per-key backoff)
+       ▲             (policies, profiles,      │
+       │              WEPs by pod)             ▼
+       └──── datastore.Client CAS writes ── worker threads: Reconciler.reconcile(key)
+                                               │ conversion problems
+                                               ▼
+                                          EventRecorder ──> Kubernetes Event + log line
+
+Controllers (``ENABLED_CONTROLLERS``, Calico's names): ``policy`` (NetworkPolicy -> knp.default.*),
+``namespace`` (-> kns.*), ``serviceaccount`` (-> ksa.*), ``workloadendpoint`` (pod labels -> WEP).
+Workers start once the datastore cache is in sync; after every informer has listed, a full resync
+(every key of every store, plus every owned Calico object, so orphans left while the controller was
+down are deleted) runs once and then every ``resync_period`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightkube import AsyncClient, KubeConfig
+
+from calico.controllers.calico_cache import CalicoCache, Key
+from calico.controllers.events import EventRecorder
+from calico.controllers.health import HealthServer, Metrics
+from calico.controllers.informer import Informer, StoreKey
+from calico.controllers.reconciler import Reconciler
+from calico.controllers.workqueue import WorkQueue
+from calico.datastore.config import DatastoreConfig
+
+logger = logging.getLogger(__name__)
+
+CONTROLLER_KINDS = {
+    "policy": "NetworkPolicy",
+    "namespace": "Namespace",
+    "serviceaccount": "ServiceAccount",
+    "workloadendpoint": "Pod",
+}
+
+
+@dataclass
+class ControllerConfig:
+    datastore: DatastoreConfig = field(default_factory=DatastoreConfig)
+    kubeconfig: str | None = None  # None: in-cluster service account, else $KUBECONFIG / ~/.kube
+    controllers: tuple[str, ...] = tuple(CONTROLLER_KINDS)
+    workers: int = 8
+    resync_period: float = 300.0
+    listen: tuple[str, int] | None = ("127.0.0.1", 9094)
+    page_size: int = 500
+    server_timeout: int = 300
+
+    def kinds(self) -> list[str]:
+        unknown = set(self.controllers) - set(CONTROLLER_KINDS)
+        if unknown:
+            raise ValueError(
+                f"ENABLED_CONTROLLERS: unknown controller(s) {sorted(unknown)} "
+                f"(known: {', '.join(CONTROLLER_KINDS)})"
+            )
+        return [CONTROLLER_KINDS[c] for c in self.controllers]
+
+
+class KubeControllers:
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self.kinds = config.kinds()
+        self.metrics = Metrics()
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.informers: dict[str, Informer] = {}
+        self.cache = CalicoCache(config.datastore.etcd(), on_owned_change=self._owned_changed)
+        self.loop = asyncio.new_event_loop()
+        self.recorder: EventRecorder | None = None
+        self.health: HealthServer | None = None
+        self._client: AsyncClient | None = None
+        self._threads: list[threading.Thread] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = threading.Event()
+        self.resyncs = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._spawn(self.loop.run_forever, "k8s-loop")
+        asyncio.run_coroutine_threadsafe(self._start_informers(), self.loop).result(30)
+        self.cache.start()
+        for i in range(self.config.workers):
+            self._spawn(self._work, f"worker-{i}")
+        self._spawn(self._resync_loop, "resync")
+        if self.config.listen is not None:
+            host, port = self.config.listen
+            self.health = HealthServer(host, port, metrics=self.metrics, status=self.status)
+            self.health.start()
+            logger.info("health and metrics on http://%s:%d", host, self.health.port)
+
+    def _spawn(self, target: Any, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    async def _start_informers(self) -> None:
+        config = KubeConfig.from_file(self.config.kubeconfig) if self.config.kubeconfig else None
+        self._client = AsyncClient(config, field_manager="calico-kube-controllers")
+        self.recorder = EventRecorder(self._client, self.loop)
+        for kind in self.kinds:
+            inf = Informer(
+                self._client,
+                kind,
+                enqueue=self._enqueuer(kind),
+                on_restart=self._restart_counter(kind),
+                page_size=self.config.page_size,
+                server_timeout=self.config.server_timeout,
+            )
+            self.informers[kind] = inf
+            self._tasks.append(self.loop.create_task(inf.run(), name=f"informer-{kind}"))
+
+    def _enqueuer(self, kind: str) -> Any:
+        def enqueue(key: StoreKey, at: float) -> None:
+            self.queue.add((kind, key[0], key[1]), at)
+
+        return enqueue
+
+    def _restart_counter(self, kind: str) -> Any:
+        def count(reason: str) -> None:
+            self.metrics.watch_restarts.labels(kind, reason).inc()
+
+        return count
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.queue.shutdown()
+        self.cache.stop()
+
+        async def _cancel() -> None:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._client is not None:
+                await self._client.close()
+
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(_cancel(), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.health is not None:
+            self.health.stop()
+        for t in self._threads:
+            t.join(10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+    # ---- state -------------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        return (
+            self.cache.in_sync.is_set()
+            and all(i.synced for i in self.informers.values())
+            and len(self.informers) == len(self.kinds)
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def status(self) -> tuple[bool, bool, dict[str, Any]]:
+        live = self.loop.is_running() and all(t.is_alive() for t in self._threads)
+        ready = self.ready()
+        for kind, inf in self.informers.items():
+            self.metrics.objects.labels(kind).set(len(inf.store))
+        self.metrics.queue_depth.set(self.queue.depth())
+        self.metrics.in_sync.set(1 if ready else 0)
+        detail = {
+            "informers": {
+                k: {"synced": i.synced, "resourceVersion": i.rv, "objects": len(i.store)}
+                for k, i in self.informers.items()
+            },
+            "datastoreInSync": self.cache.in_sync.is_set(),
+            "queueDepth": self.queue.depth(),
+        }
+        return live, ready, detail
+
+    # ---- work --------------------------------------------------------------------------------
+
+    def _owned_changed(self, key: Key) -> None:
+        inf = self.informers.get(key[0])
+        if inf is not None and inf.synced:
+            self.queue.add(key)
+
+    def resync(self) -> None:
+        """Enqueue every Kubernetes key and every owned Calico object's source key."""
+        for kind, inf in self.informers.items():
+            for ns, name in inf.store_keys():
+                self.queue.add((kind, ns, name))
+        for key in self.cache.owned_keys():
+            if key[0] in self.informers:
+                self.queue.add(key)
+        self.resyncs += 1
+
+    def _resync_loop(self) -> None:
+        while not self._stopping.is_set() and not self.ready():
+            self._stopping.wait(0.05)
+        while not self._stopping.is_set():
+            self.resync()
+            self._stopping.wait(self.config.resync_period)
+
+    def _work(self) -> None:
+        while not self._stopping.is_set() and not self.cache.in_sync.wait(0.1):
+            pass
+        client = self.config.datastore.client()
+        assert self.recorder is not None
+        reconciler = Reconciler(client, self.cache, self.informers, report=self._report)
+        while (item := self.queue.get()) is not None:
+            key, added_at = item
+            try:
+                self._process(reconciler, key, added_at)
+            finally:
+                self.queue.done(key)
+        client.etcd.close()
+
+    def _report(self, obj: dict[str, Any], problems: list[str]) -> None:
+        kind = str(obj.get("kind") or "NetworkPolicy")
+        self.metrics.conversion_errors.labels(kind).inc()
+        if self.recorder is not None:
+            self.recorder.report(obj, problems)
+
+    def _process(self, reconciler: Reconciler, key: Key, added_at: float) -> None:
+        kind = key[0]
+        try:
+            outcome = reconciler.reconcile(key)
+        except Exception as exc:
+            self.metrics.sync_errors.labels(kind).inc()
+            delay = self.queue.retry(key, added_at)
+            logger.warning(
+                "sync of %s failed (%s: %s); retry %d in %.2fs",
+                key,
+                type(exc).__name__,
+                exc,
+                self.queue.failures(key),
+                delay,
+            )
+            return
+        self.queue.forget(key)
+        if outcome is None:
+            return
+        self.metrics.reconciles.labels(kind).inc()
+        for op, n in outcome.writes.items():
+            if n:
+                self.metrics.writes.labels(kind, op).inc(n)
+        if outcome.wrote():
+            self.metrics.latency.labels(kind).observe(time.monotonic() - added_at)

@@ -1,0 +1,203 @@
+"""Reconciler: one Kubernetes key -> the Calico objects it implies, written only when they differ.
+
+    ("NetworkPolicy", ns, name) -> NetworkPolicy knp.default.<name> in ns   (or its deletion)
+    ("Namespace", "", name)     -> Profile kns.<name>                        (or its deletion)
+    ("ServiceAccount", ns, sa)  -> Profile ksa.<ns>.<sa>                     (or its deletion)
+    ("Pod", ns, name)           -> labels of the pod's existing k8s WorkloadEndpoints
+
+Level-triggered: the desired state comes from the informer cache (the latest object), the actual
+state from :class:`CalicoCache`; a missing Kubernetes object means "delete what we made for it",
+which is only decided once that kind's informer has listed (never from a partial cache). Writes are
+compare-and-swap on the cached resourceVersion; on a conflict the object is re-read from etcd and
+the comparison repeated, a few times, before the key goes back to the queue with backoff.
+WorkloadEndpoints are never created or deleted here (the CNI plugin owns them); only their labels.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from calico.controllers.calico_cache import KIND_POLICY, KIND_PROFILE, KIND_WEP, CalicoCache, Key
+from calico.datastore.client import AlreadyExists, Client, Conflict, NotFound
+from calico.k8s import conversion, names
+from calico.model import kinds, validation
+
+logger = logging.getLogger(__name__)
+
+Resource = dict[str, Any]
+ATTEMPTS = 4
+
+
+class _Unconvertible(Exception):
+    """The Kubernetes object cannot be converted at all (already reported)."""
+
+
+class Store(Protocol):
+    synced: bool
+
+    def get(self, key: tuple[str, str]) -> Resource | None: ...
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did: writes by op, and conversion problems reported."""
+
+    writes: dict[str, int]
+    problems: list[str]
+
+    def wrote(self) -> bool:
+        return any(self.writes.values())
+
+
+class Reconciler:
+    def __init__(
+        self,
+        client: Client,
+        cache: CalicoCache,
+        stores: Mapping[str, Store],
+        *,
+        report: Callable[[Resource, list[str]], None],
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.stores = stores
+        self.report = report  # (k8s object, problems) -> log line + Kubernetes Event
+
+    def reconcile(self, key: Key) -> Outcome | None:
+        """Bring the Calico side of ``key`` in line; None when its informer has not synced yet."""
+        kind, ns, name = key
+        store = self.stores.get(kind)
+        if store is None or not store.synced:
+            return None
+        obj = store.get((ns, name))
+        out = Outcome({"create": 0, "update": 0, "delete": 0}, [])
+        if kind == "Pod":
+            self._pod(ns, name, obj, out)
+            return out
+        try:
+            desired = self._desired(kind, ns, name, obj, out)
+        except _Unconvertible:
+            return out  # keep the last good Calico object (or none); the problem is reported
+        if kind == "NetworkPolicy":
+            self._converge(KIND_POLICY, names.policy_name(name), ns, desired, out)
+        elif kind == "Namespace":
+            self._converge(KIND_PROFILE, names.namespace_profile_name(name), None, desired, out)
+        elif kind == "ServiceAccount":
+            self._converge(
+                KIND_PROFILE, names.service_account_profile_name(ns, name), None, desired, out
+            )
+        return out
+
+    # ---- desired state -----------------------------------------------------------------------
+
+    def _desired(
+        self, kind: str, ns: str, name: str, obj: Resource | None, out: Outcome
+    ) -> Resource | None:
+        """The Calico object wanted (None = delete); _Unconvertible = leave what is there."""
+        if obj is None:
+            return None
+        try:
+            if kind == "NetworkPolicy":
+                result = conversion.convert_network_policy(obj)
+                out.problems = [str(p) for p in result.problems]
+                desired = result.policy
+            elif kind == "Namespace":
+                desired = conversion.namespace_to_profile(obj)
+            else:
+                desired = conversion.service_account_to_profile(obj)
+            desired = validation.validate(desired)
+        except (conversion.ConversionError, validation.ValidationError) as exc:
+            out.problems = [str(exc)]
+            self.report(obj, out.problems)
+            raise _Unconvertible from None
+        if out.problems:
+            self.report(obj, out.problems)
+        return desired
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def _refresh(self, kind: kinds.Kind, name: str, ns: str | None) -> Resource | None:
+        try:
+            current = self.client.get(kind.name, name, ns)
+        except NotFound:
+            return None
+        self.cache.written(kind.key(name, ns), copy.deepcopy(current))
+        return current
+
+    def _converge(
+        self,
+        kind: kinds.Kind,
+        name: str,
+        ns: str | None,
+        desired: Resource | None,
+        out: Outcome,
+    ) -> None:
+        key = kind.key(name, ns)
+        current = self.cache.get(key)
+        for _ in range(ATTEMPTS):
+            try:
+                if desired is None:
+                    if current is None:
+                        return
+                    rv = current["metadata"]["resourceVersion"]
+                    self.client.delete(kind.name, name, ns, resource_version=rv)
+                    self.cache.removed(key, int(rv) + 1)
+                    out.writes["delete"] += 1
+                    return
+                if current is not None and current.get("spec") == desired.get("spec"):
+                    return
+                obj = copy.deepcopy(desired)
+                if current is None:
+                    written = self.client.create(obj, validate=False)
+                    out.writes["create"] += 1
+                else:
+                    obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                    written = self.client.update(obj, validate=False)
+                    out.writes["update"] += 1
+                self.cache.written(key, copy.deepcopy(written))
+                return
+            except NotFound:
+                self.cache.removed(
+                    key, int((current or {}).get("metadata", {}).get("resourceVersion", 0)) + 1
+                )
+                current = self._refresh(kind, name, ns)
+            except (AlreadyExists, Conflict):
+                current = self._refresh(kind, name, ns)
+        raise Conflict(f"{kind.name} {ns + '/' if ns else ''}{name}: kept changing; will retry")
+
+    def _pod(self, ns: str, name: str, pod: Resource | None, out: Outcome) -> None:
+        if pod is None:
+            return  # the CNI plugin deletes the WorkloadEndpoint; we only own its labels
+        try:
+            labels = conversion.pod_to_workload_labels(pod)
+        except conversion.ConversionError as exc:
+            out.problems = [str(exc)]
+            self.report(pod, out.problems)
+            return
+        for key in self.cache.weps_of(ns, name):
+            self._wep_labels(key, labels, out)
+
+    def _wep_labels(self, key: str, labels: dict[str, str], out: Outcome) -> None:
+        parsed = kinds.parse_key(key)
+        assert parsed is not None
+        _, ns, wep_name = parsed
+        current = self.cache.get(key)
+        for _ in range(ATTEMPTS):
+            if current is None:
+                return  # gone (CNI DEL); nothing to label
+            if (current.get("metadata") or {}).get("labels") == labels:
+                return
+            obj = copy.deepcopy(current)
+            obj["metadata"]["labels"] = dict(labels)
+            try:
+                written = self.client.update(obj, validate=False)
+                self.cache.written(key, copy.deepcopy(written))
+                out.writes["update"] += 1
+                return
+            except (Conflict, NotFound):
+                current = self._refresh(KIND_WEP, wep_name, ns)
+        raise Conflict(f"WorkloadEndpoint {ns}/{wep_name}: kept changing; will retry")
