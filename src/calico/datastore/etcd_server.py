@@ -10,10 +10,22 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from calico.datastore.etcd import EtcdClient, wait_ready
+from calico.datastore.etcd import EtcdClient, TLSFiles, wait_ready
 from calico.lib.cmd import netns_argv
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTLS:
+    """Serve clients over HTTPS with this certificate; with ``client_cert_auth``, require client
+    certificates signed by ``trusted_ca_file``."""
+
+    cert_file: str
+    key_file: str
+    trusted_ca_file: str | None = None
+    client_cert_auth: bool = False
 
 
 class EtcdServer:
@@ -27,6 +39,8 @@ class EtcdServer:
         netns: str | None = None,
         name: str = "calico-etcd",
         log_file: str | Path | None = None,
+        tls: ServerTLS | None = None,
+        client_tls: TLSFiles | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
@@ -36,14 +50,24 @@ class EtcdServer:
         self.name = name
         self.log_file = Path(log_file) if log_file else self.data_dir.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tls = tls
+        self.client_tls = client_tls  # what start() uses to check readiness over TLS
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def argv(self) -> list[str]:
-        client = f"http://{self.host}:{self.port}"
+        client = self.endpoint
         peer = f"http://{self.host}:{self.peer_port}"
+        tls_args: list[str] = []
+        if self.tls:
+            tls_args = ["--cert-file", self.tls.cert_file, "--key-file", self.tls.key_file]
+            if self.tls.trusted_ca_file:
+                tls_args += ["--trusted-ca-file", self.tls.trusted_ca_file]
+            if self.tls.client_cert_auth:
+                tls_args.append("--client-cert-auth")
         return netns_argv(self.netns, [
             "etcd", "--name", self.name, "--data-dir", str(self.data_dir),
             "--listen-client-urls", client, "--advertise-client-urls", client,
@@ -51,6 +75,7 @@ class EtcdServer:
             "--initial-cluster", f"{self.name}={peer}",
             "--log-level", "warn", "--logger", "zap",
             "--experimental-watch-progress-notify-interval", "5s",
+            *tls_args,
         ])
 
     def start(self, timeout: float = 20.0) -> None:
@@ -62,7 +87,7 @@ class EtcdServer:
             )
         finally:
             log.close()
-        client = EtcdClient([self.endpoint], timeout=2)
+        client = EtcdClient([self.endpoint], tls=self.client_tls, timeout=2)
         try:
             wait_ready(client, timeout)
         except Exception:
