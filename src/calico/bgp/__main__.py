@@ -1,0 +1,5 @@
+"""python -m calico.bgp"""
+
+from calico.bgp.main import main
+
+main()

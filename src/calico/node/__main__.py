@@ -1,0 +1,5 @@
+"""python -m calico.node"""
+
+from calico.node.main import main
+
+main()

@@ -1,0 +1,176 @@
+"""calico-node: one per host. Start-up (register the Node, pools, ClusterInformation, CNI), then
+supervise the parts as child processes until SIGTERM::
+
+    calico-node ─┬─ calico-felix                       (policy agent; unless CALICO_DISABLE_FELIX)
+                 ├─ calico-bgp                         (datastore -> bird.cfg; backend bird)
+                 └─ bird -f -c bird.cfg -s bird.ctl    (started once bird.cfg exists; backend bird)
+
+Per-host paths come from the environment so several hosts can share one filesystem:
+``CALICO_RUN_DIR`` (default /var/run/calico: bird.cfg, bird.ctl, calico-node.pid, health.json) and
+``CALICO_LOG_DIR`` (default /var/log/calico). ``calico-node --startup`` runs start-up only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from calico.datastore import config as ds_config
+from calico.datastore.client import DatastoreError
+from calico.datastore.etcd import EtcdError
+from calico.node import startup
+from calico.node.supervisor import Service, Supervisor
+
+logger = logging.getLogger("calico.node")
+
+DEFAULT_RUN_DIR = "/var/run/calico"
+DEFAULT_LOG_DIR = "/var/log/calico"
+
+
+def run_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("CALICO_RUN_DIR") or DEFAULT_RUN_DIR)
+
+
+def log_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("CALICO_LOG_DIR") or DEFAULT_LOG_DIR)
+
+
+def _exe(name: str) -> str:
+    """Our own entry points live next to this interpreter (a venv's bin/); else search PATH."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def services(env: Mapping[str, str], settings: startup.NodeSettings) -> list[Service]:
+    rd = run_dir(env)
+    child_env = {**env, "NODENAME": settings.name, "CALICO_RUN_DIR": str(rd)}
+    out: list[Service] = []
+    if not startup.truthy(env.get("CALICO_DISABLE_FELIX")):
+        out.append(Service("felix", [_exe("calico-felix")], env=child_env))
+    if settings.backend == "bird":
+        cfg = rd / "bird.cfg"
+        out.append(Service("bgp", [_exe("calico-bgp")], env=child_env))
+        out.append(
+            Service(
+                "bird",
+                [
+                    env.get("CALICO_BIRD_BIN", "bird"),
+                    "-f",
+                    "-c",
+                    str(cfg),
+                    "-s",
+                    str(rd / "bird.ctl"),
+                ],
+                ready_to_start=cfg.exists,
+                env=child_env,
+            )
+        )
+    return out
+
+
+def running_pid(pid_file: Path) -> int | None:
+    """The pid in ``pid_file`` if that process is a live calico-node."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"calico-node" in cmdline or b"calico.node" in cmdline else None
+
+
+def readiness(env: Mapping[str, str], *, bird: bool, felix: bool) -> list[str]:
+    """Calico's ``-bird-ready`` / ``-felix-ready`` checks: the reasons this node is not ready."""
+    import json
+
+    from calico.bgp import birdctl
+
+    rd = run_dir(env)
+    try:
+        health = json.loads((rd / "health.json").read_text())
+    except (OSError, ValueError):
+        return ["calico-node is not running (no health.json)"]
+    services = health.get("services", {})
+    problems = []
+    for name, wanted in (("felix", felix), ("bird", bird)):
+        if wanted and not services.get(name, {}).get("running"):
+            problems.append(f"{name} is not running")
+    if bird and not problems:
+        try:
+            protos = birdctl.protocols(rd / "bird.ctl")
+        except birdctl.BirdError as exc:
+            return [f"BIRD is not ready: {exc}"]
+        for p in protos:
+            if p.proto == "BGP" and p.info.split()[:1] != ["Established"]:
+                addr = p.name.partition("_")[2].replace("_", ".")
+                problems.append(f"BIRD is not ready: BGP not established with {addr}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="calico-node", description=__doc__.split("\n")[0])
+    parser.add_argument("--startup", action="store_true", help="run start-up only, then exit")
+    parser.add_argument("--bird-ready", action="store_true", help="readiness: BIRD up, peers up")
+    parser.add_argument("--felix-ready", action="store_true", help="readiness: felix running")
+    args = parser.parse_args(argv)
+    if args.bird_ready or args.felix_ready:
+        problems = readiness(os.environ, bird=args.bird_ready, felix=args.felix_ready)
+        for line in problems:
+            print(f"calico/node is not ready: {line}", file=sys.stderr)
+        sys.exit(1 if problems else 0)
+    logging.basicConfig(
+        level=os.environ.get("CALICO_NODE_LOGLEVEL", "INFO").upper(),
+        format="%(asctime)s [%(levelname)s] calico-node: %(message)s",
+    )
+    env = dict(os.environ)
+    other = running_pid(run_dir(env) / "calico-node.pid")
+    if not args.startup and other is not None and other != os.getpid():
+        print(
+            f"calico-node: already running with run dir {run_dir(env)} (pid {other})",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    try:
+        settings = startup.settings_from_env(env)
+        client = ds_config.load(env=env).client()
+        startup.run_startup(client, env)
+    except (ValueError, DatastoreError) as exc:  # StartupError, ConfigError, ValidationError, ...
+        print(f"calico-node: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except EtcdError as exc:
+        print(f"calico-node: datastore error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    if args.startup:
+        return
+    rd, ld = run_dir(env), log_dir(env)
+    rd.mkdir(parents=True, exist_ok=True)
+    ld.mkdir(parents=True, exist_ok=True)
+    pid_file = rd / "calico-node.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    sup = Supervisor(services(env, settings), run_dir=rd, log_dir=ld)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    logger.info(
+        "calico-node %s running: %s",
+        settings.name,
+        ", ".join(s.name for s in sup.services) or "no services",
+    )
+    try:
+        while not stop.is_set():
+            sup.poll()
+            stop.wait(0.5)
+    finally:
+        sup.stop()
+        try:
+            if pid_file.read_text().strip() == str(os.getpid()):
+                pid_file.unlink()
+        except OSError:
+            pass
+        logger.info("calico-node stopped")

@@ -1,0 +1,369 @@
+"""A multi-host BGP test fabric: "hosts" are namespaces on one bridge, each runs calico-node.
+
+Layout (all inside namespaces made by the make_netns fixture; the root namespace is untouched)::
+
+    fabric netns: br0 ── h1 ══ eth0 (host1 netns, 10.99.0.1/24) ── caliXXXX ══ eth0 (pod netns)
+                      ├─ h2 ══ eth0 (host2 netns, 10.99.0.2/24) ...
+                      └─ h3 ══ eth0 (host3 netns, 10.99.0.3/24) ...
+
+etcd runs in the root namespace on 127.0.0.1 (the ``etcd_server`` fixture). Each host reaches it at
+127.0.0.1:<port> inside its own namespace through :class:`NetnsForward`: a listening socket created
+in the host's namespace by a thread that ``setns()``-ed there, relaying to the root namespace's
+127.0.0.1. Nothing listens on a non-loopback address of the root namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CLONE_NEWNET = 0x40000000
+VENV_BIN = Path(sys.executable).parent
+
+
+def _in_netns(netns: str, fn: Callable[[], Any]) -> Any:
+    """Run fn on a fresh thread that has entered ``netns``; return its result."""
+    out: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
+            try:
+                if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns failed")
+            finally:
+                os.close(fd)
+            out["value"] = fn()
+        except BaseException as exc:
+            out["error"] = exc
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+class NetnsForward:
+    """127.0.0.1:<port> inside ``netns`` -> 127.0.0.1:<port> in this (root) namespace."""
+
+    def __init__(self, netns: str, port: int) -> None:
+        self.port = port
+
+        def listen() -> socket.socket:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen(64)
+            return s
+
+        self.sock: socket.socket = _in_netns(netns, listen)
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                conn.close()
+                continue
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=60)
+
+
+def nsx(netns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return sh("ip", "netns", "exec", netns, *argv, check=check)
+
+
+def wait_for(what: str, pred: Callable[[], Any], timeout: float = 60, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Host:
+    name: str
+    netns: str
+    ip: str
+    run_dir: Path
+    log_dir: Path
+    block: str
+    proc: subprocess.Popen[bytes] | None = None
+    pods: list[tuple[str, str]] = field(default_factory=list)  # (pod netns, pod ip)
+    pods6: list[tuple[str, str]] = field(default_factory=list)
+    ip6: str = ""
+    block6: str = ""
+
+    def env(self, etcd_port: int, **extra: str) -> dict[str, str]:
+        return {
+            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
+            "NODENAME": self.name,
+            "ETCD_ENDPOINTS": f"http://127.0.0.1:{etcd_port}",
+            "CALICO_RUN_DIR": str(self.run_dir),
+            "CALICO_LOG_DIR": str(self.log_dir),
+            "CALICO_DISABLE_FELIX": "true",
+            "IP": "autodetect",
+            "IP_AUTODETECTION_METHOD": "interface=eth0",
+            **extra,
+        }
+
+    def health(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.run_dir / "health.json").read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def routes(self, version: int = 4) -> dict[str, dict[str, Any]]:
+        out = nsx(self.netns, "ip", "-j", f"-{version}", "route", "show").stdout
+        return {r["dst"]: r for r in json.loads(out or "[]")}
+
+    def node_status(self) -> str:
+        env = {**os.environ, "CALICO_RUN_DIR": str(self.run_dir)}
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.netns, str(VENV_BIN / "calicoctl"), "node", "status"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=30,
+        )
+        return proc.stdout + proc.stderr
+
+    def established(self) -> list[str]:
+        """Peer addresses whose session is Established, from `calicoctl node status`."""
+        return [
+            line.split("|")[1].strip()
+            for line in self.node_status().splitlines()
+            if line.startswith("|") and "Established" in line
+        ]
+
+    def log_tail(self) -> str:
+        parts = []
+        for f in sorted(self.log_dir.glob("*/current")):
+            parts.append(f"--- {f}\n" + f.read_text(errors="replace")[-3000:])
+        return "\n".join(parts)
+
+
+HOST_LL = (
+    "fe80::ecee:eeff:feee:eeee"  # the link-local address of a caliX with MAC ee:ee:ee:ee:ee:ee
+)
+
+
+def ipx(netns: str, line: str) -> None:
+    """``ip <line>`` in ``netns`` (words split on spaces)."""
+    nsx(netns, "ip", *line.split())
+
+
+def no_dad(netns: str) -> None:
+    """No duplicate address detection in this namespace (addresses usable at once)."""
+    for conf in ("all", "default"):
+        nsx(netns, "sysctl", "-qw", f"net.ipv6.conf.{conf}.accept_dad=0")
+
+
+class Fabric:
+    def __init__(
+        self,
+        make_netns: Callable[[], str],
+        tmp: Path,
+        etcd_port: int,
+        n: int,
+        *,
+        ipv6: bool = False,
+    ) -> None:
+        self.etcd_port = etcd_port
+        self.fabric = make_netns()
+        self.forwards: list[NetnsForward] = []
+        self.echo: list[EchoServer] = []
+        ipx(self.fabric, "link add br0 type bridge")
+        ipx(self.fabric, "link set br0 up")
+        # the hosts' default gateway (a real host has one; proxy ARP for 169.254.1.1 needs a route)
+        ipx(self.fabric, "addr add 10.99.0.254/24 dev br0")
+        self.hosts: list[Host] = []
+        for i in range(1, n + 1):
+            netns = make_netns()
+            host = Host(
+                f"host{i}",
+                netns,
+                f"10.99.0.{i}",
+                tmp / f"host{i}" / "run",
+                tmp / f"host{i}" / "log",
+                f"192.168.{i}.0/26",
+            )
+            if ipv6:
+                no_dad(netns)
+                nsx(netns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+            ipx(self.fabric, f"link add h{i} type veth peer name eth0 netns {netns}")
+            ipx(self.fabric, f"link set h{i} master br0 up")
+            ipx(netns, f"addr add {host.ip}/24 dev eth0")
+            if ipv6:
+                host.ip6, host.block6 = f"fd99::{i}", f"fd80:24e2:0:{i}::/122"
+                ipx(netns, f"-6 addr add {host.ip6}/64 dev eth0 nodad")
+            ipx(netns, "link set eth0 up")
+            ipx(netns, "route add default via 10.99.0.254")
+            nsx(netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            self.forwards.append(NetnsForward(netns, etcd_port))
+            self.hosts.append(host)
+
+    def start(self, host: Host, **extra: str) -> None:
+        host.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(host.log_dir / "calico-node.out", "ab") as log:
+            host.proc = subprocess.Popen(
+                ["ip", "netns", "exec", host.netns, str(VENV_BIN / "calico-node")],
+                env=host.env(self.etcd_port, **extra),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self, host: Host) -> None:
+        if host.proc is not None and host.proc.poll() is None:
+            host.proc.send_signal(signal.SIGTERM)
+            try:
+                host.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(host.proc.pid, signal.SIGKILL)
+                host.proc.wait(5)
+        host.proc = None
+
+    def add_pod(
+        self, make_netns: Callable[[], str], host: Host, ip: str, ip6: str | None = None
+    ) -> str:
+        """A pod the way the CNI plugin builds one: /32 (and /128) on eth0, default via 169.254.1.1
+        (IPv6: via the host veth's link-local address), host-side caliX with proxy ARP and
+        /32 (/128) routes ``proto 80``."""
+        pod = make_netns()
+        if ip6:
+            no_dad(pod)
+        cali = "cali" + hashlib.sha1(pod.encode()).hexdigest()[:11]
+        ipx(host.netns, f"link add {cali} type veth peer name eth0 netns {pod}")
+        ipx(host.netns, f"link set {cali} address ee:ee:ee:ee:ee:ee up")
+        nsx(host.netns, "sysctl", "-qw", f"net.ipv4.conf.{cali}.proxy_arp=1")
+        nsx(host.netns, "sysctl", "-qw", f"net.ipv4.neigh.{cali}.proxy_delay=0")
+        ipx(host.netns, f"route add {ip}/32 dev {cali} proto 80")
+        ipx(pod, f"addr add {ip}/32 dev eth0")
+        ipx(pod, "link set eth0 up")
+        ipx(pod, "route add 169.254.1.1 dev eth0 scope link")
+        ipx(pod, "route add default via 169.254.1.1 dev eth0")
+        if ip6:
+            ipx(host.netns, f"-6 route add {ip6}/128 dev {cali} proto 80")
+            ipx(pod, f"-6 addr add {ip6}/128 dev eth0 nodad")
+            ipx(pod, f"-6 route add default via {HOST_LL} dev eth0")
+            host.pods6.append((pod, ip6))
+        host.pods.append((pod, ip))
+        self.echo.append(EchoServer(pod))
+        return pod
+
+    def close(self) -> None:
+        for h in self.hosts:
+            self.stop(h)
+        for f in self.forwards:
+            f.close()
+        for e in self.echo:
+            e.close()
+
+
+def claim_block(etcd: Any, host: str, cidr: str) -> None:
+    """This host's affinity for ``cidr`` (Calico's key layout, confirmed)."""
+    net, plen = cidr.split("/")
+    version = 6 if ":" in net else 4
+    etcd.put(
+        f"/calico/ipam/v2/host/{host}/ipv{version}/block/{net}-{plen}",
+        '{"state":"confirmed","deleted":false}',
+    )
+
+
+class EchoServer:
+    """A TCP echo server listening on [::]:<port> (IPv4 too) inside a pod's namespace."""
+
+    def __init__(self, netns: str, port: int = 7777) -> None:
+        def listen() -> socket.socket:
+            s = socket.socket(socket.AF_INET6)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(("::", port))
+            s.listen(16)
+            return s
+
+        self.port = port
+        self.sock: socket.socket = _in_netns(netns, listen)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.sendall(conn.recv(1024))
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def tcp_echo(src_netns: str, ip: str, port: int = 7777, timeout: float = 1.0) -> bool:
+    """Connect from ``src_netns`` to ip:port, send a payload, expect it back (real TCP)."""
+    payload = secrets.token_bytes(16)
+
+    def talk() -> bool:
+        try:
+            with socket.create_connection((ip, port), timeout=timeout) as c:
+                c.sendall(payload)
+                return c.recv(1024) == payload
+        except OSError:
+            return False
+
+    return bool(_in_netns(src_netns, talk))

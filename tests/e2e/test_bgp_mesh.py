@@ -1,0 +1,161 @@
+"""Three hosts with calico-node and real BIRD in a full mesh: sessions, routes, pod traffic,
+BIRD restarted by calico-node after a kill, routes withdrawn when a host's calico-node stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from calico.datastore.client import Client
+from calico.datastore.etcd import EtcdClient
+from calico.datastore.etcd_server import EtcdServer
+
+from .bgp_fabric import VENV_BIN, Fabric, claim_block, tcp_echo, wait_for
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.netns,
+    pytest.mark.etcd,
+    pytest.mark.bird,
+    pytest.mark.timeout(240),
+]
+
+
+@pytest.fixture
+def fabric(
+    make_netns: Callable[[], str], tmp_path: Path, etcd_server: EtcdServer, etcd: EtcdClient
+) -> Iterator[Fabric]:
+    fab = Fabric(make_netns, tmp_path, etcd_server.port, 3)
+    for h in fab.hosts:
+        claim_block(etcd, h.name, h.block)
+    try:
+        yield fab
+    finally:
+        fab.close()
+
+
+def _dump(fab: Fabric) -> str:
+    return "\n".join(f"== {h.name}\n{h.node_status()}\n{h.log_tail()}" for h in fab.hosts)
+
+
+def test_bgp_mesh_three_hosts(
+    fabric: Fabric, make_netns: Callable[[], str], datastore: Client
+) -> None:
+    fab = fabric
+    h1, h2, h3 = fab.hosts
+    for h in fab.hosts:
+        fab.start(h)
+    pods = {h.name: fab.add_pod(make_netns, h, h.block.replace(".0/26", ".2")) for h in fab.hosts}
+    try:
+        # start-up wrote the Node resources (autodetected eth0 addresses) and the default pool
+        nodes = {n["metadata"]["name"]: n for n in datastore.list("Node")}
+        wait_for("Node resources", lambda: len(datastore.list("Node")) == 3, 30)
+        nodes = {n["metadata"]["name"]: n for n in datastore.list("Node")}
+        assert nodes["host2"]["spec"]["bgp"]["ipv4Address"] == "10.99.0.2/24"
+        assert [p["spec"]["cidr"] for p in datastore.list("IPPool")] == ["192.168.0.0/16"]
+
+        # every host has an Established session to both others
+        for h in fab.hosts:
+            others = sorted(o.ip for o in fab.hosts if o is not h)
+            wait_for(f"{h.name} sessions", lambda h=h, o=others: sorted(h.established()) == o, 60)
+        ready = subprocess.run(
+            [str(VENV_BIN / "calico-node"), "--bird-ready"],
+            env=h1.env(fab.etcd_port),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert ready.returncode == 0, ready.stderr
+        status = h1.node_status()
+        assert "Calico process is running." in status
+        assert "| 10.99.0.2    | node-to-node mesh | up    |" in status
+
+        # each host routes the others' blocks via their address (proto bird); its own is blackholed
+        for h in fab.hosts:
+            routes = wait_for(
+                f"{h.name} routes",
+                lambda h=h: (r := h.routes()) and all(o.block in r for o in fab.hosts) and r,
+                30,
+            )
+            assert routes[h.block]["type"] == "blackhole"
+            assert routes[h.block]["protocol"] == "bird"
+            for o in fab.hosts:
+                if o is not h:
+                    assert routes[o.block]["gateway"] == o.ip
+                    assert routes[o.block]["protocol"] == "bird"
+
+        # pods on different hosts reach each other (real TCP through three kernels)
+        for src in fab.hosts:
+            for dst in fab.hosts:
+                if src is not dst:
+                    ip = dst.pods[0][1]
+                    wait_for(
+                        f"{src.name} pod -> {ip}", lambda p=pods[src.name], i=ip: tcp_echo(p, i), 15
+                    )
+
+        # a borrowed address: a pod on host3 with an IP from host1's block. host3's BIRD learns the
+        # /32 from the kernel and exports it; it beats host1's blackhole for the block.
+        borrowed = "192.168.1.9"
+        fab.add_pod(make_netns, h3, borrowed)
+        for h in (h1, h2):
+            r = wait_for(f"{h.name} /32 route", lambda h=h: h.routes().get(borrowed), 20)
+            assert r["gateway"] == h3.ip
+            assert r["protocol"] == "bird"
+        wait_for("host1 pod -> borrowed", lambda: tcp_echo(pods["host1"], borrowed), 15)
+        wait_for("host2 pod -> borrowed", lambda: tcp_echo(pods["host2"], borrowed), 15)
+        assert "192.168.1.0/26" in h1.routes()  # the block itself is still blackholed there
+
+        # calicoctl get nodes -o wide shows each node's address and AS
+        wide = subprocess.run(
+            [str(VENV_BIN / "calicoctl"), "get", "nodes", "-o", "wide"],
+            env={**os.environ, "ETCD_ENDPOINTS": f"http://127.0.0.1:{fab.etcd_port}"},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        for h in fab.hosts:
+            line = next(x for x in wide.splitlines() if x.startswith(h.name + " "))
+            assert f"{h.ip}/24" in line, wide
+            assert "64512" in line, wide
+
+        # kill BIRD on host2: calico-node restarts it, sessions and routes come back
+        old_pid = h2.health()["services"]["bird"]["pid"]
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(
+            "bird restarted",
+            lambda: (
+                (h2.health()["services"]["bird"]["pid"] or old_pid) != old_pid
+                and h2.health()["services"]["bird"]["restarts"] >= 1
+            ),
+            30,
+        )
+        wait_for("host2 sessions back", lambda: sorted(h2.established()) == [h1.ip, h3.ip], 60)
+        wait_for("host1 route to host2 block", lambda: h2.block in h1.routes(), 30)
+        wait_for("pod host1 -> host2 again", lambda: tcp_echo(pods["host1"], h2.pods[0][1]), 30)
+        # (host1 kept host2's routes meanwhile: graceful restart; host2 kept its own: persist)
+
+        # stop BIRD on host2 cleanly: peers withdraw its block at once; calico-node starts BIRD
+        # again and the routes come back
+        bird = h2.health()["services"]["bird"]
+        os.kill(bird["pid"], signal.SIGTERM)
+        wait_for("host1 withdrew host2's block", lambda: h2.block not in h1.routes(), 10, 0.05)
+        wait_for("bird started again", lambda: h2.health()["services"]["bird"]["restarts"] >= 2, 30)
+        wait_for("host2's block back on host1", lambda: h2.block in h1.routes(), 30)
+        assert h1.routes()[h2.block]["gateway"] == h2.ip
+        wait_for("pod host1 -> host2 after restart", lambda: tcp_echo(pods["host1"], h2.pods[0][1]))
+
+        # stop calico-node on host3: its BIRD says goodbye, the others withdraw its block
+        fab.stop(h3)
+        for h in (h1, h2):
+            wait_for(f"{h.name} withdrew host3's block", lambda h=h: h3.block not in h.routes(), 30)
+        assert not tcp_echo(pods["host1"], h3.pods[0][1])
+        assert tcp_echo(pods["host1"], h2.pods[0][1])
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_dump(fab)}") from None

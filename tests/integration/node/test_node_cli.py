@@ -1,0 +1,176 @@
+"""``calicoctl node run`` / ``node status`` in a namespace: a supervised background calico-node with
+its own BIRD, Calico's status table, refusal to start twice, bad input, and stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from calico.datastore.client import Client
+from calico.datastore.etcd_server import EtcdServer
+from tests.e2e.bgp_fabric import NetnsForward
+
+pytestmark = [pytest.mark.etcd, pytest.mark.netns, pytest.mark.bird, pytest.mark.timeout(120)]
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def host(
+    make_netns: Callable[[], str], etcd_server: EtcdServer, tmp_path: Path
+) -> Iterator[tuple[str, dict[str, str]]]:
+    ns = make_netns()
+    for cmd in (
+        "link add eth0 type veth peer name eth0p",
+        "addr add 10.5.0.1/24 dev eth0",
+        "link set eth0 up",
+        "link set eth0p up",
+    ):
+        subprocess.run(["ip", "-n", ns, *cmd.split()], check=True)
+    fwd = NetnsForward(ns, etcd_server.port)
+    env = {
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "ETCD_ENDPOINTS": f"http://127.0.0.1:{etcd_server.port}",
+        "CALICO_RUN_DIR": str(tmp_path / "run"),
+        "CALICO_LOG_DIR": str(tmp_path / "log"),
+    }
+    try:
+        yield ns, env
+    finally:
+        pid_file = tmp_path / "run" / "calico-node.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+            time.sleep(0.5)
+        fwd.close()
+
+
+def calicoctl(ns: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, str(BIN / "calicoctl"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_node_run_status_stop(host: tuple[str, dict[str, str]], datastore: Client) -> None:
+    ns, env = host
+    run_dir = Path(env["CALICO_RUN_DIR"])
+    datastore.create(
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "Node",
+            "metadata": {"name": "ghost"},
+            "spec": {"bgp": {"ipv4Address": "10.5.0.2/24"}},
+        }
+    )
+
+    out = calicoctl(ns, env, "node", "status")
+    assert out.returncode == 1
+    assert "Calico process is not running." in out.stdout
+
+    out = calicoctl(
+        ns,
+        env,
+        "node",
+        "run",
+        "--name",
+        "n1",
+        "--ip-autodetection-method",
+        "interface=eth0",
+        "--as",
+        "65010",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Calico node started successfully." in out.stdout
+    node = datastore.get("Node", "n1")
+    assert node["spec"]["bgp"] == {"ipv4Address": "10.5.0.1/24", "asNumber": 65010}
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = calicoctl(ns, env, "node", "status")
+        if "10.5.0.2" in out.stdout:
+            break
+        time.sleep(0.3)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "Calico process is running."
+    assert "IPv4 BGP status" in lines
+    assert "| PEER ADDRESS |     PEER TYPE     | STATE |" in out.stdout
+    row = next(line for line in lines if line.startswith("| 10.5.0.2"))
+    assert "| node-to-node mesh | start |" in row
+    assert any(s in row for s in ("Active", "Connect", "Idle"))
+
+    ready = subprocess.run(
+        ["ip", "netns", "exec", ns, str(BIN / "calico-node"), "--bird-ready"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert ready.returncode == 1
+    assert "BIRD is not ready: BGP not established with 10.5.0.2" in ready.stderr
+
+    again = calicoctl(ns, env, "node", "run", "--name", "n1")
+    assert again.returncode != 0
+    assert "already running" in again.stderr
+
+    direct = subprocess.run(
+        ["ip", "netns", "exec", ns, str(BIN / "calico-node")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert direct.returncode == 1
+    assert "already running" in direct.stderr
+
+    health = json.loads((run_dir / "health.json").read_text())
+    assert health["services"]["bird"]["running"]
+    assert health["services"]["bgp"]["running"]
+    assert "felix" in health["services"]  # supervised even when the agent keeps failing
+    children = [s["pid"] for s in health["services"].values() if s["pid"]]
+
+    os.kill(int((run_dir / "calico-node.pid").read_text()), signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (run_dir / "calico-node.pid").exists():
+        time.sleep(0.1)
+    assert not (run_dir / "calico-node.pid").exists()
+    assert not any(_alive(p) for p in children)
+    out = calicoctl(ns, env, "node", "status")
+    assert out.returncode == 1
+    assert "Calico process is not running." in out.stdout
+
+
+def test_node_run_bad_input(host: tuple[str, dict[str, str]], datastore: Client) -> None:
+    ns, env = host
+    out = calicoctl(ns, env, "node", "run", "--name", "n2", "--as", "abc")
+    assert out.returncode != 0
+    assert "AS: 'abc'" in out.stderr
+    assert datastore.list("Node") == []
+    out = calicoctl(ns, env, "node", "run", "--name", "n2", "--dryrun")
+    assert out.returncode == 0
+    assert "NODENAME=n2" in out.stdout

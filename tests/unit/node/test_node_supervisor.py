@@ -1,0 +1,93 @@
+"""The supervisor restarts children that die (after a back-off), tolerates missing binaries,
+waits for a start precondition, and reports health."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from calico.node.supervisor import Service, Supervisor
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _wait_exit(svc: Service) -> None:
+    assert svc.proc is not None
+    svc.proc.wait(5)
+
+
+def test_restart_backoff_missing_binary_and_precondition(tmp_path: Path) -> None:
+    clock = Clock()
+    flag = tmp_path / "cfg"
+    sleeper = Service("sleeper", ["sleep", "30"])
+    missing = Service("missing", [str(tmp_path / "no-such-binary")])
+    gated = Service("gated", ["sleep", "30"], ready_to_start=flag.exists)
+    sup = Supervisor(
+        [sleeper, missing, gated], run_dir=tmp_path, log_dir=tmp_path / "log", clock=clock
+    )
+    try:
+        sup.poll()
+        assert sleeper.running
+        assert not gated.running
+        assert not missing.running
+        assert "cannot start" in missing.last_error
+        health = json.loads((tmp_path / "health.json").read_text())
+        assert health["ready"] is False
+        assert health["services"]["sleeper"]["running"] is True
+        assert health["services"]["missing"]["error"].startswith("cannot start")
+
+        first = sleeper.proc.pid if sleeper.proc else 0
+        os.kill(first, signal.SIGKILL)
+        _wait_exit(sleeper)
+        sup.poll()  # reaped; restart scheduled 1 s later
+        assert not sleeper.running
+        assert sleeper.last_exit == -signal.SIGKILL
+        clock.now += 1.01
+        flag.write_text("x")
+        sup.poll()
+        assert sleeper.running
+        assert sleeper.proc is not None
+        assert sleeper.proc.pid != first
+        assert sleeper.restarts == 1
+        assert gated.running
+
+        # back-off doubles while it keeps dying quickly
+        assert sleeper.proc is not None
+        sleeper.proc.kill()
+        _wait_exit(sleeper)
+        sup.poll()
+        clock.now += 1.01
+        sup.poll()
+        assert not sleeper.running  # now 2 s
+        clock.now += 1.0
+        sup.poll()
+        assert sleeper.running
+        assert sleeper.restarts == 2
+        assert (tmp_path / "log" / "sleeper" / "current").exists()
+    finally:
+        sup.stop(grace=2)
+    assert not sleeper.running
+    assert not gated.running
+    assert json.loads((tmp_path / "health.json").read_text())["services"]["gated"]["pid"] is None
+
+
+def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    stubborn = Service("stubborn", ["sh", "-c", "trap '' TERM; sleep 30 & wait; sleep 30"])
+    sup = Supervisor([stubborn], run_dir=tmp_path, log_dir=tmp_path)
+    sup.poll()
+    proc = stubborn.proc
+    assert proc is not None
+    time.sleep(0.2)  # let the shell install its trap
+    t0 = time.monotonic()
+    sup.stop(grace=0.5)
+    assert proc.returncode == -signal.SIGKILL
+    assert time.monotonic() - t0 < 5
