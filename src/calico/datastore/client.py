@@ -115,6 +115,12 @@ class Client:
         kind, name, ns = _ident(obj)
         key = kind.key(name, ns)
         meta = obj["metadata"]
+        if meta.get("resourceVersion") and meta.get("uid"):
+            # The caller read this object (it carries uid and resourceVersion): one CAS, no re-read.
+            rev = self.etcd.update(key, _encode(obj), int(meta["resourceVersion"]))
+            if rev is not None:
+                meta["resourceVersion"] = str(rev)
+                return obj
         current = self.etcd.get(key)
         if current is None:
             raise NotFound(f"resource does not exist: {describe(kind, name, ns)}")
