@@ -1,5 +1,6 @@
 # Calico, in Python. `make help` lists the targets.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 VENV  := .venv
 PY    := $(VENV)/bin/python
 DEBS  := iproute2 nftables ipset iptables bird2 etcd-server util-linux containernetworking-plugins openssl
@@ -19,8 +20,8 @@ install: $(VENV)/.installed ## install Debian packages (if missing) and the venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip >/dev/null
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1
+	$(PY) -m pip install -q -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
 	touch $@
 
 fmt: install ## format the code
