@@ -46,7 +46,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     for line in out.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        if name.startswith(NETNS_PREFIX):
+        if name.startswith(NETNS_PREFIX) and not _owner_alive(name):
             subprocess.run(["ip", "netns", "del", name], check=False)
 
 
@@ -75,7 +75,14 @@ def datastore(etcd: EtcdClient) -> Client:
 
 
 def _netns_name(worker: str) -> str:
-    return f"{NETNS_PREFIX}{worker}-{secrets.token_hex(3)}"
+    # the creating process's pid is in the name, so a concurrent session's sweep spares it
+    return f"{NETNS_PREFIX}{worker}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _owner_alive(name: str) -> bool:
+    """True when the namespace's name carries the pid of a process that is still running."""
+    parts = name.split("-")
+    return len(parts) >= 4 and parts[2].isdigit() and os.path.exists(f"/proc/{parts[2]}")
 
 
 @pytest.fixture

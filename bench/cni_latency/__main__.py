@@ -1,0 +1,216 @@
+"""CNI ADD/DEL latency: our ``calico`` + ``calico-ipam`` vs Debian's Go ``ptp`` + ``host-local``.
+
+    .venv/bin/python -m bench.cni_latency [-n 30]
+
+Everything runs inside one throwaway "node" namespace (``calt-bench-<pid>-node``), never the root
+one: the outer process makes the namespaces, then re-runs itself inside the node namespace with
+``ip netns exec``; there it starts etcd on 127.0.0.1, creates an IPPool and execs each plugin
+directly (one fresh process per call, as a runtime does), rotating who goes first so all see the
+same noise. Each ADD gets a fresh pod namespace. Contenders: "ours" (no CNI server: every call runs
+in the fresh process), "ours+server" (the same launchers with ``calico.cni.server`` running: calls
+are handed to it over a Unix socket) and "ref" (ptp + host-local). Prints median and p90 per
+contender and command, and the ratios to the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEBIAN_CNI = "/usr/lib/cni"
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def call(
+    plugin: str, command: str, conf: dict[str, object], cid: str, netns: str, cni_path: str
+) -> float:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": cid,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": cni_path,
+        "CNI_ARGS": "",
+    }
+    data = json.dumps(conf).encode()
+    start = time.perf_counter()
+    proc = subprocess.run([plugin], input=data, env=env, capture_output=True, check=False)
+    elapsed = (time.perf_counter() - start) * 1000
+    if proc.returncode != 0:
+        raise SystemExit(f"{plugin} {command} failed: {proc.stdout!r} {proc.stderr!r}")
+    return elapsed
+
+
+NODE_SETUP = (
+    "link add eth0 type veth peer name uplink0\nlink set eth0 up\nlink set uplink0 up\n"
+    "addr add 10.99.0.1/24 dev eth0\nroute add default via 10.99.0.254 dev eth0 onlink\n"
+)
+CONTENDERS = ("ours", "ours+server", "ref")
+
+
+def start_cni_server(src: str, socket_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    code = (
+        f"import sys; sys.path.insert(0, {src!r}); from calico.cni.server import main; "
+        f"main(['--socket', {str(socket_path)!r}])"
+    )
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-c", code], stderr=f)
+    for _ in range(500):
+        if socket_path.exists():
+            return proc
+        time.sleep(0.01)
+    proc.kill()
+    raise SystemExit("the CNI server did not start")
+
+
+def inner(n: int, pods: list[str], etcd_dir: str | None) -> None:
+    """Runs inside the node namespace."""
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    sys.path.insert(0, src)
+    from calico.cni import install
+    from calico.datastore.client import Client
+    from calico.datastore.etcd import EtcdClient
+    from calico.datastore.etcd_server import EtcdServer
+
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "-batch", "-"], check=True, text=True, input=NODE_SETUP)
+    times: dict[str, list[float]] = {f"{c} {cmd}": [] for c in CONTENDERS for cmd in ("ADD", "DEL")}
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir=etcd_dir) as edir:
+        etcd = EtcdServer(Path(edir) / "etcd", port=23790, peer_port=23791)
+        etcd.start()
+        cni_server = None
+        try:
+            Client(EtcdClient(etcd.endpoint)).create(
+                {"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
+                 "metadata": {"name": "bench"}, "spec": {"cidr": "10.96.0.0/16"}},
+                validate=False,
+            )  # fmt: skip
+            plain, served = Path(tmp) / "bin", Path(tmp) / "bin-server"
+            install.install_binaries(plain, socket_path="")
+            install.install_binaries(served, socket_path=str(Path(tmp) / "cni.sock"))
+            cni_server = start_cni_server(src, Path(tmp) / "cni.sock", Path(tmp) / "server.log")
+            ours_conf = install.conf(etcd_endpoints=etcd.endpoint, nodename="bench",
+                                     cni_version="1.0.0", name="bench")  # fmt: skip
+            ref_conf = {"cniVersion": "1.0.0", "name": "bench", "type": "ptp",
+                        "ipam": {"type": "host-local", "subnet": "10.97.0.0/16",
+                                 "dataDir": str(Path(tmp) / "host-local")}}  # fmt: skip
+            exes = {"ours": (str(plain / "calico"), ours_conf),
+                    "ours+server": (str(served / "calico"), ours_conf),
+                    "ref": (f"{DEBIAN_CNI}/ptp", ref_conf)}  # fmt: skip
+            cni_path = f"{plain}:{DEBIAN_CNI}"
+            warm = "/var/run/netns/" + pods[-1]
+            for exe in (exes["ours"][0], exes["ours+server"][0]):  # first block claim, caches
+                call(exe, "ADD", ours_conf, "warm", warm, cni_path)
+                call(exe, "DEL", ours_conf, "warm", warm, cni_path)
+            for i in range(n):
+                order = list(CONTENDERS[i % 3 :] + CONTENDERS[: i % 3])  # rotate who goes first
+                netns = {c: "/var/run/netns/" + pods[3 * i + k] for k, c in enumerate(CONTENDERS)}
+                for cmd in ("ADD", "DEL"):
+                    for c in order:
+                        exe, conf = exes[c]
+                        times[f"{c} {cmd}"].append(
+                            call(exe, cmd, conf, f"{c.replace('+', '-')}-{i}", netns[c], cni_path)
+                        )
+            served = server_times((Path(tmp) / "server.log").read_text())
+        finally:
+            if cni_server is not None:
+                cni_server.terminate()
+                cni_server.wait(10)
+            etcd.stop()
+    report(n, times, etcd_dir)
+    for cmd, values in served.items():
+        print(
+            f"inside the CNI server, {cmd}: median {statistics.median(values):.1f} ms "
+            f"(the rest of 'ours+server {cmd}' is the launcher process and the socket)"
+        )
+
+
+def server_times(log: str) -> dict[str, list[float]]:
+    """{"ADD": [ms...], "DEL": [...]} from the server's "served calico ADD c1 rc=0 (12.3 ms)"."""
+    out: dict[str, list[float]] = {"ADD": [], "DEL": []}
+    for line in log.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[0] == "served" and parts[3] != "warm" and parts[2] in out:
+            # container ids are unique per contender ("ours-server-3"), so calls never collide
+            out[parts[2]].append(float(parts[-2].lstrip("(")))
+    return out
+
+
+def report(n: int, times: dict[str, list[float]], etcd_dir: str | None) -> None:
+    floor = []
+    for _ in range(10):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-IS", "-c", "pass"], check=True)
+        floor.append((time.perf_counter() - start) * 1000)
+    where = f"etcd data in {etcd_dir or tempfile.gettempdir()}"
+    print(f"CNI latency, {n} pods each, ms (a fresh process per call, in a node netns; {where})")
+    print(f"{'':16} {'median':>8} {'p90':>8}")
+    for k, v in times.items():
+        print(f"{k:16} {statistics.median(v):8.1f} {pct(v, 0.9):8.1f}")
+    for c in ("ours", "ours+server"):
+        for cmd in ("ADD", "DEL"):
+            ratio = statistics.median(times[f"{c} {cmd}"]) / statistics.median(times[f"ref {cmd}"])
+            print(f"ratio {c}/ref {cmd} (median): {ratio:.2f}")
+    print(f"python -IS -c pass (interpreter floor): median {statistics.median(floor):.1f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=30)
+    ap.add_argument(
+        "--etcd-dir", default=None, help="parent dir for etcd's data (e.g. /dev/shm: no fsync cost)"
+    )
+    ap.add_argument("--inner", nargs="*", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.inner is not None:
+        inner(args.n, args.inner, args.etcd_dir)
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (network namespaces)")
+    tag = f"calt-bench-{os.getpid()}-{secrets.token_hex(2)}"
+    node = f"{tag}-node"
+    pods = [f"{tag}-p{i}" for i in range(3 * args.n + 1)]
+    made = []
+    try:
+        for ns in [node, *pods]:
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            made.append(ns)
+        root = str(Path(__file__).resolve().parents[2])
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                node,
+                sys.executable,
+                "-m",
+                "bench.cni_latency",
+                "-n",
+                str(args.n),
+                *(["--etcd-dir", args.etcd_dir] if args.etcd_dir else []),
+                "--inner",
+                *pods,
+            ],
+            check=True,
+            cwd=root,
+        )
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The WorkloadEndpoint the plugin writes for a pod (the policy agent consumes exactly this shape).
+
+Name: ``<node>-<orchestrator>-<workload>-<endpoint>`` with every ``-`` inside a part doubled
+(orchestrator ``k8s`` and workload = pod name for Kubernetes; ``cni`` and the container id
+otherwise).
+Labels: the pod's labels plus ``projectcalico.org/namespace``, ``projectcalico.org/orchestrator``
+and, when known, ``projectcalico.org/serviceaccount``. Profiles: ``kns.<ns>`` (+ ``ksa.<ns>.<sa>``)
+for Kubernetes pods; the network name for other containers, with that Profile created when missing
+(members may talk to each other, everything may leave), as Calico's CNI plugin did.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from calico.datastore.client import AlreadyExists, Client, NotFound
+from calico.model import kinds
+from calico.model.kinds import API_VERSION
+
+WEP_KIND = kinds.lookup("WorkloadEndpoint")
+
+
+class Workload:
+    """Who the pod is, from CNI_ARGS (and the Kubernetes API when configured)."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        container_id: str,
+        ifname: str,
+        namespace: str,
+        pod: str,
+    ) -> None:
+        self.node = node
+        self.container_id = container_id
+        self.ifname = ifname
+        self.namespace = namespace or "default"
+        self.pod = pod
+        self.labels: dict[str, str] = {}
+        self.service_account: str | None = None
+        self.ports: list[dict[str, Any]] = []
+
+    @property
+    def orchestrator(self) -> str:
+        return "k8s" if self.pod else "cni"
+
+    @property
+    def workload(self) -> str:
+        return self.pod or self.container_id
+
+    @property
+    def veth_key(self) -> str:
+        """What the host veth name hashes: ``<ns>.<pod>`` for Kubernetes, else the container id."""
+        return f"{self.namespace}.{self.pod}" if self.pod else self.container_id
+
+    @property
+    def wep_name(self) -> str:
+        parts = (self.node, self.orchestrator, self.workload, self.ifname)
+        return "-".join(p.replace("-", "--") for p in parts)
+
+    def profiles(self, network: str) -> list[str]:
+        if self.orchestrator != "k8s":
+            return [network]
+        out = [f"kns.{self.namespace}"]
+        if self.service_account:
+            out.append(f"ksa.{self.namespace}.{self.service_account}")
+        return out
+
+    def all_labels(self) -> dict[str, str]:
+        labels = dict(self.labels)
+        labels["projectcalico.org/namespace"] = self.namespace
+        labels["projectcalico.org/orchestrator"] = self.orchestrator
+        if self.service_account:
+            labels["projectcalico.org/serviceaccount"] = self.service_account
+        return labels
+
+
+def build(
+    w: Workload, *, network: str, host_if: str, mac: str, ip_networks: list[str]
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "orchestrator": w.orchestrator,
+        "node": w.node,
+        "containerID": w.container_id,
+        "pod": w.pod or None,
+        "endpoint": w.ifname,
+        "interfaceName": host_if,
+        "mac": mac,
+        "ipNetworks": ip_networks,
+        "profiles": w.profiles(network),
+    }
+    if not w.pod:
+        del spec["pod"]
+        spec["workload"] = w.container_id
+    if w.ports:
+        spec["ports"] = w.ports
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "WorkloadEndpoint",
+        "metadata": {"name": w.wep_name, "namespace": w.namespace, "labels": w.all_labels()},
+        "spec": spec,
+    }
+
+
+def write(client: Client, wep: dict[str, Any]) -> None:
+    client.apply(wep, validate=False)
+
+
+def ensure_network_profile(client: Client, network: str) -> None:
+    """Create the non-Kubernetes network's Profile if it does not exist yet."""
+    profile = {
+        "apiVersion": API_VERSION,
+        "kind": "Profile",
+        "metadata": {"name": network},
+        "spec": {
+            "ingress": [{"action": "Allow", "source": {"selector": f"has({network})"}}],
+            "egress": [{"action": "Allow"}],
+            "labelsToApply": {network: ""},
+        },
+    }
+    try:
+        client.get("Profile", network)
+    except NotFound:
+        try:
+            client.create(profile, validate=False)
+        except AlreadyExists:
+            pass
+
+
+def delete_if_ours(client: Client, w: Workload) -> bool:
+    """Delete the endpoint unless it belongs to another container (a newer sandbox of this pod).
+
+    Returns False when the endpoint exists but is another container's (the caller then leaves the
+    veth alone too, since that container shares the host veth name).
+    """
+    key = WEP_KIND.key(w.wep_name, w.namespace)
+    for _ in range(10):
+        kv = client.etcd.get(key)
+        if kv is None:
+            return True
+        owner = (json.loads(kv.value).get("spec") or {}).get("containerID")
+        if owner and owner != w.container_id:
+            return False
+        if client.etcd.delete(key, mod_revision=kv.mod_revision):
+            return True
+    return False  # it kept changing under us: someone else owns it now

@@ -1,0 +1,358 @@
+"""The ``calico`` CNI plugin: ADD, DEL, CHECK and VERSION for one pod per process.
+
+Dataflow of ADD::
+
+    stdin + CNI_* env ─► netconf ─► [k8s: GET pod]
+        ─► veth.create_link (background)  ‖  IPAM (calico-ipam in-process, else exec ipam.type)
+        ─► veth.configure (background: host routes ‖ pod side)  ‖  WorkloadEndpoint (+ Profile)
+        ─► result JSON for the requested cniVersion (printed by calico.cni.invocation)
+
+Anything that fails after addresses were taken undoes what was done (veth, addresses) before the
+error is reported. DEL removes the veth, the endpoint and the addresses and succeeds when any or all
+of them are already gone, with or without CNI_NETNS. Imports stay stdlib + our datastore/IPAM
+code: a plugin call is a fresh process, so import time is latency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from calico.cni import endpoint, invocation, veth
+from calico.cni.netconf import (
+    ERR_CHECK,
+    ERR_DATAPLANE,
+    ERR_INCOMPATIBLE_VERSION,
+    ERR_INVALID_CONFIG,
+    ERR_INVALID_ENV,
+    ERR_IPAM,
+    ERR_TRY_AGAIN,
+    ERR_UNKNOWN_CONTAINER,
+    SUPPORTED_VERSIONS,
+    CNIEnv,
+    CNIError,
+    NetConf,
+    parse_conf,
+    version_tuple,
+)
+from calico.cni.result import Result
+from calico.datastore.client import Client, DatastoreError
+from calico.datastore.etcd import EtcdClient, TLSFiles
+from calico.ipam.client import IPAMClient
+from calico.lib.cmd import run
+
+
+class Call:
+    """One plugin invocation: config, environment and the clients it needs."""
+
+    def __init__(self, conf: NetConf, env: CNIEnv) -> None:
+        self.conf = conf
+        self.env = env
+        self.etcd = EtcdClient(
+            conf.etcd_endpoints,
+            tls=TLSFiles(conf.etcd_ca_cert_file, conf.etcd_cert_file, conf.etcd_key_file),
+            timeout=10.0,
+        )
+        self.client = Client(self.etcd)
+        self.node = conf.nodename(env.env)
+        pod = env.pod_name
+        self.workload = endpoint.Workload(
+            node=self.node,
+            container_id=env.container_id,
+            ifname=env.ifname,
+            namespace=env.pod_namespace if pod else "default",
+            pod=pod,
+        )
+        self.handle_id = f"{conf.name}.{env.container_id}"
+        self.host_if = veth.host_veth_name(self.workload.veth_key)
+
+    def log(self, msg: str) -> None:
+        """What the call did: to ``log_file_path`` (if set); with ``log_level: debug`` to stderr."""
+        line = f"calico-cni {self.env.command} {self.env.container_id}: {msg}"
+        if self.conf.log_level == "debug":
+            invocation.warn(line)
+        else:
+            invocation.note(line)
+
+    @property
+    def calico_ipam(self) -> bool:
+        return str(self.conf.ipam.get("type")) == "calico-ipam"
+
+    # ---- IPAM ---------------------------------------------------------------------------------
+
+    def ipam_add(self) -> Result:
+        if not self.calico_ipam:
+            return Result.parse(self.delegate("ADD"))
+        ipam = IPAMClient(self.etcd, client=self.client)
+        ips = ipam.ips_by_handle(self.handle_id)  # a repeated ADD keeps its addresses
+        if not ips:
+            attrs = {"node": self.node}
+            if self.workload.pod:
+                attrs |= {"namespace": self.workload.namespace, "pod": self.workload.pod}
+            ips = ipam.auto_assign(
+                handle_id=self.handle_id,
+                host=self.node,
+                num_v4=1 if self.conf.ipam["assign_ipv4"] else 0,
+                num_v6=1 if self.conf.ipam["assign_ipv6"] else 0,
+                pools=self.conf.ipam["ipv4_pools"] or None,
+                pools_v6=self.conf.ipam["ipv6_pools"] or None,
+                attrs=attrs,
+            )
+        res = Result()
+        for ip in ips:
+            res.ips.append({"address": f"{ip}/128" if ":" in ip else f"{ip}/32"})
+        return res
+
+    def ipam_del(self) -> None:
+        if not self.calico_ipam:
+            self.delegate("DEL")
+            return
+        ipam = IPAMClient(self.etcd, client=self.client)
+        if not ipam.release_by_handle(self.handle_id):
+            ipam.release_by_handle(self.env.container_id)  # the handle of older Calico versions
+
+    def delegate(self, command: str) -> dict[str, Any] | None:
+        """Run the configured IPAM plugin (found on CNI_PATH) with our stdin and environment."""
+        ptype = str(self.conf.ipam["type"])
+        for d in self.env.path.split(os.pathsep):
+            exe = os.path.join(d, ptype)
+            if d and os.access(exe, os.X_OK):
+                break
+        else:
+            raise CNIError(
+                ERR_INVALID_CONFIG,
+                f"ipam.type: plugin {ptype!r} not found in CNI_PATH {self.env.path!r}",
+            )
+        os.environ["CNI_COMMAND"] = command
+        proc = run([exe], input=json.dumps(self.conf.raw), check=False)
+        out: dict[str, Any] | None = json.loads(proc.stdout) if proc.stdout.strip() else None
+        if proc.returncode != 0:
+            err = out or {}
+            raise CNIError(
+                int(err.get("code", ERR_IPAM)),
+                f"ipam plugin {ptype}: {err.get('msg') or proc.stderr.strip()}",
+                str(err.get("details", "")),
+            )
+        return out
+
+    # ---- commands -----------------------------------------------------------------------------
+
+    def load_pod(self) -> None:
+        """Labels, service account and ports from the Kubernetes API, when it is configured."""
+        w = self.workload
+        if not w.pod or not (self.conf.kubeconfig or self.conf.k8s_api_root):
+            return
+        from calico.cni import k8s
+
+        try:
+            if self.conf.kubeconfig:
+                cfg = k8s.load_kubeconfig(str(self.conf.kubeconfig))
+            else:
+                cfg = {"server": self.conf.k8s_api_root, "token": self.conf.k8s_auth_token}
+            w.labels, w.service_account, w.ports = k8s.pod_info(
+                k8s.get_pod(cfg, w.namespace, w.pod)
+            )
+        except k8s.K8sError as exc:
+            raise CNIError(ERR_TRY_AGAIN, f"kubernetes: {exc}") from exc
+
+    def add(self) -> dict[str, Any]:
+        self.env.require(netns=True)
+        if not os.path.exists(self.env.netns):
+            raise CNIError(
+                ERR_UNKNOWN_CONTAINER, f"CNI_NETNS {self.env.netns}: no such network namespace"
+            )
+        self.load_pod()
+        mac = veth.random_mac()
+        # With calico-ipam the address families are known up front, so the veth is created while
+        # IPAM talks to etcd; a delegated IPAM plugin's result decides them, so it goes first.
+        link: veth.Job | None = None
+        if self.calico_ipam:
+            link = self._create_link(mac, ipv6=bool(self.conf.ipam["assign_ipv6"]))
+        try:
+            res = self.ipam_add()
+        except BaseException:
+            if link is not None:
+                self._undo_link(link)
+            raise
+        addrs = [str(ip["address"]).split("/")[0] for ip in res.ips]
+        v4 = [a for a in addrs if ":" not in a]
+        v6 = [a for a in addrs if ":" in a]
+        nets = [f"{a}/32" for a in v4] + [f"{a}/128" for a in v6]
+        wep = endpoint.build(
+            self.workload,
+            network=str(self.conf.name),
+            host_if=self.host_if,
+            mac=mac,
+            ip_networks=nets,
+        )
+        try:
+            if link is None:
+                link = self._create_link(mac, ipv6=bool(v6))
+            link.wait()
+            net = veth.Job(
+                lambda: veth.configure(
+                    netns=self.env.netns,
+                    ifname=self.env.ifname,
+                    host_if=self.host_if,
+                    ipv4=v4,
+                    ipv6=v6,
+                )
+            )
+            try:  # the endpoint is written while the kernel work runs
+                if self.workload.orchestrator != "k8s":
+                    endpoint.ensure_network_profile(self.client, str(self.conf.name))
+                endpoint.write(self.client, wep)
+            finally:
+                net.wait()
+        except BaseException as exc:
+            self._undo()
+            if isinstance(exc, veth.DataplaneError | OSError):
+                raise CNIError(ERR_DATAPLANE, f"setting up the pod network failed: {exc}") from exc
+            raise
+        self.log(
+            f"{nets} on {self.host_if}; WorkloadEndpoint {self.workload.namespace}/"
+            f"{self.workload.wep_name}; handle {self.handle_id}"
+        )
+        return self.result(res, mac, nets)
+
+    def _create_link(self, mac: str, *, ipv6: bool) -> veth.Job:
+        return veth.Job(
+            lambda: veth.create_link(
+                netns=self.env.netns,
+                ifname=self.env.ifname,
+                host_if=self.host_if,
+                mtu=self.conf.mtu,
+                pod_mac=mac,
+                ipv6=ipv6,
+            )
+        )
+
+    def _undo_link(self, link: veth.Job) -> None:
+        try:
+            link.wait()
+        except BaseException:
+            pass
+        veth.delete_link(self.host_if)
+
+    def _undo(self) -> None:
+        """A failed ADD leaves nothing: no veth, no endpoint, no addresses (best effort each)."""
+        steps: list[Callable[[], object]] = [
+            lambda: veth.delete_link(self.host_if),
+            lambda: endpoint.delete_if_ours(self.client, self.workload),
+            self.ipam_del,
+        ]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # the original error is the one to report
+                invocation.warn(f"calico: cleaning up after a failed ADD: {exc}")
+
+    def result(self, res: Result, mac: str, nets: list[str]) -> dict[str, Any]:
+        out = Result()
+        out.add_interface(self.host_if, veth.HOST_MAC)
+        pod_idx = out.add_interface(self.env.ifname, mac, self.env.netns)
+        out.ips = [{"address": n, "interface": pod_idx} for n in nets]
+        if any(":" not in n for n in nets):
+            out.routes.append({"dst": "0.0.0.0/0", "gw": veth.GATEWAY_V4})
+        if any(":" in n for n in nets):
+            out.routes.append({"dst": "::/0", "gw": veth.HOST_LINK_LOCAL})
+        out.dns = dict(self.conf.dns) or res.dns
+        return out.render(self.conf.cni_version)
+
+    def delete(self) -> None:
+        self.env.require(netns=False)
+        if not endpoint.delete_if_ours(self.client, self.workload):
+            self.log(f"{self.workload.wep_name} belongs to another container; releasing only")
+            self.ipam_del()  # a newer sandbox of this pod owns the endpoint and the veth
+            return
+        # the kernel's veth teardown (~20 ms) overlaps the address release, as Calico orders it
+        link = veth.Job(lambda: veth.delete_link(self.host_if))
+        try:
+            self.ipam_del()
+        finally:
+            link.wait()
+        self.log(f"removed {self.host_if}, {self.workload.wep_name}, handle {self.handle_id}")
+
+    def check(self) -> None:
+        if version_tuple(self.conf.cni_version) < (0, 4, 0):
+            raise CNIError(
+                ERR_INCOMPATIBLE_VERSION,
+                f"CHECK needs cniVersion 0.4.0 or later, got {self.conf.cni_version}",
+            )
+        self.env.require(netns=True)
+        if not self.conf.prev_result:
+            raise CNIError(ERR_INVALID_CONFIG, "prevResult: CHECK needs the result of ADD")
+        prev = Result.parse(self.conf.prev_result)
+        problems = veth.check(
+            netns=self.env.netns,
+            ifname=self.env.ifname,
+            host_if=self.host_if,
+            addresses=prev.addresses(),
+        )
+        try:
+            wep = self.client.get(
+                "WorkloadEndpoint", self.workload.wep_name, self.workload.namespace
+            )
+            if sorted(wep["spec"].get("ipNetworks") or []) != sorted(prev.addresses()):
+                problems.append(
+                    f"WorkloadEndpoint {self.workload.wep_name} lists "
+                    f"{wep['spec'].get('ipNetworks')}, not {prev.addresses()}"
+                )
+        except DatastoreError:
+            problems.append(f"WorkloadEndpoint {self.workload.wep_name} does not exist")
+        if self.calico_ipam:
+            held = {
+                f"{ip}/{128 if ':' in ip else 32}"
+                for ip in IPAMClient(self.etcd, client=self.client).ips_by_handle(self.handle_id)
+            }
+            problems += [
+                f"address {a} is not assigned to {self.handle_id}"
+                for a in prev.addresses()
+                if a not in held
+            ]
+        if problems:
+            raise CNIError(ERR_CHECK, "CHECK failed: " + "; ".join(problems))
+
+
+def version_info(data: bytes) -> dict[str, Any]:
+    try:
+        asked = json.loads(data or b"{}").get("cniVersion") or "1.0.0"
+    except (ValueError, AttributeError):
+        asked = "1.0.0"
+    return {
+        "cniVersion": asked if asked in SUPPORTED_VERSIONS else "1.0.0",
+        "supportedVersions": list(SUPPORTED_VERSIONS),
+    }
+
+
+def dispatch(command: str, data: bytes, env: Mapping[str, str]) -> dict[str, Any] | None:
+    if command == "VERSION":
+        return version_info(data)
+    if command not in ("ADD", "DEL", "CHECK"):
+        raise CNIError(
+            ERR_INVALID_ENV,
+            f"CNI_COMMAND: unknown command {command!r} (expected ADD, DEL, CHECK or VERSION)",
+        )
+    conf = parse_conf(data, env)
+    call = Call(conf, CNIEnv(env))
+    try:
+        if command == "ADD":
+            return call.add()
+        if command == "DEL":
+            call.delete()
+        else:
+            call.check()
+        return None
+    finally:
+        call.etcd.close()
+
+
+def main() -> int:
+    return invocation.serve(dispatch)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

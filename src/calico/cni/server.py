@@ -1,0 +1,150 @@
+"""CNI server: runs plugin calls in a long-lived process, so a call skips start-up and imports.
+
+A runtime still execs ``calico`` / ``calico-ipam`` (the launchers written by ``install``), but the
+launcher (:mod:`calico.cni.fastpath`, which imports nothing beyond ``_socket``) hands the call to
+this server over a Unix socket when one is listening, and runs it in-process otherwise. The server
+runs in the node's network namespace (``calico-node`` starts it: ``python -m calico.cni.server
+--socket PATH``) and serves each call on its own thread with exactly the code the in-process path
+runs (:func:`calico.cni.invocation.execute`).
+
+Wire format (no JSON on the client side; the client shuts down its writes after the request)::
+
+    request:  "CNI1\\n" + "KEY=VALUE\\0"... + "\\0" + stdin bytes
+    reply:    "<exit code>\\n<len(stdout)>\\n" + stdout + stderr, or "FALLBACK\\n"
+
+The client sends ``CALICO_NETNS_INO`` (the inode of its network namespace) and ``CALICO_PLUGIN``.
+The server answers FALLBACK, and the client runs the call itself, when the namespaces differ (a
+server of another node) or when the call needs something only the caller's own process can do
+(exec'ing a delegated IPAM plugin with the caller's environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socketserver
+import sys
+import time
+from pathlib import Path
+
+from calico.cni import fastpath, invocation, ipam_plugin, plugin
+
+MAGIC = b"CNI1\n"
+FALLBACK = b"FALLBACK\n"
+HANDLERS = {"calico": plugin.dispatch, "calico-ipam": ipam_plugin.dispatch}
+
+
+def parse_request(raw: bytes) -> tuple[dict[str, str], bytes]:
+    if not raw.startswith(MAGIC):
+        raise ValueError("not a CNI1 request")
+    body = raw[len(MAGIC) :]
+    env_part, sep, stdin = body.partition(b"\0\0")
+    if not sep:
+        raise ValueError("CNI1 request without an environment terminator")
+    env: dict[str, str] = {}
+    for item in env_part.split(b"\0"):
+        key, _, value = item.decode("utf-8", "surrogateescape").partition("=")
+        if key:
+            env[key] = value
+    return env, stdin
+
+
+def own_netns_inode() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def wants_fallback(env: dict[str, str], stdin: bytes) -> bool:
+    if env.get("CALICO_NETNS_INO") != str(own_netns_inode()):
+        return True
+    if env.get("CALICO_PLUGIN") == "calico" and env.get("CNI_COMMAND") != "VERSION":
+        try:
+            ipam = (json.loads(stdin).get("ipam") or {}).get("type")
+        except (ValueError, AttributeError):
+            return False  # let the plugin report the bad config
+        return ipam != "calico-ipam"
+    return False
+
+
+def handle(raw: bytes) -> bytes:
+    env, stdin = parse_request(raw)
+    if wants_fallback(env, stdin):
+        sys.stderr.write(
+            f"fallback {env.get('CNI_COMMAND', '')} {env.get('CNI_CONTAINERID', '')}\n"
+        )
+        return FALLBACK
+    handler = HANDLERS.get(env.get("CALICO_PLUGIN", ""))
+    if handler is None:
+        return FALLBACK
+    command = env.get("CNI_COMMAND", "")
+    start = time.perf_counter()
+    rc, out, err = invocation.execute(handler, command, stdin, env)
+    elapsed = (time.perf_counter() - start) * 1000
+    sys.stderr.write(
+        f"served {env.get('CALICO_PLUGIN')} {command} {env.get('CNI_CONTAINERID', '')} rc={rc}"
+        f" ({elapsed:.1f} ms)\n"
+    )
+    payload = out.encode()
+    return f"{rc}\n{len(payload)}\n".encode() + payload + err.encode()
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        chunks = []
+        while True:
+            chunk = self.request.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        try:
+            reply = handle(b"".join(chunks))
+        except ValueError:
+            reply = FALLBACK
+        self.request.sendall(reply)
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    request_queue_size = 256  # a burst of pods must not overflow the listen backlog
+
+
+def serve(socket_path: str | os.PathLike[str]) -> Server:
+    """Bind ``socket_path`` (mode 0600; a stale socket file is replaced) and return the server.
+
+    ``{netns}`` in the path becomes this namespace's inode, as the launchers compute it.
+    """
+    path = Path(fastpath.socket_for(str(socket_path)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    old = os.umask(0o077)
+    try:
+        server = Server(str(path), _Handler)
+    finally:
+        os.umask(old)
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m calico.cni.server", description=__doc__)
+    ap.add_argument(
+        "--socket",
+        default=fastpath.DEFAULT_SOCKET,
+        help="socket path; {netns} is replaced by this namespace's inode",
+    )
+    args = ap.parse_args(argv)
+    path = fastpath.socket_for(args.socket)
+    server = serve(path)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.serve_forever()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.server_close()
+        Path(path).unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""ADD / CHECK / DEL / DEL-again of the calico plugin in real namespaces with a real etcd."""
+
+from __future__ import annotations
+
+import pytest
+
+from calico.datastore.client import Client, NotFound
+from calico.ipam.client import IPAMClient
+from tests.integration.cni.conftest import ip_json
+from tests.integration.cni.nsnet import ping, tcp_roundtrip
+
+pytestmark = [pytest.mark.netns, pytest.mark.etcd]
+
+
+def test_add_check_del(make_node, make_netns, pool, datastore: Client, etcd, tmp_path):
+    node = make_node("node1")
+    pod_ns = make_netns()
+    log_file = tmp_path / "log" / "cni.log"
+    conf = node.conf(log_file_path=str(log_file))
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web-1;K8S_POD_INFRA_CONTAINER_ID=c1"
+    r = node.run("ADD", conf, container_id="c1", netns=f"/var/run/netns/{pod_ns}", args=args)
+    assert r.rc == 0, r.stdout + r.stderr
+    assert r.stderr == ""  # log_level info: nothing on stderr, a line in the log file
+    assert r.out is not None
+    ip = r.out["ips"][0]["address"].split("/")[0]
+    assert r.out["ips"][0]["address"].endswith("/32")
+    assert r.out["interfaces"][r.out["ips"][0]["interface"]]["name"] == "eth0"
+    host_if = r.out["interfaces"][0]["name"]
+    assert host_if.startswith("cali")
+    assert len(host_if) == 15
+
+    # the pod answers from the node's namespace: ICMP and TCP
+    assert ping(node.netns, ip)
+    assert tcp_roundtrip(node.netns, pod_ns, ip) == b"echo:hello"
+
+    wep = datastore.get("WorkloadEndpoint", "node1-k8s-web--1-eth0", "ns1")
+    assert wep["spec"]["ipNetworks"] == [f"{ip}/32"]
+    assert wep["spec"]["interfaceName"] == host_if
+    assert wep["spec"]["profiles"] == ["kns.ns1"]
+    assert wep["metadata"]["labels"]["projectcalico.org/namespace"] == "ns1"
+    routes = ip_json(node.netns, "route", "show", "dev", host_if)
+    assert routes[0]["dst"] == ip
+    assert routes[0]["protocol"] == "80"
+
+    conf_check = {**conf, "prevResult": r.out}
+    r2 = node.run(
+        "CHECK", conf_check, container_id="c1", netns=f"/var/run/netns/{pod_ns}", args=args
+    )
+    assert r2.rc == 0, r2.stdout + r2.stderr
+
+    r3 = node.run("DEL", conf_check, container_id="c1", netns=f"/var/run/netns/{pod_ns}", args=args)
+    assert r3.rc == 0, r3.stdout + r3.stderr
+    assert [link["ifname"] for link in ip_json(node.netns, "link", "show", "type", "veth")] == [
+        "uplink0",
+        "eth0",
+    ]
+    assert ip_json(pod_ns, "link", "show", "type", "veth") == []
+    with pytest.raises(NotFound):
+        datastore.get("WorkloadEndpoint", "node1-k8s-web--1-eth0", "ns1")
+    assert IPAMClient(etcd).ip_info(ip) is None
+
+    # runtimes call DEL again, the second time without a netns
+    r4 = node.run("DEL", conf, container_id="c1", netns="", args=args)
+    assert r4.rc == 0, r4.stdout + r4.stderr
+    log = log_file.read_text().splitlines()
+    assert len(log) == 3
+    assert f"calico-cni ADD c1: ['{ip}/32'] on {host_if}" in log[0]
+    assert f"calico-cni DEL c1: removed {host_if}" in log[1]
