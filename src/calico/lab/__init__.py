@@ -1,1 +1,3 @@
-"""calico.lab."""
+"""calico.lab: ``calico-lab``, a multi-node Calico cluster in network namespaces (see
+docs/design/lab.md).
+"""

@@ -1,0 +1,293 @@
+"""Lab lifecycle: ``up`` (idempotent), ``down`` (removes everything recorded), ``status``.
+
+``up`` order: record names → core namespace + bridge → etcd → node namespaces + veths → CNI install
+→ calico-node per node → wait for every Node resource and a full BGP mesh → the ``default``
+namespace. Each step checks before it acts, so running ``up`` again repairs what is missing (a dead
+calico-node is restarted) and changes nothing else. ``down`` reads the state file and removes
+exactly what it lists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from calico.datastore.etcd_server import EtcdServer
+from calico.lab import daemons, netns, nodes, state, topology
+from calico.lab.state import API_PORT, ETCD_PORT, LabError, LabState, NodeState, bridge_ip
+from calico.lab.store import LabStore
+
+Step = Callable[[str], None]  # progress callback: one line saying what is happening now
+UP_TIMEOUT = 90.0
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def new_state(name: str, n_nodes: int) -> LabState:
+    lab = LabState(name=name, dir=str(state.lab_dir(name)), run_root=state.run_root_for(name))
+    lab.nodes = [
+        NodeState(name=f"node{i}", netns=state.node_netns(name, f"node{i}"), ip=state.node_ip(i))
+        for i in range(1, n_nodes + 1)
+    ]
+    lab.netns = [lab.core, *(n.netns for n in lab.nodes)]
+    return lab
+
+
+def up(
+    name: str, n_nodes: int = 3, *, step: Step = _quiet, timeout: float = UP_TIMEOUT
+) -> LabState:
+    if not 1 <= n_nodes <= 200:
+        raise LabError(f"--nodes {n_nodes}: must be between 1 and 200")
+    with state.locked(name):
+        lab = state.load(name)
+        if lab is None:
+            lab = new_state(name, n_nodes)
+        elif len(lab.nodes) != n_nodes:
+            raise LabError(
+                f"lab {name!r} is already up with {len(lab.nodes)} nodes, not {n_nodes} "
+                f"(run: calico-lab down --name {name})"
+            )
+        lab.save()  # write-ahead: down can now find everything below
+        _build(lab, step, timeout)
+        lab.ready = True
+        lab.save()
+        return lab
+
+
+def _build(lab: LabState, step: Step, timeout: float) -> None:
+    step(f"network namespace {lab.core} with bridge {state.BRIDGE} {bridge_ip()}/24")
+    topology.ensure_core(lab.core)
+    step("etcd in the core namespace")
+    _ensure_etcd(lab)
+    _ensure_apiserver(lab)
+    for node in lab.nodes:
+        step(f"host {node.name}: namespace {node.netns}, eth0 {node.ip}")
+        topology.ensure_node(lab.core, node.name, node.netns, node.ip)
+        nodes.make_dirs(lab, node.name)
+    step("CNI plugins and network configs")
+    nodes.install_cni(lab)
+    for node in lab.nodes:
+        if not daemons.alive(node.pid):
+            step(f"calico-node on {node.name}")
+            node.pid = nodes.start(lab, node)
+            lab.save()
+    store = LabStore(core_netns=lab.core, endpoint=lab.etcd_endpoint)
+    try:
+        _wait_ready(lab, store, step, timeout)
+        for pod in lab.pods.values():
+            if pod.ip and netns.exists(pod.netns) and not daemons.alive(pod.responder_pid):
+                step(f"restarting pod {pod.key}'s responder")
+                from calico.lab import pods
+
+                pods.start_responder(lab, pod)
+        step("namespace default")
+        from calico.lab import objects
+
+        objects.ensure_namespace(lab, store, "default", {})
+    finally:
+        store.close()
+
+
+def _ensure_etcd(lab: LabState) -> None:
+    if daemons.alive(lab.etcd_pid):
+        return
+    server = EtcdServer(
+        lab.path / "etcd",
+        host=bridge_ip(),
+        port=ETCD_PORT,
+        netns=lab.core,
+        name=f"calab-{lab.name}",
+        log_file=lab.path / "etcd.log",
+    )
+    netns.call_in(lab.core, server.start)  # waits for etcd from inside the core namespace
+    assert server.proc is not None
+    lab.etcd_pid = server.proc.pid
+    lab.save()
+
+
+def _ensure_apiserver(lab: LabState) -> None:
+    if daemons.alive(lab.apiserver_pid):
+        return
+    from calico.lab import apiserver
+
+    lab.api_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable,
+        "-I",
+        "-S",
+        apiserver.__file__,
+        "--root",
+        str(lab.api_dir),
+        "--host",
+        bridge_ip(),
+        "--port",
+        str(API_PORT),
+    ]
+    lab.apiserver_pid = daemons.spawn(argv, netns=lab.core, log_file=lab.path / "apiserver.log")
+    lab.save()
+
+    def listening() -> bool:
+        if not daemons.alive(lab.apiserver_pid):
+            raise LabError(f"the lab's pod API exited; see {lab.path / 'apiserver.log'}")
+        return netns.call_in(lab.core, lambda: _port_open(bridge_ip(), API_PORT))
+
+    daemons.wait_until(listening, timeout=10, interval=0.02, what="the lab's pod API")
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _wait_ready(lab: LabState, store: LabStore, step: Step, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+
+    def remaining() -> float:
+        return max(1.0, deadline - time.monotonic())
+
+    step("waiting for every node to register")
+    daemons.wait_until(
+        lambda: _registered(lab, store),
+        timeout=remaining(),
+        what="Node resources (see " + str(lab.path / "nodes") + "/*/log)",
+    )
+    if len(lab.nodes) > 1:
+        want = len(lab.nodes) - 1
+        step(f"waiting for the BGP mesh ({want} session(s) per node)")
+        try:
+            daemons.wait_until(
+                lambda: all(_bgp_up(lab, n) >= want for n in lab.nodes),
+                timeout=remaining(),
+                interval=0.5,
+                what="BGP sessions to establish",
+            )
+        except TimeoutError as exc:
+            seen = "; ".join(
+                f"{n.name}: "
+                + (
+                    ", ".join(
+                        f"{s['name']} {s['info'] or s['state']}" for s in nodes.bgp_sessions(lab, n)
+                    )
+                    or "BIRD not answering"
+                )
+                for n in lab.nodes
+            )
+            raise LabError(f"{exc} ({seen}); logs: {lab.path / 'nodes'}/*/log") from None
+
+
+def _registered(lab: LabState, store: LabStore) -> bool:
+    for node in lab.nodes:
+        if not daemons.alive(node.pid):
+            raise LabError(
+                f"calico-node on {node.name} exited; see "
+                f"{nodes.log_dir(lab, node.name) / 'calico-node.log'}"
+            )
+    names = {n.get("metadata", {}).get("name") for n in store.list("nodes")}
+    return all(node.name in names for node in lab.nodes)
+
+
+def _bgp_up(lab: LabState, node: NodeState) -> int:
+    return nodes.established(nodes.bgp_sessions(lab, node))
+
+
+def down(name: str, *, step: Step = _quiet) -> bool:
+    """Remove the lab; False when there was nothing to remove."""
+    with state.locked(name):
+        lab = state.load(name)
+        lab_dir = state.lab_dir(name)
+        if lab is None and not lab_dir.exists():
+            state.remove_lock(name)
+            return False
+        if lab is not None:
+            _teardown(lab, step)
+        step(f"removing {lab_dir}")
+        shutil.rmtree(lab_dir, ignore_errors=True)
+        if lab is not None and lab.run_root:
+            shutil.rmtree(lab.run_root, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(state.RUN_BASE)  # only when no other lab uses it
+    state.remove_lock(name)
+    return True
+
+
+def _teardown(lab: LabState, step: Step) -> None:
+    if daemons.alive(lab.kube_pid):
+        step("stopping the Kubernetes sync")
+        daemons.stop(lab.kube_pid)
+    for pod in lab.pods.values():
+        daemons.stop(pod.responder_pid, grace=1)
+    for node in lab.nodes:
+        if daemons.alive(node.pid):
+            step(f"stopping calico-node on {node.name}")
+            daemons.stop(node.pid)
+    daemons.stop(lab.apiserver_pid, grace=1)
+    step("stopping etcd")
+    daemons.stop(lab.etcd_pid)
+    # Pods first (their veths live in node namespaces), the core last.
+    pods_ns = [p.netns for p in lab.pods.values()]
+    order = [*pods_ns, *[n for n in lab.netns if n not in pods_ns and n != lab.core], lab.core]
+    for ns in dict.fromkeys(order):
+        if netns.exists(ns):
+            step(f"deleting namespace {ns}")
+            netns.delete(ns)
+
+
+def status(name: str) -> dict[str, Any]:
+    """A snapshot: nodes (process, BGP sessions), etcd, pods."""
+    lab = state.require(name)
+    with ThreadPoolExecutor(max_workers=max(1, len(lab.nodes))) as pool:
+        sessions = list(pool.map(lambda n: nodes.bgp_sessions(lab, n), lab.nodes))
+    return {
+        "name": lab.name,
+        "dir": lab.dir,
+        "ready": lab.ready,
+        "etcd": {"endpoint": lab.etcd_endpoint, "running": daemons.alive(lab.etcd_pid)},
+        "nodes": [
+            {
+                "name": n.name,
+                "ip": n.ip,
+                "netns": n.netns,
+                "running": daemons.alive(n.pid),
+                "services": nodes.services(lab, n),
+                "bgp": s,
+            }
+            for n, s in zip(lab.nodes, sessions, strict=True)
+        ],
+        "pods": [
+            {
+                "pod": p.key,
+                "node": p.node,
+                "ip": p.ip,
+                "netns": p.netns,
+                "responder": daemons.alive(p.responder_pid),
+                "labels": p.labels,
+            }
+            for p in sorted(lab.pods.values(), key=lambda p: p.key)
+        ],
+    }
+
+
+@contextlib.contextmanager
+def session(name: str, *, lock: bool = True) -> Iterator[tuple[LabState, LabStore]]:
+    """The lab's state (locked against other writers) and a store on its etcd."""
+    with state.locked(name) if lock else contextlib.nullcontext():
+        lab = state.require(name)
+        if not netns.exists(lab.core):
+            raise LabError(f"lab {name!r}: namespace {lab.core} is gone (run: calico-lab up)")
+        store = LabStore(core_netns=lab.core, endpoint=lab.etcd_endpoint)
+        try:
+            yield lab, store
+        finally:
+            store.close()

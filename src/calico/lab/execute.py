@@ -1,0 +1,32 @@
+"""``calico-lab exec``: run a command inside a lab node's or pod's network namespace.
+
+In a node the command sees what that host's Calico processes see: ``ETCD_ENDPOINTS``, ``NODENAME``,
+``CALICO_RUN_DIR`` (so ``calicoctl node status`` finds this node's BIRD) and a ``PATH`` with the
+lab's ``birdc`` wrapper (which talks to this node's BIRD socket) and our console scripts first.
+"""
+
+from __future__ import annotations
+
+import os
+
+from calico.lab import daemons, nodes
+from calico.lab.state import LabError, LabState
+
+
+def target_env(lab: LabState, target: str) -> tuple[str, dict[str, str]]:
+    """The namespace and environment for ``NODE`` or ``NS/POD``."""
+    if "/" in target:
+        pod = lab.pod(target)
+        return pod.netns, daemons.child_env({"CALICO_LAB_POD": pod.key})
+    node = lab.node(target)
+    env = daemons.child_env(nodes.node_env(lab, node))
+    env["PATH"] = f"{lab.bin_dir}:{env['PATH']}"
+    return node.netns, env
+
+
+def exec_in(lab: LabState, target: str, command: list[str]) -> None:
+    """Replace this process with ``command`` running in the target's namespace."""
+    if not command:
+        raise LabError("exec: no command given (calico-lab exec NODE -- COMMAND ...)")
+    ns, env = target_env(lab, target)
+    os.execvpe("ip", ["ip", "netns", "exec", ns, *command], env)

@@ -1,0 +1,309 @@
+"""``calico-lab``: a multi-node Calico cluster on one Linux host, built from network namespaces.
+
+Commands: up, down, status, list, exec, apply, delete, label, probe, matrix. Every command takes
+``--name LAB`` (env ``CALICO_LAB``); without it, the only lab that exists, else ``lab``. Errors
+print one line and exit 1; ``probe`` exits 0 when connected, 1 when not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from calico.lab import state
+from calico.lab.state import LabError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_NAME = "lab"
+
+
+def resolve_name(name: str | None) -> str:
+    if name:
+        return state.check_name(name)
+    labs = state.existing_labs()
+    return labs[0] if len(labs) == 1 else DEFAULT_NAME
+
+
+def name_option(fn: F) -> F:
+    return click.option(
+        "--name",
+        "-n",
+        "name",
+        envvar="CALICO_LAB",
+        default=None,
+        help="Lab name (env CALICO_LAB; default: the only lab, else 'lab').",
+    )(fn)
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"calico-lab: {exc}", err=True)
+    sys.exit(1)
+
+
+class LabGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        from calico.datastore.client import DatastoreError
+        from calico.lab.cni_runner import CNIError
+        from calico.lib.cmd import CmdError
+
+        try:
+            return super().invoke(ctx)
+        except (
+            LabError,
+            DatastoreError,
+            CNIError,
+            CmdError,
+            TimeoutError,
+            OSError,
+            ValueError,
+        ) as exc:
+            _fail(exc)
+
+
+@click.group(cls=LabGroup)
+def cli() -> None:
+    """A multi-node Calico lab in network namespaces (a tiny kind for Calico)."""
+    if os.geteuid() != 0:
+        raise click.UsageError("calico-lab needs root (it makes network namespaces)")
+
+
+@cli.command()
+@name_option
+@click.option("--nodes", "-N", "n_nodes", type=int, default=3, show_default=True)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Take Namespaces, Pods and NetworkPolicies from this cluster's API server.",
+)
+@click.option("--timeout", type=float, default=90, show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def up(name: str | None, n_nodes: int, kubeconfig: str | None, timeout: float, quiet: bool) -> None:
+    """Bring the lab up (idempotent: repairs what is missing)."""
+    from calico.lab import cluster
+    from calico.lab.progress import Progress
+
+    lab_name = resolve_name(name)
+    with Progress(f"calico-lab up {lab_name} ({n_nodes} nodes)", enabled=not quiet) as prog:
+        lab = cluster.up(lab_name, n_nodes, step=prog.step, timeout=timeout)
+        if kubeconfig:
+            from calico.lab import kube
+
+            prog.step("Kubernetes sync (scheduler + kubelet for the API server's pods)")
+            kube.start(lab, kubeconfig)
+    click.echo(
+        f"lab {lab.name} is up: nodes {', '.join(n.name for n in lab.nodes)}; "
+        f"etcd {lab.etcd_endpoint} (inside {lab.core})"
+    )
+
+
+@cli.command()
+@name_option
+@click.option("--quiet", "-q", is_flag=True)
+def down(name: str | None, quiet: bool) -> None:
+    """Remove every namespace, process and file of the lab."""
+    from calico.lab import cluster
+    from calico.lab.progress import Progress
+
+    lab_name = resolve_name(name)
+    with Progress(f"calico-lab down {lab_name}", enabled=not quiet) as prog:
+        removed = cluster.down(lab_name, step=prog.step)
+    click.echo(f"lab {lab_name} removed" if removed else f"lab {lab_name} does not exist")
+
+
+@cli.command("list")
+def list_labs() -> None:
+    """The labs that exist on this host."""
+    for name in state.existing_labs():
+        click.echo(name)
+
+
+@cli.command()
+@name_option
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
+def status(name: str | None, output: str) -> None:
+    """Nodes, BGP sessions and pods."""
+    from calico.lab import cluster
+
+    snap = cluster.status(resolve_name(name))
+    if output == "json":
+        click.echo(json.dumps(snap, indent=2))
+        return
+    from calico.lab.views import status_text
+
+    click.echo(status_text(snap))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@name_option
+@click.argument("target")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+def exec(name: str | None, target: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in a node (NODE) or pod (NS/POD) namespace.
+
+    Example: calico-lab exec node1 -- birdc show protocols
+    """
+    from calico.lab import execute
+
+    argv = list(command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    execute.exec_in(state.require(resolve_name(name)), target, argv)
+
+
+def _read(files: tuple[str, ...]) -> list[tuple[str, str]]:
+    out = []
+    for f in files:
+        try:
+            if f == "-":
+                out.append((f, sys.stdin.read()))
+            else:
+                with open(f) as fh:
+                    out.append((f, fh.read()))
+        except OSError as exc:
+            raise LabError(f"-f {f}: {exc.strerror}") from None
+    return out
+
+
+def _docs(files: tuple[str, ...]) -> list[Any]:
+    from calico.lab import objects
+
+    docs = []
+    for source, text in _read(files):
+        docs += objects.parse(text, source)
+    return docs
+
+
+@cli.command()
+@name_option
+@click.option("--filename", "-f", "files", multiple=True, required=True, help="FILE or -")
+def apply(name: str | None, files: tuple[str, ...]) -> None:
+    """Create or update Namespaces, Pods, NetworkPolicies and Calico v3 resources."""
+    from calico.lab import cluster, objects
+
+    docs = _docs(files)
+    with cluster.session(resolve_name(name)) as (lab, store):
+        _refuse_if_following(lab, [d for d in docs if not d.is_calico])
+        objects.apply(lab, store, docs, click.echo)
+
+
+@cli.command()
+@name_option
+@click.option("--filename", "-f", "files", multiple=True, required=True, help="FILE or -")
+def delete(name: str | None, files: tuple[str, ...]) -> None:
+    """Delete what the manifests name."""
+    from calico.lab import cluster, objects
+
+    docs = _docs(files)
+    with cluster.session(resolve_name(name)) as (lab, store):
+        _refuse_if_following(lab, [d for d in docs if not d.is_calico])
+        objects.delete(lab, store, docs, click.echo)
+
+
+def _refuse_if_following(lab: state.LabState, what: list[Any]) -> None:
+    """With ``up --kubeconfig`` the API server owns Kubernetes objects; the lab only follows."""
+    from calico.lab import daemons
+
+    if what and daemons.alive(lab.kube_pid):
+        raise LabError(
+            f"lab {lab.name} follows a Kubernetes API server: change Namespaces, Pods and "
+            "NetworkPolicies there (kubectl); calico-lab apply takes Calico resources only"
+        )
+
+
+def parse_label_changes(args: tuple[str, ...]) -> dict[str, str | None]:
+    changes: dict[str, str | None] = {}
+    for arg in args:
+        if arg.endswith("-") and "=" not in arg:
+            changes[arg[:-1]] = None
+        elif "=" in arg and arg.split("=", 1)[0]:
+            k, v = arg.split("=", 1)
+            changes[k] = v
+        else:
+            raise LabError(f"label {arg!r}: use KEY=VALUE to set or KEY- to remove")
+    return changes
+
+
+@cli.command()
+@name_option
+@click.argument("kind", type=click.Choice(["pod", "namespace", "ns"]))
+@click.argument("target")
+@click.argument("changes", nargs=-1, required=True)
+def label(name: str | None, kind: str, target: str, changes: tuple[str, ...]) -> None:
+    """Change labels live: label pod NS/NAME KEY=VALUE | KEY-; label namespace NAME ..."""
+    from calico.lab import cluster, objects, pods
+
+    parsed = parse_label_changes(changes)
+    with cluster.session(resolve_name(name)) as (lab, store):
+        _refuse_if_following(lab, [target])
+        if kind == "pod":
+            p = pods.relabel(lab, store, target, parsed)
+            click.echo(f"pod/{p.key} labeled: {_fmt_labels(p.labels)}")
+        else:
+            labels = objects.relabel_namespace(lab, store, target, parsed)
+            click.echo(f"namespace/{target} labeled: {_fmt_labels(labels)}")
+
+
+def _fmt_labels(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "(none)"
+
+
+@cli.command()
+@name_option
+@click.argument("src")
+@click.argument("dst")
+@click.option("--port", "-p", type=click.IntRange(1, 65535), required=True)
+@click.option("--protocol", default="TCP", show_default=True)
+@click.option("--timeout", type=float, default=1.0, show_default=True)
+def probe(name: str | None, src: str, dst: str, port: int, protocol: str, timeout: float) -> None:
+    """Exit 0 when pod SRC (NS/POD) reaches pod DST on PORT, else 1."""
+    from calico.lab import probe as probes
+
+    ok = probes.probe(
+        state.require(resolve_name(name)), src, dst, port=port, protocol=protocol, timeout=timeout
+    )
+    click.echo(
+        f"{src} -> {dst} {protocol.upper()}/{port}: {'connected' if ok else 'no connection'}"
+    )
+    sys.exit(0 if ok else 1)
+
+
+@cli.command()
+@name_option
+@click.option("--namespaces", default="", help="Comma-separated namespaces (default: all).")
+@click.option("--port", "-p", type=click.IntRange(1, 65535), required=True)
+@click.option("--protocol", default="TCP", show_default=True)
+@click.option("--timeout", type=float, default=1.0, show_default=True)
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
+def matrix(
+    name: str | None, namespaces: str, port: int, protocol: str, timeout: float, output: str
+) -> None:
+    """Probe every pod pair in parallel; print a ✓/✗ table or JSON."""
+    from calico.lab import probe as probes
+
+    wanted = [n for n in namespaces.split(",") if n] or None
+    result = probes.matrix(
+        state.require(resolve_name(name)),
+        port=port,
+        protocol=protocol,
+        timeout=timeout,
+        namespaces=wanted,
+    )
+    if output == "json":
+        click.echo(json.dumps(result, indent=1))
+    else:
+        click.echo(f"{protocol.upper()}/{port} (rows: from, columns: to)")
+        click.echo(probes.render_table(result, colour=sys.stdout.isatty()))
+
+
+def main() -> None:
+    cli(prog_name="calico-lab")
+
+
+if __name__ == "__main__":
+    main()
