@@ -81,6 +81,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         fake = self.server.fake
         try:
+            # Read the body first, so an error answer never leaves it unread on a kept-alive connection.
+            body = self._body() if method in ("POST", "PUT", "PATCH") else None
             if fake.token and self.headers.get("Authorization") != f"Bearer {fake.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             url = urllib.parse.urlsplit(self.path)
@@ -95,7 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ns,
                 name,
                 query,
-                self._body() if method in ("POST", "PUT", "PATCH") else None,
+                body,
                 self.headers.get("Content-Type", ""),
             )
             self._send(code, body)

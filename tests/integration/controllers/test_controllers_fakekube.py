@@ -136,3 +136,26 @@ def test_https_and_token(tmp_path: Path) -> None:
         assert [n["metadata"]["name"] for n in kube.list(Namespace)] == ["a"]
         with pytest.raises(urllib.error.URLError):  # not trusted without the test CA
             urllib.request.urlopen(fake.url + "/api/v1/namespaces", timeout=5)
+
+
+def test_error_answer_keeps_a_kept_alive_connection_usable(fake_kube: FakeKube) -> None:
+    """A 404 for a POST must consume the body, or the next request on the connection breaks."""
+    import http.client
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(fake_kube.url)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=5)
+    try:
+        body = json.dumps({"kind": "Widget", "metadata": {"name": "w"}})
+        conn.request(
+            "POST", "/apis/example.com/v1/widgets", body, {"Content-Type": "application/json"}
+        )
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 404
+        conn.request("GET", "/api/v1/namespaces")
+        second = conn.getresponse()
+        assert second.status == 200, second.read()
+        assert json.loads(second.read())["kind"] == "NamespaceList"
+    finally:
+        conn.close()
