@@ -1,4 +1,4 @@
-"""Shared fixtures: a real etcd per test session (or per test), network namespaces named by prefix."""
+"""Shared fixtures: a real etcd per test, network namespaces named by prefix."""
 
 from __future__ import annotations
 
@@ -101,8 +101,9 @@ def make_netns(request: pytest.FixtureRequest) -> Iterator[object]:
     yield make
     for name in made:
         subprocess.run(["ip", "netns", "pids", name], capture_output=True, check=False)
-        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
-                              check=False).stdout.split()
+        pids = subprocess.run(
+            ["ip", "netns", "pids", name], capture_output=True, text=True, check=False
+        ).stdout.split()
         for pid in pids:
             subprocess.run(["kill", "-9", pid], check=False)
         subprocess.run(["ip", "netns", "del", name], check=False)

@@ -41,8 +41,14 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "-c", "config_file", default=None, metavar="FILE",
-              help="calicoctl config file (default /etc/calico/calicoctl.cfg)")
+@click.option(
+    "--config",
+    "-c",
+    "config_file",
+    default=None,
+    metavar="FILE",
+    help="calicoctl config file (default /etc/calico/calicoctl.cfg)",
+)
 @click.option("--log-level", "-l", default="panic", help="log level (debug, info, warning, panic)")
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None, log_level: str) -> None:

@@ -61,8 +61,11 @@ def decode(value: bytes, mod_revision: int) -> Resource:
 
 def _encode(obj: Resource) -> str:
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
-    return json.dumps({**obj, "apiVersion": kinds.API_VERSION, "metadata": meta},
-                      separators=(",", ":"), sort_keys=True)
+    return json.dumps(
+        {**obj, "apiVersion": kinds.API_VERSION, "metadata": meta},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
 
 
 class Client:

@@ -34,7 +34,9 @@ class EtcdCompacted(EtcdError):
     """A watch asked for a revision that etcd has compacted away."""
 
     def __init__(self, compact_revision: int) -> None:
-        super().__init__(f"required revision has been compacted (compact revision {compact_revision})")
+        super().__init__(
+            f"required revision has been compacted (compact revision {compact_revision})"
+        )
         self.compact_revision = compact_revision
 
 
@@ -84,6 +86,39 @@ def _kv(d: dict[str, Any]) -> KV:
 
 
 @dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    responses: list[list[KV]]
+
+
+def cmp_mod(key: str, mod_revision: int) -> dict[str, Any]:
+    """Txn compare: ``key``'s mod revision is ``mod_revision``."""
+    return {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}
+
+
+def cmp_absent(key: str) -> dict[str, Any]:
+    """Txn compare: ``key`` does not exist."""
+    return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+
+
+def op_get(key: str, *, prefix: bool = False) -> dict[str, Any]:
+    """Txn operation: read ``key`` (every key under it with ``prefix``)."""
+    rng: dict[str, Any] = {"key": _b64(key)}
+    if prefix:
+        rng["range_end"] = _b64(prefix_end(key))
+    return {"request_range": rng}
+
+
+def op_put(key: str, value: bytes | str) -> dict[str, Any]:
+    return {"request_put": {"key": _b64(key), "value": _b64(value)}}
+
+
+def op_delete(key: str) -> dict[str, Any]:
+    return {"request_delete_range": {"key": _b64(key)}}
+
+
+@dataclass(frozen=True, slots=True)
 class TLSFiles:
     ca_file: str | None = None
     cert_file: str | None = None
@@ -91,7 +126,7 @@ class TLSFiles:
 
 
 class EtcdClient:
-    """Talks to one of ``endpoints`` (``http://host:port`` or ``https://...``), failing over in order."""
+    """Talks to one of ``endpoints`` (``http(s)://host:port``), failing over in order."""
 
     def __init__(
         self,
@@ -126,7 +161,7 @@ class EtcdClient:
 
     def _connect(self, index: int, timeout: float | None) -> http.client.HTTPConnection:
         ep = self._endpoints[index]
-        port = ep.port or (2379 if ep.scheme == "http" else 2379)
+        port = ep.port or 2379
         assert ep.hostname is not None
         if ep.scheme == "https":
             return http.client.HTTPSConnection(
@@ -153,7 +188,9 @@ class EtcdClient:
                 continue
             result: dict[str, Any] = json.loads(payload) if payload else {}
             if resp.status != 200:
-                msg = result.get("message") or result.get("error") or payload.decode(errors="replace")
+                msg = (
+                    result.get("message") or result.get("error") or payload.decode(errors="replace")
+                )
                 raise EtcdError(f"etcd {path}: {msg}")
             return result
         raise EtcdUnavailable(f"etcd unavailable at {self.endpoints_text()}: {last}")
@@ -192,9 +229,31 @@ class EtcdClient:
         resp = self._post("/v3/kv/put", body)
         return int(resp["header"]["revision"])
 
-    def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]]) -> tuple[bool, int]:
+    def _txn(
+        self, compare: list[dict[str, Any]], success: list[dict[str, Any]]
+    ) -> tuple[bool, int]:
         resp = self._post("/v3/kv/txn", {"compare": compare, "success": success})
         return bool(resp.get("succeeded")), int(resp["header"]["revision"])
+
+    def txn(
+        self,
+        compare: list[dict[str, Any]],
+        success: list[dict[str, Any]],
+        failure: list[dict[str, Any]] | None = None,
+    ) -> TxnResult:
+        """One multi-operation transaction: if every ``compare`` holds, run ``success``, else
+        ``failure``; build them with :func:`cmp_mod`, :func:`cmp_absent`, :func:`op_get`,
+        :func:`op_put`, :func:`op_delete`. ``responses[i]`` is the KVs read by the i-th operation
+        of the branch that ran (empty for a put or delete)."""
+        body: dict[str, Any] = {"compare": compare, "success": success}
+        if failure:
+            body["failure"] = failure
+        resp = self._post("/v3/kv/txn", body)
+        out: list[list[KV]] = []
+        for r in resp.get("responses") or []:
+            rng = r.get("response_range")
+            out.append([_kv(d) for d in (rng or {}).get("kvs") or []])
+        return TxnResult(bool(resp.get("succeeded")), int(resp["header"]["revision"]), out)
 
     def create(self, key: str, value: bytes | str, *, lease: int = 0) -> int | None:
         """Put ``key`` only if it does not exist. The new revision, or None if it existed."""
@@ -210,7 +269,14 @@ class EtcdClient:
     def update(self, key: str, value: bytes | str, mod_revision: int) -> int | None:
         """Compare-and-swap: put only if the key's mod revision is ``mod_revision``."""
         ok, rev = self._txn(
-            [{"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}],
+            [
+                {
+                    "key": _b64(key),
+                    "target": "MOD",
+                    "result": "EQUAL",
+                    "mod_revision": str(mod_revision),
+                }
+            ],
             [{"request_put": {"key": _b64(key), "value": _b64(value)}}],
         )
         return rev if ok else None
@@ -219,8 +285,14 @@ class EtcdClient:
         """Delete ``key`` (only at ``mod_revision`` when given). True if something was deleted."""
         if mod_revision:
             ok, _ = self._txn(
-                [{"key": _b64(key), "target": "MOD", "result": "EQUAL",
-                  "mod_revision": str(mod_revision)}],
+                [
+                    {
+                        "key": _b64(key),
+                        "target": "MOD",
+                        "result": "EQUAL",
+                        "mod_revision": str(mod_revision),
+                    }
+                ],
                 [{"request_delete_range": {"key": _b64(key)}}],
             )
             return ok
@@ -247,8 +319,8 @@ class EtcdClient:
     ) -> Iterator[list[WatchEvent]]:
         """Yield batches of events under ``prefix`` from ``start_revision`` on.
 
-        Raises :class:`EtcdCompacted` when the revision is gone and :class:`EtcdUnavailable` when the
-        stream breaks (etcd stopped, network gone). A progress notification arrives at least every
+        Raises :class:`EtcdCompacted` when the revision is gone and :class:`EtcdUnavailable`
+        when the stream breaks (etcd stopped, network gone). A progress notification arrives at least every
         ``idle_timeout`` seconds (etcd sends them on request), so a silent dead peer is noticed.
         """
         conn = self._connect(self._current, idle_timeout + 10)
@@ -262,8 +334,9 @@ class EtcdClient:
             }
         }
         try:
-            conn.request("POST", "/v3/watch", json.dumps(body).encode(),
-                         {"Content-Type": "application/json"})
+            conn.request(
+                "POST", "/v3/watch", json.dumps(body).encode(), {"Content-Type": "application/json"}
+            )
             resp = conn.getresponse()
             if resp.status != 200:
                 raise EtcdError(f"etcd watch: HTTP {resp.status}: {resp.read()!r}")

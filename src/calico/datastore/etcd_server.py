@@ -1,7 +1,7 @@
 """EtcdServer: start and stop a real etcd (Debian's etcd-server) for the lab, tests and benchmarks.
 
-It listens on the given host/port only (127.0.0.1 by default, or an address inside a lab namespace when
-``netns`` is set), keeps its data in ``data_dir`` and is stopped by PID.
+It listens on the given host/port only (127.0.0.1 by default, or an address inside a lab
+namespace when ``netns`` is set), keeps its data in ``data_dir`` and is stopped by PID.
 """
 
 from __future__ import annotations
@@ -68,21 +68,39 @@ class EtcdServer:
                 tls_args += ["--trusted-ca-file", self.tls.trusted_ca_file]
             if self.tls.client_cert_auth:
                 tls_args.append("--client-cert-auth")
-        return netns_argv(self.netns, [
-            "etcd", "--name", self.name, "--data-dir", str(self.data_dir),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"{self.name}={peer}",
-            "--log-level", "warn", "--logger", "zap",
-            "--experimental-watch-progress-notify-interval", "5s",
-            *tls_args,
-        ])
+        return netns_argv(
+            self.netns,
+            [
+                "etcd",
+                "--name",
+                self.name,
+                "--data-dir",
+                str(self.data_dir),
+                "--listen-client-urls",
+                client,
+                "--advertise-client-urls",
+                client,
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+                "--initial-cluster",
+                f"{self.name}={peer}",
+                "--log-level",
+                "warn",
+                "--logger",
+                "zap",
+                "--experimental-watch-progress-notify-interval",
+                "5s",
+                *tls_args,
+            ],
+        )
 
     def start(self, timeout: float = 20.0) -> None:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child
         try:
-            self.proc = subprocess.Popen(  # noqa: S603
+            self.proc = subprocess.Popen(
                 self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         finally:

@@ -7,8 +7,8 @@ Protocol (libcalico-go's watchersyncer, simplified to one loop per prefix set)::
           └──── etcd gone: retry with backoff, resume watch at rev+1 ◄──┘
                 compacted: re-list, emit only the differences (deletes included)
 
-Each key's last delivered mod revision is remembered, so an event is delivered once even when a
-reconnect replays it, and a re-list after compaction turns into exactly the missing puts and deletes.
+Each key's last delivered mod revision is remembered, so an event is delivered once even when
+a reconnect replays it, and a re-list after compaction turns into exactly the missing puts and deletes.
 Callbacks run on the syncer's thread; they receive ``list[Update]`` batches and ``SyncStatus``.
 """
 
@@ -151,7 +151,7 @@ class Syncer:
             if self.stopped.is_set():
                 return
             updates = [u for u in (self._apply(e) for e in events) if u is not None]
-            self._rev = max(self._rev, max(e.mod_revision for e in events))
+            self._rev = max(self._rev, *(e.mod_revision for e in events))
             if updates:
                 self._on_updates(updates)
 

@@ -1,7 +1,7 @@
 """The one place that runs external commands (the Felix cmd-shim seam).
 
-Everything that execs ``ip``, ``nft``, ``bird`` or ``nsenter`` goes through :func:`run`, so tests can
-inject a fake runner and the lint rule on subprocess calls has a single exemption.
+Everything that execs ``ip``, ``nft``, ``bird`` or ``nsenter`` goes through :func:`run`, so tests
+can inject a fake runner and the lint rule on subprocess calls has a single exemption.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def run(
     timeout: float | None = 60,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv``; raise CmdError on a non-zero exit when ``check``."""
-    proc = subprocess.run(  # noqa: S603
+    proc = subprocess.run(
         list(argv), input=input, capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and proc.returncode != 0:

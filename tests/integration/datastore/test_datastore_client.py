@@ -21,7 +21,9 @@ def pool(name: str, cidr: str = "10.1.0.0/16") -> dict[str, object]:
     }
 
 
-def test_create_uses_calico_key_layout_and_sets_metadata(datastore: Client, etcd: EtcdClient) -> None:
+def test_create_uses_calico_key_layout_and_sets_metadata(
+    datastore: Client, etcd: EtcdClient
+) -> None:
     created = datastore.create(pool("p1"))
     kv = etcd.get("/calico/resources/v3/projectcalico.org/ippools/p1")
     assert kv is not None
@@ -29,7 +31,8 @@ def test_create_uses_calico_key_layout_and_sets_metadata(datastore: Client, etcd
     assert stored["spec"]["cidr"] == "10.1.0.0/16"
     assert "resourceVersion" not in stored["metadata"]
     assert created["metadata"]["resourceVersion"] == str(kv.mod_revision)
-    assert created["metadata"]["uid"] and created["metadata"]["creationTimestamp"]
+    assert created["metadata"]["uid"]
+    assert created["metadata"]["creationTimestamp"]
 
 
 def test_namespaced_key_and_default_namespace(datastore: Client, etcd: EtcdClient) -> None:

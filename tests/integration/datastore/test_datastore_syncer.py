@@ -10,7 +10,7 @@ import pytest
 
 from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
-from calico.datastore.syncer import SyncStatus, Syncer, Update
+from calico.datastore.syncer import Syncer, SyncStatus, Update
 
 pytestmark = pytest.mark.etcd
 
@@ -29,7 +29,9 @@ class Recorder:
     def on_updates(self, updates: list[Update]) -> None:
         with self.lock:
             for u in updates:
-                self.deliveries[(u.key, u.revision)] = self.deliveries.get((u.key, u.revision), 0) + 1
+                self.deliveries[(u.key, u.revision)] = (
+                    self.deliveries.get((u.key, u.revision), 0) + 1
+                )
                 if u.value is None:
                     self.state.pop(u.key, None)
                 else:
@@ -66,7 +68,9 @@ def start(etcd_server: EtcdServer, rec: Recorder) -> Syncer:
     return syncer
 
 
-def test_list_then_watch_delivers_every_change_once(etcd_server: EtcdServer, etcd: EtcdClient) -> None:
+def test_list_then_watch_delivers_every_change_once(
+    etcd_server: EtcdServer, etcd: EtcdClient
+) -> None:
     for i in range(5):
         etcd.put(f"{PREFIX}ippools/p{i}", f'{{"n": {i}}}')
     etcd.put(f"{PREFIX}nodes/ignored", "{}")
