@@ -81,7 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         fake = self.server.fake
         try:
-            # Read the body first: an error answer must not leave it unread on a kept-alive connection.
+            # Read the body first: an error answer must not leave it unread (keep-alive).
             body = self._body() if method in ("POST", "PUT", "PATCH") else None
             if fake.token and self.headers.get("Authorization") != f"Bearer {fake.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")

@@ -1,8 +1,9 @@
 """Datastore configuration, as Calico reads it.
 
 Environment (``DATASTORE_TYPE=etcdv3``, ``ETCD_ENDPOINTS``, ``ETCD_CA_CERT_FILE``,
-``ETCD_CERT_FILE``, ``ETCD_KEY_FILE``) wins over a calicoctl config file (``apiVersion: projectcalico.org/v3``,
-``kind: CalicoAPIConfig``; default ``/etc/calico/calicoctl.cfg``).
+``ETCD_CERT_FILE``, ``ETCD_KEY_FILE``) wins over a calicoctl config file
+(``apiVersion: projectcalico.org/v3``, ``kind: CalicoAPIConfig``; default
+``/etc/calico/calicoctl.cfg``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ Protocol (libcalico-go's watchersyncer, simplified to one loop per prefix set)::
                 compacted: re-list, emit only the differences (deletes included)
 
 Each key's last delivered mod revision is remembered, so an event is delivered once even when
-a reconnect replays it, and a re-list after compaction turns into exactly the missing puts and deletes.
+a reconnect replays it, and a re-list after compaction turns into exactly the missing puts and
+deletes.
 Callbacks run on the syncer's thread; they receive ``list[Update]`` batches and ``SyncStatus``.
 """
 
