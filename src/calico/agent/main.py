@@ -1,0 +1,210 @@
+"""calico-felix: the policy agent's entry point and loop (composition root).
+
+::
+
+    datastore.Syncer (thread) ──list[Update] / SyncStatus──> queue.Queue(10)  (back-pressure)
+        main thread: drain queue -> calc.CalcGraph.on_updates (sync, pure)
+                     -> graph.flush() (EventSequencer: coalesced, ordered dpapi messages)
+                     -> ConfigUpdate: merge config (env > node.<name> > default), live params
+                     -> dataplane.InternalDataplane.on_update(msg) (managers: convert only)
+                     -> dataplane.apply() (nft transaction, routes; nothing before InSync)
+                     -> health beat, metrics
+
+While apply() runs, updates wait in the queue and then coalesce in one flush. Crash-only: an
+unexpected exception or a dataplane that keeps failing ends the process non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from calico.agent import config as agent_config
+from calico.agent import health, metrics
+from calico.calc import graph as calc_graph
+from calico.dataplane import libnft, loop, nft_table, route_table, static_chains
+from calico.datastore import config as ds_config
+from calico.datastore import syncer as ds_syncer
+from calico.dpapi import messages as m
+
+logger = logging.getLogger("calico.agent")
+
+
+def dataplane_config(cfg: agent_config.Config) -> loop.DataplaneConfig:
+    return loop.DataplaneConfig(
+        static=static_chains.StaticConfig(
+            default_endpoint_to_host_action=cfg["DefaultEndpointToHostAction"],
+            failsafe_inbound=cfg["FailsafeInboundHostPorts"],
+            failsafe_outbound=cfg["FailsafeOutboundHostPorts"],
+        ),
+        log_prefix=cfg["LogPrefix"],
+        refresh_interval=min(cfg["NftablesRefreshInterval"], cfg["RouteRefreshInterval"]) or 90.0,
+    )
+
+
+def set_log_level(level: str) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.CRITICAL + 10 if level == "NONE" else getattr(logging, level))
+
+
+class CalcDiverged(RuntimeError):
+    """The incremental calculation disagrees with a full recompute (a bug): restart."""
+
+
+class Agent:
+    def __init__(self, cfg: agent_config.Config, env: dict[str, str], etcd: Any) -> None:
+        self.env = env
+        self.cfg = cfg
+        self.hostname: str = cfg["FelixHostname"]
+        self.etcd = etcd
+        self.graph = calc_graph.CalcGraph(self.hostname)
+        self.metrics = metrics.Metrics()
+        self.health = health.Health()
+        self.dataplane = loop.InternalDataplane(
+            nft_table.NftTable(libnft.default_runner()),
+            route_table.RouteTable(),
+            dataplane_config(cfg),
+            on_apply=self.metrics.apply_time.observe,
+            on_failure=self.metrics.failures.inc,
+        )
+        self._next_check = time.monotonic() + cfg["CalcCheckInterval"]
+        self.queue: queue.Queue[list[ds_syncer.Update] | ds_syncer.SyncStatus] = queue.Queue(10)
+        self.stopping = threading.Event()
+        self.syncer = ds_syncer.Syncer(
+            etcd,
+            calc_graph.watched_prefixes(),
+            on_updates=self.queue.put,
+            on_status=self.queue.put,
+        )
+
+    def start_servers(self) -> None:
+        if self.cfg["HealthEnabled"]:
+            self.health.serve(self.cfg["HealthHost"], self.cfg["HealthPort"])
+        if self.cfg["PrometheusMetricsEnabled"]:
+            self.metrics.serve(self.cfg["PrometheusMetricsHost"], self.cfg["PrometheusMetricsPort"])
+
+    def on_config(self, msg: m.ConfigUpdate) -> None:
+        new = agent_config.load(
+            self.env, global_config=dict(msg.global_config), node_config=dict(msg.node_config)
+        )
+        for p in agent_config.PARAMS + agent_config.ENV_ONLY_PARAMS:
+            if not p.live and new[p.name] != self.cfg[p.name]:
+                logger.warning(
+                    "config %s changed to %r: takes effect at restart", p.name, new[p.name]
+                )
+                new.values[p.name] = self.cfg[p.name]
+        if new != self.cfg:
+            logger.info("configuration now %s", new.values)
+        self.cfg = new
+        set_log_level(new["LogSeverityScreen"])
+        self.dataplane.set_config(dataplane_config(new))
+
+    def _handle(self, item: list[ds_syncer.Update] | ds_syncer.SyncStatus) -> None:
+        if isinstance(item, ds_syncer.SyncStatus):
+            logger.info("datastore status: %s", item.value)
+            if item is ds_syncer.SyncStatus.IN_SYNC:
+                self.graph.on_in_sync()
+            return
+        start = time.perf_counter()
+        self.graph.on_updates(item)
+        secs = time.perf_counter() - start
+        self.metrics.calc_time.observe(secs)
+        logger.debug("calc graph: %d updates in %.2f ms", len(item), secs * 1000)
+        self.metrics.updates.inc(len(item))
+
+    def step(self, timeout: float) -> None:
+        """One loop turn: wait for input (up to timeout), process all queued, flush, apply."""
+        try:
+            self._handle(self.queue.get(timeout=max(timeout, 0.0)))
+            while True:
+                self._handle(self.queue.get_nowait())
+        except queue.Empty:
+            pass
+        for msg in self.graph.flush():
+            if isinstance(msg, m.ConfigUpdate):
+                self.on_config(msg)
+            self.dataplane.on_update(msg)
+        self._check_calc()
+        self.dataplane.apply()
+        self._update_status()
+
+    def _check_calc(self) -> None:
+        """Periodically compare the incremental output with a full recompute (the reference)."""
+        interval = self.cfg["CalcCheckInterval"]
+        if not interval or not self.dataplane.in_sync or time.monotonic() < self._next_check:
+            return
+        self._next_check = time.monotonic() + interval
+        start = time.perf_counter()
+        diffs = self.graph.full_recompute_differences()
+        logger.debug("full-recompute check in %.1f ms", (time.perf_counter() - start) * 1000)
+        if diffs:
+            # Crash-only: a restart recomputes everything and adopts, then replaces, the table.
+            raise CalcDiverged("; ".join(diffs))
+
+    def _update_status(self) -> None:
+        ar = self.graph.active_rules
+        self.metrics.local_endpoints.set(len(ar._endpoints))
+        self.metrics.local_policies.set(len(ar._active_policy_specs))
+        self.metrics.local_profiles.set(len(ar._active_profile_specs))
+        self.metrics.ipsets.set(len(self.graph.ipsets_calc.active_ids()))
+        self.health.ready = (
+            self.dataplane.in_sync and self.dataplane.applies > 0 and (self.dataplane.failures == 0)
+        )
+        self.health.detail = {"in_sync": self.dataplane.in_sync, "applies": self.dataplane.applies}
+        self.health.beat()
+
+    def run(self) -> int:
+        logger.info("calico-felix starting on node %s", self.hostname)
+        self.start_servers()
+        self.syncer.start()
+        try:
+            while not self.stopping.is_set():
+                wait = min(self.dataplane.next_deadline() - time.monotonic(), 1.0)
+                if self.dataplane.dirty and self.dataplane.in_sync:
+                    wait = 0.0
+                self.step(wait)
+        except loop.DataplaneFailed as exc:
+            logger.critical("dataplane keeps failing, exiting: %s", exc)
+            return 1
+        except CalcDiverged as exc:
+            logger.critical("incremental state differs from a full recompute, exiting: %s", exc)
+            return 1
+        finally:
+            self.syncer.stop()
+        logger.info("calico-felix stopped")
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="calico-felix", description="Calico policy agent")
+    parser.parse_args(argv)
+    env = dict(os.environ)
+    env.setdefault("FELIX_FELIXHOSTNAME", env.get("NODENAME", ""))
+    if not env["FELIX_FELIXHOSTNAME"]:
+        del env["FELIX_FELIXHOSTNAME"]
+    logging.basicConfig(
+        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        cfg = agent_config.load(env)
+        datastore = ds_config.load(env=env)
+        etcd = datastore.etcd()
+    except (agent_config.ConfigError, ds_config.ConfigError, ValueError) as exc:
+        print(f"calico-felix: configuration error: {exc}", file=sys.stderr)
+        return 2
+    set_log_level(cfg["LogSeverityScreen"])
+    agent = Agent(cfg, env, etcd)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: agent.stopping.set())
+    return agent.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

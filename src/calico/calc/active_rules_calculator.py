@@ -1,0 +1,197 @@
+"""ActiveRulesCalculator: which policies and profiles the local endpoints use, and each endpoint's
+ordered policy lists (the PolicySorter's job: ascending ``order``, unordered last, then name).
+
+A policy is active while its selector matches at least one local endpoint; a profile while a
+local endpoint lists it (a missing profile is sent empty, so it allows nothing: fail closed).
+Activating a policy or profile references its rules' IP sets; deactivating releases them.
+Endpoints whose policy lists may have changed are marked dirty and recomputed in ``flush``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from calico.calc import event_sequencer, ipset_calculator, labelindex, rule_scanner, validation
+from calico.dpapi import messages as m
+
+
+class ActiveRulesCalculator:
+    def __init__(
+        self, sequencer: event_sequencer.EventSequencer, ipsets: ipset_calculator.IPSetCalculator
+    ) -> None:
+        self._seq = sequencer
+        self._ipsets = ipsets
+        self.index = labelindex.SelectorIndex(self._on_match_started, self._on_match_stopped)
+        self._policies: dict[m.PolicyID, validation.PolicyData] = {}
+        self._pid_by_key: dict[str, m.PolicyID] = {}
+        self._profiles: dict[str, validation.ProfileData] = {}
+        self._endpoints: dict[str, validation.Item] = {}
+        self._policy_refs: Counter[m.PolicyID] = Counter()
+        self._profile_refs: Counter[str] = Counter()
+        self._active_policy_specs: dict[m.PolicyID, tuple[rule_scanner.IPSetSpec, ...]] = {}
+        self._active_profile_specs: dict[str, tuple[rule_scanner.IPSetSpec, ...]] = {}
+        self._dirty: set[str] = set()
+
+    # ---- policies -----------------------------------------------------------------------------
+
+    def on_policy_update(self, data: validation.PolicyData) -> None:
+        pid = data.id
+        key = str(pid) if pid.namespace else f"/{pid.name}"
+        self._pid_by_key[key] = pid
+        old = self._policies.get(pid)
+        self._policies[pid] = data
+        if pid in self._active_policy_specs:
+            self._activate_policy(pid)  # re-reference the (possibly new) IP sets, resend
+        if old is not None and (
+            old.sort_key() != data.sort_key()
+            or (old.ingress, old.egress) != (data.ingress, data.egress)
+            or _kind(old.policy) != _kind(data.policy)
+        ):
+            self._dirty |= self.index.matches_by_sel.get(key, set())
+        self.index.update_selector(key, data.selector)
+
+    def on_policy_remove(self, pid: m.PolicyID) -> None:
+        key = str(pid) if pid.namespace else f"/{pid.name}"
+        if pid not in self._policies:
+            return
+        self.index.delete_selector(key)
+        del self._policies[pid]
+
+    # ---- profiles -----------------------------------------------------------------------------
+
+    def on_profile_update(self, data: validation.ProfileData) -> None:
+        self._profiles[data.name] = data
+        if data.name in self._active_profile_specs:
+            self._activate_profile(data.name)
+
+    def on_profile_remove(self, name: str) -> None:
+        self._profiles.pop(name, None)
+        if name in self._active_profile_specs:
+            self._activate_profile(name)  # now sent empty: the endpoint allows nothing
+
+    # ---- local endpoints ----------------------------------------------------------------------
+
+    def on_endpoint_update(self, item: validation.Item, labels: labelindex.Labels) -> None:
+        old = self._endpoints.get(item.id)
+        self._endpoints[item.id] = item
+        for name in item.parents:
+            self._profile_refs[name] += 1
+            if self._profile_refs[name] == 1:
+                self._activate_profile(name)
+        self.index.update_item(item.id, labels)
+        if old is not None:
+            for name in old.parents:
+                self._unref_profile(name)
+        self._dirty.add(item.id)
+
+    def on_endpoint_remove(self, item_id: str) -> None:
+        old = self._endpoints.get(item_id)
+        if old is None:
+            return
+        self._seq.on_endpoint(item_id, None)
+        self.index.delete_item(item_id)
+        del self._endpoints[item_id]
+        for name in old.parents:
+            self._unref_profile(name)
+        self._dirty.discard(item_id)
+
+    # ---- activation ---------------------------------------------------------------------------
+
+    def _on_match_started(self, key: str, item_id: str) -> None:
+        pid = self._pid_by_key[key]
+        self._policy_refs[pid] += 1
+        if self._policy_refs[pid] == 1:
+            self._activate_policy(pid)
+        self._dirty.add(item_id)
+
+    def _on_match_stopped(self, key: str, item_id: str) -> None:
+        pid = self._pid_by_key[key]
+        self._policy_refs[pid] -= 1
+        if self._policy_refs[pid] <= 0:
+            del self._policy_refs[pid]
+            for spec in self._active_policy_specs.pop(pid, ()):
+                self._ipsets.unref(spec)
+            self._seq.on_policy(pid, None)
+        self._dirty.add(item_id)
+
+    def _activate_policy(self, pid: m.PolicyID) -> None:
+        data = self._policies[pid]
+        for spec in data.specs:
+            self._ipsets.ref(spec)
+        for spec in self._active_policy_specs.get(pid, ()):
+            self._ipsets.unref(spec)
+        self._active_policy_specs[pid] = data.specs
+        self._seq.on_policy(pid, data.policy)
+
+    def _activate_profile(self, name: str) -> None:
+        data = self._profiles.get(name)
+        specs = data.specs if data else ()
+        for spec in specs:
+            self._ipsets.ref(spec)
+        for spec in self._active_profile_specs.get(name, ()):
+            self._ipsets.unref(spec)
+        self._active_profile_specs[name] = specs
+        self._seq.on_profile(name, data.profile if data else m.Profile())
+
+    def _unref_profile(self, name: str) -> None:
+        self._profile_refs[name] -= 1
+        if self._profile_refs[name] <= 0:
+            del self._profile_refs[name]
+            for spec in self._active_profile_specs.pop(name, ()):
+                self._ipsets.unref(spec)
+            self._seq.on_profile(name, None)
+
+    # ---- output -------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        for item_id in sorted(self._dirty):
+            item = self._endpoints.get(item_id)
+            if item is not None:
+                self._seq.on_endpoint(item_id, self._render(item))
+        self._dirty.clear()
+
+    def _sorted_policies(self, item_id: str) -> list[validation.PolicyData]:
+        keys = self.index.matches_by_item.get(item_id, ())
+        datas = [self._policies[self._pid_by_key[k]] for k in keys]
+        return sorted(datas, key=validation.PolicyData.sort_key)
+
+    def _render(self, item: validation.Item) -> m.WorkloadEndpoint | m.HostEndpoint:
+        pols = self._sorted_policies(item.id)
+        v4 = tuple(n for n in item.nets if ":" not in n)
+        v6 = tuple(n for n in item.nets if ":" in n)
+        normal = [p for p in pols if not p.policy.untracked and not p.policy.pre_dnat]
+        if item.kind == validation.WEP:
+            return m.WorkloadEndpoint(
+                name=item.id.split(":", 1)[1],
+                iface=item.iface or "",
+                mac=item.mac,
+                ipv4_nets=v4,
+                ipv6_nets=v6,
+                tiers=_tiers(normal),
+                profile_ids=item.parents,
+            )
+        return m.HostEndpoint(
+            name=item.id.split(":", 1)[1],
+            iface=item.iface or "",
+            expected_ipv4_addrs=v4,
+            expected_ipv6_addrs=v6,
+            tiers=_tiers(normal),
+            untracked_tiers=_tiers([p for p in pols if p.policy.untracked]),
+            pre_dnat_tiers=_tiers(
+                [p for p in pols if p.policy.pre_dnat and not p.policy.untracked]
+            ),
+            forward_tiers=_tiers([p for p in normal if p.policy.apply_on_forward]),
+            profile_ids=item.parents,
+        )
+
+
+def _kind(policy: m.Policy) -> tuple[bool, bool, bool]:
+    return (policy.untracked, policy.pre_dnat, policy.apply_on_forward)
+
+
+def _tiers(pols: list[validation.PolicyData]) -> tuple[m.TierInfo, ...]:
+    ingress = tuple(p.id for p in pols if p.ingress)
+    egress = tuple(p.id for p in pols if p.egress)
+    if not ingress and not egress:
+        return ()
+    return (m.TierInfo("default", ingress, egress),)

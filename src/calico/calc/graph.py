@@ -1,0 +1,242 @@
+"""CalcGraph: the calculation graph's wiring (datastore updates in, dpapi messages out).
+
+::
+
+    on_updates(list[Update]) ─> Dispatcher (by kind, via calico.model.kinds.parse_key)
+        │  ValidationFilter (calc.validation): bad resource == absent, logged
+        ├─ FelixConfiguration default / node.<me> ──────────────────────────> ConfigUpdate
+        ├─ Profile ── labelsToApply ─> label inheritance ─┐
+        │          └─ rules ──────────────────────────────┼─> ActiveRulesCalculator
+        ├─ WEP/HEP/NetworkSet ─> effective labels ────────┤    (local endpoints × policies:
+        │                        │                         │     policy index, sorter)
+        │                        └─ local filter (node) ──┘         │ refs
+        │                        all items ─> IPSetCalculator <─────┘
+        │                                     (selector index over the cluster)
+        ├─ (Global)NetworkPolicy ──────────> ActiveRulesCalculator
+        ▼
+    EventSequencer (coalesce, order) ── flush() ──> list[dpapi message]
+
+Synchronous and pure: no threads, no I/O. The caller (agent) feeds batches and calls flush()
+when it wants output; everything between two flushes coalesces.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from calico.calc import active_rules_calculator, event_sequencer, ipset_calculator, validation
+from calico.dpapi import messages as m
+from calico.dpapi.state import DataplaneState
+from calico.model import kinds
+
+logger = logging.getLogger(__name__)
+
+
+class UpdateLike(Protocol):
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> Any | None: ...
+
+
+# The kinds the agent needs (the syncer watches these prefixes).
+WATCHED_KINDS = (
+    "WorkloadEndpoint",
+    "HostEndpoint",
+    "Profile",
+    "NetworkPolicy",
+    "GlobalNetworkPolicy",
+    "NetworkSet",
+    "GlobalNetworkSet",
+    "FelixConfiguration",
+)
+
+
+def watched_prefixes() -> list[str]:
+    return [kinds.KINDS[k].prefix() for k in WATCHED_KINDS]
+
+
+class CalcGraph:
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        self.sequencer = event_sequencer.EventSequencer(self._ipset_members)
+        self.ipsets_calc = ipset_calculator.IPSetCalculator(self.sequencer)
+        self.active_rules = active_rules_calculator.ActiveRulesCalculator(
+            self.sequencer, self.ipsets_calc
+        )
+        self.resources: dict[str, Any] = {}  # key -> last good value (for resync / debugging)
+        self._items: dict[str, validation.Item] = {}
+        self._local: set[str] = set()
+        self._profile_labels: dict[str, dict[str, str]] = {}
+        self._children: dict[str, set[str]] = defaultdict(set)
+        self._felix_config: dict[str, dict[str, Any]] = {}
+        self.invalid: dict[str, str] = {}  # key -> reason (for status / tests)
+
+    def _ipset_members(self, set_id: str) -> frozenset[str]:
+        return self.ipsets_calc.members(set_id)
+
+    # ---- inputs -------------------------------------------------------------------------------
+
+    def on_updates(self, updates: Iterable[UpdateLike]) -> None:
+        for update in updates:
+            self.on_update(update.key, update.value)
+
+    def on_in_sync(self) -> None:
+        self.sequencer.on_in_sync()
+
+    def flush(self) -> list[m.Message]:
+        self.active_rules.flush()
+        return self.sequencer.flush()
+
+    def on_update(self, key: str, value: Any | None) -> None:
+        parsed = kinds.parse_key(key)
+        if parsed is None:
+            return
+        kind, ns, name = parsed
+        self.invalid.pop(key, None)
+        if value is None:
+            self.resources.pop(key, None)
+        else:
+            self.resources[key] = value
+        try:
+            match kind.name:
+                case "WorkloadEndpoint":
+                    item_id = f"wep:{ns}/{name}"
+                    item = validation.workload_endpoint(item_id, ns or "", value) if value else None
+                    self._on_item(item_id, item)
+                case "HostEndpoint":
+                    item_id = f"hep:{name}"
+                    self._on_item(
+                        item_id, validation.host_endpoint(item_id, value) if value else None
+                    )
+                case "NetworkSet" | "GlobalNetworkSet":
+                    item_id = f"netset:{ns}/{name}" if ns else f"gnetset:{name}"
+                    item = validation.network_set(item_id, ns, value) if value else None
+                    self._on_item(item_id, item)
+                case "Profile":
+                    self._on_profile(name, validation.profile(name, value) if value else None)
+                case "NetworkPolicy" | "GlobalNetworkPolicy":
+                    pid = m.PolicyID(ns if kind.namespaced else None, name)
+                    self._on_policy(pid, validation.policy(pid, value) if value else None)
+                case "FelixConfiguration":
+                    self._on_felix_config(name, value)
+        except validation.InvalidResource as exc:
+            logger.warning(
+                "ignoring invalid %s %s: %s", kind.name, f"{ns}/{name}" if ns else name, exc
+            )
+            self.invalid[key] = str(exc)
+            self.resources.pop(key, None)
+            self.on_update(key, None)
+            self.invalid[key] = str(exc)
+
+    # ---- the reference: full recompute --------------------------------------------------------
+
+    def full_recompute_differences(self) -> list[str]:
+        """Compare what was sent with a fresh graph fed the current snapshot (Invariant 1).
+
+        Call right after ``flush()``. Returns human-readable differences; empty when they agree.
+        Costs a full computation (O(cluster)), so the agent runs it rarely.
+        """
+        fresh = CalcGraph(self.hostname)
+        fresh.on_in_sync()
+        for key, value in self.resources.items():
+            fresh.on_update(key, value)
+        want = DataplaneState().apply_all(fresh.flush())
+        got = self.sequencer.sent_state()
+        diffs = []
+        for field in (
+            "config",
+            "ipsets",
+            "policies",
+            "profiles",
+            "workload_endpoints",
+            "host_endpoints",
+        ):
+            a, b = getattr(got, field), getattr(want, field)
+            if a == b:
+                continue
+            if isinstance(a, dict) and isinstance(b, dict):
+                keys = sorted(
+                    str(k) for k in set(a) ^ set(b) | {k for k in a if a.get(k) != b.get(k)}
+                )
+                diffs.append(f"{field}: {len(keys)} differ, e.g. {keys[:5]}")
+            else:
+                diffs.append(f"{field}: sent {a!r}, full recompute {b!r}")
+        return diffs
+
+    # ---- items, labels, locality --------------------------------------------------------------
+
+    def _effective_labels(self, item: validation.Item) -> dict[str, str]:
+        labels: dict[str, str] = {}
+        for parent in item.parents:
+            labels.update(self._profile_labels.get(parent, {}))
+        labels.update(item.labels)
+        return labels
+
+    def _is_local(self, item: validation.Item) -> bool:
+        return item.kind in (validation.WEP, validation.HEP) and item.node == self.hostname
+
+    def _on_item(self, item_id: str, item: validation.Item | None) -> None:
+        old = self._items.get(item_id)
+        if old is not None:
+            for parent in old.parents:
+                self._children[parent].discard(item_id)
+        if item is None:
+            self._items.pop(item_id, None)
+            self.ipsets_calc.on_item_remove(item_id)
+            if item_id in self._local:
+                self._local.discard(item_id)
+                self.active_rules.on_endpoint_remove(item_id)
+            return
+        self._items[item_id] = item
+        for parent in item.parents:
+            self._children[parent].add(item_id)
+        labels = self._effective_labels(item)
+        self.ipsets_calc.on_item_update(item, labels)
+        if self._is_local(item):
+            self._local.add(item_id)
+            self.active_rules.on_endpoint_update(item, labels)
+        elif item_id in self._local:
+            self._local.discard(item_id)
+            self.active_rules.on_endpoint_remove(item_id)
+
+    def _on_profile(self, name: str, data: validation.ProfileData | None) -> None:
+        labels = dict(data.labels_to_apply) if data else {}
+        if labels != self._profile_labels.get(name, {}):
+            if labels:
+                self._profile_labels[name] = labels
+            else:
+                self._profile_labels.pop(name, None)
+            for item_id in sorted(self._children.get(name, ())):
+                self._on_item(item_id, self._items[item_id])
+        if data is None:
+            self.active_rules.on_profile_remove(name)
+        else:
+            self.active_rules.on_profile_update(data)
+
+    def _on_policy(self, pid: m.PolicyID, data: validation.PolicyData | None) -> None:
+        if data is None:
+            self.active_rules.on_policy_remove(pid)
+        else:
+            self.active_rules.on_policy_update(data)
+
+    # ---- config -------------------------------------------------------------------------------
+
+    def _on_felix_config(self, name: str, value: Any | None) -> None:
+        if name not in ("default", f"node.{self.hostname}"):
+            return
+        spec = (value or {}).get("spec") if isinstance(value, dict) else None
+        if spec is not None and not isinstance(spec, dict):
+            raise validation.InvalidResource(f"spec: expected a mapping, got {spec!r}")
+        if value is None:
+            self._felix_config.pop(name, None)
+        else:
+            self._felix_config[name] = dict(spec or {})
+        glob = self._felix_config.get("default", {})
+        node = self._felix_config.get(f"node.{self.hostname}", {})
+        self.sequencer.on_config_update(
+            m.ConfigUpdate(tuple(sorted(glob.items())), tuple(sorted(node.items())))
+        )

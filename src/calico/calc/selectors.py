@@ -1,0 +1,101 @@
+"""Selector composition for policies and rules (namespaces, namespaceSelector, serviceAccounts).
+
+Calico's v3 -> backend rule conversion, done on selector ASTs:
+
+* a NetworkPolicy's ``selector`` is limited to its namespace:
+  ``projectcalico.org/namespace == '<ns>' && (<selector>)``;
+* in a rule, ``namespaceSelector`` is rewritten onto the ``pcns.`` labels that namespace profiles
+  apply to their endpoints (``x == 'y'`` -> ``pcns.x == 'y'``) and limited to namespaced things
+  (``all()`` -> ``has(projectcalico.org/namespace)``); without one, a rule of a namespaced policy
+  that has a selector (or notSelector) is limited to the policy's namespace;
+* ``serviceAccounts.names`` -> ``projectcalico.org/serviceaccount in {...}``;
+  ``serviceAccounts.selector`` -> the same rewrite onto ``pcsa.`` labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from calico import selector
+from calico.selector import nodes
+
+NAMESPACE_LABEL = "projectcalico.org/namespace"
+SERVICEACCOUNT_LABEL = "projectcalico.org/serviceaccount"
+ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
+NAMESPACE_PREFIX = "pcns."
+SERVICEACCOUNT_PREFIX = "pcsa."
+
+
+def prefix_labels(node: nodes.Node, prefix: str) -> nodes.Node:
+    """``node`` with every label key prefixed (``global()``/``all()`` left as they are)."""
+    match node:
+        case nodes.Not(operand):
+            return nodes.negation(prefix_labels(operand, prefix))
+        case nodes.And(operands):
+            return nodes.conjunction(prefix_labels(o, prefix) for o in operands)
+        case nodes.Or(operands):
+            return nodes.disjunction(prefix_labels(o, prefix) for o in operands)
+        case nodes.All() | nodes.Global():
+            return node
+    return replace(node, key=prefix + node.key)
+
+
+def in_namespace(namespace: str) -> nodes.Node:
+    return nodes.Eq(NAMESPACE_LABEL, namespace)
+
+
+def namespace_selector(text: str) -> nodes.Node:
+    """The backend form of a rule's (or GNP's) ``namespaceSelector``."""
+    parsed = selector.parse(text)
+    if parsed.uses_global():
+        return prefix_labels(parsed.root, NAMESPACE_PREFIX)
+    return nodes.conjunction(
+        [nodes.Has(NAMESPACE_LABEL), prefix_labels(parsed.root, NAMESPACE_PREFIX)]
+    )
+
+
+def policy_selector(
+    text: str | None, *, namespace: str | None, ns_selector: str | None = None
+) -> selector.Selector:
+    """Which endpoints a policy applies to."""
+    parts: list[nodes.Node] = [selector.parse(text or "").root]
+    if namespace is not None:
+        parts.insert(0, in_namespace(namespace))
+    if ns_selector:
+        parts.insert(0, namespace_selector(ns_selector))
+    return selector.from_node(nodes.conjunction(parts))
+
+
+def service_accounts(spec: dict[str, object] | None) -> nodes.Node | None:
+    if not spec:
+        return None
+    parts: list[nodes.Node] = []
+    names = spec.get("names")
+    if isinstance(names, list) and names:
+        parts.append(nodes.In(SERVICEACCOUNT_LABEL, nodes.value_set(str(n) for n in names)))
+    sel = spec.get("selector")
+    if isinstance(sel, str) and sel:
+        parts.append(prefix_labels(selector.parse(sel).root, SERVICEACCOUNT_PREFIX))
+    return nodes.conjunction(parts) if parts else None
+
+
+def rule_selectors(
+    entity: dict[str, object], *, namespace: str | None
+) -> tuple[selector.Selector | None, selector.Selector | None]:
+    """(positive selector, notSelector) of a rule's source/destination; None: no restriction."""
+    sel_text = entity.get("selector") or ""
+    not_text = entity.get("notSelector") or ""
+    ns_text = entity.get("namespaceSelector") or ""
+    sa_node = service_accounts(entity.get("serviceAccounts"))  # type: ignore[arg-type]
+    parts: list[nodes.Node] = []
+    if ns_text:
+        parts.append(namespace_selector(str(ns_text)))
+    elif namespace is not None and (sel_text or not_text or sa_node is not None):
+        parts.append(in_namespace(namespace))
+    if sel_text:
+        parts.append(selector.parse(str(sel_text)).root)
+    if sa_node is not None:
+        parts.append(sa_node)
+    positive = selector.from_node(nodes.conjunction(parts)) if parts else None
+    negative = selector.parse(str(not_text)) if not_text else None
+    return positive, negative

@@ -1,0 +1,190 @@
+"""EndpointManager: workload and host endpoints -> per-endpoint chains, dispatch map entries and
+desired workload routes (convert only: it writes into the drivers' desired state, no I/O).
+
+Per-endpoint chain shape (normal policies; the ingress of a workload is ``cali-tw-<iface>``)::
+
+    ct state established,related accept ; ct state invalid drop
+    [host endpoints: jump cali-failsafe-in|out]
+    clear ACCEPT/PASS marks
+    jump <policy 1> ; accepted? return          (Allow in a policy -> ACCEPT mark + return)
+    not passed? jump <policy 2> ; accepted? return ...
+    not passed? drop                            (policies applied, none allowed: default deny)
+    jump <profile 1> ; accepted? return ...     (no policy applied, or Pass)
+    drop                                        (no profile allowed)
+
+Forwarded traffic through a host endpoint uses only applyOnForward policies, no profiles, and is
+allowed when none apply; preDNAT and doNotTrack chains have no default deny.
+"""
+
+from __future__ import annotations
+
+from calico.dataplane import nft_render as r
+from calico.dataplane import nft_table, route_table
+from calico.dpapi import messages as m
+
+NORMAL, FORWARD, PRE_DNAT, UNTRACKED = "normal", "forward", "prednat", "untracked"
+_ON_ALLOW = {
+    NORMAL: "return",
+    FORWARD: "return",
+    PRE_DNAT: "accept",
+    UNTRACKED: f"meta mark set meta mark | {r.MARK_UNTRACKED:#x} notrack accept",
+}
+
+
+def endpoint_chain(
+    policies: tuple[m.PolicyID, ...],
+    profiles: tuple[str, ...] | None,
+    *,
+    inbound: bool,
+    kind: str = NORMAL,
+    failsafe: str | None = None,
+) -> tuple[str, ...]:
+    """Rules of one endpoint chain for one direction (``profiles`` None: no profile stage)."""
+    rules: list[str] = []
+    if kind in (NORMAL, FORWARD):
+        rules += ["ct state established,related accept", "ct state invalid counter drop"]
+    if failsafe:
+        rules.append(f"jump {failsafe}")
+    rules.append(r.CLEAR_VERDICT)
+    on_allow = _ON_ALLOW[kind]
+    for i, pid in enumerate(policies):
+        guard = "" if i == 0 else r.IF_NOT_PASSED + " "
+        rules.append(f"{guard}jump {r.policy_chain(pid, inbound)}")
+        rules.append(f"{r.IF_ACCEPTED} {on_allow}")
+    if policies and kind in (NORMAL, FORWARD):
+        rules.append(r.with_comment(f"{r.IF_NOT_PASSED} counter drop"))
+    if kind == NORMAL and profiles is not None:
+        for name in profiles:
+            rules.append(f"jump {r.profile_chain(name, inbound)}")
+            rules.append(f"{r.IF_ACCEPTED} {on_allow}")
+        rules.append(r.with_comment("counter drop"))
+    return tuple(rules)
+
+
+def _tier_policies(tiers: tuple[m.TierInfo, ...], inbound: bool) -> tuple[m.PolicyID, ...]:
+    out: list[m.PolicyID] = []
+    for tier in tiers:
+        out.extend(tier.ingress_policies if inbound else tier.egress_policies)
+    return tuple(out)
+
+
+class EndpointManager:
+    def __init__(self, table: nft_table.NftTable, routes: route_table.RouteTable) -> None:
+        self._table = table
+        self._routes = routes
+        self._weps: dict[str, m.WorkloadEndpoint] = {}
+        self._heps: dict[str, m.HostEndpoint] = {}
+        self._chains: dict[str, list[tuple[str, str, str]]] = {}  # ep id -> (chain, map, iface)
+
+    def on_update(self, msg: m.Message) -> None:
+        match msg:
+            case m.WorkloadEndpointUpdate(id=ep_id, endpoint=ep):
+                self._remove(ep_id)
+                self._weps[ep_id] = ep
+                self._program_wep(ep_id, ep)
+            case m.WorkloadEndpointRemove(id=ep_id):
+                self._remove(ep_id)
+            case m.HostEndpointUpdate(id=ep_id, endpoint=hep):
+                self._remove(ep_id)
+                self._heps[ep_id] = hep
+                self._program_hep(ep_id, hep)
+            case m.HostEndpointRemove(id=ep_id):
+                self._remove(ep_id)
+
+    def _add(
+        self, ep_id: str, chain: str, rules: tuple[str, ...], map_name: str, iface: str
+    ) -> None:
+        self._table.set_chain(chain, rules)
+        self._table.set_map_element(map_name, iface, f"goto {chain}")
+        self._chains.setdefault(ep_id, []).append((chain, map_name, iface))
+
+    def _remove(self, ep_id: str) -> None:
+        wep = self._weps.pop(ep_id, None)
+        if wep is not None:
+            self._routes.set_routes(wep.iface, ())
+        self._heps.pop(ep_id, None)
+        for chain, map_name, iface in self._chains.pop(ep_id, []):
+            self._table.delete_map_element(map_name, iface)
+            self._table.delete_chain(chain)
+
+    def _program_wep(self, ep_id: str, ep: m.WorkloadEndpoint) -> None:
+        iface = ep.iface
+        if not iface:
+            return
+        ingress = endpoint_chain(_tier_policies(ep.tiers, True), ep.profile_ids, inbound=True)
+        egress = endpoint_chain(_tier_policies(ep.tiers, False), ep.profile_ids, inbound=False)
+        self._add(ep_id, f"cali-tw-{iface}", ingress, "cali-tw-map", iface)
+        self._add(ep_id, f"cali-fw-{iface}", egress, "cali-fw-map", iface)
+        self._routes.set_routes(iface, ep.ipv4_nets + ep.ipv6_nets)
+
+    def _program_hep(self, ep_id: str, hep: m.HostEndpoint) -> None:
+        iface = hep.iface
+        prof = hep.profile_ids
+
+        def pols(tiers: tuple[m.TierInfo, ...], inbound: bool) -> tuple[m.PolicyID, ...]:
+            return _tier_policies(tiers, inbound)
+
+        # Host traffic: traffic arriving from the interface is the endpoint's ingress.
+        self._add(
+            ep_id,
+            f"cali-fh-{iface}",
+            endpoint_chain(pols(hep.tiers, True), prof, inbound=True, failsafe="cali-failsafe-in"),
+            "cali-fh-map",
+            iface,
+        )
+        self._add(
+            ep_id,
+            f"cali-th-{iface}",
+            endpoint_chain(
+                pols(hep.tiers, False), prof, inbound=False, failsafe="cali-failsafe-out"
+            ),
+            "cali-th-map",
+            iface,
+        )
+        self._add(
+            ep_id,
+            f"cali-fhfw-{iface}",
+            endpoint_chain(pols(hep.forward_tiers, True), None, inbound=True, kind=FORWARD),
+            "cali-fhfw-map",
+            iface,
+        )
+        self._add(
+            ep_id,
+            f"cali-thfw-{iface}",
+            endpoint_chain(pols(hep.forward_tiers, False), None, inbound=False, kind=FORWARD),
+            "cali-thfw-map",
+            iface,
+        )
+        self._add(
+            ep_id,
+            f"cali-fhdnat-{iface}",
+            endpoint_chain(pols(hep.pre_dnat_tiers, True), None, inbound=True, kind=PRE_DNAT),
+            "cali-fhdnat-map",
+            iface,
+        )
+        self._add(
+            ep_id,
+            f"cali-fhraw-{iface}",
+            endpoint_chain(
+                pols(hep.untracked_tiers, True),
+                None,
+                inbound=True,
+                kind=UNTRACKED,
+                failsafe="cali-failsafe-in",
+            ),
+            "cali-fhraw-map",
+            iface,
+        )
+        self._add(
+            ep_id,
+            f"cali-thraw-{iface}",
+            endpoint_chain(
+                pols(hep.untracked_tiers, False),
+                None,
+                inbound=False,
+                kind=UNTRACKED,
+                failsafe="cali-failsafe-out",
+            ),
+            "cali-thraw-map",
+            iface,
+        )
