@@ -9,51 +9,19 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fails_cleanly(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        from calico.datastore.client import DatastoreError
-        from calico.datastore.config import ConfigError
-        from calico.datastore.etcd import EtcdError
-        from calico.ipam.client import IPAMError
-
-        try:
-            fn(*args, **kwargs)
-        except (ConfigError, ValueError, IPAMError) as exc:
-            click.echo(str(exc), err=True)
-        except (DatastoreError, EtcdError) as exc:
-            click.echo(f"Failed: {exc}", err=True)
-        else:
-            return
-        raise click.exceptions.Exit(1)
-
-    return wrapper  # type: ignore[return-value]
+from calico.cli import failures
+from calico.ipam.errors import IPAMError
 
 
 def _ipam(config_file: str | None) -> Any:
-    from calico.datastore import config
     from calico.ipam.client import IPAMClient
 
-    root = click.get_current_context().find_root().obj or {}
-    cfg = config.load(config_file or root.get("config_file"))
-    return IPAMClient(cfg.etcd())
-
-
-def _config_option(fn: F) -> F:
-    return click.option(
-        "-c", "--config", "config_file", default=None, metavar="FILE",
-        help="CalicoAPIConfig file (default /etc/calico/calicoctl.cfg)",
-    )(fn)  # fmt: skip
+    return IPAMClient(failures.datastore_config(config_file).etcd())
 
 
 def _check_ip(text: str) -> str:
@@ -85,8 +53,8 @@ def ipam() -> None:
 @ipam.command()
 @click.option("--ip", "ip", default=None, help="report who holds this address")
 @click.option("--show-blocks", is_flag=True, help="also list each block of each pool")
-@_config_option
-@_fails_cleanly
+@failures.config_option
+@failures.fails_cleanly(IPAMError)
 def show(ip: str | None, show_blocks: bool, config_file: str | None) -> None:
     """Show IP address usage per pool (and per block), or the owner of one address."""
     client = _ipam(config_file)
@@ -134,8 +102,8 @@ def show(ip: str | None, show_blocks: bool, config_file: str | None) -> None:
 
 @ipam.command()
 @click.option("--ip", "ip", required=True, help="the address to release")
-@_config_option
-@_fails_cleanly
+@failures.config_option
+@failures.fails_cleanly(IPAMError)
 def release(ip: str, config_file: str | None) -> None:
     """Release one IP address from IPAM (for cleaning up a leaked address)."""
     addr = _check_ip(ip)
@@ -146,8 +114,8 @@ def release(ip: str, config_file: str | None) -> None:
 
 
 @ipam.command()
-@_config_option
-@_fails_cleanly
+@failures.config_option
+@failures.fails_cleanly(IPAMError)
 def check(config_file: str | None) -> None:
     """Check IPAM for leaked addresses (allocated, but used by no workload endpoint)."""
     from calico.ipam import report

@@ -15,9 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-from calico.cli import loading, pool_checks, printers, writing
-from calico.datastore.client import AlreadyExists, Client, Conflict, DatastoreError, NotFound
-from calico.datastore.etcd import EtcdError
+from calico.cli import failures, loading, pool_checks, printers, writing
+from calico.datastore.client import AlreadyExists, Client, Conflict, NotFound
 from calico.model import kinds, validation
 
 Resource = dict[str, Any]
@@ -28,40 +27,13 @@ class CommandError(Exception):
     """A calicoctl failure whose message is already what the user should read."""
 
 
-def _fails_cleanly(fn: F) -> F:
-    """Turn the expected errors into a message on stderr and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        from calico.datastore.config import ConfigError
-
-        try:
-            fn(*args, **kwargs)
-        except loading.LoadError as exc:
-            click.echo(f"Failed to execute command: {exc}", err=True)
-        except (CommandError, ConfigError, validation.ValidationError, ValueError) as exc:
-            click.echo(str(exc), err=True)
-        except (DatastoreError, EtcdError) as exc:
-            click.echo(f"Failed: {exc}", err=True)
-        else:
-            return
-        raise click.exceptions.Exit(1)
-
-    return wrapper  # type: ignore[return-value]
+_fails_cleanly = failures.fails_cleanly(
+    CommandError, validation.ValidationError, prefixed=(loading.LoadError,)
+)
 
 
 def _client(config_file: str | None) -> Client:
-    from calico.datastore import config
-
-    root = click.get_current_context().find_root().obj or {}
-    return config.load(config_file or root.get("config_file")).client()
-
-
-def _config_option(fn: F) -> F:
-    return click.option(
-        "-c", "--config", "config_file", default=None, metavar="FILE",
-        help="CalicoAPIConfig file (default /etc/calico/calicoctl.cfg)",
-    )(fn)  # fmt: skip
+    return failures.datastore_config(config_file).client()
 
 
 def _namespace_option(fn: F) -> F:
@@ -98,7 +70,7 @@ def _write_command(
     @click.command(verb, help=help_text)
     @_file_option
     @_namespace_option
-    @_config_option
+    @failures.config_option
     @_fails_cleanly
     def command(
         filename: str, namespace: str | None, config_file: str | None, **flags: bool
@@ -163,7 +135,7 @@ def _from_args(
 )
 @click.option("--skip-not-exists", is_flag=True, help="treat a missing resource as deleted")
 @_namespace_option
-@_config_option
+@failures.config_option
 @_fails_cleanly
 def delete(
     kind: str | None, names: tuple[str, ...], filename: str | None, skip_not_exists: bool,
@@ -199,7 +171,7 @@ OUTPUTS = ("ps", "wide", "yaml", "json")
 @click.option("-A", "--all-namespaces", is_flag=True, help="all namespaces (namespaced kinds)")
 @click.option("--export", is_flag=True, help="drop cluster-specific metadata (single resource)")
 @_namespace_option
-@_config_option
+@failures.config_option
 @_fails_cleanly
 def get(
     kind: str | None, names: tuple[str, ...], filename: str | None, output: str,
@@ -296,7 +268,7 @@ def _default_asn(client: Client) -> str:
 @click.option("--overwrite", is_flag=True, help="replace an existing value")
 @click.option("--remove", is_flag=True, help="remove the label KEY")
 @_namespace_option
-@_config_option
+@failures.config_option
 @_fails_cleanly
 def label(
     kind: str, name: str, label: str, overwrite: bool, remove: bool, namespace: str | None,
@@ -341,7 +313,7 @@ def label(
 
 
 @click.command(help="Print the client version and the cluster's (from ClusterInformation).")
-@_config_option
+@failures.config_option
 def version(config_file: str | None) -> None:
     from importlib import metadata
 
