@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +20,6 @@ NETNS_PREFIX = "calt-"  # every test namespace starts with this; the sweep remov
 
 def is_root() -> bool:
     return os.geteuid() == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -53,13 +46,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture
 def etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
     """A fresh etcd on a loopback port with a temp data dir, stopped by PID."""
-    port = free_port()
-    server = EtcdServer(tmp_path / "etcd", port=port, peer_port=free_port())
-    server.start()
-    try:
+    with EtcdServer.on_free_ports(tmp_path / "etcd") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -67,12 +66,6 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def one_round(etcd: EtcdClient, docs: list[dict[str, Any]], ctl: Callable[[], object]) -> dict[
     str, float
 ]:  # fmt: skip
@@ -101,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "policies.yaml"
         path.write_text(yaml.safe_dump_all(docs))
-        server = EtcdServer(Path(tmp) / "etcd", port=free_port(), peer_port=free_port())
+        server = EtcdServer.on_free_ports(Path(tmp) / "etcd")
         server.start()
         etcd = EtcdClient([server.endpoint])
         env = {**os.environ, "ETCD_ENDPOINTS": server.endpoint}

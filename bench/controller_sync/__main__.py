@@ -38,12 +38,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port
 from tests.fakekube import FakeKube
 
 from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient, EtcdUnavailable
-from calico.datastore.etcd_server import EtcdServer
+from calico.datastore.etcd_server import EtcdServer, free_port
 from calico.k8s import conversion, names
 from calico.model import kinds
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -26,6 +27,13 @@ class ServerTLS:
     key_file: str
     trusted_ca_file: str | None = None
     client_cert_auth: bool = False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (for servers we start on loopback)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 class EtcdServer:
@@ -95,6 +103,18 @@ class EtcdServer:
                 *tls_args,
             ],
         )
+
+    @classmethod
+    def on_free_ports(cls, data_dir: str | Path) -> EtcdServer:
+        """An etcd for loopback use on ports nothing else holds."""
+        return cls(data_dir, port=free_port(), peer_port=free_port())
+
+    def __enter__(self) -> EtcdServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def start(self, timeout: float = 20.0) -> None:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)

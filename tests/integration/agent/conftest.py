@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from calico.datastore.etcd_server import free_port
 from tests.integration.agent.harness import Node
 
 

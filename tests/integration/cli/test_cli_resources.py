@@ -17,8 +17,7 @@ import yaml
 
 from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient
-from calico.datastore.etcd_server import EtcdServer
-from tests.conftest import free_port
+from calico.datastore.etcd_server import EtcdServer, free_port
 
 pytestmark = pytest.mark.etcd
 
@@ -28,13 +27,8 @@ RESOURCES = "/calico/resources/"
 
 @pytest.fixture(scope="module")
 def shared_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
-    server = EtcdServer(tmp_path_factory.mktemp("cli-etcd") / "etcd", port=free_port(),
-                        peer_port=free_port())  # fmt: skip
-    server.start()
-    try:
+    with EtcdServer.on_free_ports(tmp_path_factory.mktemp("cli-etcd") / "etcd") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ import pytest
 import yaml
 
 from calico.datastore.etcd import TLSFiles
-from calico.datastore.etcd_server import EtcdServer, ServerTLS
-from tests.conftest import free_port
+from calico.datastore.etcd_server import EtcdServer, ServerTLS, free_port
 
 pytestmark = [
     pytest.mark.etcd,

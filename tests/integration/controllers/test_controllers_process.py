@@ -18,8 +18,7 @@ import pytest
 
 from calico.controllers.manager import KubeControllers
 from calico.datastore.client import Client, NotFound
-from calico.datastore.etcd_server import EtcdServer
-from tests.conftest import free_port
+from calico.datastore.etcd_server import EtcdServer, free_port
 from tests.fakekube import FakeKube
 from tests.integration.controllers import oracle
 from tests.integration.controllers.conftest import eventually
