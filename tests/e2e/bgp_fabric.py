@@ -14,6 +14,7 @@ in the host's namespace by a thread that ``setns()``-ed there, relaying to the r
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -25,10 +26,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 CLONE_NEWNET = 0x40000000
 VENV_BIN = Path(sys.executable).parent
@@ -367,3 +370,35 @@ def tcp_echo(src_netns: str, ip: str, port: int = 7777, timeout: float = 1.0) ->
             return False
 
     return bool(_in_netns(src_netns, talk))
+
+
+# The marks every BGP end-to-end test carries.
+BGP_E2E_MARKS = [
+    pytest.mark.e2e,
+    pytest.mark.netns,
+    pytest.mark.etcd,
+    pytest.mark.bird,
+    pytest.mark.timeout(240),
+]
+
+
+@contextlib.contextmanager
+def running_fabric(
+    make_netns: Callable[[], str],
+    tmp_path: Path,
+    etcd_port: int,
+    etcd: Any,
+    hosts: int,
+    *,
+    ipv6: bool = False,
+) -> Iterator[Fabric]:
+    """A fabric of ``hosts``, one IPAM block (two with ``ipv6``) claimed per host; closed after."""
+    fab = Fabric(make_netns, tmp_path, etcd_port, hosts, ipv6=ipv6)
+    try:
+        for h in fab.hosts:
+            claim_block(etcd, h.name, h.block)
+            if ipv6:
+                claim_block(etcd, h.name, h.block6)
+        yield fab
+    finally:
+        fab.close()

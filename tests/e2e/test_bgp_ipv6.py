@@ -12,29 +12,17 @@ from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
 
-from .bgp_fabric import Fabric, claim_block, tcp_echo, wait_for
+from .bgp_fabric import BGP_E2E_MARKS, Fabric, running_fabric, tcp_echo, wait_for
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.netns,
-    pytest.mark.etcd,
-    pytest.mark.bird,
-    pytest.mark.timeout(240),
-]
+pytestmark = BGP_E2E_MARKS
 
 
 @pytest.fixture
 def fabric(
     make_netns: Callable[[], str], tmp_path: Path, etcd_server: EtcdServer, etcd: EtcdClient
 ) -> Iterator[Fabric]:
-    fab = Fabric(make_netns, tmp_path, etcd_server.port, 2, ipv6=True)
-    for h in fab.hosts:
-        claim_block(etcd, h.name, h.block)
-        claim_block(etcd, h.name, h.block6)
-    try:
+    with running_fabric(make_netns, tmp_path, etcd_server.port, etcd, 2, ipv6=True) as fab:
         yield fab
-    finally:
-        fab.close()
 
 
 def test_bgp_dual_stack(fabric: Fabric, make_netns: Callable[[], str], datastore: Client) -> None:
