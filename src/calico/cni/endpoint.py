@@ -108,6 +108,26 @@ def write(client: Client, wep: dict[str, Any]) -> None:
     client.apply(wep, validate=False)
 
 
+def key(w: Workload) -> str:
+    return WEP_KIND.key(w.wep_name, w.namespace)
+
+
+def encode_new(wep: dict[str, Any]) -> str:
+    """The stored JSON of a newly created endpoint, exactly as ``Client.create`` writes it (new
+    ``uid`` and ``creationTimestamp``): for writing it inside the IPAM transaction."""
+    import datetime
+    import uuid
+
+    meta = {k: v for k, v in wep["metadata"].items() if k != "resourceVersion"}
+    meta.setdefault("uid", str(uuid.uuid4()))
+    meta.setdefault(
+        "creationTimestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    return json.dumps(
+        {**wep, "apiVersion": API_VERSION, "metadata": meta}, separators=(",", ":"), sort_keys=True
+    )
+
+
 def ensure_network_profile(client: Client, network: str) -> None:
     """Create the non-Kubernetes network's Profile if it does not exist yet."""
     profile = {

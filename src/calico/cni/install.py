@@ -2,7 +2,9 @@
 
 A runtime execs plugins from CNI_BIN_DIR, so each is a small launcher script whose shebang is
 this interpreter with ``-IS`` (isolated, no site: the fastest start; the plugin needs only the
-stdlib and the ``calico`` package, whose directory the launcher puts on ``sys.path``)::
+stdlib and the ``calico`` package, whose directory the launcher puts on ``sys.path``) and whose
+first step is :mod:`calico.cni.fastpath` (built-in modules only, until the CNI server fails to
+answer)::
 
     python -m calico.cni.install --bin-dir /opt/cni/bin [--conf /etc/cni/net.d/10-calico.conf ...]
 """

@@ -8,6 +8,7 @@ thread: the message sinks are thread-local).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -60,11 +61,28 @@ def note(msg: str) -> None:
         log.append(msg)
 
 
+def mark(label: str) -> None:
+    """Record a phase boundary of this call (the server logs them: ``served ... [ipam 3.1]``)."""
+    marks: list[tuple[str, int]] | None = getattr(_sink, "marks", None)
+    if marks is not None:
+        marks.append((label, time.perf_counter_ns()))
+
+
+def phases() -> str:
+    """This call's phases so far: ``"ipam 3.1, link 0.2, ..."`` (ms since the previous mark)."""
+    marks: list[tuple[str, int]] = getattr(_sink, "marks", None) or []
+    out = []
+    for (_, t0), (label, t1) in itertools.pairwise(marks):
+        out.append(f"{label} {(t1 - t0) / 1e6:.1f}")
+    return ", ".join(out)
+
+
 def execute(
     handler: Handler, command: str, data: bytes, env: Mapping[str, str]
 ) -> tuple[int, str, str]:
     """One CNI call: (exit code, stdout text, stderr text). Used in-process and by the server."""
     _sink.lines, _sink.log = [], []
+    _sink.marks = [("start", time.perf_counter_ns())]
     try:
         rc, out = _execute(handler, command, data, env)
         _write_log_file(data, _sink.log)

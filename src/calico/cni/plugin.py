@@ -1,16 +1,19 @@
-"""The ``calico`` CNI plugin: ADD, DEL, CHECK and VERSION for one pod per process.
+"""The ``calico`` CNI plugin: ADD, DEL, CHECK and VERSION, in a fresh process or the CNI server.
 
 Dataflow of ADD::
 
     stdin + CNI_* env ─► netconf ─► [k8s: GET pod]
-        ─► veth.create_link (background)  ‖  IPAM (calico-ipam in-process, else exec ipam.type)
-        ─► veth.configure (background: host routes ‖ pod side)  ‖  WorkloadEndpoint (+ Profile)
+        ─► veth.create_link (background)  ‖  [non-k8s: network Profile (background)]
+           ‖  calico-ipam: one etcd txn = addresses + handle + WorkloadEndpoint (ipam.atomic)
+              (other IPAM types: exec ipam.type, then the WorkloadEndpoint)
+        ─► veth.configure (host routes, pod side)
         ─► result JSON for the requested cniVersion (printed by calico.cni.invocation)
 
-Anything that fails after addresses were taken undoes what was done (veth, addresses) before the
-error is reported. DEL removes the veth, the endpoint and the addresses and succeeds when any or all
-of them are already gone, with or without CNI_NETNS. Imports stay stdlib + our datastore/IPAM
-code: a plugin call is a fresh process, so import time is latency.
+Anything that fails after addresses were taken undoes what was done (veth, endpoint, addresses)
+before the error is reported. DEL removes the endpoint and the addresses in one etcd txn and the
+veth (in the CNI server: after replying, see ``shared``), and succeeds when any or all of them are
+already gone, with or without CNI_NETNS. CHECK lives in ``check``. Imports stay stdlib + our
+datastore/IPAM code: without the server a call is a fresh process, so import time is latency.
 """
 
 from __future__ import annotations
@@ -21,11 +24,9 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from calico.cni import endpoint, invocation, veth
+from calico.cni import endpoint, invocation, shared, veth
 from calico.cni.netconf import (
-    ERR_CHECK,
     ERR_DATAPLANE,
-    ERR_INCOMPATIBLE_VERSION,
     ERR_INVALID_CONFIG,
     ERR_INVALID_ENV,
     ERR_IPAM,
@@ -36,11 +37,11 @@ from calico.cni.netconf import (
     CNIError,
     NetConf,
     parse_conf,
-    version_tuple,
 )
 from calico.cni.result import Result
-from calico.datastore.client import Client, DatastoreError
-from calico.datastore.etcd import EtcdClient, TLSFiles
+from calico.datastore.client import Client
+from calico.datastore.etcd import EtcdClient, TLSFiles, op_get
+from calico.ipam import atomic, keys
 from calico.ipam.client import IPAMClient
 from calico.lib.cmd import run
 
@@ -51,11 +52,8 @@ class Call:
     def __init__(self, conf: NetConf, env: CNIEnv) -> None:
         self.conf = conf
         self.env = env
-        self.etcd = EtcdClient(
-            conf.etcd_endpoints,
-            tls=TLSFiles(conf.etcd_ca_cert_file, conf.etcd_cert_file, conf.etcd_key_file),
-            timeout=10.0,
-        )
+        self.tls = TLSFiles(conf.etcd_ca_cert_file, conf.etcd_cert_file, conf.etcd_key_file)
+        self.etcd: EtcdClient = shared.etcd_client(conf.etcd_endpoints, self.tls)
         self.client = Client(self.etcd)
         self.node = conf.nodename(env.env)
         pod = env.pod_name
@@ -83,24 +81,29 @@ class Call:
 
     # ---- IPAM ---------------------------------------------------------------------------------
 
-    def ipam_add(self) -> Result:
+    def ipam_add(self, mac: str = "") -> Result:
+        """The addresses (calico-ipam: with the WorkloadEndpoint, ``mac`` its pod MAC, written in
+        the same etcd transaction; a repeated ADD keeps the handle's addresses)."""
         if not self.calico_ipam:
             return Result.parse(self.delegate("ADD"))
         ipam = IPAMClient(self.etcd, client=self.client)
-        ips = ipam.ips_by_handle(self.handle_id)  # a repeated ADD keeps its addresses
-        if not ips:
-            attrs = {"node": self.node}
-            if self.workload.pod:
-                attrs |= {"namespace": self.workload.namespace, "pod": self.workload.pod}
-            ips = ipam.auto_assign(
-                handle_id=self.handle_id,
-                host=self.node,
-                num_v4=1 if self.conf.ipam["assign_ipv4"] else 0,
-                num_v6=1 if self.conf.ipam["assign_ipv6"] else 0,
-                pools=self.conf.ipam["ipv4_pools"] or None,
-                pools_v6=self.conf.ipam["ipv6_pools"] or None,
-                attrs=attrs,
-            )
+        attrs = {"node": self.node}
+        if self.workload.pod:
+            attrs |= {"namespace": self.workload.namespace, "pod": self.workload.pod}
+        ips, _ = atomic.assign(
+            ipam,
+            handle_id=self.handle_id,
+            host=self.node,
+            num_v4=1 if self.conf.ipam["assign_ipv4"] else 0,
+            num_v6=1 if self.conf.ipam["assign_ipv6"] else 0,
+            pools=self.conf.ipam["ipv4_pools"] or None,
+            pools_v6=self.conf.ipam["ipv6_pools"] or None,
+            attrs=attrs,
+            cache=shared.ipam_cache(self.conf.etcd_endpoints),
+            extra=(lambda got: {endpoint.key(self.workload): self._wep_json(got, mac)})
+            if mac
+            else None,
+        )
         res = Result()
         for ip in ips:
             res.ips.append({"address": f"{ip}/128" if ":" in ip else f"{ip}/32"})
@@ -165,49 +168,46 @@ class Call:
                 ERR_UNKNOWN_CONTAINER, f"CNI_NETNS {self.env.netns}: no such network namespace"
             )
         self.load_pod()
+        invocation.mark("prep")
         mac = veth.random_mac()
         # With calico-ipam the address families are known up front, so the veth is created while
         # IPAM talks to etcd; a delegated IPAM plugin's result decides them, so it goes first.
         link: veth.Job | None = None
         if self.calico_ipam:
             link = self._create_link(mac, ipv6=bool(self.conf.ipam["assign_ipv6"]))
+        profile = None
+        if self.workload.orchestrator != "k8s":  # concurrently, on a client of its own
+            profile = veth.Job(self._ensure_profile)
         try:
-            res = self.ipam_add()
+            res = self.ipam_add(mac)  # calico-ipam: the WorkloadEndpoint is written with it
         except BaseException:
+            if profile is not None:
+                _quietly(profile.wait)
             if link is not None:
                 self._undo_link(link)
             raise
+        invocation.mark("ipam")
         addrs = [str(ip["address"]).split("/")[0] for ip in res.ips]
         v4 = [a for a in addrs if ":" not in a]
         v6 = [a for a in addrs if ":" in a]
         nets = [f"{a}/32" for a in v4] + [f"{a}/128" for a in v6]
-        wep = endpoint.build(
-            self.workload,
-            network=str(self.conf.name),
-            host_if=self.host_if,
-            mac=mac,
-            ip_networks=nets,
-        )
         try:
+            if profile is not None:
+                profile.wait()
             if link is None:
                 link = self._create_link(mac, ipv6=bool(v6))
+            if not self.calico_ipam:
+                endpoint.write(self.client, self._wep(nets, mac))
             link.wait()
-            net = veth.Job(
-                lambda: veth.configure(
-                    netns=self.env.netns,
-                    ifname=self.env.ifname,
-                    host_if=self.host_if,
-                    ipv4=v4,
-                    ipv6=v6,
-                )
+            shared.wait_deletes(self.host_if, addrs)  # an old veth still holding an address
+            invocation.mark("link")
+            veth.configure(
+                netns=self.env.netns, ifname=self.env.ifname, host_if=self.host_if, ipv4=v4, ipv6=v6
             )
-            try:  # the endpoint is written while the kernel work runs
-                if self.workload.orchestrator != "k8s":
-                    endpoint.ensure_network_profile(self.client, str(self.conf.name))
-                endpoint.write(self.client, wep)
-            finally:
-                net.wait()
+            invocation.mark("net")
         except BaseException as exc:
+            if link is not None:
+                _quietly(link.wait)
             self._undo()
             if isinstance(exc, veth.DataplaneError | OSError):
                 raise CNIError(ERR_DATAPLANE, f"setting up the pod network failed: {exc}") from exc
@@ -218,9 +218,28 @@ class Call:
         )
         return self.result(res, mac, nets)
 
+    def _wep(self, nets: list[str], mac: str) -> dict[str, Any]:
+        return endpoint.build(
+            self.workload, network=str(self.conf.name), host_if=self.host_if, mac=mac,
+            ip_networks=nets,
+        )  # fmt: skip
+
+    def _wep_json(self, ips: list[str], mac: str) -> str:
+        nets = [f"{a}/128" if ":" in a else f"{a}/32" for a in ips]
+        nets = sorted(nets, key=lambda n: ":" in n)  # IPv4 first, as the result lists them
+        return endpoint.encode_new(self._wep(nets, mac))
+
+    def _ensure_profile(self) -> None:
+        etcd = shared.etcd_client(self.conf.etcd_endpoints, self.tls)
+        try:
+            endpoint.ensure_network_profile(Client(etcd), str(self.conf.name))
+        finally:
+            shared.release_etcd(self.conf.etcd_endpoints, self.tls, etcd)
+
     def _create_link(self, mac: str, *, ipv6: bool) -> veth.Job:
-        return veth.Job(
-            lambda: veth.create_link(
+        def create() -> None:
+            shared.wait_deletes(self.host_if, [])  # a DEL of this pod's last sandbox, in flight
+            veth.create_link(
                 netns=self.env.netns,
                 ifname=self.env.ifname,
                 host_if=self.host_if,
@@ -228,13 +247,11 @@ class Call:
                 pod_mac=mac,
                 ipv6=ipv6,
             )
-        )
+
+        return veth.Job(create)
 
     def _undo_link(self, link: veth.Job) -> None:
-        try:
-            link.wait()
-        except BaseException:
-            pass
+        _quietly(link.wait)
         veth.delete_link(self.host_if)
 
     def _undo(self) -> None:
@@ -264,11 +281,61 @@ class Call:
 
     def delete(self) -> None:
         self.env.require(netns=False)
+        invocation.mark("prep")
+        if not self.calico_ipam:
+            self._delete_slow()
+            return
+        wkey = endpoint.key(self.workload)
+        legacy = keys.handle_key(self.env.container_id)
+        cache = shared.ipam_cache(self.conf.etcd_endpoints)
+        guess = cache.block_keys(self.node) if cache is not None else []  # the handle's, likely
+        wep, handle, old, *read = self.etcd.txn(
+            [],
+            [op_get(wkey), op_get(keys.handle_key(self.handle_id)), op_get(legacy)]
+            + [op_get(k) for k in guess],
+        ).responses
+        blocks = {r[0].key: r[0] for r in read if r}
+        ipam = IPAMClient(self.etcd, client=self.client)
+        owner = (json.loads(wep[0].value).get("spec") or {}).get("containerID") if wep else None
+        if owner and owner != self.env.container_id:
+            self.log(f"{self.workload.wep_name} belongs to another container; releasing only")
+            if not atomic.release(ipam, handle[0] if handle else None) and old:
+                atomic.release(ipam, old[0])  # the handle of older Calico versions
+            return
+        # The kernel's veth teardown (~20 ms) is most of a DEL: the CNI server finishes it after
+        # replying (a later ADD meeting its leftovers waits for it); a plain process overlaps it
+        # with the release. By interface index: a newer veth of the same name is never touched.
+        index = veth.link_index(self.host_if)
+        link = None
+        if index is not None and not shared.enabled():
+            link = veth.Job(lambda: veth.delete_index(index))
+        try:
+            guards = {wkey: wep[0].mod_revision} if wep else {}
+            released = atomic.release(
+                ipam,
+                (handle or old)[0] if handle or old else None,
+                guards=guards,
+                blocks=blocks,
+                cache=cache,
+                host=self.node,
+            )
+            if handle and old and not released:
+                released = atomic.release(ipam, old[0])
+            invocation.mark("etcd")
+        finally:
+            if link is not None:
+                link.wait()
+        if index is not None and link is None:
+            shared.delete_later(self.host_if, released, lambda: veth.delete_index(index))
+        invocation.mark("link")
+        self.log(f"removed {self.host_if}, {self.workload.wep_name}, handle {self.handle_id}")
+
+    def _delete_slow(self) -> None:
+        """DEL with a delegated IPAM plugin: endpoint, then veth ‖ the plugin's release."""
         if not endpoint.delete_if_ours(self.client, self.workload):
             self.log(f"{self.workload.wep_name} belongs to another container; releasing only")
             self.ipam_del()  # a newer sandbox of this pod owns the endpoint and the veth
             return
-        # the kernel's veth teardown (~20 ms) overlaps the address release, as Calico orders it
         link = veth.Job(lambda: veth.delete_link(self.host_if))
         try:
             self.ipam_del()
@@ -277,44 +344,17 @@ class Call:
         self.log(f"removed {self.host_if}, {self.workload.wep_name}, handle {self.handle_id}")
 
     def check(self) -> None:
-        if version_tuple(self.conf.cni_version) < (0, 4, 0):
-            raise CNIError(
-                ERR_INCOMPATIBLE_VERSION,
-                f"CHECK needs cniVersion 0.4.0 or later, got {self.conf.cni_version}",
-            )
-        self.env.require(netns=True)
-        if not self.conf.prev_result:
-            raise CNIError(ERR_INVALID_CONFIG, "prevResult: CHECK needs the result of ADD")
-        prev = Result.parse(self.conf.prev_result)
-        problems = veth.check(
-            netns=self.env.netns,
-            ifname=self.env.ifname,
-            host_if=self.host_if,
-            addresses=prev.addresses(),
-        )
-        try:
-            wep = self.client.get(
-                "WorkloadEndpoint", self.workload.wep_name, self.workload.namespace
-            )
-            if sorted(wep["spec"].get("ipNetworks") or []) != sorted(prev.addresses()):
-                problems.append(
-                    f"WorkloadEndpoint {self.workload.wep_name} lists "
-                    f"{wep['spec'].get('ipNetworks')}, not {prev.addresses()}"
-                )
-        except DatastoreError:
-            problems.append(f"WorkloadEndpoint {self.workload.wep_name} does not exist")
-        if self.calico_ipam:
-            held = {
-                f"{ip}/{128 if ':' in ip else 32}"
-                for ip in IPAMClient(self.etcd, client=self.client).ips_by_handle(self.handle_id)
-            }
-            problems += [
-                f"address {a} is not assigned to {self.handle_id}"
-                for a in prev.addresses()
-                if a not in held
-            ]
-        if problems:
-            raise CNIError(ERR_CHECK, "CHECK failed: " + "; ".join(problems))
+        from calico.cni import check  # lazy: only CHECK needs it
+
+        check.run(self)
+
+
+def _quietly(fn: Callable[[], object]) -> None:
+    """Wait for a step being abandoned (its error is not the one to report)."""
+    try:
+        fn()
+    except BaseException:
+        pass
 
 
 def version_info(data: bytes) -> dict[str, Any]:
@@ -347,7 +387,7 @@ def dispatch(command: str, data: bytes, env: Mapping[str, str]) -> dict[str, Any
             call.check()
         return None
     finally:
-        call.etcd.close()
+        shared.release_etcd(conf.etcd_endpoints, call.tls, call.etcd)
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from calico.cni import fastpath, invocation, ipam_plugin, plugin
+from calico.cni import fastpath, invocation, ipam_plugin, plugin, shared
 
 MAGIC = b"CNI1\n"
 FALLBACK = b"FALLBACK\n"
@@ -83,7 +83,7 @@ def handle(raw: bytes) -> bytes:
     elapsed = (time.perf_counter() - start) * 1000
     sys.stderr.write(
         f"served {env.get('CALICO_PLUGIN')} {command} {env.get('CNI_CONTAINERID', '')} rc={rc}"
-        f" ({elapsed:.1f} ms)\n"
+        f" ({elapsed:.1f} ms) [{invocation.phases()}]\n"
     )
     payload = out.encode()
     return f"{rc}\n{len(payload)}\n".encode() + payload + err.encode()
@@ -114,6 +114,7 @@ def serve(socket_path: str | os.PathLike[str]) -> Server:
 
     ``{netns}`` in the path becomes this namespace's inode, as the launchers compute it.
     """
+    shared.enable()  # keep etcd connections; finish veth deletes after replying
     path = Path(fastpath.socket_for(str(socket_path)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.server_close()
         Path(path).unlink(missing_ok=True)
+        shared.wait_all_deletes()
     return 0
 
 

@@ -1,10 +1,12 @@
-"""The pod's network: a veth pair (``cali<hash>`` on the host, CNI_IFNAME in the pod), ip -batch.
+"""The pod's network: a veth pair (``cali<hash>`` on the host, CNI_IFNAME in the pod).
 
-Three ``ip -batch`` runs in two steps: ``create_link`` (host namespace = this process's: the veth
-with its peer born directly in the pod namespace, host end up) can run while IPAM talks to etcd;
-then ``configure`` runs the host routes and, concurrently, the pod side (``nsenter --net=<CNI_NETNS>
-ip -batch -``: address, link up, routes). Host-side sysctls are plain writes to ``/proc/sys`` (they
-apply to the writer's namespace: the host). ``Job`` is the background-thread helper for the overlap.
+IPv4 only (the common case), everything is rtnetlink from this process (:mod:`calico.cni.netlink`):
+``create_link`` (the veth with its peer born directly in the pod namespace, host end up) can run
+while IPAM talks to etcd; then ``configure`` adds the host routes and, through a socket made in the
+pod namespace, the pod side (address, link up, routes). With IPv6 the same steps are ``ip -batch``
+runs (``ip -n NAME`` for /var/run/netns paths, else ``nsenter --net=<CNI_NETNS>``), host and pod
+side concurrently. Host-side sysctls are plain writes to ``/proc/sys`` (they apply to the writer's
+namespace: the host). ``Job`` is the background-thread helper for the overlap.
 
 Host side: MAC ``ee:ee:ee:ee:ee:ee``, no address, proxy_arp=1, neigh proxy_delay=0, forwarding=1;
 route ``<ip>/32 dev caliX scope link proto 80``. Pod side: ``<ip>/32`` on eth0, ``169.254.1.1`` on
@@ -14,13 +16,16 @@ link and the default route via it (IPv6: ``<ip>/128`` and the default via the ho
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from calico.cni import netlink
 from calico.lib.cmd import CmdError, run
 
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
@@ -45,7 +50,13 @@ def random_mac() -> str:
 
 
 def pod_argv(netns: str, argv: list[str]) -> list[str]:
-    """Run ``argv`` inside the pod's network namespace given as a path (any runtime's form)."""
+    """Run ``argv`` inside the pod's network namespace given as a path (any runtime's form).
+
+    ``ip`` switches into a named namespace (``/var/run/netns/NAME``) itself: one exec, no nsenter.
+    """
+    head, _, name = netns.rpartition("/")
+    if argv[0] == "ip" and head in ("/var/run/netns", "/run/netns") and name:
+        return ["ip", "-n", name, *argv[1:]]
     return ["nsenter", f"--net={netns}", *argv]
 
 
@@ -89,16 +100,49 @@ def create_link(
     """Create the veth (pod end born in ``netns``), bring the host end up, set its sysctls."""
     if not os.path.exists(netns):
         raise DataplaneError(f"CNI_NETNS {netns}: no such network namespace")
+    if not ipv6:
+        _create_link_nl(netns=netns, ifname=ifname, host_if=host_if, mtu=mtu, pod_mac=pod_mac)
+    else:
+        _create_link_ip(netns=netns, ifname=ifname, host_if=host_if, mtu=mtu, pod_mac=pod_mac)
+    _write_sysctl(f"ipv4/conf/{host_if}/proxy_arp", "1")
+    _write_sysctl(f"ipv4/neigh/{host_if}/proxy_delay", "0")
+    _write_sysctl(f"ipv4/conf/{host_if}/forwarding", "1")
+    if ipv6:
+        _write_sysctl(f"ipv6/conf/{host_if}/proxy_ndp", "1")
+        _write_sysctl(f"ipv6/conf/{host_if}/forwarding", "1")
+
+
+def _create_link_nl(*, netns: str, ifname: str, host_if: str, mtu: int, pod_mac: str) -> None:
+    """IPv4 only: one rtnetlink request (veth, peer in ``netns``, host end up)."""
+    fd = os.open(netns, os.O_RDONLY)
+    try:
+        with netlink.Netlink() as nl:
+            for attempt in (1, 2):
+                try:
+                    nl.add_veth(
+                        name=host_if, mac=HOST_MAC, mtu=mtu, peer=ifname, peer_mac=pod_mac,
+                        peer_netns_fd=fd,
+                    )  # fmt: skip
+                    return
+                except netlink.NetlinkError as exc:
+                    if exc.errno != errno.EEXIST or attempt == 2:
+                        raise DataplaneError(f"creating veth {host_if}: {exc.strerror}") from exc
+                delete_link(host_if)  # a stale veth from an earlier sandbox of this pod
+    finally:
+        os.close(fd)
+
+
+def _create_link_ip(*, netns: str, ifname: str, host_if: str, mtu: int, pod_mac: str) -> None:
+    """With IPv6 (addrgenmode, the host link-local): ``ip -batch``."""
     host = [
         f"link add {host_if} mtu {mtu} address {HOST_MAC} type veth "
         f"peer name {ifname} address {pod_mac} mtu {mtu} netns {netns}",
     ]
-    if ipv6:
-        host += [
-            f"link set {host_if} addrgenmode none",
-            f"addr add {HOST_LINK_LOCAL}/64 dev {host_if} scope link nodad",
-        ]
-    host.append(f"link set {host_if} up")
+    host += [
+        f"link set {host_if} addrgenmode none",
+        f"addr add {HOST_LINK_LOCAL}/64 dev {host_if} scope link nodad",
+        f"link set {host_if} up",
+    ]
     try:
         ip_batch(host)
     except DataplaneError as exc:
@@ -106,12 +150,6 @@ def create_link(
             raise
         delete_link(host_if)  # a stale veth from an earlier sandbox of this pod
         ip_batch(host)
-    _write_sysctl(f"ipv4/conf/{host_if}/proxy_arp", "1")
-    _write_sysctl(f"ipv4/neigh/{host_if}/proxy_delay", "0")
-    _write_sysctl(f"ipv4/conf/{host_if}/forwarding", "1")
-    if ipv6:
-        _write_sysctl(f"ipv6/conf/{host_if}/proxy_ndp", "1")
-        _write_sysctl(f"ipv6/conf/{host_if}/forwarding", "1")
 
 
 def add_host_routes(*, host_if: str, ipv4: list[str], ipv6: list[str]) -> None:
@@ -137,12 +175,36 @@ def configure_pod(*, netns: str, ifname: str, ipv4: list[str], ipv6: list[str]) 
 
 
 def configure(*, netns: str, ifname: str, host_if: str, ipv4: list[str], ipv6: list[str]) -> None:
-    """Host routes and the pod side, concurrently (two ``ip`` processes in two namespaces)."""
+    """Host routes and the pod side: rtnetlink for IPv4 only, else two concurrent ``ip -batch``
+    processes (one per namespace)."""
+    if not ipv6:
+        try:
+            _configure_nl(netns=netns, ifname=ifname, host_if=host_if, ipv4=ipv4)
+        except netlink.NetlinkError as exc:
+            raise DataplaneError(f"configuring {host_if}/{ifname}: {exc.strerror}") from exc
+        return
     host = Job(lambda: add_host_routes(host_if=host_if, ipv4=ipv4, ipv6=ipv6))
     try:
         configure_pod(netns=netns, ifname=ifname, ipv4=ipv4, ipv6=ipv6)
     finally:
         host.wait()
+
+
+def _configure_nl(*, netns: str, ifname: str, host_if: str, ipv4: list[str]) -> None:
+    index = link_index(host_if)
+    if index is None:
+        raise DataplaneError(f"host interface {host_if} does not exist")
+    with netlink.Netlink() as nl:
+        for ip in ipv4:
+            nl.add_route4(index, ip, 32, proto=int(ROUTE_PROTO))
+    pod, pod_index = netlink.in_netns(netns, ifname)
+    with pod:
+        for ip in ipv4:
+            pod.add_addr4(pod_index, ip)
+        pod.link_up(pod_index)
+        if ipv4:
+            pod.add_route4(pod_index, GATEWAY_V4, 32)
+            pod.add_route4(pod_index, "0.0.0.0", 0, gateway=GATEWAY_V4)
 
 
 def setup(
@@ -170,6 +232,25 @@ def delete_link(host_if: str) -> bool:
             return False
         raise DataplaneError(exc.stderr) from exc
     return True
+
+
+def link_index(name: str) -> int | None:
+    """The interface index of ``name`` in this namespace, or None when it does not exist."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
+
+
+def delete_index(index: int) -> bool:
+    """Delete the link with interface index ``index`` (a veth takes its peer and routes with it)
+    with one rtnetlink request; False if it was already gone. By index, not name: a newer veth
+    that took the name meanwhile is never touched."""
+    try:
+        with netlink.Netlink() as nl:
+            return nl.delete_link(index)
+    except netlink.NetlinkError as exc:
+        raise DataplaneError(f"deleting interface #{index}: {exc.strerror}") from exc
 
 
 def _ip_json(argv: list[str], netns: str | None = None) -> list[dict[str, Any]]:

@@ -66,3 +66,37 @@ def test_add_check_del(make_node, make_netns, pool, datastore: Client, etcd, tmp
     assert len(log) == 3
     assert f"calico-cni ADD c1: ['{ip}/32'] on {host_if}" in log[0]
     assert f"calico-cni DEL c1: removed {host_if}" in log[1]
+
+
+def test_ipv4_dataplane_as_ip_would_build_it(make_node, make_netns, pool, datastore: Client):
+    """IPv4-only ADD uses rtnetlink from the plugin process: every attribute as `ip` sets it."""
+    node = make_node("node1")
+    pod_ns = make_netns()
+    r = node.run("ADD", node.conf(mtu=1400), container_id="n1", netns=f"/var/run/netns/{pod_ns}")
+    assert r.rc == 0, r.stdout + r.stderr
+    ip = r.out["ips"][0]["address"].split("/")[0]
+    host_if = r.out["interfaces"][0]["name"]
+    [host] = ip_json(node.netns, "-d", "link", "show", "dev", host_if)
+    assert host["address"] == "ee:ee:ee:ee:ee:ee"
+    assert host["mtu"] == 1400
+    assert "UP" in host["flags"]
+    assert host["linkinfo"]["info_kind"] == "veth"
+    [route] = ip_json(node.netns, "route", "show", "dev", host_if)
+    assert (route["dst"], route["scope"], route["protocol"]) == (ip, "link", "80")
+    [pod] = ip_json(pod_ns, "addr", "show", "dev", "eth0")
+    assert pod["mtu"] == 1400
+    assert "UP" in pod["flags"]
+    assert pod["address"] == r.out["interfaces"][1]["mac"]
+    v4 = [(a["local"], a["prefixlen"]) for a in pod["addr_info"] if a["family"] == "inet"]
+    assert v4 == [(ip, 32)]
+    routes = {(x["dst"], x.get("gateway"), x.get("scope")) for x in ip_json(pod_ns, "route")}
+    assert routes == {("169.254.1.1", None, "link"), ("default", "169.254.1.1", None)}
+    wep = datastore.get("WorkloadEndpoint", "node1-cni-n1-eth0", "default")
+    assert wep["spec"]["mac"] == pod["address"]
+    assert ping(node.netns, ip)
+    # a stale veth of the same name (an earlier sandbox) is replaced
+    again = make_netns()
+    r2 = node.run("ADD", node.conf(), container_id="n1", netns=f"/var/run/netns/{again}")
+    assert r2.rc == 0, r2.stdout + r2.stderr
+    assert ip_json(pod_ns, "link", "show", "type", "veth") == []
+    assert ping(node.netns, r2.out["ips"][0]["address"].split("/")[0])

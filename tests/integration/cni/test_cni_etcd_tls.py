@@ -10,8 +10,7 @@ import pytest
 
 from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient, TLSFiles
-from calico.datastore.etcd_server import EtcdServer, ServerTLS
-from tests.conftest import free_port
+from calico.datastore.etcd_server import EtcdServer, ServerTLS, free_port
 from tests.integration.cli.test_cli_tls import make_certs
 from tests.integration.cni.conftest import Node
 from tests.integration.cni.nsnet import Forwarder, tcp_roundtrip

@@ -189,3 +189,41 @@ def test_per_namespace_socket_template(make_node, make_netns, pool, tmp_path: Pa
     finally:
         for s in servers:
             s.stop()
+
+
+def _links(netns: str) -> str:
+    return subprocess.run(
+        ["ip", "-n", netns, "-o", "link"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_background_veth_delete_never_hits_the_next_sandbox(server, make_netns, pool) -> None:
+    """The server finishes a DEL's veth teardown after replying; an ADD of the same pod right
+    after (same host veth name, maybe the same address) waits for it and keeps its own veth."""
+    node, srv = server
+    args = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=again"
+    first, second = make_netns(), make_netns()
+    r = node.run("ADD", node.conf(), container_id="b1", netns=f"/var/run/netns/{first}", args=args)
+    assert r.rc == 0, r.stdout + r.stderr
+    host_if = r.out["interfaces"][0]["name"]
+    for i in range(3):  # DEL then ADD at once, a few times over
+        d = node.run("DEL", node.conf(), container_id=f"b{i + 1}", netns="", args=args)
+        assert d.rc == 0, d.stdout + d.stderr
+        ns = second if i % 2 == 0 else first
+        r = node.run(
+            "ADD", node.conf(), container_id=f"b{i + 2}", netns=f"/var/run/netns/{ns}", args=args
+        )
+        assert r.rc == 0, r.stdout + r.stderr
+        assert r.out["interfaces"][0]["name"] == host_if
+    time.sleep(0.5)  # any background delete is long done
+    assert host_if in _links(node.netns)
+    assert ping(node.netns, r.out["ips"][0]["address"].split("/")[0])
+    # and a DEL's veth does go away, after the reply
+    d = node.run("DEL", node.conf(), container_id="b4", netns="", args=args)
+    assert d.rc == 0
+    for _ in range(100):
+        if host_if not in _links(node.netns):
+            break
+        time.sleep(0.05)
+    assert host_if not in _links(node.netns)
+    assert [line for line in srv.lines() if "failed" in line] == []
