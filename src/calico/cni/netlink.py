@@ -18,7 +18,7 @@ import struct
 import threading
 
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 20, 24
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
 NLMSG_ERROR = 2
 IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 18, 28
@@ -137,8 +137,10 @@ class Netlink:
         *,
         gateway: str | None = None,
         proto: int = RTPROT_BOOT,
+        replace: bool = False,
     ) -> None:
-        """``route add DST/LEN [via GW] dev INDEX proto P`` (scope link without a gateway)."""
+        """``route add DST/LEN [via GW] dev INDEX proto P`` (scope link without a gateway);
+        ``route replace`` with ``replace``."""
         scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
         body = struct.pack("=BBBBBBBBI", socket.AF_INET, prefixlen, 0, 0, RT_TABLE_MAIN, proto,
                            scope, RTN_UNICAST, 0)  # fmt: skip
@@ -147,7 +149,7 @@ class Netlink:
         if gateway:
             body += _attr(RTA_GATEWAY, socket.inet_aton(gateway))
         body += _attr(RTA_OIF, struct.pack("=i", index))
-        self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body)
+        self.request(RTM_NEWROUTE, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL), body)
 
 
 def _setns(fd: int) -> None:

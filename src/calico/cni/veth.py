@@ -153,8 +153,9 @@ def _create_link_ip(*, netns: str, ifname: str, host_if: str, mtu: int, pod_mac:
 
 
 def add_host_routes(*, host_if: str, ipv4: list[str], ipv6: list[str]) -> None:
-    lines = [f"route add {ip}/32 dev {host_if} scope link proto {ROUTE_PROTO}" for ip in ipv4]
-    lines += [f"route add {ip}/128 dev {host_if} proto {ROUTE_PROTO}" for ip in ipv6]
+    # replace, not add: the policy agent may have programmed the same route already
+    lines = [f"route replace {ip}/32 dev {host_if} scope link proto {ROUTE_PROTO}" for ip in ipv4]
+    lines += [f"route replace {ip}/128 dev {host_if} proto {ROUTE_PROTO}" for ip in ipv6]
     if lines:
         ip_batch(lines)
 
@@ -196,7 +197,9 @@ def _configure_nl(*, netns: str, ifname: str, host_if: str, ipv4: list[str]) -> 
         raise DataplaneError(f"host interface {host_if} does not exist")
     with netlink.Netlink() as nl:
         for ip in ipv4:
-            nl.add_route4(index, ip, 32, proto=int(ROUTE_PROTO))
+            # replace: the policy agent may already have programmed this same route for the
+            # endpoint (it owns proto-80 routes on cali* devices too)
+            nl.add_route4(index, ip, 32, proto=int(ROUTE_PROTO), replace=True)
     pod, pod_index = netlink.in_netns(netns, ifname)
     with pod:
         for ip in ipv4:

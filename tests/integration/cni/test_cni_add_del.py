@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import subprocess
+import sys
+
 import pytest
 
 from calico.datastore.client import Client, NotFound
@@ -100,3 +104,34 @@ def test_ipv4_dataplane_as_ip_would_build_it(make_node, make_netns, pool, datast
     assert r2.rc == 0, r2.stdout + r2.stderr
     assert ip_json(pod_ns, "link", "show", "type", "veth") == []
     assert ping(node.netns, r2.out["ips"][0]["address"].split("/")[0])
+
+
+def test_host_route_already_programmed_by_the_agent(make_node, make_netns, pool):
+    """The agent may add the pod's host route first (it watches the endpoint); ADD must not fail
+    with EEXIST on it: the host route is a `route replace`, and a repeat is harmless."""
+    node = make_node("node1")
+    pod_ns = make_netns()
+    r = node.run("ADD", node.conf(), container_id="r1", netns=f"/var/run/netns/{pod_ns}")
+    assert r.rc == 0, r.stdout + r.stderr
+    ip = r.out["ips"][0]["address"].split("/")[0]
+    host_if = r.out["interfaces"][0]["name"]
+    code = (
+        "import sys; from calico.cni import veth\n"
+        "veth.add_host_routes(host_if=sys.argv[1], ipv4=[sys.argv[2]], ipv6=[])\n"
+        "from calico.cni import netlink\n"
+        "import socket\n"
+        "idx = socket.if_nametoindex(sys.argv[1])\n"
+        "with netlink.Netlink() as nl:\n"
+        "    nl.add_route4(idx, sys.argv[2], 32, proto=80, replace=True)\n"
+        "    try:\n"
+        "        nl.add_route4(idx, sys.argv[2], 32, proto=80)\n"
+        "    except netlink.NetlinkError as exc:\n"
+        "        print('exclusive add:', exc.errno)\n"
+    )
+    out = subprocess.run(
+        ["ip", "netns", "exec", node.netns, sys.executable, "-c", code, host_if, ip],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"exclusive add: {errno.EEXIST}"
+    assert [x["dst"] for x in ip_json(node.netns, "route", "show", "dev", host_if)] == [ip]
