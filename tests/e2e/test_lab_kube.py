@@ -1,12 +1,16 @@
 """``calico-lab up --kubeconfig``: the lab follows a Kubernetes API server (here a fake one).
 
 Namespaces, NetworkPolicies and Pods created in the API server appear in the lab (profiles,
-policies, running pods with WorkloadEndpoints), the pod's IP is written back to ``status.podIP``,
-label changes and deletions follow, and pods bound to other nodes are left alone.
+policies, running pods with WorkloadEndpoints). The lab is the scheduler (unbound pods are bound to
+the least-loaded lab node with a Binding) and the kubelet (bound pods started, ``status.podIP``,
+``hostIP`` and ``phase`` written back; deletion, also graceful, runs CNI DEL and frees the address).
+Label changes and deletions follow through the watch alone (the pods are listed once), and pods
+bound to other nodes or meant for another scheduler are left alone.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -15,18 +19,22 @@ from typing import Any
 
 import pytest
 
+from calico.lab import netns, state
 from tests.e2e import lab_support
 from tests.e2e.lab_support import LabHandle, leftovers
-from tests.fakekube import FakeKube
+from tests.fakekube import ApiError, FakeKube
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-def pod(ns: str, name: str, labels: dict[str, str], node: str | None = None) -> dict[str, Any]:
+def pod(
+    ns: str, name: str, labels: dict[str, str], node: str | None = None, **extra: Any
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "containers": [
             {"name": "c", "image": "i", "ports": [{"containerPort": 80, "name": "http"}]}
-        ]
+        ],
+        **extra,
     }
     if node:
         spec["nodeName"] = node
@@ -66,6 +74,7 @@ def kube(tmp_path: Path) -> Iterator[FakeKube]:
         fake.create("pods", pod("x", "a", {"app": "a"}))
         fake.create("pods", pod("x", "b", {"app": "b"}, node="node2"))
         fake.create("pods", pod("x", "elsewhere", {"app": "c"}, node="not-a-lab-node"))
+        fake.create("pods", pod("x", "theirs", {"app": "c"}, schedulerName="my-scheduler"))
         fake.create(
             "networkpolicies",
             {
@@ -88,6 +97,28 @@ def weps(lab: LabHandle) -> dict[str, dict[str, Any]]:
     return {w["spec"]["pod"]: w for w in items}
 
 
+def pod_status(kube: FakeKube, name: str, *, running: bool) -> dict[str, Any] | None:
+    status: dict[str, Any] = kube.get("pods", name, "x").get("status", {})
+    ok = bool(status.get("podIP")) and (status.get("phase") == "Running") == running
+    return status if ok else None
+
+
+def gone(kube: FakeKube, name: str) -> bool:
+    try:
+        kube.get("pods", name, "x")
+    except ApiError as exc:
+        return exc.code == 404
+    return False
+
+
+def probe(lab: LabHandle, src: str, dst: str) -> int:
+    return lab.cli("probe", src, dst, "--port", "80", "--timeout", "2", check=False).returncode
+
+
+def ipam_show(lab: LabHandle, ip: str) -> str:
+    return lab.cli("exec", "node1", "--", "calicoctl", "ipam", "show", f"--ip={ip}").stdout
+
+
 def test_lab_follows_the_api_server(
     kube: FakeKube, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,13 +133,22 @@ def test_lab_follows_the_api_server(
         st = lab.state()
         assert sorted(st.pods) == ["x/a", "x/b"]
         assert st.pods["x/b"].node == "node2"
+        # Scheduled by the lab: a Binding onto the node with fewer pods (node2 has b).
+        assert kube.bindings() == ["/api/v1/namespaces/x/pods/a/binding"]
+        assert kube.get("pods", "a", "x")["spec"]["nodeName"] == "node1" == st.pods["x/a"].node
         for name in ("a", "b"):
-            ip = eventually(
-                lambda n=name: kube.get("pods", n, "x").get("status", {}).get("podIP"),
+            status = eventually(
+                functools.partial(pod_status, kube, name, running=True),
                 what=f"status.podIP of x/{name}",
             )
-            assert ip == lab.state().pods[f"x/{name}"].ip
-        assert "podIP" not in kube.get("pods", "elsewhere", "x").get("status", {})
+            p = lab.state().pods[f"x/{name}"]
+            assert status["podIP"] == p.ip
+            assert status["podIPs"] == [{"ip": p.ip}]
+            assert status["hostIP"] == state.node_ip(int(p.node.removeprefix("node")))
+        for name, node in (("elsewhere", "not-a-lab-node"), ("theirs", None)):
+            untouched = kube.get("pods", name, "x")
+            assert untouched["spec"].get("nodeName") == node
+            assert "podIP" not in untouched.get("status", {})
         policies = lab.cli("exec", "node1", "--", "calicoctl", "get", "networkpolicy", "-n", "x")
         assert "knp.default.a-from-b" in policies.stdout
         prof = json.loads(
@@ -118,7 +158,27 @@ def test_lab_follows_the_api_server(
         )
         assert prof["spec"]["labelsToApply"]["pcns.team"] == "a"
         assert weps(lab)["a"]["metadata"]["labels"]["app"] == "a"
-        assert lab.cli("probe", "x/b", "x/a", "--port", "80", check=False).returncode in (0, 1)
+        assert probe(lab, "x/b", "x/a") == 0  # node2 -> node1, allowed by a-from-b
+
+        # A pod made while the lab runs: bound, started, reported, reachable both ways.
+        kube.create("pods", pod("x", "d", {"app": "b"}))
+        status = eventually(lambda: pod_status(kube, "d", running=True), what="x/d to run")
+        d_node = kube.get("pods", "d", "x")["spec"]["nodeName"]
+        d = lab.state().pods["x/d"]
+        assert (d.node, d.ip) == (d_node, status["podIP"])
+        assert len(kube.bindings()) == 2
+        assert probe(lab, "x/d", "x/a") == 0
+        assert probe(lab, "x/a", "x/d") == 0
+        assert probe(lab, "x/a", "x/b") == 0
+        assert "in use" in ipam_show(lab, d.ip)
+        # Graceful deletion (what the API server does for a bound pod): the lab's kubelet stops
+        # the pod (CNI DEL frees the address) and confirms with a grace-period-0 DELETE.
+        kube.patch("pods", "d", {"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}, "x")
+        eventually(lambda: gone(kube, "d"), what="x/d's deletion to be confirmed")
+        assert "x/d" not in lab.state().pods
+        assert not netns.exists(d.netns)
+        assert "d" not in weps(lab)
+        assert "is not assigned" in ipam_show(lab, d.ip)
 
         refused = lab.cli("apply", "-f", "-", input=json.dumps(pod("x", "z", {})), check=False)
         assert refused.returncode == 1
@@ -141,9 +201,20 @@ def test_lab_follows_the_api_server(
             ),
             what="the namespace label change",
         )
+        # Watch events only so far: the pods were listed once (no polling, no re-list).
+        assert kube.list_count("pods") == 1
+        # The API server goes away; meanwhile b is deleted and the history compacted, so the
+        # watch resumes into 410 Gone and the lab lists again, which shows b gone.
+        b = lab.state().pods["x/b"]
+        kube.stop()
         kube.delete("pods", "b", "x")
+        kube.compact()
+        kube.start()
         eventually(lambda: "x/b" not in lab.state().pods, what="x/b to be removed")
+        assert kube.list_count("pods") == 2
         eventually(lambda: "b" not in weps(lab), what="x/b's WorkloadEndpoint to go")
+        assert not netns.exists(b.netns)
+        assert "is not assigned" in ipam_show(lab, b.ip)
         kube.delete("networkpolicies", "a-from-b", "x")
         eventually(
             lambda: (

@@ -2,12 +2,14 @@
 
 Serves the REST paths of Pods, Namespaces, ServiceAccounts, Events (core/v1) and NetworkPolicies
 (networking.k8s.io/v1): get, list (with ``limit``/``continue`` pages), create, update (PUT, with
-resourceVersion conflicts), merge/strategic patch, delete, and watch (``?watch=true``) with
-``resourceVersion``, ``timeoutSeconds``, ``allowWatchBookmarks`` (BOOKMARK events every
-``bookmark_interval`` seconds and on :meth:`send_bookmarks`) and 410 Gone (an ERROR event) for a
-resourceVersion older than the last :meth:`compact`. Test hooks: :meth:`drop_watches` cuts every
-watch connection mid-stream, :meth:`stop` / :meth:`start` take the server away and back on the same
-port. Plain HTTP, or HTTPS with a throwaway CA (``tls=True``); optional bearer token.
+resourceVersion conflicts), merge/strategic patch, delete, the pods' ``binding`` subresource (POST a
+Binding, as kube-scheduler does: sets ``spec.nodeName``; 409 when already bound), and watch
+(``?watch=true``) with ``resourceVersion``, ``timeoutSeconds``, ``allowWatchBookmarks``
+(BOOKMARK events every ``bookmark_interval`` seconds and on :meth:`send_bookmarks`) and 410 Gone
+(an ERROR event) for a resourceVersion older than the last :meth:`compact`. Test hooks:
+:meth:`drop_watches` cuts every watch connection mid-stream, :meth:`stop` / :meth:`start` take the
+server away and back on the same port. Plain HTTP, or HTTPS with a throwaway CA (``tls=True``);
+optional bearer token.
 
 Drive it in-process (``fake.create("pods", obj)``) or over HTTP with any client.
 """
@@ -30,8 +32,11 @@ from tests.fakekube.store import RESOURCES, ApiError, Obj, Store
 GROUP_PATHS = {("api", "v1"): "", ("apis", "networking.k8s.io/v1"): "networking.k8s.io"}
 
 
-def _parse_path(path: str) -> tuple[str, str | None, str | None]:
-    """(plural, namespace, name) for a resource path, else ApiError 404."""
+SUBRESOURCES = {("pods", "binding")}
+
+
+def _parse_path(path: str) -> tuple[str, str | None, str | None, str | None]:
+    """(plural, namespace, name, subresource) for a resource path, else ApiError 404."""
     parts = [p for p in path.split("/") if p]
     if len(parts) >= 2 and parts[0] == "api" and parts[1] == "v1":
         group, rest = "", parts[2:]
@@ -46,11 +51,18 @@ def _parse_path(path: str) -> tuple[str, str | None, str | None]:
     ns: str | None = None
     if len(rest) >= 3 and rest[0] == "namespaces":
         ns, rest = rest[1], rest[2:]
-    if not rest or len(rest) > 2 or rest[0] not in RESOURCES or RESOURCES[rest[0]].group != group:
+    sub = rest[2] if len(rest) == 3 else None
+    if (
+        not rest
+        or len(rest) > 3
+        or (sub is not None and (rest[0], sub) not in SUBRESOURCES)
+        or rest[0] not in RESOURCES
+        or RESOURCES[rest[0]].group != group
+    ):
         raise ApiError(404, "NotFound", f"the server could not find the requested resource {path}")
     if ns is not None and not RESOURCES[rest[0]].namespaced:
         raise ApiError(404, "NotFound", f"{rest[0]} is not namespaced")
-    return rest[0], ns, rest[1] if len(rest) == 2 else None
+    return rest[0], ns, rest[1] if len(rest) >= 2 else None, sub
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -87,8 +99,14 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             url = urllib.parse.urlsplit(self.path)
             query = dict(urllib.parse.parse_qsl(url.query))
-            plural, ns, name = _parse_path(url.path)
+            plural, ns, name, sub = _parse_path(url.path)
             fake.requests.append((method, url.path, query.get("watch", "")))
+            if sub == "binding":
+                if method != "POST" or name is None or ns is None:
+                    raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
+                if not isinstance(body, dict):
+                    raise ApiError(400, "BadRequest", "a Binding must be a JSON object")
+                return self._send(201, fake.bind(ns, name, body))
             if method == "GET" and query.get("watch") in ("true", "1"):
                 return self._watch(plural, ns, query)
             code, body = fake.handle(
@@ -340,6 +358,21 @@ class FakeKube:
 
     def get(self, plural: str, name: str, namespace: str | None = None) -> Obj:
         return self.store.get(plural, namespace or "", name)
+
+    def bind(self, namespace: str, name: str, binding: Obj) -> Obj:
+        """POST pods/NAME/binding: a Status (201) once ``spec.nodeName`` is set."""
+        self.store.bind(namespace, name, binding)
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "code": 201,
+        }
+
+    def bindings(self) -> list[str]:
+        """Paths of every binding POSTed over HTTP so far."""
+        return [p for m, p, _ in self.requests if m == "POST" and p.endswith("/binding")]
 
     def list(self, plural: str, namespace: str | None = None) -> list[Obj]:
         return self.store.list_items(plural, namespace)[0]

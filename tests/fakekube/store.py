@@ -222,6 +222,43 @@ class Store:
                         self._record(other, "DELETED", objs.pop(k))
             return self._record(plural, "DELETED", obj)
 
+    def bind(self, ns: str, name: str, binding: Obj) -> Obj:
+        """The pods/binding subresource, as the real registry's ``assignPod``: set spec.nodeName
+        (and the PodScheduled condition) once; 409 when the pod is already bound or the
+        Binding's uid/resourceVersion preconditions do not match."""
+        if binding.get("kind", "Binding") != "Binding":
+            raise ApiError(400, "BadRequest", f"expected kind Binding, got {binding.get('kind')!r}")
+        target = binding.get("target") or {}
+        if not target.get("name") or target.get("kind", "Node") != "Node":
+            raise ApiError(422, "Invalid", "target.name: Required value (a Node)")
+        meta = binding.get("metadata") or {}
+        if meta.get("name", name) != name or meta.get("namespace", ns) != ns:
+            raise ApiError(400, "BadRequest", "the name of the binding does not match the pod")
+        with self.cond:
+            pod = self.objects["pods"].get((ns, name))
+            if pod is None:
+                raise ApiError(404, "NotFound", f'pods "{name}" not found')
+            conflict = f'Operation cannot be fulfilled on pods/binding "{name}": '
+            if meta.get("uid") and meta["uid"] != pod["metadata"]["uid"]:
+                raise ApiError(409, "Conflict", conflict + "Precondition failed: UID mismatch")
+            rv = meta.get("resourceVersion")
+            if rv and rv != pod["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", conflict + "the object has been modified")
+            if pod["metadata"].get("deletionTimestamp"):
+                raise ApiError(409, "Conflict", conflict + "pod is being deleted")
+            node = (pod.get("spec") or {}).get("nodeName")
+            if node:
+                raise ApiError(
+                    409, "Conflict", conflict + f"pod {name} is already assigned to node {node!r}"
+                )
+            pod.setdefault("spec", {})["nodeName"] = target["name"]
+            status = pod.setdefault("status", {})
+            conditions = [
+                c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"
+            ]
+            status["conditions"] = [*conditions, {"type": "PodScheduled", "status": "True"}]
+            return self._record("pods", "MODIFIED", pod)
+
     def compact(self) -> int:
         """Forget all watch history: a watch from any earlier resourceVersion now gets 410 Gone."""
         with self.cond:
