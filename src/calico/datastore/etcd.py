@@ -320,8 +320,10 @@ class EtcdClient:
         """Yield batches of events under ``prefix`` from ``start_revision`` on.
 
         Raises :class:`EtcdCompacted` when the revision is gone and :class:`EtcdUnavailable`
-        when the stream breaks (etcd stopped, network gone). A progress notification arrives at least every
-        ``idle_timeout`` seconds (etcd sends them on request), so a silent dead peer is noticed.
+        when the stream breaks (etcd stopped, network gone) or stays silent for ``idle_timeout``
+        + 10 s; the caller resumes from its last revision. The watch asks for progress
+        notifications, which etcd sends at its ``--experimental-watch-progress-notify-interval``
+        (EtcdServer sets 5 s), so a healthy idle stream is not mistaken for a dead one.
         """
         conn = self._connect(self._current, idle_timeout + 10)
         body = {

@@ -39,25 +39,54 @@ KINDS: dict[str, Kind] = {
     for k in (
         Kind("IPPool", "ippools", False, ("ippool", "ippools", "ipp", "ipps", "pool", "pools")),
         Kind("Node", "nodes", False, ("node", "nodes", "no", "nos")),
-        Kind("WorkloadEndpoint", "workloadendpoints", True,
-             ("workloadendpoint", "workloadendpoints", "wep", "weps")),
-        Kind("HostEndpoint", "hostendpoints", False,
-             ("hostendpoint", "hostendpoints", "hep", "heps")),
+        Kind(
+            "WorkloadEndpoint",
+            "workloadendpoints",
+            True,
+            ("workloadendpoint", "workloadendpoints", "wep", "weps"),
+        ),
+        Kind(
+            "HostEndpoint", "hostendpoints", False, ("hostendpoint", "hostendpoints", "hep", "heps")
+        ),
         Kind("Profile", "profiles", False, ("profile", "profiles", "pro", "pros")),
-        Kind("NetworkPolicy", "networkpolicies", True,
-             ("networkpolicy", "networkpolicies", "policy", "policies", "pol", "pols", "np")),
-        Kind("GlobalNetworkPolicy", "globalnetworkpolicies", False,
-             ("globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps")),
-        Kind("GlobalNetworkSet", "globalnetworksets", False,
-             ("globalnetworkset", "globalnetworksets", "gns")),
+        Kind(
+            "NetworkPolicy",
+            "networkpolicies",
+            True,
+            ("networkpolicy", "networkpolicies", "policy", "policies", "pol", "pols", "np"),
+        ),
+        Kind(
+            "GlobalNetworkPolicy",
+            "globalnetworkpolicies",
+            False,
+            ("globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps"),
+        ),
+        Kind(
+            "GlobalNetworkSet",
+            "globalnetworksets",
+            False,
+            ("globalnetworkset", "globalnetworksets", "gns"),
+        ),
         Kind("NetworkSet", "networksets", True, ("networkset", "networksets", "ns-set", "netset")),
         Kind("BGPPeer", "bgppeers", False, ("bgppeer", "bgppeers", "bgpp", "bgpps")),
-        Kind("BGPConfiguration", "bgpconfigurations", False,
-             ("bgpconfiguration", "bgpconfigurations", "bgpconfig", "bgpconfigs")),
-        Kind("FelixConfiguration", "felixconfigurations", False,
-             ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs")),
-        Kind("ClusterInformation", "clusterinformations", False,
-             ("clusterinformation", "clusterinformations", "clusterinfo", "clusterinfos")),
+        Kind(
+            "BGPConfiguration",
+            "bgpconfigurations",
+            False,
+            ("bgpconfiguration", "bgpconfigurations", "bgpconfig", "bgpconfigs"),
+        ),
+        Kind(
+            "FelixConfiguration",
+            "felixconfigurations",
+            False,
+            ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs"),
+        ),
+        Kind(
+            "ClusterInformation",
+            "clusterinformations",
+            False,
+            ("clusterinformation", "clusterinformations", "clusterinfo", "clusterinfos"),
+        ),
     )
 }
 
@@ -80,7 +109,7 @@ def parse_key(key: str) -> tuple[Kind, str | None, str] | None:
     """(kind, namespace, name) for a resource key, or None if the key is not a resource key."""
     if not key.startswith(RESOURCE_PREFIX):
         return None
-    parts = key[len(RESOURCE_PREFIX):].split("/")
+    parts = key[len(RESOURCE_PREFIX) :].split("/")
     for kind in KINDS.values():
         if parts[0] != kind.plural:
             continue
