@@ -7,15 +7,14 @@ Layout (all inside namespaces made by the make_netns fixture; the root namespace
                       └─ h3 ══ eth0 (host3 netns, 10.99.0.3/24) ...
 
 etcd runs in the root namespace on 127.0.0.1 (the ``etcd_server`` fixture). Each host reaches it at
-127.0.0.1:<port> inside its own namespace through :class:`NetnsForward`: a listening socket created
-in the host's namespace by a thread that ``setns()``-ed there, relaying to the root namespace's
-127.0.0.1. Nothing listens on a non-loopback address of the root namespace.
+127.0.0.1:<port> inside its own namespace through :class:`tests.nsnet.Forwarder`: a listening
+socket created in the host's namespace by a thread that ``setns()``-ed there, relaying to the root
+namespace's 127.0.0.1. Nothing listens on a non-loopback address of the root namespace.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
@@ -33,83 +32,10 @@ from typing import Any
 
 import pytest
 
-CLONE_NEWNET = 0x40000000
+from calico.lib import netns as lib_netns
+from tests.nsnet import Forwarder
+
 VENV_BIN = Path(sys.executable).parent
-
-
-def _in_netns(netns: str, fn: Callable[[], Any]) -> Any:
-    """Run fn on a fresh thread that has entered ``netns``; return its result."""
-    out: dict[str, Any] = {}
-
-    def body() -> None:
-        try:
-            fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns failed")
-            finally:
-                os.close(fd)
-            out["value"] = fn()
-        except BaseException as exc:
-            out["error"] = exc
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
-
-
-class NetnsForward:
-    """127.0.0.1:<port> inside ``netns`` -> 127.0.0.1:<port> in this (root) namespace."""
-
-    def __init__(self, netns: str, port: int) -> None:
-        self.port = port
-
-        def listen() -> socket.socket:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))
-            s.listen(64)
-            return s
-
-        self.sock: socket.socket = _in_netns(netns, listen)
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                conn.close()
-                continue
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.closed = True
-        self.sock.close()
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -224,7 +150,7 @@ class Fabric:
     ) -> None:
         self.etcd_port = etcd_port
         self.fabric = make_netns()
-        self.forwards: list[NetnsForward] = []
+        self.forwards: list[Forwarder] = []
         self.echo: list[EchoServer] = []
         ipx(self.fabric, "link add br0 type bridge")
         ipx(self.fabric, "link set br0 up")
@@ -253,7 +179,7 @@ class Fabric:
             ipx(netns, "link set eth0 up")
             ipx(netns, "route add default via 10.99.0.254")
             nsx(netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            self.forwards.append(NetnsForward(netns, etcd_port))
+            self.forwards.append(Forwarder(netns, etcd_port))
             self.hosts.append(host)
 
     def start(self, host: Host, **extra: str) -> None:
@@ -337,7 +263,7 @@ class EchoServer:
             return s
 
         self.port = port
-        self.sock: socket.socket = _in_netns(netns, listen)
+        self.sock: socket.socket = lib_netns.call_in(netns, listen)
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -369,7 +295,7 @@ def tcp_echo(src_netns: str, ip: str, port: int = 7777, timeout: float = 1.0) ->
         except OSError:
             return False
 
-    return bool(_in_netns(src_netns, talk))
+    return bool(lib_netns.call_in(src_netns, talk))
 
 
 # The marks every BGP end-to-end test carries.

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from calico.lab import netns, state
+from calico.lib import netns, state
 from tests.e2e import lab_support
 from tests.e2e.lab_support import LabHandle, leftovers
 from tests.fakekube import ApiError, FakeKube

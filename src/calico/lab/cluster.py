@@ -20,9 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from calico.datastore.etcd_server import EtcdServer
-from calico.lab import daemons, netns, nodes, state, topology
+from calico.lab import daemons, nodes, state, topology
 from calico.lab.state import API_PORT, ETCD_PORT, LabError, LabState, NodeState, bridge_ip
 from calico.lab.store import LabStore
+from calico.lib import netns
 
 Step = Callable[[str], None]  # progress callback: one line saying what is happening now
 UP_TIMEOUT = 90.0

@@ -3,7 +3,7 @@
 A daemon runs inside a named namespace via ``ip netns exec`` (which execs, so the PID we get is the
 daemon's), in its own session, with stdout/stderr appended to a log file. Its PID is recorded in
 the lab state before anything waits on it. Stopping signals that PID's process group; the namespace
-teardown in :mod:`calico.lab.netns` then removes any straggler by namespace name.
+teardown in :mod:`calico.lib.netns` then removes any straggler by namespace name.
 """
 
 from __future__ import annotations

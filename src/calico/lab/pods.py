@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from calico.lab import cni_runner, daemons, endpoints, netns, nodes
+from calico.lab import cni_runner, daemons, endpoints, nodes
 from calico.lab.state import LabError, LabState, PodState, pod_netns
 from calico.lab.store import LabStore
+from calico.lib import netns
 
 RESPONDER = Path(__file__).with_name("responder.py")
 PROTOCOLS = ("TCP", "UDP", "SCTP")

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from calico.lab import netns
 from calico.lab.state import LabError, LabState, PodState
+from calico.lib import netns
 
 PROTOCOLS = {
     "TCP": (socket.SOCK_STREAM, 0),

@@ -1,7 +1,7 @@
 """LabStore: the lab's etcd, reached from the root namespace through a thread in the core namespace.
 
 The lab's etcd listens on the bridge address inside ``calab-<lab>-core`` only. Every call here runs
-on one worker thread that entered that namespace (:class:`calico.lab.netns.NetnsExecutor`), so the
+on one worker thread that entered that namespace (:class:`calico.lib.netns.NetnsExecutor`), so the
 connection is made there; the caller's thread stays where it is.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from calico.datastore.client import Client, NotFound, Resource
 from calico.datastore.etcd import EtcdClient
-from calico.lab.netns import NetnsExecutor
+from calico.lib.netns import NetnsExecutor
 
 T = TypeVar("T")
 

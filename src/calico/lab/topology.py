@@ -15,8 +15,8 @@ idempotent).
 
 from __future__ import annotations
 
-from calico.lab import netns
 from calico.lab.state import BRIDGE, bridge_ip
+from calico.lib import netns
 from calico.lib.cmd import run
 
 PREFIX_LEN = 24

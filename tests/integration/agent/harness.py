@@ -11,7 +11,6 @@ connectivity matrix that retries until it matches and prints expected vs actual.
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import hashlib
 import os
 import subprocess
@@ -25,6 +24,7 @@ from typing import Any, TypeVar
 from calico.datastore.client import Client, NotFound
 from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
+from calico.lib import netns
 
 T = TypeVar("T")
 PROBE_AGENT = Path(__file__).with_name("probe_agent.py")
@@ -49,28 +49,8 @@ def sysctl(ns: str, *settings: str) -> None:
     sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings)
 
 
-class NetnsThread:
-    """A one-thread executor whose thread lives in a network namespace (its sockets too)."""
-
-    def __init__(self, netns: str) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            1, initializer=self._enter, initargs=(netns,)
-        )
-
-    @staticmethod
-    def _enter(netns: str) -> None:
-        fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
-        try:
-            if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-        finally:
-            os.close(fd)
-
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return self._pool.submit(fn, *args, **kwargs).result(timeout=30)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False)
+# A one-thread executor whose thread (and its sockets) live in a network namespace.
+NetnsThread = netns.NetnsExecutor
 
 
 class Prober:

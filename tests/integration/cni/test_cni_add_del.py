@@ -11,7 +11,7 @@ import pytest
 from calico.datastore.client import Client, NotFound
 from calico.ipam.client import IPAMClient
 from tests.integration.cni.conftest import ip_json
-from tests.integration.cni.nsnet import ping, tcp_roundtrip
+from tests.nsnet import ping, tcp_roundtrip
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 

@@ -13,7 +13,7 @@ from calico.datastore.etcd import EtcdClient, TLSFiles
 from calico.datastore.etcd_server import EtcdServer, ServerTLS, free_port
 from tests.integration.cli.test_cli_tls import make_certs
 from tests.integration.cni.conftest import Node
-from tests.integration.cni.nsnet import Forwarder, tcp_roundtrip
+from tests.nsnet import Forwarder, tcp_roundtrip
 
 pytestmark = [
     pytest.mark.netns,

@@ -14,7 +14,7 @@ import pytest
 
 from calico.datastore.client import Client
 from tests.fakekube.tls import make_test_ca
-from tests.integration.cni.nsnet import socket_in_netns
+from tests.nsnet import socket_in_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 

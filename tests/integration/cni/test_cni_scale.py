@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from calico.cli.main import cli
 from calico.cni import install
 from calico.datastore.etcd_server import EtcdServer
-from tests.integration.cni.nsnet import ping
 from tests.integration.cni.test_cni_server import ServerProc
+from tests.nsnet import ping
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ import pytest
 from calico.datastore.client import Client
 from calico.ipam.client import IPAMClient
 from tests.integration.cni.conftest import DEBIAN_CNI, ip_json
-from tests.integration.cni.nsnet import ping, tcp_roundtrip
+from tests.nsnet import ping, tcp_roundtrip
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 

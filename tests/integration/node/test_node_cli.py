@@ -16,7 +16,7 @@ import pytest
 
 from calico.datastore.client import Client
 from calico.datastore.etcd_server import EtcdServer
-from tests.e2e.bgp_fabric import NetnsForward
+from tests.nsnet import Forwarder
 
 pytestmark = [pytest.mark.etcd, pytest.mark.netns, pytest.mark.bird, pytest.mark.timeout(120)]
 
@@ -35,7 +35,7 @@ def host(
         "link set eth0p up",
     ):
         subprocess.run(["ip", "-n", ns, *cmd.split()], check=True)
-    fwd = NetnsForward(ns, etcd_server.port)
+    fwd = Forwarder(ns, etcd_server.port)
     env = {
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "ETCD_ENDPOINTS": f"http://127.0.0.1:{etcd_server.port}",

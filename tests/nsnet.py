@@ -9,40 +9,18 @@ which is where the CNI plugin runs in these tests.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import threading
-from typing import Any
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from calico.lib import netns as lib_netns
 
 
 def socket_in_netns(
-    netns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM
+    name: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM, proto: int = 0
 ) -> socket.socket:
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns {netns}")
-            finally:
-                os.close(fd)
-            box["sock"] = socket.socket(family, kind)
-        except BaseException as exc:
-            box["err"] = exc
-
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    if "err" in box:
-        raise box["err"]
-    sock: socket.socket = box["sock"]
-    return sock
+    """A socket created inside namespace ``name`` (setns failing raises: never the root ns)."""
+    return lib_netns.call_in(name, lambda: socket.socket(family, kind, proto))
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
@@ -156,20 +134,7 @@ def ping(netns: str, ip: str, *, timeout: float = 1.0, tries: int = 10) -> bool:
     v6 = ":" in ip
     family = socket.AF_INET6 if v6 else socket.AF_INET
     proto = socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP
-    box: dict[str, Any] = {}
-
-    def make() -> None:
-        fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
-        try:
-            _libc.setns(fd, CLONE_NEWNET)
-        finally:
-            os.close(fd)
-        box["s"] = socket.socket(family, socket.SOCK_RAW, proto)
-
-    t = threading.Thread(target=make)
-    t.start()
-    t.join()
-    sock: socket.socket = box["s"]
+    sock = socket_in_netns(netns, family, socket.SOCK_RAW, proto)
     ident = os.getpid() & 0xFFFF
     try:
         for seq in range(tries):
