@@ -6,12 +6,14 @@ Everything runs inside one throwaway "node" namespace (``calt-bench-<pid>-node``
 one: the outer process makes the namespaces, then re-runs itself inside the node namespace with
 ``ip netns exec``; there it starts etcd on 127.0.0.1, creates an IPPool and execs each plugin
 directly (one fresh process per call, as a runtime does), rotating who goes first so all see the
-same noise. Each ADD gets a fresh pod namespace. Contenders: "ours" (no CNI server: every call runs
-in the fresh process), "ours+server" (the same launchers with ``calico.cni.server`` running: calls
-are handed to it over a Unix socket; its calls use their own node name, as a node's calls all go
+same noise. Each ADD gets a fresh pod namespace. Contenders: "py" (the Python launchers, no CNI
+server: every call runs in the fresh process), "c-nosrv" (the compiled launcher with no server
+listening: it execs the Python launcher, what a node without the server runs), "c+server" and
+"py+server" (the compiled / the Python launchers with ``calico.cni.server`` running: calls are
+handed to it over a Unix socket; their calls use their own node name, as a node's calls all go
 through its one server) and "ref" (ptp + host-local). Prints median and p90 per contender and
-command, the ratios to the reference, a served VERSION call (the launcher + socket floor) and the
-server's per-phase medians (from its log: ``[prep 0.1, ipam 3.6, ...]``).
+command, the ratios to the reference, a served VERSION call per launcher (the launcher + socket
+floor) and the server's per-phase medians (from its log: ``[prep 0.1, ipam 3.6, ...]``).
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ NODE_SETUP = (
     "link add eth0 type veth peer name uplink0\nlink set eth0 up\nlink set uplink0 up\n"
     "addr add 10.99.0.1/24 dev eth0\nroute add default via 10.99.0.254 dev eth0 onlink\n"
 )
-CONTENDERS = ("ours", "ours+server", "ref")
+CONTENDERS = ("py", "c-nosrv", "c+server", "py+server", "ref")
+OURS = CONTENDERS[:-1]
 
 
 def start_cni_server(src: str, socket_path: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -101,29 +104,41 @@ def inner(n: int, pods: list[str], etcd_dir: str | None) -> None:
                  "metadata": {"name": "bench"}, "spec": {"cidr": "10.96.0.0/16"}},
                 validate=False,
             )  # fmt: skip
-            plain, served = Path(tmp) / "bin", Path(tmp) / "bin-server"
+            plain, nosrv = Path(tmp) / "bin", Path(tmp) / "bin-nosrv"
+            served, pyserved = Path(tmp) / "bin-server", Path(tmp) / "bin-pyserver"
+            sock = str(Path(tmp) / "cni.sock")
             install.install_binaries(plain, socket_path="")
-            install.install_binaries(served, socket_path=str(Path(tmp) / "cni.sock"))
+            install.install_binaries(nosrv, socket_path=str(Path(tmp) / "nobody.sock"))
+            install.install_binaries(served, socket_path=sock)
+            install.install_binaries(pyserved, socket_path=sock, compiled=False)
+            if install.launcher_kind(served / "calico") != "compiled":
+                raise SystemExit("no C compiler: the compiled launcher was not built")
             cni_server = start_cni_server(src, Path(tmp) / "cni.sock", Path(tmp) / "server.log")
             ours_conf = install.conf(etcd_endpoints=etcd.endpoint, nodename="bench",
                                      cni_version="1.0.0", name="bench")  # fmt: skip
             ref_conf = {"cniVersion": "1.0.0", "name": "bench", "type": "ptp",
                         "ipam": {"type": "host-local", "subnet": "10.97.0.0/16",
                                  "dataDir": str(Path(tmp) / "host-local")}}  # fmt: skip
-            # a node's calls all go through its server: "ours" allocating from the same host's
+            # a node's calls all go through its server: "py" allocating from the same host's
             # blocks would only make the server's remembered block revisions miss
             served_conf = {**ours_conf, "nodename": "bench-served"}
-            exes = {"ours": (str(plain / "calico"), ours_conf),
-                    "ours+server": (str(served / "calico"), served_conf),
+            exes = {"py": (str(plain / "calico"), ours_conf),
+                    "c-nosrv": (str(nosrv / "calico"), ours_conf),
+                    "c+server": (str(served / "calico"), served_conf),
+                    "py+server": (str(pyserved / "calico"), served_conf),
                     "ref": (f"{DEBIAN_CNI}/ptp", ref_conf)}  # fmt: skip
             cni_path = f"{plain}:{DEBIAN_CNI}"
             warm = "/var/run/netns/" + pods[-1]
-            for exe, conf in (exes["ours"], exes["ours+server"]):  # first block claim, caches
+            for exe, conf in (exes[c] for c in OURS):  # first block claim, caches
                 call(exe, "ADD", conf, "warm", warm, cni_path)
                 call(exe, "DEL", conf, "warm", warm, cni_path)
             for i in range(n):
-                order = list(CONTENDERS[i % 3 :] + CONTENDERS[: i % 3])  # rotate who goes first
-                netns = {c: "/var/run/netns/" + pods[3 * i + k] for k, c in enumerate(CONTENDERS)}
+                k = i % len(CONTENDERS)
+                order = list(CONTENDERS[k:] + CONTENDERS[:k])  # rotate who goes first
+                netns = {
+                    c: "/var/run/netns/" + pods[len(CONTENDERS) * i + j]
+                    for j, c in enumerate(CONTENDERS)
+                }
                 for cmd in ("ADD", "DEL"):
                     for c in order:
                         exe, conf = exes[c]
@@ -131,8 +146,8 @@ def inner(n: int, pods: list[str], etcd_dir: str | None) -> None:
                             call(exe, cmd, conf, f"{c.replace('+', '-')}-{i}", netns[c], cni_path)
                         )
             # the floor of a served call: launcher start + socket round trip + a no-op VERSION
-            floor = [call(exes["ours+server"][0], "VERSION", served_conf, "v", "", cni_path)
-                     for _ in range(20)]  # fmt: skip
+            floor = {c: [call(exes[c][0], "VERSION", served_conf, "v", "", cni_path)
+                         for _ in range(20)] for c in ("c+server", "py+server")}  # fmt: skip
             served = server_times((Path(tmp) / "server.log").read_text())
         finally:
             if cni_server is not None:
@@ -140,9 +155,11 @@ def inner(n: int, pods: list[str], etcd_dir: str | None) -> None:
                 cni_server.wait(10)
             etcd.stop()
     report(n, times, etcd_dir)
-    print(
-        f"a served VERSION call (launcher + socket floor): median {statistics.median(floor):.1f} ms"
-    )
+    for c, values in floor.items():
+        print(
+            f"a served VERSION call, {c} (launcher + socket floor): "
+            f"median {statistics.median(values):.1f} ms (p90 {pct(values, 0.9):.1f})"
+        )
     for cmd, phases in served.items():
         if not phases:
             continue
@@ -150,7 +167,7 @@ def inner(n: int, pods: list[str], etcd_dir: str | None) -> None:
         detail = ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in phases.items())
         print(
             f"inside the CNI server, {cmd}: median {total:.1f} ms ({detail}; the rest of "
-            f"'ours+server {cmd}' is the launcher process and the socket)"
+            f"a served call is the launcher process and the socket)"
         )
 
 
@@ -161,7 +178,7 @@ def server_times(log: str) -> dict[str, dict[str, list[float]]]:
     for line in log.splitlines():
         m = re.match(r"served calico (\w+) (\S+) rc=0 \(([\d.]+) ms\)(?: \[(.*)\])?", line)
         if not m or m[2] == "warm" or m[1] not in out:
-            continue  # container ids are unique per contender ("ours-server-3"): no collisions
+            continue  # container ids are unique per contender ("c-server-3"): no collisions
         out[m[1]].setdefault("total", []).append(float(m[3]))
         for item in (m[4] or "").split(", "):
             name, _, ms = item.rpartition(" ")
@@ -181,7 +198,7 @@ def report(n: int, times: dict[str, list[float]], etcd_dir: str | None) -> None:
     print(f"{'':16} {'median':>8} {'p90':>8}")
     for k, v in times.items():
         print(f"{k:16} {statistics.median(v):8.1f} {pct(v, 0.9):8.1f}")
-    for c in ("ours", "ours+server"):
+    for c in OURS:
         for cmd in ("ADD", "DEL"):
             ratio = statistics.median(times[f"{c} {cmd}"]) / statistics.median(times[f"ref {cmd}"])
             print(f"ratio {c}/ref {cmd} (median): {ratio:.2f}")
@@ -203,7 +220,7 @@ def main() -> None:
         raise SystemExit("needs root (network namespaces)")
     tag = f"calt-bench-{os.getpid()}-{secrets.token_hex(2)}"
     node = f"{tag}-node"
-    pods = [f"{tag}-p{i}" for i in range(3 * args.n + 1)]
+    pods = [f"{tag}-p{i}" for i in range(len(CONTENDERS) * args.n + 1)]
     made = []
     try:
         for ns in [node, *pods]:

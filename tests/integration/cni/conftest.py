@@ -17,7 +17,7 @@ import pytest
 from calico.cni import install
 from calico.datastore.client import Client
 from calico.datastore.etcd_server import EtcdServer
-from tests.integration.cni.nsnet import Forwarder
+from tests.nsnet import Forwarder
 
 DEBIAN_CNI = "/usr/lib/cni"
 
@@ -82,10 +82,20 @@ class Node:
 
 
 @pytest.fixture
-def bin_dir(tmp_path: Path) -> Path:
+def launcher() -> str:
+    """Which launchers ``bin_dir`` holds; parametrize ``launcher`` to cover "python" too."""
+    return "compiled"
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path, launcher: str) -> Path:
     d = tmp_path / "bin"
     # launchers try this (per-test) CNI server socket first; without a server they run in-process
-    install.install_binaries(d, socket_path=str(tmp_path / "cni.sock"))
+    # (the compiled one by exec'ing the Python launcher .calico-py / .calico-ipam-py)
+    compiled = launcher == "compiled"
+    install.install_binaries(d, socket_path=str(tmp_path / "cni.sock"), compiled=compiled)
+    expected = "compiled" if compiled and install.compiler() else "python"  # no cc: Python
+    assert install.launcher_kind(d / "calico") == expected
     return d
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from calico.ipam.client import IPAMClient
-from tests.integration.cni.nsnet import ping
+from tests.nsnet import ping
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -56,6 +56,7 @@ def server(make_node, tmp_path: Path) -> Iterator[tuple[object, ServerProc]]:
     srv.stop()
 
 
+@pytest.mark.parametrize("launcher", ["compiled", "python"])
 def test_calls_go_through_the_server(server, make_netns, pool, etcd) -> None:
     node, srv = server
     ns = make_netns()
@@ -134,6 +135,7 @@ def test_concurrent_calls_through_the_server(server, make_netns, pool) -> None:
     assert sum(line.startswith("served calico ADD") for line in srv.lines()) == len(pods)
 
 
+@pytest.mark.parametrize("launcher", ["compiled", "python"])
 def test_falls_back_when_server_is_elsewhere_or_gone(
     make_node, make_netns, pool, tmp_path: Path
 ) -> None:

@@ -192,10 +192,14 @@ def test_kubeconfig_relative_paths(tmp_path: Path) -> None:
     assert cfg["token_file"] == "/tok"
 
 
-def test_install_and_conf(tmp_path: Path) -> None:
-    paths = install.install_binaries(tmp_path / "bin")
+@pytest.mark.parametrize("compiled", [True, False])
+def test_install_and_conf(tmp_path: Path, compiled: bool) -> None:
+    paths = install.install_binaries(tmp_path / "bin", compiled=compiled)
     assert [p.name for p in paths] == ["calico", "calico-ipam"]
-    first = paths[0].read_text().splitlines()[0]
+    kind = "compiled" if compiled and install.compiler() else "python"
+    assert [install.launcher_kind(p) for p in paths] == [kind, kind]
+    scripts = paths if kind == "python" else [p.with_name(f".{p.name}-py") for p in paths]
+    first = scripts[0].read_text().splitlines()[0]
     assert first == f"#!{sys.executable} -IS"
     out = subprocess.run(
         [str(paths[0])],
@@ -205,6 +209,10 @@ def test_install_and_conf(tmp_path: Path) -> None:
         check=True,
     )
     assert json.loads(out.stdout)["supportedVersions"][-1] == "1.0.0"
+    # no socket: the compiled launcher would only exec the Python one
+    assert install.launcher_kind(install.install_binaries(tmp_path / "b2", socket_path="")[0]) == (
+        "python"
+    )
     c = install.write_conf(
         tmp_path / "10-calico.conf", etcd_endpoints="http://e:2379", kubeconfig="/k"
     )
