@@ -1,11 +1,10 @@
-"""Named network namespaces for the lab: make, delete (with their processes), and enter per thread.
+"""Named network namespaces: make, delete (with their processes), and enter per thread.
 
-The lab CLI runs in the root namespace, but its etcd listens inside the lab's core namespace and
-probes start inside pod namespaces. Rather than exec a helper per call, a *thread* enters the
-namespace with ``setns(2)`` (network namespaces are per thread on Linux); sockets made by that
-thread stay in that namespace for their lifetime. :class:`NetnsExecutor` is a one-thread pool
-pinned to a namespace, so every datastore socket is created in the core namespace and the caller's
-own thread never changes namespace.
+Rather than exec a helper per call, a *thread* enters the namespace with ``setns(2)`` (network
+namespaces are per thread on Linux); sockets made by that thread stay in that namespace for their
+lifetime. :class:`NetnsExecutor` is a one-thread pool pinned to a namespace (the lab reaches its
+etcd in the lab's core namespace this way, the caller's own thread never changing namespace);
+:func:`call_in` runs one function on a fresh thread there (a socket for a test, a probe).
 """
 
 from __future__ import annotations
