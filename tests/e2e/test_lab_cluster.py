@@ -93,6 +93,17 @@ def test_pods_reach_each_other_across_nodes(lab: LabHandle) -> None:
     )
 
 
+def test_pods_were_added_by_each_nodes_cni_server(lab: LabHandle) -> None:
+    """As on a real host, calico-node runs the CNI server the installed launchers hand calls to."""
+    from calico.lab import nodes
+
+    st = lab.state()
+    for pod in ("web/one", "web/two"):
+        node = st.pods[pod].node
+        log = (nodes.log_dir(st, node) / "cni" / "current").read_text()
+        assert f"served calico ADD {st.pods[pod].container_id}" in log, log
+
+
 def test_up_again_changes_nothing_and_repairs_a_dead_node(lab: LabHandle) -> None:
     before = lab.state()
     lab.cli("up", "--nodes", "2", "--quiet")

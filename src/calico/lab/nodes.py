@@ -28,6 +28,13 @@ def run_dir(state: LabState, node: str) -> Path:
     return state.node_dir(node) / "run"
 
 
+def cni_socket(state: LabState) -> str:
+    """The CNI server socket template shared by the lab's launchers and its nodes' calico-node
+    ({netns}: each node namespace's inode), under the lab's own run root."""
+    root = Path(state.run_root) if state.run_root else Path(state.dir) / "run"
+    return str(root / "cni-{netns}.sock")
+
+
 def log_dir(state: LabState, node: str) -> Path:
     return state.node_dir(node) / "log"
 
@@ -59,6 +66,9 @@ def node_env(state: LabState, node: NodeState) -> dict[str, str]:
         "CALICO_NETWORKING_BACKEND": "bird",
         "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT",
         "FELIX_LOGSEVERITYSCREEN": "info",
+        # the lab installs the CNI plugins itself; calico-node only runs the per-node CNI server
+        "CALICO_CNI_SERVER": "true",
+        "CALICO_CNI_SOCKET": cni_socket(state),
     }
 
 
@@ -93,7 +103,7 @@ def install_cni(state: LabState) -> None:
     from calico.cni import install
 
     state.bin_dir.mkdir(parents=True, exist_ok=True)
-    install.install_binaries(state.bin_dir)
+    install.install_binaries(state.bin_dir, socket_path=cni_socket(state))
     write_birdc_wrapper(state.bin_dir)
     for node in state.nodes:
         path = conflist_path(state, node.name)

@@ -4,8 +4,9 @@ supervise the parts as child processes until SIGTERM::
     calico-node ─┬─ calico-felix                       (policy agent; unless CALICO_DISABLE_FELIX)
                  ├─ calico-bgp                         (datastore -> bird.cfg; backend bird)
                  ├─ bird -f -c bird.cfg -s bird.ctl    (started once bird.cfg exists; backend bird)
-                 └─ python -m calico.cni.server        (when CNI_BIN_DIR is set: the launchers
-                                                        installed there hand calls to it; unless
+                 └─ python -m calico.cni.server        (when CNI_BIN_DIR or CALICO_CNI_SERVER is
+                                                        set: the CNI launchers hand calls to it;
+                                                        socket CALICO_CNI_SOCKET if set; unless
                                                         CALICO_DISABLE_CNI_SERVER)
 
 Per-host paths come from the environment so several hosts can share one filesystem:
@@ -75,10 +76,14 @@ def services(env: Mapping[str, str], settings: startup.NodeSettings) -> list[Ser
                 env=child_env,
             )
         )
-    if env.get("CNI_BIN_DIR") and not startup.truthy(env.get("CALICO_DISABLE_CNI_SERVER")):
+    wanted = env.get("CNI_BIN_DIR") or startup.truthy(env.get("CALICO_CNI_SERVER"))
+    if wanted and not startup.truthy(env.get("CALICO_DISABLE_CNI_SERVER")):
         # listens on the launchers' default socket (per network namespace); optional: without
         # it each CNI call runs in its own process
-        out.append(Service("cni", [sys.executable, "-m", "calico.cni.server"], env=child_env))
+        argv = [sys.executable, "-m", "calico.cni.server"]
+        if env.get("CALICO_CNI_SOCKET"):  # the template the launchers were installed with
+            argv += ["--socket", env["CALICO_CNI_SOCKET"]]
+        out.append(Service("cni", argv, env=child_env))
     return out
 
 
