@@ -53,9 +53,8 @@ demo: install ## bring up a 3-node lab and show policy at work
 	scripts/demo.sh
 
 bench: install ## run the benchmarks
-	$(PY) -m bench.cni_latency
-	$(PY) -m bench.policy_latency
-	$(PY) -m bench.controller_sync
+	for b in selector cli_apply cni_latency policy_latency controller_sync bgp_render lab_probe; do \
+	  echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
