@@ -82,8 +82,21 @@ def start_cni_server(src: str, socket_path: Path, log: Path) -> subprocess.Popen
     raise SystemExit("the CNI server did not start")
 
 
-def inner(n: int, pods: list[str], etcd_dir: str | None) -> None:
-    """Runs inside the node namespace."""
+def in_netns(name: str) -> bool:
+    """Whether this process is inside the named namespace (same inode as its bind mount)."""
+    try:
+        want = os.stat(f"/var/run/netns/{name}")
+    except OSError:
+        return False
+    own = os.stat("/proc/self/ns/net")
+    return (own.st_dev, own.st_ino) == (want.st_dev, want.st_ino)
+
+
+def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
+    """Runs inside the node namespace (and refuses to run anywhere else: it adds links, an
+    address and a default route to the namespace it is in)."""
+    if not node.startswith("calt-bench-") or "/" in node or not in_netns(node):
+        raise SystemExit(f"--inner runs only inside the benchmark's node namespace, not {node!r}")
     src = str(Path(__file__).resolve().parents[2] / "src")
     sys.path.insert(0, src)
     from calico.cni import install
@@ -212,9 +225,10 @@ def main() -> None:
         "--etcd-dir", default=None, help="parent dir for etcd's data (e.g. /dev/shm: no fsync cost)"
     )
     ap.add_argument("--inner", nargs="*", help=argparse.SUPPRESS)
+    ap.add_argument("--node", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inner is not None:
-        inner(args.n, args.inner, args.etcd_dir)
+        inner(args.n, args.node, args.inner, args.etcd_dir)
         return
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces)")
@@ -239,6 +253,8 @@ def main() -> None:
                 "-n",
                 str(args.n),
                 *(["--etcd-dir", args.etcd_dir] if args.etcd_dir else []),
+                "--node",
+                node,
                 "--inner",
                 *pods,
             ],

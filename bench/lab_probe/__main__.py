@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def main() -> None:
         print(f"  exec / setns (median): {ratio:.1f}x")
     finally:
         cluster.down(name)
-        os.rmdir(root)
+        shutil.rmtree(root, ignore_errors=True)  # down removes the root itself once empty
 
 
 if __name__ == "__main__":

@@ -42,8 +42,16 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=60)
 
 
+def ours(netns: str) -> str:
+    """``netns`` when it is a test namespace (``calt-``); refuse anything else, above all an empty
+    name, before a command that would then act on the root namespace is built."""
+    if not netns.startswith("calt-"):
+        raise AssertionError(f"refusing to act in network namespace {netns!r}: not one of ours")
+    return netns
+
+
 def nsx(netns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return sh("ip", "netns", "exec", netns, *argv, check=check)
+    return sh("ip", "netns", "exec", ours(netns), *argv, check=check)
 
 
 def wait_for(what: str, pred: Callable[[], Any], timeout: float = 60, every: float = 0.5) -> Any:
@@ -98,7 +106,15 @@ class Host:
     def node_status(self) -> str:
         env = {**os.environ, "CALICO_RUN_DIR": str(self.run_dir)}
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.netns, str(VENV_BIN / "calicoctl"), "node", "status"],
+            [
+                "ip",
+                "netns",
+                "exec",
+                ours(self.netns),
+                str(VENV_BIN / "calicoctl"),
+                "node",
+                "status",
+            ],
             capture_output=True,
             text=True,
             env=env,
@@ -186,7 +202,7 @@ class Fabric:
         host.log_dir.mkdir(parents=True, exist_ok=True)
         with open(host.log_dir / "calico-node.out", "ab") as log:
             host.proc = subprocess.Popen(
-                ["ip", "netns", "exec", host.netns, str(VENV_BIN / "calico-node")],
+                ["ip", "netns", "exec", ours(host.netns), str(VENV_BIN / "calico-node")],
                 env=host.env(self.etcd_port, **extra),
                 stdout=log,
                 stderr=subprocess.STDOUT,

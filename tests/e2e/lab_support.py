@@ -9,6 +9,7 @@ asynchronously) and on failure shows both.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from calico.lab import cluster, objects, pods, probe, state
 from calico.lab.state import LabState
@@ -173,8 +175,28 @@ def netns_names() -> set[str]:
 
 
 def root_links() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True)
-    return {line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()}
+    """The root namespace's network state as comparable lines: links, addresses, routes (every
+    table) and nft tables. Read only; a lab must leave all of it as it found it."""
+
+    def ip_json(*argv: str) -> list[dict[str, Any]]:
+        out = subprocess.run(["ip", "-j", *argv], capture_output=True, text=True, check=True)
+        data: list[dict[str, Any]] = json.loads(out.stdout or "[]")
+        return data
+
+    found = {f"link {link['ifname']}" for link in ip_json("link", "show")}
+    found |= {
+        f"addr {link['ifname']} {a['local']}/{a['prefixlen']}"
+        for link in ip_json("addr", "show")
+        for a in link.get("addr_info", [])
+    }
+    found |= {
+        f"route{v} {r.get('table', 'main')} {r.get('type', '')} {r['dst']} "
+        f"{r.get('gateway', '')} {r.get('dev', '')}"
+        for v in ("-4", "-6")
+        for r in ip_json(v, "route", "show", "table", "all")
+    }
+    nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True)
+    return found | {f"nft {line}" for line in nft.stdout.splitlines()}
 
 
 def leftovers(name: str, root: Path, recorded_netns: list[str], pids: list[int]) -> list[str]:

@@ -19,6 +19,7 @@ from .bgp_fabric import (
     BGP_E2E_MARKS,
     VENV_BIN,
     Fabric,
+    ours,
     running_fabric,
     tcp_echo,
     wait_for,
@@ -60,7 +61,8 @@ def test_bgp_mesh_three_hosts(
             others = sorted(o.ip for o in fab.hosts if o is not h)
             wait_for(f"{h.name} sessions", lambda h=h, o=others: sorted(h.established()) == o, 60)
         ready = subprocess.run(
-            [str(VENV_BIN / "calico-node"), "--bird-ready"],
+            # in host1's namespace, as every calico-node process a test starts
+            ["ip", "netns", "exec", ours(h1.netns), str(VENV_BIN / "calico-node"), "--bird-ready"],
             env=h1.env(fab.etcd_port),
             capture_output=True,
             text=True,

@@ -144,9 +144,9 @@ PARAMS: tuple[Param, ...] = (
     Param("RouteRefreshInterval", _seconds, 90.0, "period of the route mark-and-sweep"),
     Param("LogPrefix", _log_prefix, "calico-packet", "prefix of Log rule lines"),
     Param("HealthEnabled", _bool, True, "serve /liveness and /readiness", live=False),
-    Param("HealthHost", str, "0.0.0.0", "health address (inside the node's netns)", live=False),
+    Param("HealthHost", str, "localhost", "health address (as Felix)", live=False),
     Param("HealthPort", _int_port, 9099, "health port", live=False),
-    Param("PrometheusMetricsEnabled", _bool, True, "serve Prometheus metrics", live=False),
+    Param("PrometheusMetricsEnabled", _bool, False, "serve Prometheus metrics", live=False),
     Param("PrometheusMetricsHost", str, "0.0.0.0", "metrics address", live=False),
     Param("PrometheusMetricsPort", _int_port, 9091, "metrics port", live=False),
 )

@@ -6,6 +6,7 @@ namespace when ``netns`` is set), keeps its data in ``data_dir`` and is stopped 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -36,6 +37,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class EtcdServer:
     def __init__(
         self,
@@ -50,6 +58,9 @@ class EtcdServer:
         tls: ServerTLS | None = None,
         client_tls: TLSFiles | None = None,
     ) -> None:
+        if netns is None and not _is_loopback(host):
+            # in the caller's namespace (the root one, for tests and benchmarks): loopback only
+            raise ValueError(f"etcd host {host!r}: only a loopback address outside a netns")
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port

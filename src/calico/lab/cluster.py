@@ -239,7 +239,11 @@ def _teardown(lab: LabState, step: Step) -> None:
     # Pods first (their veths live in node namespaces), the core last.
     pods_ns = [p.netns for p in lab.pods.values()]
     order = [*pods_ns, *[n for n in lab.netns if n not in pods_ns and n != lab.core], lab.core]
+    mine = state.netns_prefix(lab.name)
     for ns in dict.fromkeys(order):
+        if not ns.startswith(mine):  # a damaged state file never names another namespace
+            step(f"not deleting namespace {ns!r}: not named {mine}...")
+            continue
         if netns.exists(ns):
             step(f"deleting namespace {ns}")
             netns.delete(ns)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from calico.lab.state import NETNS_PREFIX
 from calico.lib.cmd import netns_argv, run
 
 NETNS_DIR = "/var/run/netns"
@@ -61,6 +62,10 @@ def _exec(
     host_netns: str | None,
 ) -> dict[str, Any]:
     plugin = str(plugin_conf["type"])
+    for what, ns in (("node", host_netns), ("pod", pod.netns)):
+        # the plugins program "this" namespace: never let that be the root one
+        if not ns or not ns.startswith(NETNS_PREFIX):
+            raise CNIError(plugin, command, 0, f"{what} namespace {ns!r} is not a lab namespace")
     env = {
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": pod.container_id,

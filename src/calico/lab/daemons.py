@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from calico.lab.state import NETNS_PREFIX, LabError
 from calico.lib.cmd import netns_argv
 
 
@@ -47,7 +48,13 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
 def spawn(
     argv: Sequence[str], *, netns: str | None, log_file: Path, env: Mapping[str, str] | None = None
 ) -> int:
-    """Start ``argv`` detached (new session) inside ``netns``; return its PID."""
+    """Start ``argv`` detached (new session) inside ``netns``; return its PID.
+
+    ``netns`` must be a lab namespace; ``None`` (the root namespace) is only for the Kubernetes
+    sync, which listens on nothing and changes nothing there.
+    """
+    if netns is not None and not netns.startswith(NETNS_PREFIX):
+        raise LabError(f"refusing to start {argv[0]} in {netns!r}: not a lab namespace")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
@@ -78,7 +85,24 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return _state(pid) not in ("Z", "X", "")
+    return _state(pid) not in ("Z", "X", "") and _ours(pid)
+
+
+# In every lab daemon's command line: etcd's ``--name calab-<lab>``, our scripts' paths.
+MARKERS = (NETNS_PREFIX, "calico/lab/", "calico-node", "calico.lab.")
+
+
+def _ours(pid: int) -> bool:
+    """A PID read back from the state file still names a daemon we started (the leader of its own
+    session, running one of our programs), not a process that reused the PID (e.g. after a reboot:
+    ``down`` must never signal that one's process group)."""
+    try:
+        if os.getsid(pid) != pid:
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return any(m.encode() in cmdline for m in MARKERS)
 
 
 def _state(pid: int) -> str:

@@ -35,7 +35,13 @@ def run(
 
 
 def netns_argv(netns: str | None, argv: Sequence[str]) -> list[str]:
-    """Prefix ``argv`` so it runs in the named network namespace (``None``: this one)."""
-    if not netns:
+    """Prefix ``argv`` so it runs in the named network namespace (``None``: this one).
+
+    Only ``None`` means "this namespace": an empty name is refused, so a name that failed to
+    reach us never turns into a command in the caller's (possibly the root) namespace.
+    """
+    if netns is None:
         return list(argv)
+    if not netns or "/" in netns or netns in (".", ".."):
+        raise ValueError(f"network namespace name {netns!r} is not a namespace name")
     return ["ip", "netns", "exec", netns, *argv]

@@ -35,9 +35,17 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
+def _path(netns: str) -> Path:
+    """``/var/run/netns/<netns>``; an empty name or one with a path in it is refused (it would
+    name the directory itself, or a namespace elsewhere, e.g. the root one's ``/proc/1/ns/net``)."""
+    if not netns or "/" in netns or netns in (".", ".."):
+        raise ValueError(f"network namespace name {netns!r} is not a namespace name")
+    return NETNS_RUN_DIR / netns
+
+
 def enter(netns: str) -> None:
     """Move the *calling thread* into the named namespace."""
-    fd = os.open(NETNS_RUN_DIR / netns, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(_path(netns), os.O_RDONLY | os.O_CLOEXEC)
     try:
         _setns(fd)
     finally:
@@ -45,7 +53,7 @@ def enter(netns: str) -> None:
 
 
 def exists(netns: str) -> bool:
-    return (NETNS_RUN_DIR / netns).exists()
+    return _path(netns).exists()
 
 
 def add(netns: str) -> None:

@@ -32,6 +32,16 @@ FELIX = Path(sys.executable).with_name("calico-felix")
 NODE_IP = "10.99.0.11"
 EXT_IP = "10.99.0.1"
 NODENAME = "node1"
+# Namespaces this harness may act in: the make_netns fixture's and the policy benchmark's.
+OUR_PREFIXES = ("calt-", "calbench-")
+
+
+def ours(ns: str) -> str:
+    """``ns`` when it is one of our namespaces; anything else (an empty name above all, which
+    would run the command in the root namespace) is refused before a command is built."""
+    if not ns.startswith(OUR_PREFIXES):
+        raise AssertionError(f"refusing to act in network namespace {ns!r}: not one of ours")
+    return ns
 
 
 def sh(*argv: str, input: str | None = None, check: bool = True) -> str:
@@ -42,11 +52,11 @@ def sh(*argv: str, input: str | None = None, check: bool = True) -> str:
 
 
 def ip_batch(ns: str, cmds: list[str]) -> None:
-    sh("ip", "-n", ns, "-batch", "-", input="\n".join(cmds) + "\n")
+    sh("ip", "-n", ours(ns), "-batch", "-", input="\n".join(cmds) + "\n")
 
 
 def sysctl(ns: str, *settings: str) -> None:
-    sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings)
+    sh("ip", "netns", "exec", ours(ns), "sysctl", "-q", "-w", *settings)
 
 
 # A one-thread executor whose thread (and its sockets) live in a network namespace.
@@ -57,13 +67,13 @@ class Prober:
     """A probe_agent process in a namespace: serves ports, runs probes on request."""
 
     def __init__(self, ns: str, tcp: str = "80,8080,22", udp: str = "53,5353") -> None:
-        self.ns = ns
+        self.ns = ours(ns)
         self.proc = subprocess.Popen(
             [
                 "ip",
                 "netns",
                 "exec",
-                ns,
+                self.ns,
                 sys.executable,
                 str(PROBE_AGENT),
                 "--tcp",
@@ -84,7 +94,10 @@ class Prober:
         assert self.proc.stdout is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
-        return self.proc.stdout.readline().strip() == "ok"
+        answer = self.proc.stdout.readline().strip()
+        if answer not in ("ok", "fail"):  # a dead prober is not a blocked probe
+            raise AssertionError(f"prober in {self.ns} gave no answer to {line!r}: {answer!r}")
+        return answer == "ok"
 
     def close(self) -> None:
         self.proc.kill()
@@ -136,8 +149,8 @@ class Node:
     def __init__(self, make_netns: Callable[[], str], tmp: Path, etcd_port: int) -> None:
         self._make_netns = make_netns
         self.tmp = tmp
-        self.ns = make_netns()
-        self.ext = make_netns()
+        self.ns = ours(make_netns())
+        self.ext = ours(make_netns())
         sh(
             "ip",
             "-n",
@@ -208,13 +221,14 @@ class Node:
             "NODENAME": NODENAME,
             "FELIX_LOGSEVERITYSCREEN": os.environ.get("TEST_FELIX_LOG", "INFO"),
             "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT",
+            "FELIX_PROMETHEUSMETRICSENABLED": "true",
             "FELIX_CALCCHECKINTERVAL": "0.5",  # incremental == full recompute, checked live
             **env,
         }
         log = self.agent_log.open("ab")
         env_ = {k: v for k, v in full.items() if v is not None}
         self.agent = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, str(FELIX)], env=env_, stdout=log, stderr=log
+            ["ip", "netns", "exec", ours(self.ns), str(FELIX)], env=env_, stdout=log, stderr=log
         )
 
     def wait_ready(self, timeout: float = 15.0) -> None:
@@ -240,8 +254,8 @@ class Node:
             self.agent.wait()
             self.agent = None
 
-    def nft(self, *args: str) -> str:
-        return sh("ip", "netns", "exec", self.ns, "nft", *args, check=False)
+    def nft(self, *args: str, check: bool = False) -> str:
+        return sh("ip", "netns", "exec", ours(self.ns), "nft", *args, check=check)
 
     def log_tail(self) -> str:
         return self.agent_log.read_text(errors="replace")[-4000:] if self.agent_log.exists() else ""
@@ -259,7 +273,7 @@ class Node:
         write: bool = True,
         ip6: str | None = None,
     ) -> Workload:
-        ns = self._make_netns()
+        ns = ours(self._make_netns())
         sysctl(ns, "net.ipv6.conf.default.accept_dad=0")
         iface = "cali" + hashlib.sha1(f"{namespace}.{name}".encode()).hexdigest()[:11]
         sh(

@@ -19,12 +19,16 @@ import time
 TIMEOUT = 0.5
 
 
-def serve_tcp(port: int) -> None:
+def listen_tcp(port: int) -> socket.socket:
     srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)  # dual stack
     srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("::", port))
     srv.listen(64)
+    return srv
+
+
+def serve_tcp(srv: socket.socket) -> None:
     while True:
         conn, _ = srv.accept()
         threading.Thread(target=echo_tcp, args=(conn,), daemon=True).start()
@@ -42,10 +46,14 @@ def echo_tcp(conn: socket.socket) -> None:
             conn.sendall(data)
 
 
-def serve_udp(port: int) -> None:
+def listen_udp(port: int) -> socket.socket:
     srv = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)  # dual stack
     srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     srv.bind(("::", port))
+    return srv
+
+
+def serve_udp(srv: socket.socket) -> None:
     while True:
         data, addr = srv.recvfrom(2048)
         srv.sendto(data, addr)
@@ -155,10 +163,12 @@ def main() -> None:
     ap.add_argument("--tcp", default="")
     ap.add_argument("--udp", default="")
     args = ap.parse_args()
+    # Bound before "ready": a probe never fails just because a server is not listening yet
+    # (that would look like a policy drop).
     for p in filter(None, args.tcp.split(",")):
-        threading.Thread(target=serve_tcp, args=(int(p),), daemon=True).start()
+        threading.Thread(target=serve_tcp, args=(listen_tcp(int(p)),), daemon=True).start()
     for p in filter(None, args.udp.split(",")):
-        threading.Thread(target=serve_udp, args=(int(p),), daemon=True).start()
+        threading.Thread(target=serve_udp, args=(listen_udp(int(p)),), daemon=True).start()
     print("ready", flush=True)
     for line in sys.stdin:
         parts = line.split()

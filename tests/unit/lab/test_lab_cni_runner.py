@@ -78,3 +78,15 @@ def test_status_text() -> None:
     assert "1/1" in text
     assert "x/a" in text
     assert "pod=a" in text
+
+
+@pytest.mark.parametrize(
+    ("host", "pod"),
+    [(None, "calab-t-p-1"), ("", "calab-t-p-1"), ("calt-x", "calab-t-p-1"), ("calab-t-node1", "")],
+)
+def test_plugins_run_only_in_lab_namespaces(host: str | None, pod: str) -> None:
+    """The plugins program "this" namespace: never the root one (nothing is executed here)."""
+    ref = cni_runner.PodRef(namespace="x", name="a", container_id="c1", netns=pod)
+    conflist = {"name": "net", "cniVersion": "0.3.1", "plugins": [{"type": "calico"}]}
+    with pytest.raises(cni_runner.CNIError, match="is not a lab namespace"):
+        cni_runner.add(conflist, ref, cni_path="/nonexistent", host_netns=host)
