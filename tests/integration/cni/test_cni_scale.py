@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,10 +52,10 @@ def test_100_concurrent_adds_on_3_nodes(
 
 
 def run_scale(nodes, pods, etcd_server) -> None:
-    def add(item):
+    def call(command, item):
         node, ns, name = item
         return node.run(
-            "ADD",
+            command,
             node.conf(),
             container_id=f"cid{name}",
             netns=f"/var/run/netns/{ns}",
@@ -63,7 +64,7 @@ def run_scale(nodes, pods, etcd_server) -> None:
         )
 
     with ThreadPoolExecutor(max_workers=16) as pool_exec:
-        runs = list(pool_exec.map(add, pods))
+        runs = list(pool_exec.map(functools.partial(call, "ADD"), pods))
     failed = [r.stdout + r.stderr for r in runs if r.rc != 0]
     assert failed == []
     ips = [r.out["ips"][0]["address"].split("/")[0] for r in runs if r.out]
@@ -78,19 +79,8 @@ def run_scale(nodes, pods, etcd_server) -> None:
     assert "| 100 (0%)" in out
     assert calicoctl(etcd_server, "ipam", "check")[0] == 0
 
-    def delete(item):
-        node, ns, name = item
-        return node.run(
-            "DEL",
-            node.conf(),
-            container_id=f"cid{name}",
-            netns=f"/var/run/netns/{ns}",
-            args=f"K8S_POD_NAMESPACE=scale;K8S_POD_NAME={name}",
-            timeout=120,
-        )
-
     with ThreadPoolExecutor(max_workers=16) as pool_exec:
-        dels = list(pool_exec.map(delete, pods))
+        dels = list(pool_exec.map(functools.partial(call, "DEL"), pods))
     assert [r.stdout + r.stderr for r in dels if r.rc != 0] == []
     code, out = calicoctl(etcd_server, "ipam", "show")
     assert code == 0, out
