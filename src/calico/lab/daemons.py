@@ -99,10 +99,21 @@ def _ours(pid: int) -> bool:
     try:
         if os.getsid(pid) != pid:
             return False
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        cmdline = _cmdline(pid)
     except OSError:
         return False
     return any(m.encode() in cmdline for m in MARKERS)
+
+
+def _cmdline(pid: int) -> bytes:
+    """The process's command line. It reads empty for a moment while the process execs (a daemon
+    we have just spawned goes through ``ip netns exec``), so an empty one is read again."""
+    for _ in range(50):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if cmdline:
+            return cmdline.replace(b"\0", b" ")
+        time.sleep(0.01)
+    return b""
 
 
 def _state(pid: int) -> str:
