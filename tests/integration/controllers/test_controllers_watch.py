@@ -119,15 +119,7 @@ def test_https_with_ca_and_token(
     with FakeKube(tls_dir=tmp_path / "tls", token="s3cret") as fake:
         _setup(fake)
         kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
-        ctl = KubeControllers(
-            ControllerConfig(
-                datastore=DatastoreConfig(endpoints=etcd_server.endpoint),
-                kubeconfig=str(kubeconfig),
-                listen=None,
-                workers=1,
-            )
-        )
-        ctl.start()
+        ctl = _started_controller(etcd_server, kubeconfig)
         try:
             assert ctl.wait_ready(20)
             eventually(lambda: _check(len(_policies(datastore)) == 3))
@@ -141,20 +133,26 @@ def test_wrong_token_never_becomes_ready(etcd_server: EtcdServer, tmp_path: Path
         fake.token = "wrong"
         kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
         fake.token = "right"
-        ctl = KubeControllers(
-            ControllerConfig(
-                datastore=DatastoreConfig(endpoints=etcd_server.endpoint),
-                kubeconfig=str(kubeconfig),
-                listen=None,
-                workers=1,
-            )
-        )
-        ctl.start()
+        ctl = _started_controller(etcd_server, kubeconfig)
         try:
             assert not ctl.wait_ready(1.5)
             assert _restarts(ctl, "NetworkPolicy", "error") >= 1
         finally:
             ctl.stop()
+
+
+def _started_controller(etcd_server: EtcdServer, kubeconfig: Path) -> KubeControllers:
+    """A one-worker controller without a health listener, for a FakeKube the test made itself."""
+    ctl = KubeControllers(
+        ControllerConfig(
+            datastore=DatastoreConfig(endpoints=etcd_server.endpoint),
+            kubeconfig=str(kubeconfig),
+            listen=None,
+            workers=1,
+        )
+    )
+    ctl.start()
+    return ctl
 
 
 def _check(cond: bool) -> None:
