@@ -31,6 +31,10 @@ _ON_ALLOW = {
 }
 
 
+# One host-endpoint chain: stem, tiers, profiles, inbound, kind, failsafe chain.
+_HepChain = tuple[str, tuple[m.TierInfo, ...], tuple[str, ...] | None, bool, str, str | None]
+
+
 def endpoint_chain(
     policies: tuple[m.PolicyID, ...],
     profiles: tuple[str, ...] | None,
@@ -91,9 +95,9 @@ class EndpointManager:
             case m.HostEndpointRemove(id=ep_id):
                 self._remove(ep_id)
 
-    def _add(
-        self, ep_id: str, chain: str, rules: tuple[str, ...], map_name: str, iface: str
-    ) -> None:
+    def _add(self, ep_id: str, stem: str, iface: str, rules: tuple[str, ...]) -> None:
+        """Chain ``<stem>-<iface>`` with ``rules``, dispatched to from map ``<stem>-map``."""
+        chain, map_name = f"{stem}-{iface}", f"{stem}-map"
         self._table.set_chain(chain, rules)
         self._table.set_map_element(map_name, iface, f"goto {chain}")
         self._chains.setdefault(ep_id, []).append((chain, map_name, iface))
@@ -113,78 +117,27 @@ class EndpointManager:
             return
         ingress = endpoint_chain(_tier_policies(ep.tiers, True), ep.profile_ids, inbound=True)
         egress = endpoint_chain(_tier_policies(ep.tiers, False), ep.profile_ids, inbound=False)
-        self._add(ep_id, f"cali-tw-{iface}", ingress, "cali-tw-map", iface)
-        self._add(ep_id, f"cali-fw-{iface}", egress, "cali-fw-map", iface)
+        self._add(ep_id, "cali-tw", iface, ingress)
+        self._add(ep_id, "cali-fw", iface, egress)
         self._routes.set_routes(iface, ep.ipv4_nets + ep.ipv6_nets)
 
     def _program_hep(self, ep_id: str, hep: m.HostEndpoint) -> None:
         iface = hep.iface
         prof = hep.profile_ids
-
-        def pols(tiers: tuple[m.TierInfo, ...], inbound: bool) -> tuple[m.PolicyID, ...]:
-            return _tier_policies(tiers, inbound)
-
-        # Host traffic: traffic arriving from the interface is the endpoint's ingress.
-        self._add(
-            ep_id,
-            f"cali-fh-{iface}",
-            endpoint_chain(pols(hep.tiers, True), prof, inbound=True, failsafe="cali-failsafe-in"),
-            "cali-fh-map",
-            iface,
+        # (chain stem, tiers, profiles, inbound, kind, failsafe chain). Host traffic: traffic
+        # arriving from the interface is the endpoint's ingress.
+        chains: tuple[_HepChain, ...] = (
+            ("cali-fh", hep.tiers, prof, True, NORMAL, "cali-failsafe-in"),
+            ("cali-th", hep.tiers, prof, False, NORMAL, "cali-failsafe-out"),
+            ("cali-fhfw", hep.forward_tiers, None, True, FORWARD, None),
+            ("cali-thfw", hep.forward_tiers, None, False, FORWARD, None),
+            ("cali-fhdnat", hep.pre_dnat_tiers, None, True, PRE_DNAT, None),
+            ("cali-fhraw", hep.untracked_tiers, None, True, UNTRACKED, "cali-failsafe-in"),
+            ("cali-thraw", hep.untracked_tiers, None, False, UNTRACKED, "cali-failsafe-out"),
         )
-        self._add(
-            ep_id,
-            f"cali-th-{iface}",
-            endpoint_chain(
-                pols(hep.tiers, False), prof, inbound=False, failsafe="cali-failsafe-out"
-            ),
-            "cali-th-map",
-            iface,
-        )
-        self._add(
-            ep_id,
-            f"cali-fhfw-{iface}",
-            endpoint_chain(pols(hep.forward_tiers, True), None, inbound=True, kind=FORWARD),
-            "cali-fhfw-map",
-            iface,
-        )
-        self._add(
-            ep_id,
-            f"cali-thfw-{iface}",
-            endpoint_chain(pols(hep.forward_tiers, False), None, inbound=False, kind=FORWARD),
-            "cali-thfw-map",
-            iface,
-        )
-        self._add(
-            ep_id,
-            f"cali-fhdnat-{iface}",
-            endpoint_chain(pols(hep.pre_dnat_tiers, True), None, inbound=True, kind=PRE_DNAT),
-            "cali-fhdnat-map",
-            iface,
-        )
-        self._add(
-            ep_id,
-            f"cali-fhraw-{iface}",
-            endpoint_chain(
-                pols(hep.untracked_tiers, True),
-                None,
-                inbound=True,
-                kind=UNTRACKED,
-                failsafe="cali-failsafe-in",
-            ),
-            "cali-fhraw-map",
-            iface,
-        )
-        self._add(
-            ep_id,
-            f"cali-thraw-{iface}",
-            endpoint_chain(
-                pols(hep.untracked_tiers, False),
-                None,
-                inbound=False,
-                kind=UNTRACKED,
-                failsafe="cali-failsafe-out",
-            ),
-            "cali-thraw-map",
-            iface,
-        )
+        for stem, tiers, profiles, inbound, kind, failsafe in chains:
+            policies = _tier_policies(tiers, inbound)
+            rules = endpoint_chain(
+                policies, profiles, inbound=inbound, kind=kind, failsafe=failsafe
+            )
+            self._add(ep_id, stem, iface, rules)
