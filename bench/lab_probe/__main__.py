@@ -4,7 +4,7 @@
 
 Brings up a throwaway 2-node lab (state in a temp dir, namespaces ``calab-bench<hex>-*``), starts
 ``--pods`` pods serving TCP 80, then times full matrices (pods² probes, all connecting) two ways,
-alternating so both see the same noise: "setns" (:func:`calico.lab.probe.matrices`: worker threads
+alternating so both see the same noise: "setns" (:func:`calico_lab.probe.matrices`: worker threads
 enter the source pod's namespace and connect) and "exec" (the baseline: each probe a fresh
 ``ip netns exec <pod> python -I -S -c ...`` process, run through a thread pool of the same width).
 Prints median and p90 per contender and the ratio. The lab is removed at the end.
@@ -59,7 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="labbench")
     os.environ["CALICO_LAB_ROOT"] = root
-    from calico.lab import cluster, objects, probe, state
+    from calico_lab import cluster, objects, probe, state
 
     name = f"bench{secrets.token_hex(2)}"
     try:

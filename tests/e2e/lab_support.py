@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from calico.lab import cluster, objects, pods, probe, state
-from calico.lab.state import LabState
+from calico_lab import cluster, objects, pods, probe, state
+from calico_lab.state import LabState
 
 CALICO_LAB = str(Path(sys.executable).parent / "calico-lab")
 Target = tuple[int, str]

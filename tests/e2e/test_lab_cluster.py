@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from calico.lab import state
+from calico_lab import state
 from tests.e2e import lab_support
 from tests.e2e.lab_support import LabHandle, check, expected, leftovers, root_links
 
@@ -95,7 +95,7 @@ def test_pods_reach_each_other_across_nodes(lab: LabHandle) -> None:
 
 def test_pods_were_added_by_each_nodes_cni_server(lab: LabHandle) -> None:
     """As on a real host, calico-node runs the CNI server the installed launchers hand calls to."""
-    from calico.lab import nodes
+    from calico_lab import nodes
 
     st = lab.state()
     for pod in ("web/one", "web/two"):

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from calico.lab import state
 from calico.lib import netns
+from calico_lab import state
 from tests.e2e import lab_support
 from tests.e2e.lab_support import LabHandle, leftovers
 from tests.fakekube import ApiError, FakeKube

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from calico.lab import cni_runner, nodes, views
-from calico.lab.state import LabState, NodeState
+from calico_lab import cni_runner, nodes, views
+from calico_lab.state import LabState, NodeState
 
 
 def test_cni_args_are_kubelets() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from calico.lab import daemons
-from calico.lab.state import LabError
+from calico_lab import daemons
+from calico_lab.state import LabError
 
 
 @pytest.mark.parametrize("netns", ["", "calt-x", "default"])

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from calico.lab import scheduler
-from calico.lab.informer import Informer
+from calico_lab import scheduler
+from calico_lab.informer import Informer
 from tests.fakekube import FakeKube
 
 pytestmark = pytest.mark.timeout(60)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from calico.lab import objects, pods, probe, state
-from calico.lab.main import parse_label_changes
-from calico.lab.state import LabError, LabState, NodeState, PodState
+from calico_lab import objects, pods, probe, state
+from calico_lab.main import parse_label_changes
+from calico_lab.state import LabError, LabState, NodeState, PodState
 
 
 def _lab(tmp_path: Path) -> LabState:

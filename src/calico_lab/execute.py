@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from calico.lab import daemons, nodes
-from calico.lab.state import LabError, LabState
+from calico_lab import daemons, nodes
+from calico_lab.state import LabError, LabState
 
 
 def target_env(lab: LabState, target: str) -> tuple[str, dict[str, str]]:

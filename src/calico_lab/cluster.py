@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from calico.datastore.etcd_server import EtcdServer
-from calico.lab import daemons, nodes, state, topology
-from calico.lab.state import API_PORT, ETCD_PORT, LabError, LabState, NodeState, bridge_ip
-from calico.lab.store import LabStore
 from calico.lib import netns
+from calico_lab import daemons, nodes, state, topology
+from calico_lab.state import API_PORT, ETCD_PORT, LabError, LabState, NodeState, bridge_ip
+from calico_lab.store import LabStore
 
 Step = Callable[[str], None]  # progress callback: one line saying what is happening now
 UP_TIMEOUT = 90.0
@@ -87,11 +87,11 @@ def _build(lab: LabState, step: Step, timeout: float) -> None:
         for pod in lab.pods.values():
             if pod.ip and netns.exists(pod.netns) and not daemons.alive(pod.responder_pid):
                 step(f"restarting pod {pod.key}'s responder")
-                from calico.lab import pods
+                from calico_lab import pods
 
                 pods.start_responder(lab, pod)
         step("namespace default")
-        from calico.lab import objects
+        from calico_lab import objects
 
         objects.ensure_namespace(lab, store, "default", {})
     finally:
@@ -118,7 +118,7 @@ def _ensure_etcd(lab: LabState) -> None:
 def _ensure_apiserver(lab: LabState) -> None:
     if daemons.alive(lab.apiserver_pid):
         return
-    from calico.lab import apiserver
+    from calico_lab import apiserver
 
     lab.api_dir.mkdir(parents=True, exist_ok=True)
     argv = [

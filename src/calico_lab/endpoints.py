@@ -13,8 +13,8 @@ import json
 from typing import Any
 
 from calico.datastore.client import Conflict, NotFound
-from calico.lab.state import LabError, LabState, PodState
-from calico.lab.store import LabStore
+from calico_lab.state import LabError, LabState, PodState
+from calico_lab.store import LabStore
 
 ORCHESTRATOR = "k8s"
 
@@ -39,7 +39,7 @@ def pod_object(lab: LabState, p: PodState) -> dict[str, Any]:
 
 def publish(lab: LabState, p: PodState) -> None:
     """Serve the pod on the lab's API endpoint (what the CNI plugin reads at ADD)."""
-    from calico.lab import apiserver
+    from calico_lab import apiserver
 
     path = apiserver.pod_file(lab.api_dir, p.namespace, p.name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +49,7 @@ def publish(lab: LabState, p: PodState) -> None:
 
 
 def unpublish(lab: LabState, p: PodState) -> None:
-    from calico.lab import apiserver
+    from calico_lab import apiserver
 
     apiserver.pod_file(lab.api_dir, p.namespace, p.name).unlink(missing_ok=True)
 

@@ -1,12 +1,12 @@
 """``calico-lab up --kubeconfig``: the lab as scheduler and kubelet for a real API server's pods.
 
-A daemon (``python -m calico.lab.kube``, in the root namespace where the API server is reachable;
-it listens on nothing) keeps one :class:`~calico.lab.informer.Informer` (list, then watch from the
+A daemon (``python -m calico_lab.kube``, in the root namespace where the API server is reachable;
+it listens on nothing) keeps one :class:`~calico_lab.informer.Informer` (list, then watch from the
 list's resourceVersion; 410 Gone lists again) per kind — Namespaces, NetworkPolicies, Pods — and
 reconciles the lab with those caches, level-triggered, whenever any of them changes:
 
 - namespaces and policies through the same conversions as ``calico-lab apply``;
-- scheduler: each pending pod the lab may schedule (:mod:`calico.lab.scheduler`) is bound to the
+- scheduler: each pending pod the lab may schedule (:mod:`calico_lab.scheduler`) is bound to the
   lab node with the fewest pods by POSTing a Binding, as kube-scheduler does;
 - kubelet: pods bound to a lab node are started (namespace, CNI ADD, responder), then
   ``status.podIP``/``podIPs``/``hostIP``/``phase: Running`` are written back; a pod that is gone, or
@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from calico.lab import cluster, daemons, objects, scheduler, state
-from calico.lab.informer import Informer
-from calico.lab.state import LabError, LabState
+from calico_lab import cluster, daemons, objects, scheduler, state
+from calico_lab.informer import Informer
+from calico_lab.state import LabError, LabState
 
-logger = logging.getLogger("calico.lab.kube")
+logger = logging.getLogger("calico_lab.kube")
 SYNCED = "kube.synced"
 RESYNC_SECONDS = 60.0
 
@@ -49,7 +49,7 @@ def start(lab: LabState, kubeconfig: str, *, timeout: float = 60) -> None:
         argv = [
             sys.executable,
             "-m",
-            "calico.lab.kube",
+            "calico_lab.kube",
             "--name",
             lab.name,
             "--kubeconfig",
@@ -310,7 +310,7 @@ def _status(pod_ip: str, host_ip: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m calico.lab.kube", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m calico_lab.kube", description=__doc__)
     parser.add_argument("--name", required=True)
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument(

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-from calico.lab import state
-from calico.lab.state import LabError
+from calico_lab import state
+from calico_lab.state import LabError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_NAME = "lab"
@@ -48,8 +48,8 @@ def _fail(exc: Exception) -> None:
 class LabGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         from calico.datastore.client import DatastoreError
-        from calico.lab.cni_runner import CNIError
         from calico.lib.cmd import CmdError
+        from calico_lab.cni_runner import CNIError
 
         try:
             return super().invoke(ctx)
@@ -85,14 +85,14 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True)
 def up(name: str | None, n_nodes: int, kubeconfig: str | None, timeout: float, quiet: bool) -> None:
     """Bring the lab up (idempotent: repairs what is missing)."""
-    from calico.lab import cluster
-    from calico.lab.progress import Progress
+    from calico_lab import cluster
+    from calico_lab.progress import Progress
 
     lab_name = resolve_name(name)
     with Progress(f"calico-lab up {lab_name} ({n_nodes} nodes)", enabled=not quiet) as prog:
         lab = cluster.up(lab_name, n_nodes, step=prog.step, timeout=timeout)
         if kubeconfig:
-            from calico.lab import kube
+            from calico_lab import kube
 
             prog.step("Kubernetes sync (scheduler + kubelet for the API server's pods)")
             kube.start(lab, kubeconfig)
@@ -107,8 +107,8 @@ def up(name: str | None, n_nodes: int, kubeconfig: str | None, timeout: float, q
 @click.option("--quiet", "-q", is_flag=True)
 def down(name: str | None, quiet: bool) -> None:
     """Remove every namespace, process and file of the lab."""
-    from calico.lab import cluster
-    from calico.lab.progress import Progress
+    from calico_lab import cluster
+    from calico_lab.progress import Progress
 
     lab_name = resolve_name(name)
     with Progress(f"calico-lab down {lab_name}", enabled=not quiet) as prog:
@@ -128,13 +128,13 @@ def list_labs() -> None:
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
 def status(name: str | None, output: str) -> None:
     """Nodes, BGP sessions and pods."""
-    from calico.lab import cluster
+    from calico_lab import cluster
 
     snap = cluster.status(resolve_name(name))
     if output == "json":
         click.echo(json.dumps(snap, indent=2))
         return
-    from calico.lab.views import status_text
+    from calico_lab.views import status_text
 
     click.echo(status_text(snap))
 
@@ -148,7 +148,7 @@ def exec(name: str | None, target: str, command: tuple[str, ...]) -> None:
 
     Example: calico-lab exec node1 -- birdc show protocols
     """
-    from calico.lab import execute
+    from calico_lab import execute
 
     argv = list(command)
     if argv and argv[0] == "--":
@@ -171,7 +171,7 @@ def _read(files: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def _docs(files: tuple[str, ...]) -> list[Any]:
-    from calico.lab import objects
+    from calico_lab import objects
 
     docs = []
     for source, text in _read(files):
@@ -184,7 +184,7 @@ def _docs(files: tuple[str, ...]) -> list[Any]:
 @click.option("--filename", "-f", "files", multiple=True, required=True, help="FILE or -")
 def apply(name: str | None, files: tuple[str, ...]) -> None:
     """Create or update Namespaces, Pods, NetworkPolicies and Calico v3 resources."""
-    from calico.lab import cluster, objects
+    from calico_lab import cluster, objects
 
     docs = _docs(files)
     with cluster.session(resolve_name(name)) as (lab, store):
@@ -197,7 +197,7 @@ def apply(name: str | None, files: tuple[str, ...]) -> None:
 @click.option("--filename", "-f", "files", multiple=True, required=True, help="FILE or -")
 def delete(name: str | None, files: tuple[str, ...]) -> None:
     """Delete what the manifests name."""
-    from calico.lab import cluster, objects
+    from calico_lab import cluster, objects
 
     docs = _docs(files)
     with cluster.session(resolve_name(name)) as (lab, store):
@@ -207,7 +207,7 @@ def delete(name: str | None, files: tuple[str, ...]) -> None:
 
 def _refuse_if_following(lab: state.LabState, what: list[Any]) -> None:
     """With ``up --kubeconfig`` the API server owns Kubernetes objects; the lab only follows."""
-    from calico.lab import daemons
+    from calico_lab import daemons
 
     if what and daemons.alive(lab.kube_pid):
         raise LabError(
@@ -236,7 +236,7 @@ def parse_label_changes(args: tuple[str, ...]) -> dict[str, str | None]:
 @click.argument("changes", nargs=-1, required=True)
 def label(name: str | None, kind: str, target: str, changes: tuple[str, ...]) -> None:
     """Change labels live: label pod NS/NAME KEY=VALUE | KEY-; label namespace NAME ..."""
-    from calico.lab import cluster, objects, pods
+    from calico_lab import cluster, objects, pods
 
     parsed = parse_label_changes(changes)
     with cluster.session(resolve_name(name)) as (lab, store):
@@ -262,7 +262,7 @@ def _fmt_labels(labels: dict[str, str]) -> str:
 @click.option("--timeout", type=float, default=1.0, show_default=True)
 def probe(name: str | None, src: str, dst: str, port: int, protocol: str, timeout: float) -> None:
     """Exit 0 when pod SRC (NS/POD) reaches pod DST on PORT, else 1."""
-    from calico.lab import probe as probes
+    from calico_lab import probe as probes
 
     ok = probes.probe(
         state.require(resolve_name(name)), src, dst, port=port, protocol=protocol, timeout=timeout
@@ -284,7 +284,7 @@ def matrix(
     name: str | None, namespaces: str, port: int, protocol: str, timeout: float, output: str
 ) -> None:
     """Probe every pod pair in parallel; print a ✓/✗ table or JSON."""
-    from calico.lab import probe as probes
+    from calico_lab import probe as probes
 
     wanted = [n for n in namespaces.split(",") if n] or None
     result = probes.matrix(

@@ -3,7 +3,7 @@
 A pod is recorded in the state file (with its namespace name) before anything is made, so a failure
 at any step leaves something ``delete`` or ``down`` can remove. Labels and ports the CNI plugin
 could only learn from a Kubernetes API server are written onto the WorkloadEndpoint here, through
-the same k8s conversion the plugin uses (see :mod:`calico.lab.endpoints`).
+the same k8s conversion the plugin uses (see :mod:`calico_lab.endpoints`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from calico.lab import cni_runner, daemons, endpoints, nodes
-from calico.lab.state import LabError, LabState, PodState, pod_netns
-from calico.lab.store import LabStore
 from calico.lib import netns
+from calico_lab import cni_runner, daemons, endpoints, nodes
+from calico_lab.state import LabError, LabState, PodState, pod_netns
+from calico_lab.store import LabStore
 
 RESPONDER = Path(__file__).with_name("responder.py")
 PROTOCOLS = ("TCP", "UDP", "SCTP")

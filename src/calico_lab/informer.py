@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-logger = logging.getLogger("calico.lab.kube")
+logger = logging.getLogger("calico_lab.kube")
 Key = tuple[str, str]  # (namespace or "", name)
 WATCH_SECONDS = 300  # server-side watch timeout; lightkube reopens from the last resourceVersion
 RETRY_SECONDS = 1.0

@@ -3,7 +3,7 @@
 Input is YAML or JSON, multi-document, ``kind: List`` expanded. Kubernetes Namespaces and
 NetworkPolicies go through the same conversion as the kube-controllers
 (:mod:`calico.k8s.conversion`) and land in the lab's etcd; Pods are handed to
-:mod:`calico.lab.pods`; ``projectcalico.org/v3`` resources go to the datastore Client as they are.
+:mod:`calico_lab.pods`; ``projectcalico.org/v3`` resources go to the datastore Client as they are.
 Every document is checked (and converted) before anything is written, so bad input changes nothing.
 """
 
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from calico.datastore.client import DatastoreError
-from calico.lab import pods
-from calico.lab.state import LabError, LabState
-from calico.lab.store import LabStore
+from calico_lab import pods
+from calico_lab.state import LabError, LabState
+from calico_lab.store import LabStore
 
 CALICO_API = "projectcalico.org/v3"
 K8S_KINDS = {("v1", "Namespace"), ("v1", "Pod"), ("networking.k8s.io/v1", "NetworkPolicy")}

@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from calico.lab import daemons
-from calico.lab.state import POOL_CIDR, LabState, NodeState
 from calico.lib.cmd import netns_argv, run
+from calico_lab import daemons
+from calico_lab.state import POOL_CIDR, LabState, NodeState
 
 CNI_CONF_NAME = "10-calico.conflist"
 NETWORK_NAME = "k8s-pod-network"

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from calico.lab.state import LabError, LabState, PodState
 from calico.lib import netns
+from calico_lab.state import LabError, LabState, PodState
 
 PROTOCOLS = {
     "TCP": (socket.SOCK_STREAM, 0),

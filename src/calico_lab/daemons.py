@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from calico.lab.state import NETNS_PREFIX, LabError
 from calico.lib.cmd import netns_argv
+from calico_lab.state import NETNS_PREFIX, LabError
 
 
 def venv_bin() -> Path:
@@ -89,7 +89,7 @@ def alive(pid: int) -> bool:
 
 
 # In every lab daemon's command line: etcd's ``--name calab-<lab>``, our scripts' paths.
-MARKERS = (NETNS_PREFIX, "calico/lab/", "calico-node", "calico.lab.")
+MARKERS = (NETNS_PREFIX, "calico_lab/", "calico-node", "calico_lab.")
 
 
 def _ours(pid: int) -> bool:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calico.lab.state import NETNS_PREFIX
 from calico.lib.cmd import netns_argv, run
+from calico_lab.state import NETNS_PREFIX
 
 NETNS_DIR = "/var/run/netns"
 

@@ -15,9 +15,9 @@ idempotent).
 
 from __future__ import annotations
 
-from calico.lab.state import BRIDGE, bridge_ip
 from calico.lib import netns
 from calico.lib.cmd import run
+from calico_lab.state import BRIDGE, bridge_ip
 
 PREFIX_LEN = 24
 

@@ -1,3 +1,0 @@
-"""calico.lab: ``calico-lab``, a multi-node Calico cluster in network namespaces (see
-docs/design/lab.md).
-"""
