@@ -11,12 +11,8 @@ PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## install Debian packages (if missing) and the venv with every command
-	@missing=""; for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+install: $(VENV)/.installed ## install Debian packages (if missing; waits for a busy dpkg lock) and the venv
+	@scripts/apt-install.sh $(DEBS)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
