@@ -8,7 +8,7 @@ PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 # Kubernetes binaries for the lab's real clusters (make kube): a cache outside the checkout
 KUBE_DIR ?= /var/cache/calico-py/kube/v1.20.2
 
-.PHONY: help install check lint fmt typecheck ut it e2e test demo clean bench kube
+.PHONY: help install check lint fmt typecheck ut it e2e test demo clean bench images kube
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ demo: install ## bring up a 3-node lab and show policy at work
 bench: install ## run the benchmarks
 	for b in selector cli_apply cni_latency policy_latency controller_sync bgp_render lab_probe; do \
 	  echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
+
+images: install ## build the calico-py/{node,cni,kube-controllers} images into build/images/ (docker-archive)
+	@scripts/apt-install.sh mmdebstrap
+	$(PY) -m calico_images
 
 kube: ## build Kubernetes v1.20.2 from Debian's source package into $(KUBE_DIR) (once)
 	KUBE_DIR=$(KUBE_DIR) scripts/build-kube.sh
