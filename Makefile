@@ -55,7 +55,7 @@ bench: install ## run the benchmarks
 	  echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
 
 images: install ## build the calico-py/{node,cni,kube-controllers} images into build/images/ (docker-archive)
-	@scripts/apt-install.sh mmdebstrap
+	@scripts/apt-install.sh mmdebstrap podman containerd runc  # the build; the engines its tests load into
 	$(PY) -m calico_images
 
 kube: ## build Kubernetes v1.20.2 from Debian's source package into $(KUBE_DIR) (once)

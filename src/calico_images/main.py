@@ -161,7 +161,8 @@ class Build:
                 history=[f"calico_images layer {n}" for n in image.layers],
             )  # fmt: skip
             size = (self.out / image.archive).stat().st_size
-            report.append({"ref": ref, "archive": image.archive, "id": image_id, "bytes": size,
+            report.append({"ref": ref, "about": image.about, "archive": image.archive,
+                           "id": image_id, "bytes": size,
                            "layers": {n: made[n].size for n in image.layers}})  # fmt: skip
             say(f"{ref}: {self.out / image.archive} ({size / 1e6:.1f} MB)")
         self.step("archives", start)
