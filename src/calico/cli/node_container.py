@@ -165,18 +165,26 @@ def show(argv: Sequence[str]) -> str:
     return " \\\n  ".join(lines)
 
 
-def state(engine: str) -> str | None:
-    """The calico-node container's state (running, exited, ...), or None when there is none."""
-    proc = _quiet([engine, "inspect", "--format", "{{.State.Status}}", CONTAINER])
-    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+def state(engine: str) -> tuple[str, int] | None:
+    """The calico-node container's (state, restart count), or None when there is none."""
+    proc = _quiet([engine, "inspect", "--format", "{{.State.Status}} {{.RestartCount}}", CONTAINER])
+    parts = proc.stdout.split()
+    if proc.returncode != 0 or len(parts) != 2 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _failed(now: tuple[str, int] | None) -> bool:
+    """It exited, or exited and was restarted (the engine's restart policy hides the first)."""
+    return now is not None and (now[1] > 0 or now[0] not in ("running", "created"))
 
 
 def start(argv: Sequence[str], *, started: Callable[[], bool], timeout: float) -> str:
     """Run ``argv`` (detached) and wait until ``started()``; the container id. EngineError with the
-    container's log when it stops or the time runs out."""
+    container's log when it stops (the container is then removed) or the time runs out."""
     engine = argv[0]
     current = state(engine)
-    if current == "running":
+    if current is not None and current[0] == "running":
         raise EngineError(f"calico-node is already running on this host (container {CONTAINER})")
     if current is not None:  # left over from an earlier run: replace it
         _quiet([engine, "rm", "-f", CONTAINER])
@@ -184,18 +192,17 @@ def start(argv: Sequence[str], *, started: Callable[[], bool], timeout: float) -
     if proc.returncode != 0:
         raise EngineError(f"{Path(engine).name} run failed: {proc.stderr.strip()}")
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    now = state(engine)
+    while time.monotonic() < deadline and not _failed(now):
         if started():
             return proc.stdout.strip()
-        if state(engine) not in ("running", "created", None):
-            break
         time.sleep(0.2)
-    now = state(engine)
+        now = state(engine)
     logs = _quiet([engine, "logs", "--tail", "20", CONTAINER])
     tail = (logs.stdout + logs.stderr).strip()
-    if now == "running":  # slow, not failed: leave it to finish
+    if not _failed(now):  # slow, not failed: leave it to finish
         raise EngineError(f"calico-node did not finish start-up within {timeout:.0f}s; it is "
                           f"still running (container {CONTAINER}):\n{tail}")  # fmt: skip
     _quiet([engine, "rm", "-f", CONTAINER])  # no restart loop left behind
-    raise EngineError(f"calico-node stopped during start-up (container {CONTAINER} {now}, "
-                      f"removed):\n{tail}")  # fmt: skip
+    raise EngineError(f"calico-node stopped during start-up (container {CONTAINER} removed):"
+                      f"\n{tail}")  # fmt: skip

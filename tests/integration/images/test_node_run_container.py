@@ -106,3 +106,24 @@ def test_node_run_without_the_image_uses_the_process_form_and_says_so(
     assert "podman has no image calico-py/node:0.0.0-absent" in out.stderr
     assert "Running calico-node as a host process" in out.stderr
     assert "NODENAME=n2" in out.stdout  # today's dry run: the environment and the command
+
+
+def test_node_container_that_fails_start_up_is_removed_and_its_error_shown(
+    podman_images: dict[str, str], make_netns: Callable[[], str], tmp_path: Path
+) -> None:
+    ns = make_netns()
+    env = {**podman_images, "PATH": f"{BIN}:{os.environ['PATH']}",
+           "ETCD_ENDPOINTS": "http://127.0.0.1:2379", "CALICO_RUN_DIR": str(tmp_path / "run"),
+           "CALICO_LOG_DIR": str(tmp_path / "log")}  # fmt: skip
+    try:
+        out = subprocess.run(["nsenter", f"--net=/run/netns/{ns}", str(BIN / "calicoctl"), "node",
+                              "run", "--name", "n3", "--engine", "podman", "--as", "abc"],
+                             env=env, capture_output=True, text=True, timeout=180,
+                             check=False)  # fmt: skip
+        assert out.returncode != 0
+        assert "calico-node stopped during start-up" in out.stderr
+        assert "AS: 'abc'" in out.stderr  # calico-node's own message, from the container's log
+        gone = podman_run(env, "inspect", "--format", "{{.State.Status}}", "calico-node")
+        assert gone.returncode != 0  # removed: no restart loop left behind
+    finally:
+        podman_run(env, "rm", "-f", "-t", "0", "calico-node")
