@@ -64,6 +64,8 @@ class RouteResolver:
     # ---- inputs -------------------------------------------------------------------------------
 
     def on_pool(self, name: str, pool: nv.PoolData | None) -> None:
+        if self._pools.get(name) == pool:
+            return  # rewritten unchanged: nothing to recompute
         old = self._pools.pop(name, None)
         if pool is not None:
             self._pools[name] = pool
@@ -72,6 +74,8 @@ class RouteResolver:
                 self._dirty |= self._candidates_in(p.net)
 
     def on_node(self, name: str, node: nv.NodeData | None) -> None:
+        if self._nodes.get(name) == node:
+            return  # e.g. calico-node rewriting its Node unchanged
         if node is None:
             self._nodes.pop(name, None)
             self._why = {k: v for k, v in self._why.items() if k[0] != name}
