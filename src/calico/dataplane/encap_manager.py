@@ -65,7 +65,7 @@ class EncapManager:
 
     @property
     def dirty(self) -> bool:
-        return self._dirty
+        return self._dirty or bool(self._changed_dsts)
 
     def set_config(self, config: EncapConfig) -> None:
         if config != self.config:
@@ -90,8 +90,10 @@ class EncapManager:
                 self._drop_route(dst)
                 self._routes[dev][dst] = gw
                 self._route_dev[dst] = dev
+                return  # a route changes no device: only after_links' per-route push
             case m.RouteRemove(dst=dst):
                 self._drop_route(dst)
+                return
             case _:
                 return
         self._dirty = True

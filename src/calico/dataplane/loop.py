@@ -165,7 +165,7 @@ class InternalDataplane:
         deadline = self._next_refresh
         if self._retry_at is not None:
             deadline = min(deadline, self._retry_at)
-        if self.routes.pending_ifaces:
+        if self.routes.pending_ifaces or self.neighbors.pending:
             deadline = min(deadline, self._route_retry_at)
         return deadline
 
@@ -180,8 +180,9 @@ class InternalDataplane:
             self.routes.queue_resync()
             self.links.queue_resync()
             self.neighbors.queue_resync()
-        if self.routes.pending_ifaces and now >= self._route_retry_at:
+        if (self.routes.pending_ifaces or self.neighbors.pending) and now >= self._route_retry_at:
             self.routes.queue_resync()  # an interface we route to was missing: look again
+            self.neighbors.queue_resync()
             self._route_retry_at = now + ROUTE_RETRY
         if self._retry_at is not None and now < self._retry_at:
             return False

@@ -3,9 +3,9 @@
 Per remote VTEP: a permanent neighbour entry (its tunnel address -> its MAC) and an FDB entry
 (its MAC -> its node address), so the kernel never has to learn or flood. As the route table:
 
-* resync (first apply, periodic refresh, device (re)created, after an error): mark-and-sweep -
-  read back ``ip -j neigh show dev vxlan.calico`` and ``bridge -j fdb show dev vxlan.calico``,
-  replace what is missing or different, delete permanent entries no one wants;
+* resync (first apply, periodic refresh, device (re)created, a second after an error):
+  mark-and-sweep - read back ``ip -j neigh show dev vxlan.calico`` and ``bridge -j fdb show
+  dev vxlan.calico``, replace what is missing or different, delete permanent entries no one wants;
 * incremental: only the entries that changed, one ``ip -batch`` and one ``bridge -batch``.
 
 Nothing is done while the device does not exist (``device_present`` False): its entries went with
@@ -35,6 +35,7 @@ class Neighbors:
         self._applied_fdb: dict[str, str] = {}
         self._resync = True
         self.device_present = False
+        self.pending = False  # the last apply partly failed: the loop queues a resync soon
 
     @property
     def dirty(self) -> bool:
@@ -61,9 +62,10 @@ class Neighbors:
         try:
             iproute.batch(self._runner, "ip", ip_cmds)
             iproute.batch(self._runner, "bridge", bridge_cmds)
-        except cmd.CmdError as exc:
+            self.pending = False
+        except cmd.CmdError as exc:  # not dirty now: no busy loop; the loop's retry timer resyncs
             logger.info("neighbour update partly failed (will resync): %s", exc)
-            self._resync = True
+            self.pending = True
 
     def _read(self) -> tuple[dict[str, str], dict[str, str]]:
         arp = {
