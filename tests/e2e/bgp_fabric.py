@@ -89,6 +89,8 @@ class Host:
             "CALICO_DISABLE_FELIX": "true",
             "IP": "autodetect",
             "IP_AUTODETECTION_METHOD": "interface=eth0",
+            # these tests route pods directly; Calico's default pool would be IPIP Always
+            "CALICO_IPV4POOL_IPIP": "Never",
             **extra,
         }
 

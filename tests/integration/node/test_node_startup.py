@@ -3,6 +3,7 @@ conflicts and bad input write nothing. Autodetection runs in a real namespace.""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -19,26 +20,40 @@ pytestmark = [pytest.mark.etcd]
 
 
 def env(**kw: str) -> dict[str, str]:
-    return {"NODENAME": "n1", "IP": "10.0.0.1/24", **kw}
+    # IPIP Never unless a test says otherwise: these tests are about the Node, not tunnels
+    return {"NODENAME": "n1", "IP": "10.0.0.1/24", "CALICO_IPV4POOL_IPIP": "Never", **kw}
 
 
 def test_first_start_registers_everything(datastore: Client) -> None:
-    node = startup.run_startup(datastore, env(AS="65001"))
-    assert node["spec"]["bgp"] == {"ipv4Address": "10.0.0.1/24", "asNumber": 65001}
+    calico_defaults = {"NODENAME": "n1", "IP": "10.0.0.1/24", "AS": "65001"}
+    node = startup.run_startup(datastore, calico_defaults)
+    bgp = dict(node["spec"]["bgp"])
+    tunnel = bgp.pop("ipv4IPIPTunnelAddr")  # the default pool is IPIP Always: n1 got an address
+    assert bgp == {"ipv4Address": "10.0.0.1/24", "asNumber": 65001}
+    assert ipaddress.ip_address(tunnel) in ipaddress.ip_network("192.168.0.0/16")
     stored = datastore.get("Node", "n1")
     assert stored["spec"]["bgp"]["ipv4Address"] == "10.0.0.1/24"
+    assert stored["spec"]["bgp"]["ipv4IPIPTunnelAddr"] == tunnel
     pools = datastore.list("IPPool")
     assert [
-        (p["metadata"]["name"], p["spec"]["cidr"], p["spec"]["natOutgoing"]) for p in pools
-    ] == [("default-ipv4-ippool", "192.168.0.0/16", True)]
+        (
+            p["metadata"]["name"],
+            p["spec"]["cidr"],
+            p["spec"]["natOutgoing"],
+            p["spec"]["ipipMode"],
+            p["spec"]["vxlanMode"],
+        )
+        for p in pools
+    ] == [("default-ipv4-ippool", "192.168.0.0/16", True, "Always", "Never")]
     info = datastore.get("ClusterInformation", "default")["spec"]
     assert info["datastoreReady"] is True
     assert info["calicoVersion"] == startup.CALICO_VERSION
     assert len(info["clusterGUID"]) == 32
 
-    # a restart changes nothing that is already right, and keeps the GUID
-    startup.run_startup(datastore, env(IP=""))
+    # a restart changes nothing that is already right, and keeps the GUID and tunnel address
+    startup.run_startup(datastore, {**calico_defaults, "IP": ""})
     assert datastore.get("Node", "n1")["spec"]["bgp"]["ipv4Address"] == "10.0.0.1/24"
+    assert datastore.get("Node", "n1")["spec"]["bgp"]["ipv4IPIPTunnelAddr"] == tunnel
     assert (
         datastore.get("ClusterInformation", "default")["spec"]["clusterGUID"] == info["clusterGUID"]
     )
@@ -62,11 +77,42 @@ def test_admin_datastore_ready_false_is_kept(datastore: Client) -> None:
 
 def test_pool_options(datastore: Client) -> None:
     startup.run_startup(
-        datastore, env(CALICO_IPV4POOL_CIDR="10.244.0.0/16", CALICO_IPV4POOL_IPIP="Always")
+        datastore,
+        env(
+            CALICO_IPV4POOL_CIDR="10.244.0.0/16",
+            CALICO_IPV4POOL_IPIP="",  # empty = unset; VXLAN on makes IPIP's default Never
+            CALICO_IPV4POOL_VXLAN="crosssubnet",
+            CALICO_IPV4POOL_NAT_OUTGOING="false",
+        ),
     )
     (pool,) = datastore.list("IPPool")
     assert pool["spec"]["cidr"] == "10.244.0.0/16"
-    assert pool["spec"]["ipipMode"] == "Always"
+    assert (pool["spec"]["ipipMode"], pool["spec"]["vxlanMode"]) == ("Never", "CrossSubnet")
+    assert pool["spec"]["natOutgoing"] is False
+    spec = datastore.get("Node", "n1")["spec"]
+    assert ipaddress.ip_address(spec["ipv4VXLANTunnelAddr"]) in ipaddress.ip_network(
+        "10.244.0.0/16"
+    )
+    assert "ipv4IPIPTunnelAddr" not in spec["bgp"]
+    assert spec["vxlanTunnelMACAddr"]
+
+
+def test_ipip_and_vxlan_both_on_writes_nothing(datastore: Client) -> None:
+    both = env(CALICO_IPV4POOL_IPIP="Always", CALICO_IPV4POOL_VXLAN="Always")
+    with pytest.raises(startup.StartupError) as exc:
+        startup.run_startup(datastore, both)
+    assert "CALICO_IPV4POOL_IPIP='Always'" in str(exc.value)
+    assert "CALICO_IPV4POOL_VXLAN='Always'" in str(exc.value)
+    assert datastore.list("Node") == []
+    assert datastore.list("IPPool") == []
+
+
+def test_backend_none_allocates_no_tunnel_address(datastore: Client) -> None:
+    node = startup.run_startup(
+        datastore, env(CALICO_IPV4POOL_IPIP="Always", CALICO_NETWORKING_BACKEND="none")
+    )
+    assert node["spec"]["bgp"] == {"ipv4Address": "10.0.0.1/24"}
+    assert datastore.list("IPPool")[0]["spec"]["ipipMode"] == "Always"
 
 
 def test_no_default_pools_and_existing_pool(datastore: Client) -> None:
