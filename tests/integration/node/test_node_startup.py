@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from calico.datastore.client import Client
+from calico.datastore.etcd import EtcdClient
+from calico.datastore.etcd_server import EtcdServer
 from calico.node import startup
+from tests.nsnet import Forwarder
 
 pytestmark = [pytest.mark.etcd]
 
@@ -216,3 +219,44 @@ def test_cni_install(datastore: Client, tmp_path: Path) -> None:
             datastore, env(CNI_NET_DIR=str(tmp_path / "x"), CNI_NETWORK_CONFIG="{nope")
         )
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.netns
+def test_explicit_ip_is_stored_with_its_interface_prefix(
+    make_netns: Callable[[], str], etcd_server: EtcdServer
+) -> None:
+    """CrossSubnet needs the node's subnet: IP without a prefix takes the interface's (/16 here);
+    with one, it is kept as given."""
+    ns = make_netns()
+    for cmd in ("link add ens5 type veth peer name ens5p", "addr add 10.2.0.1/16 dev ens5"):
+        subprocess.run(["ip", "-n", ns, *cmd.split()], check=True)
+    fwd = Forwarder(ns, etcd_server.port)
+    try:
+        for ip, want in (("10.2.0.1", "10.2.0.1/16"), ("10.2.0.1/24", "10.2.0.1/24")):
+            env = {
+                **os.environ,
+                "NODENAME": "n1",
+                "IP": ip,
+                "CALICO_IPV4POOL_IPIP": "Never",
+                "ETCD_ENDPOINTS": f"http://127.0.0.1:{etcd_server.port}",
+            }
+            out = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    str(Path(sys.executable).parent / "calico-node"),
+                    "--startup",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+                check=False,
+            )
+            assert out.returncode == 0, out.stderr
+            node = Client(EtcdClient([etcd_server.endpoint])).get("Node", "n1")
+            assert node["spec"]["bgp"]["ipv4Address"] == want
+    finally:
+        fwd.close()
