@@ -12,12 +12,9 @@ IPAM handle fresh, so running it again changes nothing)::
                                                         no  ─► allocate from those pools, write
                                                                the Node (CAS), release the old
 
-=========  =============================  =========================  =======================
-tunnel     Node field                     IPAM handle                attribute ``type``
-=========  =============================  =========================  =======================
-IPIP       ``spec.bgp.ipv4IPIPTunnelAddr`` ``ipip-tunnel-addr-<node>``  ``ipipTunnelAddress``
-VXLAN      ``spec.ipv4VXLANTunnelAddr``   ``vxlan-tunnel-addr-<node>`` ``vxlanTunnelAddress``
-=========  =============================  =========================  =======================
+tunnel  Node field                         IPAM handle                   attribute ``type``
+IPIP    ``spec.bgp.ipv4IPIPTunnelAddr``    ``ipip-tunnel-addr-<node>``   ``ipipTunnelAddress``
+VXLAN   ``spec.ipv4VXLANTunnelAddr``       ``vxlan-tunnel-addr-<node>``  ``vxlanTunnelAddress``
 
 VXLAN also sets ``spec.vxlanTunnelMACAddr`` when it is missing: a locally administered unicast MAC
 derived from the node name (the same name always gives the same MAC); an admin's MAC is kept.
