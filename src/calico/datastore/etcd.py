@@ -71,6 +71,14 @@ _READ_ELSEWHERE = (
 )
 
 
+def _read_only(path: str, body: dict[str, Any]) -> bool:
+    """Whether a request only reads (so it may be sent again, to any member)."""
+    if path == "/v3/kv/txn":
+        ops = [*body.get("success", []), *body.get("failure", [])]
+        return all(set(op) == {"request_range"} for op in ops)
+    return path in ("/v3/kv/range", "/v3/maintenance/status")
+
+
 class _MemberFailed(Exception):
     def __init__(self, reason: str, *, tls: bool = False, answered: bool = False) -> None:
         super().__init__(reason)
@@ -181,11 +189,12 @@ class EtcdClient:
 
     # ---- requests ---------------------------------------------------------------------------
 
-    def _post(self, path: str, body: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST to the current member, then to each next one. When every member failed but
         one of them answered "not now" (a leader election: about a second), go round again
         until ``timeout`` has passed; when none answered, fail at once."""
         data = json.dumps(body).encode()
+        idempotent = _read_only(path, body)
         deadline = time.monotonic() + self._timeout
         pause = 0.05
         while True:
@@ -298,9 +307,7 @@ class EtcdClient:
         )
 
     def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
-        resp = self._post(
-            "/v3/kv/put", op_put(key, value, lease=lease)["request_put"], idempotent=False
-        )
+        resp = self._post("/v3/kv/put", op_put(key, value, lease=lease)["request_put"])
         return int(resp["header"]["revision"])
 
     def txn(
@@ -316,8 +323,7 @@ class EtcdClient:
         body: dict[str, Any] = {"compare": compare, "success": success}
         if failure:
             body["failure"] = failure
-        read_only = all(set(op) == {"request_range"} for op in [*success, *(failure or [])])
-        return txn_result(self._post("/v3/kv/txn", body, idempotent=read_only))
+        return txn_result(self._post("/v3/kv/txn", body))
 
     def create(self, key: str, value: bytes | str, *, lease: int = 0) -> int | None:
         """Put ``key`` only if it does not exist. The new revision, or None if it existed."""
@@ -333,22 +339,20 @@ class EtcdClient:
         """Delete ``key`` (only at ``mod_revision`` when given). True if something was deleted."""
         if mod_revision:
             return self.txn([cmp_mod(key, mod_revision)], [op_delete(key)]).succeeded
-        resp = self._post("/v3/kv/deleterange", {"key": b64(key)}, idempotent=False)
+        resp = self._post("/v3/kv/deleterange", {"key": b64(key)})
         return int(resp.get("deleted", 0)) > 0
 
     def delete_prefix(self, prefix: str) -> int:
         resp = self._post(
-            "/v3/kv/deleterange",
-            {"key": b64(prefix), "range_end": b64(prefix_end(prefix))},
-            idempotent=False,
+            "/v3/kv/deleterange", {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}
         )
         return int(resp.get("deleted", 0))
 
     def compact(self, revision: int) -> None:
-        self._post("/v3/kv/compaction", {"revision": revision, "physical": True}, idempotent=False)
+        self._post("/v3/kv/compaction", {"revision": revision, "physical": True})
 
     def lease_grant(self, ttl: int) -> int:
-        resp = self._post("/v3/lease/grant", {"TTL": ttl}, idempotent=False)
+        resp = self._post("/v3/lease/grant", {"TTL": ttl})
         return int(resp["ID"])
 
     # ---- watch ----------------------------------------------------------------------------
