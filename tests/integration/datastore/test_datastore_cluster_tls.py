@@ -5,6 +5,7 @@ TLS, and a client without a valid certificate gets an error that says what is wr
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +83,9 @@ def test_requests_and_watch_fail_over_over_mtls(
         for i in range(5):
             etcd.put(f"{PREFIX}ippools/p{i}", f'{{"n": {i}}}')
         rec.wait_for(snapshot(etcd))
+        time.sleep(2)  # quiet: the TLS stream's read times out and probes keep it
+        assert watch_client.probes >= 2
+        assert watch_client.watches_opened == 1
         tls_cluster.member(0).kill()  # both clients are on member 0
         for i in range(5, 10):
             put_retrying(etcd, f"{PREFIX}ippools/p{i}", f'{{"n": {i}}}')
