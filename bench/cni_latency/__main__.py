@@ -11,9 +11,12 @@ server: every call runs in the fresh process), "c-nosrv" (the compiled launcher 
 listening: it execs the Python launcher, what a node without the server runs), "c+server" and
 "py+server" (the compiled / the Python launchers with ``calico.cni.server`` running: calls are
 handed to it over a Unix socket; their calls use their own node name, as a node's calls all go
-through its one server) and "ref" (ptp + host-local). Prints median and p90 per contender and
-command, the ratios to the reference, a served VERSION call per launcher (the launcher + socket
-floor) and the server's per-phase medians (from its log: ``[prep 0.1, ipam 3.6, ...]``).
+through its one server) and "ref" (ptp + host-local); "c+server-ds" is "c+server" with dual-stack
+pods (an IPv4 and an IPv6 address each), compared with the IPv4 reference: ptp's own dual-stack
+ADD waits for IPv6 duplicate address detection (≈ 1.7 s here), which would say nothing.
+Prints median and p90 per contender and command, the ratios to the reference, a served VERSION
+call per launcher (the launcher + socket floor) and the server's per-phase medians (from its
+log: ``[prep 0.1, ipam 3.6, ...]``).
 """
 
 from __future__ import annotations
@@ -63,8 +66,8 @@ NODE_SETUP = (
     "link add eth0 type veth peer name uplink0\nlink set eth0 up\nlink set uplink0 up\n"
     "addr add 10.99.0.1/24 dev eth0\nroute add default via 10.99.0.254 dev eth0 onlink\n"
 )
-CONTENDERS = ("py", "c-nosrv", "c+server", "py+server", "ref")
-OURS = CONTENDERS[:-1]
+CONTENDERS = ("py", "c-nosrv", "c+server", "py+server", "ref", "c+server-ds")
+OURS = ("py", "c-nosrv", "c+server", "py+server", "c+server-ds")
 
 
 def start_cni_server(src: str, socket_path: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -112,11 +115,12 @@ def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
         etcd.start()
         cni_server = None
         try:
-            Client(EtcdClient(etcd.endpoint)).create(
-                {"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
-                 "metadata": {"name": "bench"}, "spec": {"cidr": "10.96.0.0/16"}},
-                validate=False,
-            )  # fmt: skip
+            for name, cidr in (("bench", "10.96.0.0/16"), ("bench6", "fd96::/64")):
+                Client(EtcdClient(etcd.endpoint)).create(
+                    {"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
+                     "metadata": {"name": name}, "spec": {"cidr": cidr}},
+                    validate=False,
+                )  # fmt: skip
             plain, nosrv = Path(tmp) / "bin", Path(tmp) / "bin-nosrv"
             served, pyserved = Path(tmp) / "bin-server", Path(tmp) / "bin-pyserver"
             sock = str(Path(tmp) / "cni.sock")
@@ -135,11 +139,13 @@ def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
             # a node's calls all go through its server: "py" allocating from the same host's
             # blocks would only make the server's remembered block revisions miss
             served_conf = {**ours_conf, "nodename": "bench-served"}
+            ds_conf = {**served_conf, "ipam": {"type": "calico-ipam", "assign_ipv6": "true"}}
             exes = {"py": (str(plain / "calico"), ours_conf),
                     "c-nosrv": (str(nosrv / "calico"), ours_conf),
                     "c+server": (str(served / "calico"), served_conf),
                     "py+server": (str(pyserved / "calico"), served_conf),
-                    "ref": (f"{DEBIAN_CNI}/ptp", ref_conf)}  # fmt: skip
+                    "ref": (f"{DEBIAN_CNI}/ptp", ref_conf),
+                    "c+server-ds": (str(served / "calico"), ds_conf)}  # fmt: skip
             cni_path = f"{plain}:{DEBIAN_CNI}"
             warm = "/var/run/netns/" + pods[-1]
             for exe, conf in (exes[c] for c in OURS):  # first block claim, caches
@@ -187,16 +193,17 @@ def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
 def server_times(log: str) -> dict[str, dict[str, list[float]]]:
     """{"ADD": {"total": [ms...], "<phase>": [...]}, "DEL": ...} from the server's log lines
     ("served calico ADD c1 rc=0 (12.3 ms) [prep 0.4, ipam 3.1, ...]")."""
-    out: dict[str, dict[str, list[float]]] = {"ADD": {}, "DEL": {}}
+    out: dict[str, dict[str, list[float]]] = {k: {} for k in ("ADD", "DEL", "ADD ds", "DEL ds")}
     for line in log.splitlines():
-        m = re.match(r"served calico (\w+) (\S+) rc=0 \(([\d.]+) ms\)(?: \[(.*)\])?", line)
-        if not m or m[2] == "warm" or m[1] not in out:
+        m = re.match(r"served calico (ADD|DEL) (\S+) rc=0 \(([\d.]+) ms\)(?: \[(.*)\])?", line)
+        if not m or m[2] == "warm":
             continue  # container ids are unique per contender ("c-server-3"): no collisions
-        out[m[1]].setdefault("total", []).append(float(m[3]))
+        kind = f"{m[1]} ds" if "-ds-" in m[2] else m[1]
+        out[kind].setdefault("total", []).append(float(m[3]))
         for item in (m[4] or "").split(", "):
             name, _, ms = item.rpartition(" ")
             if name:
-                out[m[1]].setdefault(name, []).append(float(ms))
+                out[kind].setdefault(name, []).append(float(ms))
     return out
 
 

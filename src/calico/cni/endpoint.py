@@ -19,6 +19,7 @@ from calico.model import kinds
 from calico.model.kinds import API_VERSION
 
 WEP_KIND = kinds.lookup("WorkloadEndpoint")
+PROFILE_KIND = kinds.lookup("Profile")
 
 
 class Workload:
@@ -128,9 +129,10 @@ def encode_new(wep: dict[str, Any]) -> str:
     )
 
 
-def ensure_network_profile(client: Client, network: str) -> None:
-    """Create the non-Kubernetes network's Profile if it does not exist yet."""
-    profile = {
+def network_profile(network: str) -> dict[str, Any]:
+    """The Profile of a non-Kubernetes network: members may talk to each other, anything may
+    leave, and every member carries the label ``<network>: ""``."""
+    return {
         "apiVersion": API_VERSION,
         "kind": "Profile",
         "metadata": {"name": network},
@@ -140,11 +142,20 @@ def ensure_network_profile(client: Client, network: str) -> None:
             "labelsToApply": {network: ""},
         },
     }
+
+
+def profile_key(network: str) -> str:
+    return PROFILE_KIND.key(network)
+
+
+def ensure_network_profile(client: Client, network: str) -> None:
+    """Create the non-Kubernetes network's Profile if it does not exist yet (a delegated-IPAM
+    ADD; with calico-ipam it is ensured inside the IPAM transaction instead)."""
     try:
         client.get("Profile", network)
     except NotFound:
         try:
-            client.create(profile, validate=False)
+            client.create(network_profile(network), validate=False)
         except AlreadyExists:
             pass
 
