@@ -159,13 +159,17 @@ class Call:
         from calico.cni import k8s
 
         try:
-            if self.conf.kubeconfig:
-                cfg = k8s.load_kubeconfig(str(self.conf.kubeconfig))
-            else:
-                cfg = {"server": self.conf.k8s_api_root, "token": self.conf.k8s_auth_token}
-            w.labels, w.service_account, w.ports = k8s.pod_info(
-                k8s.get_pod(cfg, w.namespace, w.pod)
+            api = k8s.api_for(
+                kubeconfig=str(self.conf.kubeconfig) if self.conf.kubeconfig else None,
+                api_root=self.conf.k8s_api_root,
+                token=self.conf.k8s_auth_token,
+                keep=shared.enabled(),
             )
+            try:
+                w.labels, w.service_account, w.ports = k8s.pod_info(api.get_pod(w.namespace, w.pod))
+            finally:
+                if not shared.enabled():
+                    api.close()
         except k8s.K8sError as exc:
             raise CNIError(ERR_TRY_AGAIN, f"kubernetes: {exc}") from exc
 

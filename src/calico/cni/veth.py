@@ -167,11 +167,8 @@ def delete_index(index: int) -> bool:
 def pod_argv(netns: str, argv: list[str]) -> list[str]:
     """Run ``argv`` inside the pod's network namespace given as a path (any runtime's form).
 
-    ``ip`` switches into a named namespace (``/var/run/netns/NAME``) itself: one exec, no nsenter.
-    """
-    head, _, name = netns.rpartition("/")
-    if argv[0] == "ip" and head in ("/var/run/netns", "/run/netns") and name:
-        return ["ip", "-n", name, *argv[1:]]
+    Always through ``nsenter --net``, never ``ip -n``: ``ip -n`` also makes a mount namespace
+    to remount /sys, which a CNI server thread chrooted to its caller's root cannot do."""
     return ["nsenter", f"--net={netns}", *argv]
 
 

@@ -59,6 +59,7 @@ class Node:
         args: str = "",
         plugin: str = "calico",
         timeout: float = 60,
+        wrap: tuple[str, ...] = (),
     ) -> PluginRun:
         env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -71,7 +72,7 @@ class Node:
             **self.extra_env,
         }
         proc = subprocess.run(
-            [IP, "netns", "exec", self.netns, str(self.bin_dir / plugin)],
+            [IP, "netns", "exec", self.netns, *wrap, str(self.bin_dir / plugin)],
             input=json.dumps(conf).encode(),
             env=env,
             capture_output=True,

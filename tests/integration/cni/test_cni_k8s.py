@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from calico.datastore.client import Client
+from tests.fakekube.server import FakeKube
 from tests.fakekube.tls import make_test_ca
-from tests.nsnet import socket_in_netns
+from tests.integration.cni.test_cni_server import ServerProc
+from tests.nsnet import Forwarder, socket_in_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -172,3 +174,45 @@ def test_k8s_api_root_without_kubeconfig(make_node, make_netns, pool, datastore:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_server_keeps_tls_and_connection_until_the_kubeconfig_changes(
+    make_node, make_netns, pool, datastore: Client, tmp_path: Path
+) -> None:
+    """Issue #19: in the CNI server the pod lookup reuses one TLS context and one kept-alive
+    connection per API server; a changed kubeconfig (a rotated token) is read again."""
+    node = make_node("node1")
+    with FakeKube(tls_dir=tmp_path / "tls", token="t1") as fake:
+        fake.create("namespaces", {"metadata": {"name": "shop"}})
+        for i in range(4):
+            fake.create("pods", {"metadata": {"name": f"p{i}", "namespace": "shop",
+                                              "labels": {"app": f"a{i}"}}, "spec": {}})  # fmt: skip
+        fwd = Forwarder(node.netns, fake.port)
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+        srv = ServerProc(node.netns, tmp_path / "cni.sock", tmp_path / "server.log")
+        try:
+            conf = node.conf(policy={"type": "k8s"}, kubernetes={"kubeconfig": str(kubeconfig)})
+
+            def add(i: int) -> None:
+                ns = make_netns()
+                args = f"K8S_POD_NAMESPACE=shop;K8S_POD_NAME=p{i}"
+                r = node.run("ADD", conf, container_id=f"c{i}", netns=f"/var/run/netns/{ns}",
+                             args=args)  # fmt: skip
+                assert r.rc == 0, r.stdout + r.stderr
+                wep = datastore.get("WorkloadEndpoint", f"node1-k8s-p{i}-eth0", "shop")
+                assert wep["metadata"]["labels"]["app"] == f"a{i}"
+
+            for i in range(3):
+                add(i)
+            gets = [r for r in fake.requests if r[1].startswith("/api/v1/namespaces/shop/pods/")]
+            assert len(gets) == 3
+            assert fwd.connections == 1  # one TLS handshake for three calls
+            fake.token = "t2"  # the old token is refused from now on
+            fake.write_kubeconfig(kubeconfig)
+            add(3)
+            assert fwd.connections == 2  # the new kubeconfig: a new context and connection
+        finally:
+            srv.stop()
+            fwd.close()
+    assert [line for line in srv.lines() if "fallback" in line] == []
+

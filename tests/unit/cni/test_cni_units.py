@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -286,9 +288,26 @@ def test_server_request_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not server.wants_fallback(env, b'{"ipam": {"type": "calico-ipam"}}')
     assert server.wants_fallback(env, b'{"ipam": {"type": "host-local"}}')
     assert server.wants_fallback({**env, "CALICO_NETNS_INO": "1"}, b"{}")
-    with pytest.raises(ValueError, match="CNI1"):
+    with pytest.raises(ValueError, match="CNI2"):
         server.parse_request(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(ValueError, match="CNI2"):
+        server.parse_request(raw.replace(b"CNI2", b"CNI1", 1))  # an older launcher
     monkeypatch.setenv("CNI_COMMAND", "VERSION")
-    reply = server.handle(fastpath._request("calico", b'{"cniVersion": "0.4.0"}'))
-    rc, size, rest = reply.split(b"\n", 2)
+    request = fastpath._request("calico", b'{"cniVersion": "0.4.0"}')
+    assert server.handle(request, caller_root=None) == server.FALLBACK  # no root: not served
+    if os.geteuid() != 0:
+        pytest.skip("serving a call chroots its thread: needs root")
+    replies: list[bytes] = []
+    cwd = os.getcwd()
+    root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:  # served on a thread of its own: it re-roots the thread that serves
+        worker = threading.Thread(
+            target=lambda: replies.append(server.handle(request, caller_root=root))
+        )
+        worker.start()
+        worker.join()
+    finally:
+        os.close(root)
+    rc, size, rest = replies[0].split(b"\n", 2)
     assert (rc, json.loads(rest[: int(size)])["cniVersion"]) == (b"0", "0.4.0")
+    assert os.getcwd() == cwd  # only the serving thread was re-rooted (its cwd is "/")
