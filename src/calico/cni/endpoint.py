@@ -1,8 +1,8 @@
 """The WorkloadEndpoint the plugin writes for a pod (the policy agent consumes exactly this shape).
 
-Name: ``<node>-<orchestrator>-<workload>-<endpoint>`` with every ``-`` inside a part doubled
-(orchestrator ``k8s`` and workload = pod name for Kubernetes; ``cni`` and the container id
-otherwise).
+Name: Calico's (:func:`wep_name`): ``<node>-k8s-<pod>-<endpoint>`` for a Kubernetes pod (both
+K8S_POD_NAMESPACE and K8S_POD_NAME given), else ``<node>-cni-<container id>-<endpoint>`` in
+namespace ``default``, every ``-`` inside a part doubled.
 Labels: the pod's labels plus ``projectcalico.org/namespace``, ``projectcalico.org/orchestrator``
 and, when known, ``projectcalico.org/serviceaccount``. Profiles: ``kns.<ns>`` (+ ``ksa.<ns>.<sa>``)
 for Kubernetes pods; the network name for other containers, with that Profile created when missing
@@ -58,8 +58,8 @@ class Workload:
 
     @property
     def wep_name(self) -> str:
-        parts = (self.node, self.orchestrator, self.workload, self.ifname)
-        return "-".join(p.replace("-", "--") for p in parts)
+        return wep_name(node=self.node, orchestrator=self.orchestrator, endpoint=self.ifname,
+                        pod=self.pod, container_id=self.container_id)  # fmt: skip
 
     def profiles(self, network: str) -> list[str]:
         if self.orchestrator != "k8s":
@@ -76,6 +76,29 @@ class Workload:
         if self.service_account:
             labels["projectcalico.org/serviceaccount"] = self.service_account
         return labels
+
+
+def wep_name(
+    *, node: str, orchestrator: str, endpoint: str, pod: str = "", container_id: str = "",
+    workload: str = "",
+) -> str:  # fmt: skip
+    """Calico's WorkloadEndpoint name: the orchestrator's four segments joined by ``-``, every
+    ``-`` inside a segment doubled. ``k8s``: node, k8s, pod, endpoint; ``cni``: node, cni,
+    container ID, endpoint; ``libnetwork``: node, libnetwork, libnetwork, endpoint; any other
+    (``openstack``...): node, orchestrator, workload, endpoint. ValueError names a segment that
+    is empty or begins or ends with ``-`` (Calico refuses those too)."""
+    middle = {
+        "k8s": ("pod", pod),
+        "cni": ("containerID", container_id),
+        "libnetwork": ("orchestrator", orchestrator),
+    }.get(orchestrator, ("workload", workload))
+    segments = [("node", node), ("orchestrator", orchestrator), middle, ("endpoint", endpoint)]
+    for field, value in segments:
+        if not value:
+            raise ValueError(f"{field}: required for a WorkloadEndpoint name")
+        if value[0] == "-" or value[-1] == "-":
+            raise ValueError(f"{field} {value!r}: must not begin or end with '-'")
+    return "-".join(value.replace("-", "--") for _, value in segments)
 
 
 def build(

@@ -59,13 +59,13 @@ class Call:
         self.etcd: EtcdClient = shared.etcd_client(conf.etcd_endpoints, self.tls)
         self.client = Client(self.etcd)
         self.node = conf.nodename(env.env)
-        pod = env.pod_name
+        k8s = env.is_k8s
         self.workload = endpoint.Workload(
             node=self.node,
             container_id=env.container_id,
             ifname=env.ifname,
-            namespace=env.pod_namespace if pod else "default",
-            pod=pod,
+            namespace=env.pod_namespace if k8s else "default",  # Calico's, for non-k8s too
+            pod=env.pod_name if k8s else "",
         )
         self.handle_id = f"{conf.name}.{env.container_id}"
         self.host_if = veth.host_veth_name(self.workload.veth_key)
@@ -173,8 +173,16 @@ class Call:
         except k8s.K8sError as exc:
             raise CNIError(ERR_TRY_AGAIN, f"kubernetes: {exc}") from exc
 
+    def require(self, *, netns: bool) -> None:
+        """The call's environment is usable (CNIError code 4 naming the field otherwise)."""
+        self.env.require(netns=netns)
+        try:
+            self.workload.wep_name  # noqa: B018 - computing it checks every name segment
+        except ValueError as exc:
+            raise CNIError(ERR_INVALID_ENV, f"WorkloadEndpoint name: {exc}") from exc
+
     def add(self) -> dict[str, Any]:
-        self.env.require(netns=True)
+        self.require(netns=True)
         fd = self._open_netns()
         try:
             return self._add(fd)
@@ -279,7 +287,7 @@ class Call:
         return out.render(self.conf.cni_version)
 
     def delete(self) -> None:
-        self.env.require(netns=False)
+        self.require(netns=False)
         invocation.mark("prep")
         if not self.calico_ipam:
             self._delete_slow()

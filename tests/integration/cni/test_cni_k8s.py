@@ -7,14 +7,17 @@ import base64
 import http.server
 import json
 import ssl
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from calico.datastore.client import Client
+from calico.ipam.client import IPAMClient
 from tests.fakekube.server import FakeKube
 from tests.fakekube.tls import make_test_ca
+from tests.integration.cni.conftest import ip_json
 from tests.integration.cni.test_cni_server import ServerProc
 from tests.nsnet import Forwarder, socket_in_netns
 
@@ -216,3 +219,37 @@ def test_server_keeps_tls_and_connection_until_the_kubeconfig_changes(
             fwd.close()
     assert [line for line in srv.lines() if "fallback" in line] == []
 
+
+def test_netns_that_vanishes_during_add_leaves_nothing(
+    make_node, make_netns, pool, datastore: Client, etcd
+) -> None:
+    """The runtime deletes the pod's netns while ADD runs (here: while the plugin looks the pod
+    up): the spec's code 3, and no address, endpoint or veth is left."""
+    node = make_node("node1")
+    pod_ns = make_netns()
+
+    class Vanishing(FakeAPI):
+        def do_GET(self) -> None:
+            subprocess.run(["ip", "netns", "del", pod_ns], check=True)
+            super().do_GET()
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Vanishing, bind_and_activate=False)
+    server.socket.close()
+    sock = socket_in_netns(node.netns)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    server.socket = sock
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        root = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        conf = node.conf(policy={"type": "k8s"}, kubernetes={"k8s_api_root": root})
+        args = "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-7d9f"
+        r = node.run("ADD", conf, container_id="v1", netns=f"/var/run/netns/{pod_ns}", args=args)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (r.rc, r.out["code"]) == (1, 3), r.stdout + r.stderr
+    assert "went away during ADD" in r.out["msg"]
+    assert datastore.list("WorkloadEndpoint") == []
+    assert IPAMClient(etcd).ips_by_handle("net1.v1") == []
+    assert [link["ifname"] for link in ip_json(node.netns, "link")] == ["lo", "uplink0", "eth0"]

@@ -311,3 +311,34 @@ def test_server_request_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     rc, size, rest = replies[0].split(b"\n", 2)
     assert (rc, json.loads(rest[: int(size)])["cniVersion"]) == (b"0", "0.4.0")
     assert os.getcwd() == cwd  # only the serving thread was re-rooted (its cwd is "/")
+
+
+def test_workload_endpoint_names_as_calico_derives_them() -> None:
+    name = endpoint.wep_name
+    assert name(node="node-1", orchestrator="k8s", pod="web-7d9f", endpoint="eth0") == (
+        "node--1-k8s-web--7d9f-eth0"
+    )
+    assert name(node="n", orchestrator="cni", container_id="ab-cd", endpoint="eth0") == (
+        "n-cni-ab--cd-eth0"
+    )
+    assert (
+        name(node="n", orchestrator="libnetwork", endpoint="ep-1")
+        == "n-libnetwork-libnetwork-ep--1"
+    )
+    assert name(node="n", orchestrator="openstack", workload="vm-1", endpoint="tap1") == (
+        "n-openstack-vm--1-tap1"
+    )
+    with pytest.raises(ValueError, match="containerID '-x': must not begin or end"):
+        name(node="n", orchestrator="cni", container_id="-x", endpoint="eth0")
+    with pytest.raises(ValueError, match="pod: required"):
+        name(node="n", orchestrator="k8s", endpoint="eth0")
+
+
+def test_kubernetes_only_with_namespace_and_name() -> None:
+    def env(args: str) -> netconf.CNIEnv:
+        return netconf.CNIEnv({"CNI_ARGS": args})
+
+    assert env("K8S_POD_NAMESPACE=a;K8S_POD_NAME=b").is_k8s
+    assert not env("IgnoreUnknown=1;K8S_POD_NAME=b").is_k8s  # podman
+    assert not env("K8S_POD_NAMESPACE=a").is_k8s
+    assert not env("K8S_POD_NAMESPACE=;K8S_POD_NAME=b").is_k8s
