@@ -3,7 +3,8 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 VENV  := .venv
 PY    := $(VENV)/bin/python
-DEBS  := iproute2 nftables ipset iptables bird2 etcd-server util-linux containernetworking-plugins openssl
+DEBS  := iproute2 nftables ipset iptables bird2 etcd-server util-linux containernetworking-plugins openssl \
+         podman containerd runc busybox-static
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 
 .PHONY: help install check lint fmt typecheck ut it e2e test demo clean bench
