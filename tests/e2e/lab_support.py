@@ -140,6 +140,7 @@ def lab_pids(lab: LabState) -> list[int]:
     pids = [
         lab.etcd_pid,
         lab.apiserver_pid,
+        lab.outside_pid,
         *(n.pid for n in lab.nodes),
         *(p.responder_pid for p in lab.pods.values()),
     ]
