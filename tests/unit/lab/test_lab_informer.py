@@ -62,7 +62,7 @@ def test_watch_lists_once_then_follows_watch_and_resumes(
     kube.create("pods", _pod("a"))
     changes = threading.Semaphore(0)
     watch = KubeWatch(
-        kube.write_kubeconfig(tmp_path / "kubeconfig"),
+        str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
         on_change=changes.release,
         kinds=("Namespace", "Pod"),
     ).start()
