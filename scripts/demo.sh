@@ -71,7 +71,7 @@ calico-lab matrix --port "$PORT"
 # programmed asynchronously, so ask for a few seconds. Never fails the demo: it shows what happened.
 show_outside() {
     local pod=$1 node_addr=$2 out=""
-    for _ in $(seq 1 20); do
+    for _ in $(seq 1 10); do
         if out=$(calico-lab probe "$pod" outside --port "$PORT" --timeout 0.5); then
             echo "$out"
             if [ "${out##* }" = "$node_addr" ]; then
@@ -105,7 +105,7 @@ cat <<TXT
 
 Explore further:
   calico-lab status                                      nodes, subnets, BGP sessions, tunnels, pods
-  calico-lab probe dev/tester outside --port $PORT         outside answers the source address it saw
+  calico-lab probe dev/tester outside --port $PORT          outside answers the source address it saw
   calico-lab exec outside -- ip addr                     the host beyond the lab's router
   calico-lab exec node1 -- calicoctl node status         BGP mesh as seen from node1
   calico-lab exec node1 -- calicoctl get networkpolicy -A -o wide

@@ -193,7 +193,7 @@ def has_link(ns: str, dev: str) -> bool:
 
 def missing_link_type(kind: str) -> str:
     """ "" when the kernel can make a ``kind`` link (tried in a scratch namespace), else why not."""
-    ns = f"calt-linktype-{secrets.token_hex(3)}"
+    ns = f"calt-linktype-{os.getpid()}-{secrets.token_hex(3)}"  # pid: spared by other sweeps
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         proc = subprocess.run(
