@@ -171,3 +171,21 @@ def test_status_text_shows_subnets_tunnels_and_outside() -> None:
     assert "outside: 203.0.113.1 (calab-t-outside) serving TCP/UDP 80" in text
     assert "10.99.1.0/24" in text
     assert "vxlan 192.168.3.0 66:aa:bb:cc:dd:ee" in text
+
+
+def test_tunnel_addresses_come_from_calicos_node_fields() -> None:
+    from calico_lab import status
+
+    node = {
+        "spec": {
+            "bgp": {"ipv4Address": "10.99.1.12/24", "ipv4IPIPTunnelAddr": "192.168.3.1"},
+            "ipv4VXLANTunnelAddr": "192.168.3.0",
+            "vxlanTunnelMACAddr": "66:aa:bb:cc:dd:ee",
+        }
+    }
+    assert status.tunnel_addresses(node) == {
+        "ipip": "192.168.3.1",
+        "vxlan": "192.168.3.0",
+        "vxlan_mac": "66:aa:bb:cc:dd:ee",
+    }
+    assert status.tunnel_addresses({}) == {"ipip": "", "vxlan": "", "vxlan_mac": ""}
