@@ -65,6 +65,7 @@ def node_env(state: LabState, node: NodeState) -> dict[str, str]:
         "CALICO_RUN_DIR": str(run_dir(state, node.name)),
         "CALICO_LOG_DIR": str(log_dir(state, node.name)),
         "CALICO_IPV4POOL_CIDR": POOL_CIDR,
+        # the lab's options (IPIP Never by default, where Calico's default is Always)
         **state.network.node_env(),
         "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT",
         "FELIX_LOGSEVERITYSCREEN": "info",
