@@ -29,28 +29,23 @@ Rule = Callable[[str, str, int, str], bool]
 
 
 # Three pods pinned to node1, node2, node3 (the topology and encapsulation tests).
-PODS_ON_NODES = """
+POD_ON_NODE = """
 apiVersion: v1
 kind: Pod
-metadata: {name: a, namespace: default, labels: {app: a}}
+metadata: {{name: {name}, namespace: default, labels: {{app: {name}}}}}
 spec:
-  nodeName: node1
-  containers: [{name: c, ports: [{containerPort: 8080}, {containerPort: 53, protocol: UDP}]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b, namespace: default, labels: {app: b}}
-spec:
-  nodeName: node2
-  containers: [{name: c, ports: [{containerPort: 8080}, {containerPort: 53, protocol: UDP}]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: c, namespace: default, labels: {app: c}}
-spec:
-  nodeName: node3
-  containers: [{name: c, ports: [{containerPort: 8080}, {containerPort: 53, protocol: UDP}]}]
+  nodeName: {node}
+  containers: [{{name: c, ports: [{{containerPort: 8080}}, {{containerPort: 53, protocol: UDP}}]}}]
 """
+
+
+def pods_on(*nodes: str) -> str:
+    """One pod per node, named a, b, c, ... in order, each serving TARGETS."""
+    names = "abcdefghijklmnopqrstuvwxyz"
+    return "---".join(POD_ON_NODE.format(name=names[i], node=n) for i, n in enumerate(nodes))
+
+
+PODS_ON_NODES = pods_on("node1", "node2", "node3")
 TARGETS = [(8080, "TCP"), (53, "UDP")]  # what PODS_ON_NODES serve
 
 

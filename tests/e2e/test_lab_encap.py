@@ -209,3 +209,23 @@ def test_ipip_crosssubnet_carries_every_pod_pair(ipip: LabHandle) -> None:
     assert st.network.vxlan == "Never"  # --ipip on: VXLAN's default steps aside
     assert nodes.load_conflist(st, "node1")["plugins"][0]["mtu"] == 1480
     check(ipip, expected(sorted(st.pods), TARGETS, lambda *_: True), within=60)
+
+
+def test_vxlan_backend_needs_no_bgp_mesh(root: Path) -> None:
+    """Calico's VXLAN-only install: no BIRD, so up waits for the Nodes only, and every route is
+    the agent's."""
+    _needs_node_var("CALICO_NETWORKING_BACKEND")
+    handle = LabHandle(lab_support.unique_name("tb"), root)
+    try:
+        flags = ["--nodes", "2", "--subnets", "2", "--vxlan", "Always", "--backend", "vxlan"]
+        handle.cli("up", *flags, "--quiet")
+        snap = json.loads(handle.cli("status", "-o", "json").stdout)
+        assert snap["network"]["backend"] == "vxlan"
+        assert all(n["bgp"] == [] for n in snap["nodes"]), snap["nodes"]
+        assert all("bird" not in (n["services"] or {}) for n in snap["nodes"]), snap["nodes"]
+        handle.cli("apply", "-f", "-", input=lab_support.pods_on("node1", "node2"))
+        _needs_vxlan(handle)
+        keys = sorted(handle.state().pods)
+        check(handle, expected(keys, TARGETS, lambda *_: True), within=60)
+    finally:
+        handle.cli("down", "--quiet", check=False)
