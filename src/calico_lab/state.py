@@ -13,7 +13,7 @@ Layout (``CALICO_LAB_ROOT``, default ``/var/lib/calico-lab``)::
     <root>/<lab>/nodes/<node>/{log,net.d}       per-node CALICO_LOG_DIR, CNI net dir
     /run/calico-lab/<hash>-<lab>/<node>/        per-node CALICO_RUN_DIR (bird.ctl must fit
                                                 the 108-byte socket path limit)
-    <root>/<lab>/pods/<ns>_<pod>.log            responder logs
+    <root>/<lab>/pods/<ns>_<pod>.log            responder logs (outside.log: the outside host's)
 """
 
 from __future__ import annotations
