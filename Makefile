@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 DEBS  := iproute2 nftables ipset iptables bird2 etcd-server util-linux containernetworking-plugins openssl \
-         podman containerd runc busybox-static
+         podman containerd runc busybox-static iperf3
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 
 .PHONY: help install check lint fmt typecheck ut it e2e test demo clean bench
@@ -54,7 +54,7 @@ demo: install ## bring up a 3-node lab and show policy at work
 	scripts/demo.sh
 
 bench: install ## run the benchmarks
-	for b in selector cli_apply cni_latency policy_latency controller_sync bgp_render lab_probe; do \
+	for b in selector cli_apply cni_latency policy_latency controller_sync bgp_render lab_probe throughput; do \
 	  echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
 
 clean: ## remove the venv and caches
