@@ -3,7 +3,8 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 VENV  := .venv
 PY    := $(VENV)/bin/python
-DEBS  := iproute2 nftables ipset iptables bird2 etcd-server util-linux containernetworking-plugins openssl
+DEBS  := iproute2 nftables ipset iptables bird2 etcd-server util-linux containernetworking-plugins openssl \
+         podman containerd runc busybox-static iperf3
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 # Kubernetes binaries for the lab's real clusters (make kube): a cache outside the checkout
 KUBE_DIR ?= /var/cache/calico-py/kube/v1.20.2
@@ -51,7 +52,7 @@ demo: install ## bring up a 3-node lab and show policy at work
 	scripts/demo.sh
 
 bench: install ## run the benchmarks
-	for b in selector cli_apply cni_latency policy_latency controller_sync bgp_render lab_probe; do \
+	for b in selector cli_apply cni_latency policy_latency controller_sync bgp_render lab_probe throughput; do \
 	  echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
 
 images: install ## build the calico-py/{node,cni,kube-controllers} images into build/images/ (docker-archive)

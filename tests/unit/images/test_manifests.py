@@ -13,18 +13,18 @@ import yaml
 
 import calico.agent.config
 import calico.cni.install_cni
-import calico.controllers.main
+import calico.controllers
 import calico.datastore.config
-import calico.node.autodetect
+import calico.node
 import calico.node.main
-import calico.node.startup
 from calico.controllers import informer
 from calico_images import spec
 
 ROOT = Path(__file__).resolve().parents[3]
 CALICO = ROOT / "manifests" / "calico.yaml"
 POLICY = ROOT / "manifests" / "policy-controller.yaml"
-ENV_READ = re.compile(r"""env(?:iron)?(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]+)["']""")
+NAME = re.compile(r"""["']([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)["']""")  # a literal like "ETCD_KEY_FILE"
+READ = re.compile(r"""env(?:iron)?(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]*)["']""")  # env.get("IP")
 
 
 def _docs(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -34,8 +34,14 @@ def _docs(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def _read_vars(*modules: Any) -> set[str]:
-    """Environment variable names the modules read (``env.get("X")``, ``os.environ["X"]``...)."""
-    return {name for m in modules for name in ENV_READ.findall(Path(m.__file__).read_text())}
+    """The variable names spelled out in the modules' (or packages') sources: a variable the
+    product reads is named there as a string (``env.get("IP")``, a table of names)."""
+    files: list[Path] = []
+    for m in modules:
+        path = Path(m.__file__)
+        files += sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
+    texts = [f.read_text() for f in files]
+    return {name for t in texts for name in NAME.findall(t) + READ.findall(t)}
 
 
 DOCS = _docs(CALICO)
@@ -122,12 +128,11 @@ def test_install_cni_writes_into_the_hosts_cni_dirs() -> None:
 
 
 def test_every_variable_set_is_one_the_product_reads() -> None:
-    node_reads = (_read_vars(calico.node.main, calico.node.startup, calico.node.autodetect)
-                  | DATASTORE_VARS | FELIX_VARS)  # fmt: skip
+    node_reads = _read_vars(calico.node) | DATASTORE_VARS | FELIX_VARS
     assert set(_env(NODE)) <= node_reads, set(_env(NODE)) - node_reads
-    install_reads = _read_vars(calico.cni.install_cni) | set(calico.cni.install_cni.TLS_FILES)
+    install_reads = _read_vars(calico.cni.install_cni)
     assert set(_env(INSTALL)) <= install_reads, set(_env(INSTALL)) - install_reads
-    kc_reads = _read_vars(calico.controllers.main) | DATASTORE_VARS
+    kc_reads = _read_vars(calico.controllers) | DATASTORE_VARS
     assert set(_env(KC)) <= kc_reads, set(_env(KC)) - kc_reads
 
 
