@@ -11,12 +11,30 @@ from pathlib import Path
 
 import pytest
 
-from calico_images import spec
+import calico
+from calico.cni import install_cni
+from calico_images import cni_bundle, spec
 
 ROOT = Path(__file__).resolve().parents[3]
 ARCHIVES = ROOT / "build" / "images"
 # engines here cannot raise rlimits (no CAP_SYS_RESOURCE): containers get these lower ones
 ULIMITS = ("nofile=1024:1024", "nproc=4096:4096")
+DEBIAN_PYTHON = Path("/usr/bin/python3.11")  # Debian's: what the cni image carries
+
+
+def install_payload(d: Path, env: dict[str, str]) -> list[str]:
+    """Build a CNI payload as the image's (from this machine's Debian python3.11 and this
+    checkout's calico package) under ``d``, and install-cni it with ``env`` (host root ``/``)."""
+    if not (DEBIAN_PYTHON.exists() and Path("/usr/lib/python3.11/os.py").exists()):
+        pytest.skip("needs Debian's python3.11 (/usr/bin/python3.11, /usr/lib/python3.11)")
+    payload = d / "payload"
+    site = Path(calico.__file__).resolve().parent.parent.relative_to("/")
+    libs = cni_bundle.build_runtime(Path("/"), payload / cni_bundle.RUNTIME_DIR,
+                                    site_packages=str(site))  # fmt: skip
+    assert {"libc.so.6", "libssl.so.3", cni_bundle.LOADER} <= set(libs)
+    cni_bundle.check(payload / cni_bundle.RUNTIME_DIR)  # imports the plugins, on its own
+    cni_bundle.compile_launcher(payload, bin_dir=env["CNI_BIN_DIR"], log=d / "cc.log")
+    return install_cni.install(env, host_root=Path("/"), payload=payload, sa_dir=d / "no-sa")
 
 
 def archive(name: str) -> Path:

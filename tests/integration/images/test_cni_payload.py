@@ -11,36 +11,25 @@ from typing import Any
 
 import pytest
 
-import calico
-from calico.cni import install, install_cni
+from calico.cni import install
 from calico.datastore.client import Client
 from calico.datastore.etcd_server import EtcdServer
-from calico_images import cni_bundle
 from tests.integration.cni.conftest import Node, ip_json
+from tests.integration.images.conftest import install_payload
 from tests.nsnet import Forwarder, ping
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd, pytest.mark.timeout(180)]
-DEBIAN_PYTHON = Path("/usr/bin/python3.11")
 
 
 @pytest.fixture(scope="module")
 def host_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A host bin dir filled by install-cni from a payload built like the image's."""
-    if not (DEBIAN_PYTHON.exists() and Path("/usr/lib/python3.11/os.py").exists()):
-        pytest.skip("needs Debian's python3.11 (/usr/bin/python3.11, /usr/lib/python3.11)")
     d = tmp_path_factory.mktemp("cni-payload")
-    payload, bin_dir = d / "payload", d / "opt/cni/bin"
-    site = Path(calico.__file__).resolve().parent.parent.relative_to("/")
-    libs = cni_bundle.build_runtime(Path("/"), payload / cni_bundle.RUNTIME_DIR,
-                                    site_packages=str(site))  # fmt: skip
-    assert {"libc.so.6", "libssl.so.3", cni_bundle.LOADER} <= set(libs)
-    cni_bundle.check(payload / cni_bundle.RUNTIME_DIR)  # imports the plugins, on its own
-    compiled = cni_bundle.compile_launcher(payload, bin_dir=str(bin_dir), log=d / "cc.log")
-    env = {"CNI_BIN_DIR": str(bin_dir), "CNI_NET_DIR": str(d / "net.d")}
-    done = install_cni.install(env, host_root=Path("/"), payload=payload, sa_dir=d / "no-sa")
-    assert f"{bin_dir}/calico ({'compiled' if compiled else 'Python'} launcher)" in done
-    if install.compiler():
-        assert install.launcher_kind(bin_dir / "calico") == "compiled"
+    bin_dir = d / "opt/cni/bin"
+    done = install_payload(d, {"CNI_BIN_DIR": str(bin_dir), "CNI_NET_DIR": str(d / "net.d")})
+    kind = "compiled" if install.compiler() else "Python"
+    assert f"{bin_dir}/calico ({kind} launcher)" in done
+    assert install.launcher_kind(bin_dir / "calico") == kind.lower()
     return bin_dir
 
 

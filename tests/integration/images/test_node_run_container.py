@@ -20,8 +20,9 @@ import pytest
 from calico.datastore.client import Client
 from calico.datastore.etcd_server import EtcdServer
 from calico_images import spec
-from tests.integration.images.conftest import ROOT, podman_run
-from tests.nsnet import Forwarder
+from tests.integration.cni.conftest import Node
+from tests.integration.images.conftest import ROOT, install_payload, podman_run
+from tests.nsnet import Forwarder, ping
 
 pytestmark = [pytest.mark.etcd, pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(300)]
 BIN = Path(sys.executable).parent
@@ -127,3 +128,61 @@ def test_node_container_that_fails_start_up_is_removed_and_its_error_shown(
         assert gone.returncode != 0  # removed: no restart loop left behind
     finally:
         podman_run(env, "rm", "-f", "-t", "0", "calico-node")
+
+
+def test_host_plugins_hand_calls_to_the_cni_server_in_the_node_container(
+    podman_images: dict[str, str],
+    make_netns: Callable[[], str],
+    etcd_server: EtcdServer,
+    datastore: Client,
+    tmp_path: Path,
+) -> None:
+    """The hosted install's shape: plugins installed on the host by install-cni, calico-node (with
+    its CNI server) in a container with its own mount namespace. A pod's ADD through the host's
+    launcher is served by that server, which reaches the pod's netns (mounted only on the host)
+    through the root directory the launcher passes."""
+    node_ns, pod_ns = make_netns(), make_netns()
+    subprocess.run(["ip", "netns", "exec", node_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                   check=True)  # fmt: skip
+    uplink = (
+        "link add eth0 type veth peer name uplink0\nlink set eth0 up\nlink set uplink0 up\n"
+        "addr add 10.5.0.1/24 dev eth0\nroute add default via 10.5.0.254 dev eth0 onlink\n"
+    )
+    subprocess.run(["ip", "-n", node_ns, "-batch", "-"], check=True, text=True, input=uplink)
+    fwd = Forwarder(node_ns, etcd_server.port)
+    run_dir, log_dir, bin_dir = tmp_path / "run", tmp_path / "log", tmp_path / "opt/cni/bin"
+    socket_template = str(run_dir / "cni-{netns}.sock")
+    install_payload(tmp_path, {"CNI_BIN_DIR": str(bin_dir), "CNI_NET_DIR": str(tmp_path / "net.d"),
+                               "CALICO_CNI_SOCKET": socket_template})  # fmt: skip
+    env = {**podman_images, "PATH": f"{BIN}:{os.environ['PATH']}",
+           "ETCD_ENDPOINTS": f"http://127.0.0.1:{etcd_server.port}",
+           "CALICO_RUN_DIR": str(run_dir), "CALICO_LOG_DIR": str(log_dir),
+           "CALICO_CNI_SERVER": "true", "CALICO_CNI_SOCKET": socket_template}  # fmt: skip
+    node = Node("n1", node_ns, bin_dir, f"http://127.0.0.1:{etcd_server.port}", fwd)
+    node.extra_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    try:
+        out = subprocess.run(["nsenter", f"--net=/run/netns/{node_ns}", str(BIN / "calicoctl"),
+                              "node", "run", "--name", "n1", "--engine", "podman",
+                              "--ip-autodetection-method", "interface=eth0", "--timeout", "120"],
+                             env=env, capture_output=True, text=True, timeout=180,
+                             check=False)  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        deadline = time.monotonic() + 30
+        while not list(run_dir.glob("cni-*.sock")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list(run_dir.glob("cni-*.sock")), "the CNI server did not start"
+        conf = node.conf()
+        r = node.run("ADD", conf, container_id="c1", netns=f"/var/run/netns/{pod_ns}")
+        assert r.rc == 0, r.stdout + r.stderr
+        assert r.out is not None
+        ip = r.out["ips"][0]["address"].split("/")[0]
+        assert ping(node_ns, ip)
+        served = (log_dir / "cni" / "current").read_text()
+        assert "served calico ADD c1 rc=0" in served, served
+        r = node.run("DEL", conf, container_id="c1", netns=f"/var/run/netns/{pod_ns}")
+        assert r.rc == 0, r.stdout + r.stderr
+        assert "served calico DEL c1 rc=0" in (log_dir / "cni" / "current").read_text()
+    finally:
+        podman_run(env, "stop", "-t", "20", "calico-node")
+        podman_run(env, "rm", "-f", "-t", "0", "calico-node")
+        fwd.close()
