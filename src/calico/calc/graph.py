@@ -3,7 +3,8 @@
 ::
 
     on_updates(list[Update]) ─> Dispatcher (by kind, via calico.model.kinds.parse_key)
-        │  ValidationFilter (calc.validation): bad resource == absent, logged
+        │  ValidationFilter (calc.validation): the model's parse (calico.model.validation,
+        │  the checks every writer runs) -> typed values; bad resource == absent, logged
         ├─ FelixConfiguration default / node.<me> ──────────────────────────> ConfigUpdate
         ├─ Profile ── labelsToApply ─> label inheritance ─┐
         │          └─ rules ──────────────────────────────┼─> ActiveRulesCalculator
@@ -25,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from calico.calc import active_rules_calculator, event_sequencer, ipset_calculator, validation
@@ -33,6 +35,17 @@ from calico.dpapi.state import DataplaneState
 from calico.model import kinds
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CalcStats:
+    """What the graph holds right now (for the agent's metrics and status)."""
+
+    local_endpoints: int  # this node's workload and host endpoints
+    active_policies: int  # policies matching at least one local endpoint
+    active_profiles: int  # profiles a local endpoint uses
+    active_ipsets: int  # IP sets an active rule refers to
+    invalid_resources: int  # resources treated as absent (graph.invalid)
 
 
 class UpdateLike(Protocol):
@@ -90,6 +103,16 @@ class CalcGraph:
     def flush(self) -> list[m.Message]:
         self.active_rules.flush()
         return self.sequencer.flush()
+
+    def stats(self) -> CalcStats:
+        endpoints, policies, profiles = self.active_rules.counts()
+        return CalcStats(
+            local_endpoints=endpoints,
+            active_policies=policies,
+            active_profiles=profiles,
+            active_ipsets=self.ipsets_calc.active_count(),
+            invalid_resources=len(self.invalid),
+        )
 
     def on_update(self, key: str, value: Any | None) -> None:
         parsed = kinds.parse_key(key)
