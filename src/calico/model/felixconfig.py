@@ -7,6 +7,7 @@ loudly instead of being ignored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,18 @@ def _route_table_range(v: Any, p: str) -> Obj:
     return d
 
 
+_LOG_PREFIX = re.compile(r"[A-Za-z0-9 _.:/-]{0,27}")
+
+
+def log_prefix(v: Any, p: str) -> str:
+    """The prefix of Log rules' lines: it is written into nft rule text, so it is restricted."""
+    if not isinstance(v, str) or not _LOG_PREFIX.fullmatch(v):
+        raise fields.FieldError(
+            p, f"invalid log prefix {v!r} (up to 27 of letters, digits, space and _.:/-)"
+        )
+    return v
+
+
 _B = fields.boolean
 _S = fields.string
 _D = fields.duration
@@ -86,7 +99,7 @@ FIELDS: dict[str, Checker] = {
     "defaultEndpointToHostAction": _choice(*ENDPOINT_TO_HOST_ACTIONS),
     "iptablesFilterAllowAction": _choice(*ALLOW_ACTIONS),
     "iptablesMangleAllowAction": _choice(*ALLOW_ACTIONS),
-    "logPrefix": _S,
+    "logPrefix": log_prefix,
     "logFilePath": _S,
     "logSeverityFile": _choice(*LOG_LEVELS),
     "logSeverityScreen": _choice(*LOG_LEVELS),
