@@ -109,18 +109,21 @@ def _subdomain_ok(value: str) -> bool:
 
 
 @functools.lru_cache(maxsize=8192)
-def _label_key_problem(key: str) -> str | None:
-    """None for a good qualified label key, else what is wrong ("" or " (bad prefix)")."""
-    prefix, _, name = key.rpartition("/")
-    if prefix and not _subdomain_ok(prefix):
-        return " (bad prefix)"
-    if not key or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
-        return ""
+def label_key_problem(key: str) -> str | None:
+    """None for a good qualified label key (Kubernetes' syntax: optional ``prefix/``, a DNS
+    subdomain, then a name of 1-63 ``[A-Za-z0-9-_.]`` starting and ending with an alphanumeric),
+    else what is wrong: "prefix" or "name"."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and not (prefix and _subdomain_ok(prefix)):
+        return "prefix"
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+        return "name"
     return None
 
 
 @functools.lru_cache(maxsize=8192)
-def _label_value_ok(value: str) -> bool:
+def label_value_ok(value: str) -> bool:
+    """Kubernetes' label value syntax: empty, or a name of at most 63 characters."""
     return not value or (len(value) <= 63 and _LABEL_NAME.fullmatch(value) is not None)
 
 
@@ -150,21 +153,18 @@ def dns_label(value: Any, path: str) -> str:
 
 def label_key(key: Any, path: str) -> str:
     """A qualified label key: optional ``prefix/`` (a DNS subdomain) and a name of at most 63."""
-    if isinstance(key, str):
-        problem = _label_key_problem(key)
-        if problem is None:
-            return key
-    else:
-        problem = ""
-    raise FieldError(path, f"invalid label key {key!r}{problem}")
+    problem = label_key_problem(key) if isinstance(key, str) else "name"
+    if problem is None:
+        return str(key)
+    raise FieldError(path, f"invalid label key {key!r}" + (" (bad prefix)" * (problem == "prefix")))
 
 
 def labels(value: Any, path: str) -> dict[str, str]:
     d = mapping(value, path)
     for k, v in d.items():
-        if not isinstance(k, str) or _label_key_problem(k) is not None:
+        if not isinstance(k, str) or label_key_problem(k) is not None:
             label_key(k, f"{path}[{k}]")
-        if not isinstance(v, str) or not _label_value_ok(v):
+        if not isinstance(v, str) or not label_value_ok(v):
             raise FieldError(f"{path}[{k}]", f"invalid label value {v!r}")
     return d
 
