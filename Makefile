@@ -3,7 +3,8 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 VENV  := .venv
 PY    := $(VENV)/bin/python
-DEBS  := iproute2 nftables ipset iptables bird2 etcd-server util-linux containernetworking-plugins openssl
+DEBS  := iproute2 nftables ipset iptables bird2 etcd-server util-linux containernetworking-plugins openssl \
+         podman containerd runc busybox-static iperf3
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 
 .PHONY: help install check lint fmt typecheck ut it e2e test demo clean bench
@@ -53,7 +54,7 @@ demo: install ## bring up a 3-node lab and show policy at work
 	scripts/demo.sh
 
 bench: install ## run the benchmarks
-	for b in selector cli_apply cni_latency policy_latency controller_sync bgp_render lab_probe; do \
+	for b in selector cli_apply cni_latency policy_latency controller_sync bgp_render lab_probe throughput; do \
 	  echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
 
 clean: ## remove the venv and caches

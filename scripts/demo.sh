@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The calico-lab demo (`make demo`, after `make install`): a 3-node Calico cluster in network
 # namespaces, pods in two namespaces, the connectivity matrix before and after Kubernetes
-# NetworkPolicies. Nothing outside the lab's own namespaces is touched; `calico-lab down` removes it.
+# NetworkPolicies, and a pod reaching the `outside` host beyond the lab's router. Nothing outside the lab's own namespaces is touched; `calico-lab down` removes it.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -67,6 +67,30 @@ calico-lab status
 say "Connectivity with no policy: every pod reaches every pod, across nodes"
 calico-lab matrix --port "$PORT"
 
+# Ask the outside host (203.0.113.1, beyond the lab's router) who it sees; natOutgoing is
+# programmed asynchronously, so ask for a few seconds. Never fails the demo: it shows what happened.
+show_outside() {
+    local pod=$1 node_addr=$2 out=""
+    for _ in $(seq 1 10); do
+        if out=$(calico-lab probe "$pod" outside --port "$PORT" --timeout 0.5); then
+            echo "$out"
+            if [ "${out##* }" = "$node_addr" ]; then
+                echo "  (its node's address: natOutgoing masqueraded the pod's traffic)"
+            fi
+            return 0
+        fi
+        sleep 0.5
+    done
+    echo "$out"
+    echo "  (no answer: the router drops pod addresses, and this agent did not masquerade"
+    echo "   $pod's traffic to its node's address; natOutgoing needs the agent's masquerade)"
+}
+
+say "Reaching the outside host 203.0.113.1 beyond the lab's router (it answers the source it saw)"
+node_seen=$(calico-lab probe node1 outside --port "$PORT")
+echo "$node_seen"
+show_outside shop/frontend "${node_seen##* }"
+
 say "Default deny for ingress in shop (examples/default-deny.yaml) plus the allowed paths (examples/allow.yaml)"
 sed -n '1,3p' examples/default-deny.yaml
 sed -n '1,5p' examples/allow.yaml
@@ -80,7 +104,9 @@ calico-lab matrix --port "$PORT"
 cat <<TXT
 
 Explore further:
-  calico-lab status                                      nodes, BGP sessions, pods
+  calico-lab status                                      nodes, subnets, BGP sessions, tunnels, pods
+  calico-lab probe dev/tester outside --port $PORT          outside answers the source address it saw
+  calico-lab exec outside -- ip addr                     the host beyond the lab's router
   calico-lab exec node1 -- calicoctl node status         BGP mesh as seen from node1
   calico-lab exec node1 -- calicoctl get networkpolicy -A -o wide
   calico-lab exec node1 -- calicoctl get workloadendpoints -A
@@ -91,4 +117,5 @@ Explore further:
   calico-lab matrix --port $PORT --protocol UDP
   calico-lab delete -f examples/default-deny.yaml
   calico-lab down                                        remove everything the lab made
+  calico-lab up --subnets 2 --vxlan Always               nodes on two subnets behind a router
 TXT

@@ -72,6 +72,11 @@ class Forwarder:
             threading.Thread(target=_pump, args=(conn, up), daemon=True).start()
             threading.Thread(target=_pump, args=(up, conn), daemon=True).start()
 
+    @property
+    def connections(self) -> int:
+        """How many connections were forwarded so far."""
+        return len(self._socks) // 2
+
     def close(self) -> None:
         self._stopped = True
         try:

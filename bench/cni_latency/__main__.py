@@ -11,9 +11,15 @@ server: every call runs in the fresh process), "c-nosrv" (the compiled launcher 
 listening: it execs the Python launcher, what a node without the server runs), "c+server" and
 "py+server" (the compiled / the Python launchers with ``calico.cni.server`` running: calls are
 handed to it over a Unix socket; their calls use their own node name, as a node's calls all go
-through its one server) and "ref" (ptp + host-local). Prints median and p90 per contender and
-command, the ratios to the reference, a served VERSION call per launcher (the launcher + socket
-floor) and the server's per-phase medians (from its log: ``[prep 0.1, ipam 3.6, ...]``).
+through its one server) and "ref" (ptp + host-local); "c+server-ds" is "c+server" with dual-stack
+pods (an IPv4 and an IPv6 address each), compared with the IPv4 reference: ptp's own dual-stack
+ADD waits for IPv6 duplicate address detection (≈ 1.7 s here), which would say nothing;
+"c+server-k8s" is "c+server" for Kubernetes pods with the pod lookup on: a kubeconfig naming the
+tests' fake API server (HTTPS with a throwaway CA and a bearer token, on the node namespace's
+127.0.0.1), as the kubelet's calls do in a real cluster.
+Prints median and p90 per contender and command, the ratios to the reference, a served VERSION
+call per launcher (the launcher + socket floor) and the server's per-phase medians (from its
+log: ``[prep 0.1, ipam 3.6, ...]``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 DEBIAN_CNI = "/usr/lib/cni"
 
@@ -39,8 +46,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 def call(
-    plugin: str, command: str, conf: dict[str, object], cid: str, netns: str, cni_path: str
-) -> float:
+    plugin: str, command: str, conf: dict[str, object], cid: str, netns: str, cni_path: str,
+    args: str = "",
+) -> float:  # fmt: skip
     env = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "CNI_COMMAND": command,
@@ -48,7 +56,7 @@ def call(
         "CNI_NETNS": netns,
         "CNI_IFNAME": "eth0",
         "CNI_PATH": cni_path,
-        "CNI_ARGS": "",
+        "CNI_ARGS": args,
     }
     data = json.dumps(conf).encode()
     start = time.perf_counter()
@@ -63,8 +71,27 @@ NODE_SETUP = (
     "link add eth0 type veth peer name uplink0\nlink set eth0 up\nlink set uplink0 up\n"
     "addr add 10.99.0.1/24 dev eth0\nroute add default via 10.99.0.254 dev eth0 onlink\n"
 )
-CONTENDERS = ("py", "c-nosrv", "c+server", "py+server", "ref")
-OURS = CONTENDERS[:-1]
+CONTENDERS = ("py", "c-nosrv", "c+server", "py+server", "ref", "c+server-ds", "c+server-k8s")
+OURS = ("py", "c-nosrv", "c+server", "py+server", "c+server-ds", "c+server-k8s")
+K8S_NS = "bench"
+
+
+def k8s_args(contender: str, pod: str) -> str:
+    """CNI_ARGS of a Kubernetes pod for the contender that looks pods up, else none."""
+    return f"K8S_POD_NAMESPACE={K8S_NS};K8S_POD_NAME={pod}" if contender.endswith("-k8s") else ""
+
+
+def start_fake_kube(tmp: str, n: int) -> tuple[Any, Path]:
+    """The tests' fake API server over HTTPS (a throwaway CA, a bearer token) on this
+    namespace's 127.0.0.1, holding the pods the "-k8s" contender's calls look up."""
+    from tests.fakekube.server import FakeKube
+
+    fake = FakeKube(tls_dir=Path(tmp) / "kube-tls", token="bench-token").start()
+    fake.create("namespaces", {"metadata": {"name": K8S_NS}})
+    for i in [*range(n), "warm"]:
+        fake.create("pods", {"metadata": {"name": f"pod-{i}", "namespace": K8S_NS,
+                                          "labels": {"app": "bench"}}, "spec": {}})  # fmt: skip
+    return fake, fake.write_kubeconfig(Path(tmp) / "kubeconfig")
 
 
 def start_cni_server(src: str, socket_path: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -111,12 +138,14 @@ def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
         etcd = EtcdServer(Path(edir) / "etcd", port=23790, peer_port=23791)
         etcd.start()
         cni_server = None
+        fake_kube = None
         try:
-            Client(EtcdClient(etcd.endpoint)).create(
-                {"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
-                 "metadata": {"name": "bench"}, "spec": {"cidr": "10.96.0.0/16"}},
-                validate=False,
-            )  # fmt: skip
+            for name, cidr in (("bench", "10.96.0.0/16"), ("bench6", "fd96::/64")):
+                Client(EtcdClient(etcd.endpoint)).create(
+                    {"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
+                     "metadata": {"name": name}, "spec": {"cidr": cidr}},
+                    validate=False,
+                )  # fmt: skip
             plain, nosrv = Path(tmp) / "bin", Path(tmp) / "bin-nosrv"
             served, pyserved = Path(tmp) / "bin-server", Path(tmp) / "bin-pyserver"
             sock = str(Path(tmp) / "cni.sock")
@@ -135,16 +164,23 @@ def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
             # a node's calls all go through its server: "py" allocating from the same host's
             # blocks would only make the server's remembered block revisions miss
             served_conf = {**ours_conf, "nodename": "bench-served"}
+            ds_conf = {**served_conf, "ipam": {"type": "calico-ipam", "assign_ipv6": "true"}}
+            fake_kube, kubeconfig = start_fake_kube(tmp, n)
+            k8s_conf = {**served_conf, "policy": {"type": "k8s"},
+                        "kubernetes": {"kubeconfig": str(kubeconfig)}}  # fmt: skip
             exes = {"py": (str(plain / "calico"), ours_conf),
                     "c-nosrv": (str(nosrv / "calico"), ours_conf),
                     "c+server": (str(served / "calico"), served_conf),
                     "py+server": (str(pyserved / "calico"), served_conf),
-                    "ref": (f"{DEBIAN_CNI}/ptp", ref_conf)}  # fmt: skip
+                    "ref": (f"{DEBIAN_CNI}/ptp", ref_conf),
+                    "c+server-ds": (str(served / "calico"), ds_conf),
+                    "c+server-k8s": (str(served / "calico"), k8s_conf)}  # fmt: skip
             cni_path = f"{plain}:{DEBIAN_CNI}"
             warm = "/var/run/netns/" + pods[-1]
-            for exe, conf in (exes[c] for c in OURS):  # first block claim, caches
-                call(exe, "ADD", conf, "warm", warm, cni_path)
-                call(exe, "DEL", conf, "warm", warm, cni_path)
+            for c in OURS:  # first block claim, caches
+                exe, conf = exes[c]
+                call(exe, "ADD", conf, "warm", warm, cni_path, k8s_args(c, "pod-warm"))
+                call(exe, "DEL", conf, "warm", warm, cni_path, k8s_args(c, "pod-warm"))
             for i in range(n):
                 k = i % len(CONTENDERS)
                 order = list(CONTENDERS[k:] + CONTENDERS[:k])  # rotate who goes first
@@ -155,8 +191,10 @@ def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
                 for cmd in ("ADD", "DEL"):
                     for c in order:
                         exe, conf = exes[c]
+                        cid = f"{c.replace('+', '-')}-{i}"
+                        args = k8s_args(c, f"pod-{i}")
                         times[f"{c} {cmd}"].append(
-                            call(exe, cmd, conf, f"{c.replace('+', '-')}-{i}", netns[c], cni_path)
+                            call(exe, cmd, conf, cid, netns[c], cni_path, args)
                         )
             # the floor of a served call: launcher start + socket round trip + a no-op VERSION
             floor = {c: [call(exes[c][0], "VERSION", served_conf, "v", "", cni_path)
@@ -166,6 +204,8 @@ def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
             if cni_server is not None:
                 cni_server.terminate()
                 cni_server.wait(10)
+            if fake_kube is not None:
+                fake_kube.stop()
             etcd.stop()
     report(n, times, etcd_dir)
     for c, values in floor.items():
@@ -187,16 +227,18 @@ def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
 def server_times(log: str) -> dict[str, dict[str, list[float]]]:
     """{"ADD": {"total": [ms...], "<phase>": [...]}, "DEL": ...} from the server's log lines
     ("served calico ADD c1 rc=0 (12.3 ms) [prep 0.4, ipam 3.1, ...]")."""
-    out: dict[str, dict[str, list[float]]] = {"ADD": {}, "DEL": {}}
+    kinds = ("ADD", "DEL", "ADD ds", "DEL ds", "ADD k8s", "DEL k8s")
+    out: dict[str, dict[str, list[float]]] = {k: {} for k in kinds}
     for line in log.splitlines():
-        m = re.match(r"served calico (\w+) (\S+) rc=0 \(([\d.]+) ms\)(?: \[(.*)\])?", line)
-        if not m or m[2] == "warm" or m[1] not in out:
+        m = re.match(r"served calico (ADD|DEL) (\S+) rc=0 \(([\d.]+) ms\)(?: \[(.*)\])?", line)
+        if not m or m[2] == "warm":
             continue  # container ids are unique per contender ("c-server-3"): no collisions
-        out[m[1]].setdefault("total", []).append(float(m[3]))
+        kind = f"{m[1]} ds" if "-ds-" in m[2] else f"{m[1]} k8s" if "-k8s-" in m[2] else m[1]
+        out[kind].setdefault("total", []).append(float(m[3]))
         for item in (m[4] or "").split(", "):
             name, _, ms = item.rpartition(" ")
             if name:
-                out[m[1]].setdefault(name, []).append(float(ms))
+                out[kind].setdefault(name, []).append(float(ms))
     return out
 
 

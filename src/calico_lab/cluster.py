@@ -1,10 +1,11 @@
-"""Lab lifecycle: ``up`` (idempotent), ``down`` (removes everything recorded), ``status``.
+"""Lab lifecycle: ``up`` (idempotent) and ``down`` (removes everything recorded).
 
-``up`` order: record names → core namespace + bridge → etcd → node namespaces + veths → CNI install
-→ calico-node per node → wait for every Node resource and a full BGP mesh → the ``default``
-namespace. Each step checks before it acts, so running ``up`` again repairs what is missing (a dead
-calico-node is restarted) and changes nothing else. ``down`` reads the state file and removes
-exactly what it lists.
+``up`` order: check the options → record names → core namespace as the router (a bridge per
+subnet, firewall) → etcd → pod API → the outside host and its server → node namespaces + veths →
+CNI install → calico-node per node → wait for every Node resource (and, with BIRD, a full BGP
+mesh) → the ``default`` namespace. Each step checks before it acts, so running ``up`` again
+repairs what is missing (a dead calico-node is restarted) and changes nothing else. ``down`` reads
+the state file and removes exactly what it lists.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
 
 from calico.datastore.etcd_server import EtcdServer
 from calico.lib import netns
-from calico_lab import daemons, nodes, state, topology
+from calico_lab import daemons, network, nodes, outside, state, topology
+from calico_lab.network import Network
 from calico_lab.state import API_PORT, ETCD_PORT, LabError, LabState, NodeState, bridge_ip
 from calico_lab.store import LabStore
 
@@ -33,30 +33,50 @@ def _quiet(_: str) -> None:
     pass
 
 
-def new_state(name: str, n_nodes: int) -> LabState:
-    lab = LabState(name=name, dir=str(state.lab_dir(name)), run_root=state.run_root_for(name))
+def new_state(name: str, n_nodes: int, net: Network | None = None) -> LabState:
+    net = net or Network()
+    lab = LabState(
+        name=name, dir=str(state.lab_dir(name)), run_root=state.run_root_for(name), network=net
+    )
     lab.nodes = [
-        NodeState(name=f"node{i}", netns=state.node_netns(name, f"node{i}"), ip=state.node_ip(i))
+        NodeState(
+            name=f"node{i}",
+            netns=state.node_netns(name, f"node{i}"),
+            ip=state.node_ip(i, net.subnets),
+            subnet=network.subnet_of(i, net.subnets),
+        )
         for i in range(1, n_nodes + 1)
     ]
-    lab.netns = [lab.core, *(n.netns for n in lab.nodes)]
+    lab.netns = [lab.core, lab.outside, *(n.netns for n in lab.nodes)]
     return lab
 
 
 def up(
-    name: str, n_nodes: int = 3, *, step: Step = _quiet, timeout: float = UP_TIMEOUT
+    name: str,
+    n_nodes: int = 3,
+    *,
+    options: Mapping[str, object] | None = None,
+    step: Step = _quiet,
+    timeout: float = UP_TIMEOUT,
 ) -> LabState:
+    """Bring lab ``name`` up. ``options``: :func:`calico_lab.network.requested` (``--subnets``,
+    ``--ipip``, ...; absent ones keep the lab's recorded value, or the lab default)."""
     if not 1 <= n_nodes <= 200:
         raise LabError(f"--nodes {n_nodes}: must be between 1 and 200")
+    given = dict(options or {})
     with state.locked(name):
         lab = state.load(name)
         if lab is None:
-            lab = new_state(name, n_nodes)
+            lab = new_state(name, n_nodes, network.resolve(given, None, lab=name))
         elif len(lab.nodes) != n_nodes:
             raise LabError(
                 f"lab {name!r} is already up with {len(lab.nodes)} nodes, not {n_nodes} "
                 f"(run: calico-lab down --name {name})"
             )
+        else:
+            network.resolve(given, lab.network, lab=name)
+            if lab.outside not in lab.netns:  # a lab made before the outside host existed
+                lab.netns.append(lab.outside)
         lab.save()  # write-ahead: down can now find everything below
         _build(lab, step, timeout)
         lab.ready = True
@@ -65,16 +85,22 @@ def up(
 
 
 def _build(lab: LabState, step: Step, timeout: float) -> None:
-    step(f"network namespace {lab.core} with bridge {state.BRIDGE} {bridge_ip()}/24")
-    topology.ensure_core(lab.core)
+    net = lab.network
+    bridges = ", ".join(
+        f"{network.bridge_name(k)} {network.router_ip(k)}/24" for k in range(net.subnets)
+    )
+    step(f"network namespace {lab.core}: the router ({bridges})")
+    topology.ensure_core(lab.core, lab.name, net.subnets)
     step("etcd in the core namespace")
     _ensure_etcd(lab)
     _ensure_apiserver(lab)
+    step(f"outside host: namespace {lab.outside}, {network.OUTSIDE_IP} port {outside.PORT}")
+    outside.ensure(lab)
     for node in lab.nodes:
-        step(f"host {node.name}: namespace {node.netns}, eth0 {node.ip}")
-        topology.ensure_node(lab.core, node.name, node.netns, node.ip)
+        step(f"host {node.name}: namespace {node.netns}, eth0 {node.ip}/24")
+        topology.ensure_node(lab.core, node.name, node.netns, node.ip, subnet=node.subnet)
         nodes.make_dirs(lab, node.name)
-    step("CNI plugins and network configs")
+    step(f"CNI plugins and network configs (mtu {net.mtu})")
     nodes.install_cni(lab)
     for node in lab.nodes:
         if not daemons.alive(node.pid):
@@ -164,7 +190,7 @@ def _wait_ready(lab: LabState, store: LabStore, step: Step, timeout: float) -> N
         timeout=remaining(),
         what="Node resources (see " + str(lab.path / "nodes") + "/*/log)",
     )
-    if len(lab.nodes) > 1:
+    if len(lab.nodes) > 1 and lab.network.bgp:
         want = len(lab.nodes) - 1
         step(f"waiting for the BGP mesh ({want} session(s) per node)")
         try:
@@ -229,6 +255,7 @@ def _teardown(lab: LabState, step: Step) -> None:
         daemons.stop(lab.kube_pid)
     for pod in lab.pods.values():
         daemons.stop(pod.responder_pid, grace=1)
+    daemons.stop(lab.outside_pid, grace=1)
     for node in lab.nodes:
         if daemons.alive(node.pid):
             step(f"stopping calico-node on {node.name}")
@@ -247,41 +274,6 @@ def _teardown(lab: LabState, step: Step) -> None:
         if netns.exists(ns):
             step(f"deleting namespace {ns}")
             netns.delete(ns)
-
-
-def status(name: str) -> dict[str, Any]:
-    """A snapshot: nodes (process, BGP sessions), etcd, pods."""
-    lab = state.require(name)
-    with ThreadPoolExecutor(max_workers=max(1, len(lab.nodes))) as pool:
-        sessions = list(pool.map(lambda n: nodes.bgp_sessions(lab, n), lab.nodes))
-    return {
-        "name": lab.name,
-        "dir": lab.dir,
-        "ready": lab.ready,
-        "etcd": {"endpoint": lab.etcd_endpoint, "running": daemons.alive(lab.etcd_pid)},
-        "nodes": [
-            {
-                "name": n.name,
-                "ip": n.ip,
-                "netns": n.netns,
-                "running": daemons.alive(n.pid),
-                "services": nodes.services(lab, n),
-                "bgp": s,
-            }
-            for n, s in zip(lab.nodes, sessions, strict=True)
-        ],
-        "pods": [
-            {
-                "pod": p.key,
-                "node": p.node,
-                "ip": p.ip,
-                "netns": p.netns,
-                "responder": daemons.alive(p.responder_pid),
-                "labels": p.labels,
-            }
-            for p in sorted(lab.pods.values(), key=lambda p: p.key)
-        ],
-    }
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""``calico-lab exec``: run a command inside a lab node's or pod's network namespace.
+"""``calico-lab exec``: run a command in a lab node's, pod's, outside's or the router's namespace.
 
 In a node the command sees what that host's Calico processes see: ``ETCD_ENDPOINTS``, ``NODENAME``,
 ``CALICO_RUN_DIR`` (so ``calicoctl node status`` finds this node's BIRD) and a ``PATH`` with the
@@ -8,13 +8,22 @@ lab's ``birdc`` wrapper (which talks to this node's BIRD socket) and our console
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from calico_lab import daemons, nodes
 from calico_lab.state import LabError, LabState
 
+# Namespaces of the lab that are neither nodes nor pods: the host beyond the router, the router.
+EXTRA_HOSTS: dict[str, Callable[[LabState], str]] = {
+    "outside": lambda lab: lab.outside,
+    "router": lambda lab: lab.core,
+}
+
 
 def target_env(lab: LabState, target: str) -> tuple[str, dict[str, str]]:
-    """The namespace and environment for ``NODE`` or ``NS/POD``."""
+    """The namespace and environment for ``NODE``, ``NS/POD``, ``outside`` or ``router``."""
+    if target in EXTRA_HOSTS:
+        return EXTRA_HOSTS[target](lab), daemons.child_env({})
     if "/" in target:
         pod = lab.pod(target)
         return pod.netns, daemons.child_env({"CALICO_LAB_POD": pod.key})

@@ -1,9 +1,9 @@
 """``calico-lab up --kubeconfig``: the lab as scheduler and kubelet for a real API server's pods.
 
 A daemon (``python -m calico_lab.kube``, in the root namespace where the API server is reachable;
-it listens on nothing) keeps one :class:`~calico_lab.informer.Informer` (list, then watch from the
-list's resourceVersion; 410 Gone lists again) per kind — Namespaces, NetworkPolicies, Pods — and
-reconciles the lab with those caches, level-triggered, whenever any of them changes:
+it listens on nothing) follows Namespaces, NetworkPolicies and Pods with the kube-controllers'
+informers (:mod:`calico_lab.kubewatch`: list, then watch from the list's resourceVersion; 410 Gone
+lists again) and reconciles the lab with those caches, level-triggered, whenever any changes:
 
 - namespaces and policies through the same conversions as ``calico-lab apply``;
 - scheduler: each pending pod the lab may schedule (:mod:`calico_lab.scheduler`) is bound to the
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from calico_lab import cluster, daemons, objects, scheduler, state
-from calico_lab.informer import Informer
+from calico_lab.kubewatch import KubeWatch
 from calico_lab.state import LabError, LabState
 
 logger = logging.getLogger("calico_lab.kube")
@@ -79,7 +79,7 @@ class KubeSync:
         self.client = self._new_client()
         self.status_subresource = True
         self.failed: dict[str, str] = {}  # key -> resourceVersion that failed (not retried)
-        self.informers: dict[str, Informer] = {}
+        self.watch: KubeWatch | None = None
         self.sched: scheduler.Scheduler | None = None
 
     def _new_client(self) -> Any:
@@ -88,21 +88,16 @@ class KubeSync:
         return Client(KubeConfig.from_file(self.kubeconfig))
 
     def start_informers(self, on_change: Any) -> None:
-        from lightkube.resources.core_v1 import Namespace, Pod
-        from lightkube.resources.networking_v1 import NetworkPolicy
-
-        kinds = (("namespaces", Namespace, False), ("networkpolicies", NetworkPolicy, True))
-        for plural, res, namespaced in (*kinds, ("pods", Pod, True)):
-            # One client per watch: a long-lived stream per connection pool keeps them apart.
-            informer = Informer(self._new_client(), res, namespaced=namespaced, on_change=on_change)
-            self.informers[plural] = informer.start()
+        self.watch = KubeWatch(self.kubeconfig, on_change=on_change).start()
 
     def wait_synced(self, timeout: float | None = None) -> bool:
-        return all(i.synced.wait(timeout) for i in self.informers.values())
+        assert self.watch is not None
+        return self.watch.wait_synced(timeout)
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-        inf = self.informers
-        return inf["namespaces"].items(), inf["networkpolicies"].items(), inf["pods"].items()
+        assert self.watch is not None
+        items = self.watch.items
+        return items("Namespace"), items("NetworkPolicy"), items("Pod")
 
     def run_pass(self) -> None:
         nss, nps, pods = self.snapshot()

@@ -72,9 +72,34 @@ def cli() -> None:
         raise click.UsageError("calico-lab needs root (it makes network namespaces)")
 
 
+MODE_HELP = "[Always|CrossSubnet|Never]"
+
+
 @cli.command()
 @name_option
 @click.option("--nodes", "-N", "n_nodes", type=int, default=3, show_default=True)
+@click.option(
+    "--subnets",
+    type=int,
+    default=None,
+    help="Spread the nodes round robin over N subnets 10.99.<k>.0/24 joined by a router "
+    "(default 1).",
+)
+@click.option("--ipip", metavar=MODE_HELP, default=None, help="The pool's ipipMode (Never).")
+@click.option(
+    "--vxlan",
+    metavar=MODE_HELP,
+    default=None,
+    help="The pool's vxlanMode (CrossSubnet; Never when --ipip is on).",
+)
+@click.option(
+    "--nat-outgoing/--no-nat-outgoing",
+    default=None,
+    help="The pool's natOutgoing (on).",
+)
+@click.option(
+    "--backend", metavar="[bird|vxlan|none]", default=None, help="calico-node's backend (bird)."
+)
 @click.option(
     "--kubeconfig",
     type=click.Path(exists=True, dir_okay=False),
@@ -83,14 +108,25 @@ def cli() -> None:
 )
 @click.option("--timeout", type=float, default=90, show_default=True)
 @click.option("--quiet", "-q", is_flag=True)
-def up(name: str | None, n_nodes: int, kubeconfig: str | None, timeout: float, quiet: bool) -> None:
-    """Bring the lab up (idempotent: repairs what is missing)."""
-    from calico_lab import cluster
+def up(
+    name: str | None,
+    n_nodes: int,
+    kubeconfig: str | None,
+    timeout: float,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Bring the lab up (idempotent: repairs what is missing).
+
+    The network options are fixed when the lab is made; a later up keeps them (and refuses
+    different ones)."""
+    from calico_lab import cluster, network
     from calico_lab.progress import Progress
 
     lab_name = resolve_name(name)
+    given = network.requested(n_nodes, **options)  # bad values: nothing is made
     with Progress(f"calico-lab up {lab_name} ({n_nodes} nodes)", enabled=not quiet) as prog:
-        lab = cluster.up(lab_name, n_nodes, step=prog.step, timeout=timeout)
+        lab = cluster.up(lab_name, n_nodes, options=given, step=prog.step, timeout=timeout)
         if kubeconfig:
             from calico_lab import kube
 
@@ -98,7 +134,8 @@ def up(name: str | None, n_nodes: int, kubeconfig: str | None, timeout: float, q
             kube.start(lab, kubeconfig)
     click.echo(
         f"lab {lab.name} is up: nodes {', '.join(n.name for n in lab.nodes)}; "
-        f"etcd {lab.etcd_endpoint} (inside {lab.core})"
+        f"etcd {lab.etcd_endpoint} (inside {lab.core}); outside {network.OUTSIDE_IP}; "
+        f"{lab.network.flags()}"
     )
 
 
@@ -127,10 +164,10 @@ def list_labs() -> None:
 @name_option
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
 def status(name: str | None, output: str) -> None:
-    """Nodes, BGP sessions and pods."""
-    from calico_lab import cluster
+    """Nodes (subnet, BGP sessions, tunnel addresses), the outside host and pods."""
+    from calico_lab import status as snapshots
 
-    snap = cluster.status(resolve_name(name))
+    snap = snapshots.snapshot(resolve_name(name))
     if output == "json":
         click.echo(json.dumps(snap, indent=2))
         return
@@ -144,7 +181,7 @@ def status(name: str | None, output: str) -> None:
 @click.argument("target")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 def exec(name: str | None, target: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND in a node (NODE) or pod (NS/POD) namespace.
+    """Run COMMAND in a node (NODE), pod (NS/POD), ``outside`` or ``router`` namespace.
 
     Example: calico-lab exec node1 -- birdc show protocols
     """
@@ -261,12 +298,19 @@ def _fmt_labels(labels: dict[str, str]) -> str:
 @click.option("--protocol", default="TCP", show_default=True)
 @click.option("--timeout", type=float, default=1.0, show_default=True)
 def probe(name: str | None, src: str, dst: str, port: int, protocol: str, timeout: float) -> None:
-    """Exit 0 when pod SRC (NS/POD) reaches pod DST on PORT, else 1."""
+    """Exit 0 when SRC reaches DST on PORT, else 1.
+
+    SRC is a pod (NS/POD), or with DST ``outside`` also a node (NODE); DST is a pod or
+    ``outside``, whose answer (the source address it saw) is printed."""
     from calico_lab import probe as probes
 
-    ok = probes.probe(
-        state.require(resolve_name(name)), src, dst, port=port, protocol=protocol, timeout=timeout
-    )
+    lab = state.require(resolve_name(name))
+    if dst == "outside":
+        seen = probes.probe_outside(lab, src, port=port, protocol=protocol, timeout=timeout)
+        result = f"connected, outside saw {seen}" if seen else "no connection"
+        click.echo(f"{src} -> outside {protocol.upper()}/{port}: {result}")
+        sys.exit(0 if seen else 1)
+    ok = probes.probe(lab, src, dst, port=port, protocol=protocol, timeout=timeout)
     click.echo(
         f"{src} -> {dst} {protocol.upper()}/{port}: {'connected' if ok else 'no connection'}"
     )

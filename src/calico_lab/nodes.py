@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from calico.lib.cmd import netns_argv, run
-from calico_lab import daemons
+from calico_lab import daemons, network
 from calico_lab.state import POOL_CIDR, LabState, NodeState
 
 CNI_CONF_NAME = "10-calico.conflist"
@@ -53,17 +53,20 @@ def conflist_path(state: LabState, node: str) -> Path:
 
 
 def node_env(state: LabState, node: NodeState) -> dict[str, str]:
-    """What a node's processes (calico-node, calicoctl, exec'd commands) see."""
+    """What a node's processes (calico-node, calicoctl, exec'd commands) see: the node's address
+    with its prefix (it defines the node's subnet for CrossSubnet) and the lab's network options
+    as the default pool's settings (``CALICO_IPV4POOL_*``, ``CALICO_NETWORKING_BACKEND``)."""
     return {
         "ETCD_ENDPOINTS": state.etcd_endpoint,
         "DATASTORE_TYPE": "etcdv3",
         "NODENAME": node.name,
         "HOSTNAME": node.name,
-        "IP": node.ip,
+        "IP": f"{node.ip}/{network.PREFIX_LEN}",
         "CALICO_RUN_DIR": str(run_dir(state, node.name)),
         "CALICO_LOG_DIR": str(log_dir(state, node.name)),
         "CALICO_IPV4POOL_CIDR": POOL_CIDR,
-        "CALICO_NETWORKING_BACKEND": "bird",
+        # the lab's options (IPIP Never by default, where Calico's default is Always)
+        **state.network.node_env(),
         "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT",
         "FELIX_LOGSEVERITYSCREEN": "info",
         # the lab installs the CNI plugins itself; calico-node only runs the per-node CNI server
@@ -89,7 +92,7 @@ def conflist(state: LabState, node: NodeState) -> dict[str, Any]:
                 "nodename": node.name,
                 "log_level": "info",
                 "log_file_path": str(log_dir(state, node.name) / "cni.log"),
-                "mtu": 1500,
+                "mtu": state.network.mtu,
                 "ipam": {"type": "calico-ipam"},
                 "policy": {"type": "k8s"},
                 "kubernetes": {"k8s_api_root": state.api_root},

@@ -12,6 +12,7 @@ import contextlib
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,30 +122,46 @@ def start_responder(lab: LabState, p: PodState) -> None:
     by_proto: dict[str, list[str]] = {proto: [] for proto in PROTOCOLS}
     for port in p.ports:
         by_proto[port["protocol"]].append(str(port["containerPort"]))
-    logs = lab.path / "pods"
-    ready = logs / f"{p.namespace}_{p.name}.ready"
-    ready.unlink(missing_ok=True)
-    argv = [
-        sys.executable,
-        "-I",
-        "-S",
-        str(RESPONDER),
-        "--identity",
-        p.key,
-        "--ready-file",
-        str(ready),
-    ]
+    args = ["--identity", p.key]
     for proto, numbers in by_proto.items():
         if numbers:
-            argv += [f"--{proto.lower()}", ",".join(sorted(set(numbers), key=int))]
-    p.responder_pid = daemons.spawn(
-        argv, netns=p.netns, log_file=logs / f"{p.namespace}_{p.name}.log", env=None
+            args += [f"--{proto.lower()}", ",".join(sorted(set(numbers), key=int))]
+
+    def record(pid: int) -> None:
+        p.responder_pid = pid
+        lab.save()
+
+    run_responder(
+        lab,
+        what=f"pod {p.key}",
+        netns_name=p.netns,
+        log_name=f"{p.namespace}_{p.name}",
+        args=args,
+        record=record,
     )
-    lab.save()
+
+
+def run_responder(
+    lab: LabState,
+    *,
+    what: str,
+    netns_name: str,
+    log_name: str,
+    args: list[str],
+    record: Callable[[int], None],
+) -> None:
+    """Start ``responder.py ARGS`` in ``netns_name``; ``record`` its PID (write-ahead), then wait
+    until every socket is bound (its ready file)."""
+    logs = lab.path / "pods"
+    ready = logs / f"{log_name}.ready"
+    ready.unlink(missing_ok=True)
+    argv = [sys.executable, "-I", "-S", str(RESPONDER), *args, "--ready-file", str(ready)]
+    pid = daemons.spawn(argv, netns=netns_name, log_file=logs / f"{log_name}.log", env=None)
+    record(pid)
     deadline = time.monotonic() + 10
     while not ready.exists():
-        if not daemons.alive(p.responder_pid) or time.monotonic() > deadline:
-            raise LabError(f"pod {p.key}: responder did not start; see {logs}")
+        if not daemons.alive(pid) or time.monotonic() > deadline:
+            raise LabError(f"{what}: responder did not start; see {logs / log_name}.log")
         time.sleep(0.01)
     ready.unlink()
 

@@ -4,7 +4,8 @@ A probe runs on a worker thread that first enters the *source* pod's network nam
 is per thread), then connects to the destination pod's IP: TCP/SCTP must accept and send the
 responder's line, UDP must answer a datagram. Nothing is exec'd, so a whole matrix of probes runs
 in parallel in about one timeout. Results are plain booleans; deciding what is expected is the
-caller's business.
+caller's business. A probe to ``outside`` (the host beyond the lab's router) from a pod or a node
+returns the line the outside server answered: the source address it saw.
 """
 
 from __future__ import annotations
@@ -83,6 +84,23 @@ def probe(
     if not p.dst.ip:
         raise LabError(f"pod {dst} has no IP")
     return run_probes([p])[0]
+
+
+def source_netns(lab: LabState, src: str) -> str:
+    """The namespace of a probe source: a pod (``NS/POD``) or a node (``NODE``)."""
+    return lab.pod(src).netns if "/" in src else lab.node(src).netns
+
+
+def probe_outside(
+    lab: LabState, src: str, *, port: int, protocol: str = "TCP", timeout: float = 1.0
+) -> str | None:
+    """What the outside host answered ``src`` (the source address it saw), or None."""
+    from calico_lab import outside
+
+    proto = check_protocol(protocol)
+    if proto == "SCTP":
+        raise LabError("--protocol SCTP: the outside host serves TCP and UDP")
+    return outside.ask(source_netns(lab, src), port=port, protocol=proto, timeout=timeout)
 
 
 def select(lab: LabState, namespaces: Iterable[str] | None = None) -> list[PodState]:

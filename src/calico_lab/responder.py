@@ -2,8 +2,10 @@
 
 Run as a plain script inside the pod's namespace (``python -I -S responder.py ...``): stdlib only
 and no site import, so it starts in a few tens of milliseconds. A TCP/SCTP client gets
-``<ns>/<pod>\\n`` and the connection closes; a UDP datagram is answered with the same line. Once
-every socket is bound the script creates ``--ready-file``, which is what the lab waits for.
+``<ns>/<pod>\\n`` and the connection closes; a UDP datagram is answered with the same line. With
+``--echo-peer`` the line is instead the source address the client connected from (the lab's
+``outside`` host: it shows whether a pod's traffic arrived masqueraded). Once every socket is bound
+the script creates ``--ready-file``, which is what the lab waits for.
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ def _open(proto: str, port: int) -> socket.socket | None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    reply = f"{args.identity}\n".encode()
+    identity = f"{args.identity}\n".encode()
+
+    def reply(peer: tuple[str, int]) -> bytes:
+        return f"{peer[0]}\n".encode() if args.echo_peer else identity
+
     sel = selectors.DefaultSelector()
     for proto in PROTOS:
         for port in _ports(getattr(args, proto)):
@@ -58,13 +64,13 @@ def serve(args: argparse.Namespace) -> None:
             try:
                 if key.data == "udp":
                     _, peer = ready.recvfrom(2048)
-                    ready.sendto(reply, peer)
+                    ready.sendto(reply(peer), peer)
                 else:
-                    conn, _ = ready.accept()
+                    conn, peer = ready.accept()
                     with conn:
                         conn.setblocking(True)
                         conn.settimeout(1)
-                        conn.sendall(reply)
+                        conn.sendall(reply(peer))
             except OSError:
                 continue
 
@@ -73,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--identity", default="pod")
     parser.add_argument("--ready-file", default="")
+    parser.add_argument("--echo-peer", action="store_true", help="answer the client's address")
     for proto in PROTOS:
         parser.add_argument(f"--{proto}", default="", help="comma-separated ports")
     args = parser.parse_args(argv)

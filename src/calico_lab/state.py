@@ -13,7 +13,7 @@ Layout (``CALICO_LAB_ROOT``, default ``/var/lib/calico-lab``)::
     <root>/<lab>/nodes/<node>/{log,net.d}       per-node CALICO_LOG_DIR, CNI net dir
     /run/calico-lab/<hash>-<lab>/<node>/        per-node CALICO_RUN_DIR (bird.ctl must fit
                                                 the 108-byte socket path limit)
-    <root>/<lab>/pods/<ns>_<pod>.log            responder logs
+    <root>/<lab>/pods/<ns>_<pod>.log            responder logs (outside.log: the outside host's)
 """
 
 from __future__ import annotations
@@ -29,20 +29,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calico_lab import network
+from calico_lab.errors import LabError
+from calico_lab.network import Network
+
+__all__ = ["LabError", "LabState", "Network", "NodeState", "PodState"]
+
 DEFAULT_ROOT = "/var/lib/calico-lab"
 NETNS_PREFIX = "calab-"
-SUBNET_PREFIX = (
-    "10.99.0"  # the lab's private bridge subnet (exists only inside the lab's namespaces)
-)
+SUBNET_PREFIX = "10.99.0"  # subnet 0: etcd and the pod API (exists only inside the lab)
 BRIDGE = "br0"
 ETCD_PORT = 2379
 API_PORT = 8080  # the lab's read-only pod API for the CNI plugin (core namespace only)
 POOL_CIDR = "192.168.0.0/16"
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9]{0,14})$")
-
-
-class LabError(Exception):
-    """A lab operation failed; the message is for the user."""
 
 
 def root_dir() -> Path:
@@ -72,13 +72,18 @@ def pod_netns(lab: str, namespace: str, pod: str) -> str:
     return f"{netns_prefix(lab)}p-{digest}"
 
 
-def node_ip(index: int) -> str:
-    """Address of node ``index`` (1-based) on the lab bridge."""
-    return f"{SUBNET_PREFIX}.{10 + index}"
+def outside_netns(lab: str) -> str:
+    return f"{netns_prefix(lab)}outside"
+
+
+def node_ip(index: int, subnets: int = 1) -> str:
+    """Address of node ``index`` (1-based): ``10.99.<its subnet>.(10 + index)``."""
+    return network.node_ip(index, subnets)
 
 
 def bridge_ip() -> str:
-    return f"{SUBNET_PREFIX}.1"
+    """``10.99.0.1``: the router on subnet 0, where etcd and the pod API listen."""
+    return network.router_ip(0)
 
 
 @dataclass
@@ -87,6 +92,7 @@ class NodeState:
     netns: str
     ip: str
     pid: int = 0
+    subnet: int = 0  # k of 10.99.<k>.0/24
 
 
 @dataclass
@@ -122,6 +128,8 @@ class LabState:
     round_robin: int = 0
     ready: bool = False
     run_root: str = ""  # per-node run dirs (short path: BIRD's socket must fit sun_path)
+    network: Network = field(default_factory=Network)  # up's --subnets/--ipip/... options
+    outside_pid: int = 0  # the outside host's server
 
     # ---- paths -------------------------------------------------------------------------------
 
@@ -132,6 +140,10 @@ class LabState:
     @property
     def core(self) -> str:
         return core_netns(self.name)
+
+    @property
+    def outside(self) -> str:
+        return outside_netns(self.name)
 
     @property
     def etcd_endpoint(self) -> str:
@@ -176,7 +188,8 @@ class LabState:
     def from_json(cls, data: dict[str, Any]) -> LabState:
         nodes = [NodeState(**n) for n in data.pop("nodes", [])]
         pods = {k: PodState(**p) for k, p in data.pop("pods", {}).items()}
-        return cls(nodes=nodes, pods=pods, **data)
+        net = Network(**data.pop("network", {}))
+        return cls(nodes=nodes, pods=pods, network=net, **data)
 
 
 RUN_BASE = "/run/calico-lab"

@@ -24,29 +24,63 @@ def _services(services: dict[str, Any]) -> str:
     return " ".join(out) or "-"
 
 
+def _tunnels(tunnels: dict[str, str]) -> str:
+    """``vxlan 192.168.3.0 66:a1:..`` / ``ipip 192.168.3.1``; ``-`` when the node has none."""
+    out = []
+    if tunnels.get("ipip"):
+        out.append(f"ipip {tunnels['ipip']}")
+    if tunnels.get("vxlan"):
+        out.append(f"vxlan {tunnels['vxlan']} {tunnels.get('vxlan_mac') or '(no MAC)'}")
+    return "; ".join(out) or "-"
+
+
+def _network(net: dict[str, Any]) -> str:
+    nat = "on" if net.get("nat_outgoing") else "off"
+    return (
+        f"network: {net.get('subnets', 1)} subnet(s); IPIP {net.get('ipip')}, VXLAN "
+        f"{net.get('vxlan')}, natOutgoing {nat}, backend {net.get('backend')}, pod MTU "
+        f"{net.get('mtu')}"
+    )
+
+
+def _outside(out: dict[str, Any]) -> str:
+    serving = "serving TCP/UDP 80" if out.get("serving") else "NOT SERVING"
+    if not out.get("exists"):
+        serving = "NAMESPACE MISSING"
+    return f"outside: {out.get('ip')} ({out.get('netns')}) {serving}"
+
+
+def _node_row(n: dict[str, Any]) -> list[str]:
+    sessions = n["bgp"]
+    up = sum(1 for s in sessions if "Established" in s["info"])
+    peers = ", ".join(f"{s['name']}:{s['info'] or s['state']}" for s in sessions) or "-"
+    return [
+        n["name"],
+        n["ip"],
+        n.get("subnet", "-"),
+        "running" if n["running"] else "STOPPED",
+        _services(n.get("services") or {}),
+        f"{up}/{len(sessions)}",
+        _tunnels(n.get("tunnels") or {}),
+        peers,
+    ]
+
+
 def status_text(snap: dict[str, Any]) -> str:
     etcd = snap["etcd"]
     lines = [
         f"lab {snap['name']} ({snap['dir']})",
         f"etcd: {etcd['endpoint']} {'running' if etcd['running'] else 'NOT RUNNING'}",
-        "",
     ]
-    node_rows = []
-    for n in snap["nodes"]:
-        sessions = n["bgp"]
-        up = sum(1 for s in sessions if "Established" in s["info"])
-        peers = ", ".join(f"{s['name']}:{s['info'] or s['state']}" for s in sessions) or "-"
-        node_rows.append(
-            [
-                n["name"],
-                n["ip"],
-                "running" if n["running"] else "STOPPED",
-                _services(n.get("services") or {}),
-                f"{up}/{len(sessions)}",
-                peers,
-            ]
-        )
-    lines += _table(["NODE", "IP", "CALICO-NODE", "SERVICES", "BGP", "SESSIONS"], node_rows)
+    if "network" in snap:
+        lines.append(_network(snap["network"]))
+    if "outside" in snap:
+        lines.append(_outside(snap["outside"]))
+    lines.append("")
+    header = ["NODE", "IP", "SUBNET", "CALICO-NODE", "SERVICES", "BGP", "TUNNELS", "SESSIONS"]
+    lines += _table(header, [_node_row(n) for n in snap["nodes"]])
+    if snap.get("datastore_error"):
+        lines.append(f"(tunnel addresses unknown: {snap['datastore_error']})")
     lines.append("")
     pod_rows = [
         [

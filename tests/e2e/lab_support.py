@@ -28,6 +28,27 @@ Matrix = dict[str, dict[str, bool]]
 Rule = Callable[[str, str, int, str], bool]
 
 
+# Three pods pinned to node1, node2, node3 (the topology and encapsulation tests).
+POD_ON_NODE = """
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default, labels: {{app: {name}}}}}
+spec:
+  nodeName: {node}
+  containers: [{{name: c, ports: [{{containerPort: 8080}}, {{containerPort: 53, protocol: UDP}}]}}]
+"""
+
+
+def pods_on(*nodes: str) -> str:
+    """One pod per node, named a, b, c, ... in order, each serving TARGETS."""
+    names = "abcdefghijklmnopqrstuvwxyz"
+    return "---".join(POD_ON_NODE.format(name=names[i], node=n) for i, n in enumerate(nodes))
+
+
+PODS_ON_NODES = pods_on("node1", "node2", "node3")
+TARGETS = [(8080, "TCP"), (53, "UDP")]  # what PODS_ON_NODES serve
+
+
 def unique_name(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(3)}"
 
@@ -136,10 +157,56 @@ def check(
         time.sleep(0.5)
 
 
+def outside_answer(
+    handle: LabHandle, src: str, protocol: str = "TCP", *, within: float = 15.0
+) -> str | None:
+    """What the outside host answers ``src`` (a pod or node): the source address it saw. Asked
+    again until it answers or ``within`` runs out (the agent programs masquerade asynchronously);
+    None when it never answered."""
+    deadline = time.monotonic() + within
+    while True:
+        seen = probe.probe_outside(handle.state(), src, port=80, protocol=protocol, timeout=0.5)
+        if seen or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.3)
+
+
+def calico_node_reads(name: str) -> bool:
+    """Whether calico-node's code mentions ``name`` (an environment variable or a Node field):
+    how a test finds out that a feature it needs from calico-node exists yet."""
+    import calico.node
+
+    package = Path(calico.node.__file__).parent
+    return any(name in f.read_text() for f in package.glob("*.py"))
+
+
+def has_link(ns: str, dev: str) -> bool:
+    argv = ["ip", "-n", ns, "link", "show", "dev", dev]
+    proc = subprocess.run(argv, capture_output=True, check=False)
+    return proc.returncode == 0
+
+
+def missing_link_type(kind: str) -> str:
+    """ "" when the kernel can make a ``kind`` link (tried in a scratch namespace), else why not."""
+    ns = f"calt-linktype-{os.getpid()}-{secrets.token_hex(3)}"  # pid: spared by other sweeps
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        proc = subprocess.run(
+            ["ip", "-n", ns, "link", "add", "probe0", "type", kind],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+    return "" if proc.returncode == 0 else proc.stderr.strip() or f"exit {proc.returncode}"
+
+
 def lab_pids(lab: LabState) -> list[int]:
     pids = [
         lab.etcd_pid,
         lab.apiserver_pid,
+        lab.outside_pid,
         *(n.pid for n in lab.nodes),
         *(p.responder_pid for p in lab.pods.values()),
     ]

@@ -249,7 +249,7 @@ def test_down_after_failed_up_leaves_nothing(root: Path) -> None:
         failed.cli("down", "--quiet")
     assert proc.returncode == 1
     assert "timed out" in proc.stderr
-    assert len(failed.state().netns) == 3
+    assert len(failed.state().netns) == 4  # core, outside, node1, node2
     assert failed.state().etcd_pid
     _down_is_clean(failed, links)
 

@@ -14,6 +14,11 @@
         │                        all items ─> IPSetCalculator <─────┘
         │                                     (selector index over the cluster)
         ├─ (Global)NetworkPolicy ──────────> ActiveRulesCalculator
+        ├─ IPPool / Node ─(network_validation)─> NetworkPassthru ──> IPAMPool / HostMetadata /
+        │        │                                                   VXLANTunnelEndpoint
+        │        └──────────────────────────┐
+        ├─ IPAM block ──────────────────────┼─> RouteResolver ──> RouteUpdate / RouteRemove
+        ├─ WEP addresses and nodes ─────────┘   (encapsulated routes: IPIP, VXLAN)
         ▼
     EventSequencer (coalesce, order) ── flush() ──> list[dpapi message]
 
@@ -29,7 +34,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from calico.calc import active_rules_calculator, event_sequencer, ipset_calculator, validation
+from calico.calc import (
+    active_rules_calculator,
+    event_sequencer,
+    ipset_calculator,
+    network_passthru,
+    network_validation,
+    route_resolver,
+    validation,
+)
 from calico.dpapi import messages as m
 from calico.dpapi.state import DataplaneState
 from calico.model import kinds
@@ -66,21 +79,27 @@ WATCHED_KINDS = (
     "NetworkSet",
     "GlobalNetworkSet",
     "FelixConfiguration",
+    "IPPool",
+    "Node",
 )
 
 
 def watched_prefixes() -> list[str]:
-    return [kinds.KINDS[k].prefix() for k in WATCHED_KINDS]
+    return [kinds.KINDS[k].prefix() for k in WATCHED_KINDS] + list(
+        network_validation.BLOCK_PREFIXES
+    )
 
 
 class CalcGraph:
-    def __init__(self, hostname: str) -> None:
+    def __init__(self, hostname: str, *, quiet: bool = False) -> None:
         self.hostname = hostname
         self.sequencer = event_sequencer.EventSequencer(self._ipset_members)
         self.ipsets_calc = ipset_calculator.IPSetCalculator(self.sequencer)
         self.active_rules = active_rules_calculator.ActiveRulesCalculator(
             self.sequencer, self.ipsets_calc
         )
+        self.network = network_passthru.NetworkPassthru(self.sequencer)
+        self.routes = route_resolver.RouteResolver(hostname, self.sequencer, quiet=quiet)
         self.resources: dict[str, Any] = {}  # key -> last good value (for resync / debugging)
         self._items: dict[str, validation.Item] = {}
         self._local: set[str] = set()
@@ -105,6 +124,7 @@ class CalcGraph:
 
     def flush(self) -> list[m.Message]:
         self.active_rules.flush()
+        self.routes.flush()
         return self.sequencer.flush()
 
     def stats(self) -> CalcStats:
@@ -120,6 +140,8 @@ class CalcGraph:
     def on_update(self, key: str, value: Any | None) -> None:
         parsed = kinds.parse_key(key)
         if parsed is None:
+            if network_validation.is_block_key(key):
+                self._on_block_key(key, value)
             return
         kind, ns, name = parsed
         self.invalid.pop(key, None)
@@ -149,6 +171,10 @@ class CalcGraph:
                     self._on_policy(pid, self._record(key, value, validation.policy, pid))
                 case "FelixConfiguration":
                     self._on_felix_config(name, value)
+                case "IPPool":
+                    self._on_pool(name, network_validation.ippool(name, value) if value else None)
+                case "Node":
+                    self._on_node(name, network_validation.node(name, value) if value else None)
         except validation.InvalidResource as exc:
             logger.warning(
                 "ignoring invalid %s %s: %s", kind.name, f"{ns}/{name}" if ns else name, exc
@@ -178,7 +204,7 @@ class CalcGraph:
         Call right after ``flush()``. Returns human-readable differences; empty when they agree.
         Costs a full computation (O(cluster)), so the agent runs it rarely.
         """
-        fresh = CalcGraph(self.hostname)
+        fresh = CalcGraph(self.hostname, quiet=True)
         fresh._reuse = self._records
         fresh.on_in_sync()
         for key, value in self.resources.items():
@@ -193,6 +219,10 @@ class CalcGraph:
             "profiles",
             "workload_endpoints",
             "host_endpoints",
+            "pools",
+            "hosts",
+            "vteps",
+            "routes",
         ):
             a, b = getattr(got, field), getattr(want, field)
             if a == b:
@@ -223,6 +253,9 @@ class CalcGraph:
         if old is not None:
             for parent in old.parents:
                 self._children[parent].discard(item_id)
+        wep = item if item is not None else old
+        if wep is not None and wep.kind == validation.WEP:
+            self.routes.on_workload(item_id, item.node if item else None, item.nets if item else ())
         if item is None:
             self._items.pop(item_id, None)
             self.ipsets_calc.on_item_remove(item_id)
@@ -261,6 +294,37 @@ class CalcGraph:
             self.active_rules.on_policy_remove(pid)
         else:
             self.active_rules.on_policy_update(data)
+
+    # ---- networking: pools, nodes, IPAM blocks ------------------------------------------------
+
+    def _on_pool(self, name: str, pool: network_validation.PoolData | None) -> None:
+        self.network.on_pool(name, pool)
+        self.routes.on_pool(name, pool)
+
+    def _on_node(self, name: str, node: network_validation.NodeData | None) -> None:
+        self.network.on_node(name, node)
+        self.routes.on_node(name, node)
+
+    def _on_block_key(self, key: str, value: Any | None) -> None:
+        """An IPAM block (its own key space, not a v3 resource). Invalid == absent, logged."""
+        self.invalid.pop(key, None)
+        try:
+            net = network_validation.block_cidr(key)
+        except validation.InvalidResource as exc:
+            logger.warning("ignoring IPAM key %s: %s", key, exc)
+            return
+        node = None
+        try:
+            node = network_validation.block_affinity(net, value) if value is not None else None
+        except validation.InvalidResource as exc:
+            logger.warning("ignoring invalid IPAM block %s: %s", key, exc)
+            self.invalid[key] = str(exc)
+            value = None
+        if value is None:
+            self.resources.pop(key, None)
+        else:
+            self.resources[key] = value
+        self.routes.on_block(net, node, present=value is not None)
 
     # ---- config -------------------------------------------------------------------------------
 

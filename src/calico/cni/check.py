@@ -30,7 +30,7 @@ def run(call: Call) -> None:
             ERR_INCOMPATIBLE_VERSION,
             f"CHECK needs cniVersion 0.4.0 or later, got {call.conf.cni_version}",
         )
-    call.env.require(netns=True)
+    call.require(netns=True)
     if not call.conf.prev_result:
         raise CNIError(ERR_INVALID_CONFIG, "prevResult: CHECK needs the result of ADD")
     prev = Result.parse(call.conf.prev_result)

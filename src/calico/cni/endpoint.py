@@ -1,8 +1,8 @@
 """The WorkloadEndpoint the plugin writes for a pod (the policy agent consumes exactly this shape).
 
-Name: ``<node>-<orchestrator>-<workload>-<endpoint>`` with every ``-`` inside a part doubled
-(orchestrator ``k8s`` and workload = pod name for Kubernetes; ``cni`` and the container id
-otherwise).
+Name: Calico's (:func:`wep_name`): ``<node>-k8s-<pod>-<endpoint>`` for a Kubernetes pod (both
+K8S_POD_NAMESPACE and K8S_POD_NAME given), else ``<node>-cni-<container id>-<endpoint>`` in
+namespace ``default``, every ``-`` inside a part doubled.
 Labels: the pod's labels plus ``projectcalico.org/namespace``, ``projectcalico.org/orchestrator``
 and, when known, ``projectcalico.org/serviceaccount``. Profiles: ``kns.<ns>`` (+ ``ksa.<ns>.<sa>``)
 for Kubernetes pods; the network name for other containers, with that Profile created when missing
@@ -19,6 +19,7 @@ from calico.model import kinds
 from calico.model.kinds import API_VERSION
 
 WEP_KIND = kinds.lookup("WorkloadEndpoint")
+PROFILE_KIND = kinds.lookup("Profile")
 
 
 class Workload:
@@ -57,8 +58,8 @@ class Workload:
 
     @property
     def wep_name(self) -> str:
-        parts = (self.node, self.orchestrator, self.workload, self.ifname)
-        return "-".join(p.replace("-", "--") for p in parts)
+        return wep_name(node=self.node, orchestrator=self.orchestrator, endpoint=self.ifname,
+                        pod=self.pod, container_id=self.container_id)  # fmt: skip
 
     def profiles(self, network: str) -> list[str]:
         if self.orchestrator != "k8s":
@@ -75,6 +76,29 @@ class Workload:
         if self.service_account:
             labels["projectcalico.org/serviceaccount"] = self.service_account
         return labels
+
+
+def wep_name(
+    *, node: str, orchestrator: str, endpoint: str, pod: str = "", container_id: str = "",
+    workload: str = "",
+) -> str:  # fmt: skip
+    """Calico's WorkloadEndpoint name: the orchestrator's four segments joined by ``-``, every
+    ``-`` inside a segment doubled. ``k8s``: node, k8s, pod, endpoint; ``cni``: node, cni,
+    container ID, endpoint; ``libnetwork``: node, libnetwork, libnetwork, endpoint; any other
+    (``openstack``...): node, orchestrator, workload, endpoint. ValueError names a segment that
+    is empty or begins or ends with ``-`` (Calico refuses those too)."""
+    middle = {
+        "k8s": ("pod", pod),
+        "cni": ("containerID", container_id),
+        "libnetwork": ("orchestrator", orchestrator),
+    }.get(orchestrator, ("workload", workload))
+    segments = [("node", node), ("orchestrator", orchestrator), middle, ("endpoint", endpoint)]
+    for field, value in segments:
+        if not value:
+            raise ValueError(f"{field}: required for a WorkloadEndpoint name")
+        if value[0] == "-" or value[-1] == "-":
+            raise ValueError(f"{field} {value!r}: must not begin or end with '-'")
+    return "-".join(value.replace("-", "--") for _, value in segments)
 
 
 def build(
@@ -128,9 +152,10 @@ def encode_new(wep: dict[str, Any]) -> str:
     )
 
 
-def ensure_network_profile(client: Client, network: str) -> None:
-    """Create the non-Kubernetes network's Profile if it does not exist yet."""
-    profile = {
+def network_profile(network: str) -> dict[str, Any]:
+    """The Profile of a non-Kubernetes network: members may talk to each other, anything may
+    leave, and every member carries the label ``<network>: ""``."""
+    return {
         "apiVersion": API_VERSION,
         "kind": "Profile",
         "metadata": {"name": network},
@@ -140,11 +165,20 @@ def ensure_network_profile(client: Client, network: str) -> None:
             "labelsToApply": {network: ""},
         },
     }
+
+
+def profile_key(network: str) -> str:
+    return PROFILE_KIND.key(network)
+
+
+def ensure_network_profile(client: Client, network: str) -> None:
+    """Create the non-Kubernetes network's Profile if it does not exist yet (a delegated-IPAM
+    ADD; with calico-ipam it is ensured inside the IPAM transaction instead)."""
     try:
         client.get("Profile", network)
     except NotFound:
         try:
-            client.create(profile, validate=False)
+            client.create(network_profile(network), validate=False)
         except AlreadyExists:
             pass
 

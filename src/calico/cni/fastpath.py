@@ -5,6 +5,10 @@ even ``os`` costs ≈ 1 ms of a ≈ 7 ms interpreter start, and ``socket`` pulls
 Any trouble reaching the server (no socket, refused, a server of another namespace answering
 FALLBACK, a broken reply) runs the call in this process instead, which is always correct: ADD
 and DEL are idempotent (a repeated ADD reuses the handle's addresses and replaces a stale veth).
+
+With the request goes a file descriptor of this process's root directory (SCM_RIGHTS): the server
+resolves every path of the call (CNI_NETNS, the kubeconfig, TLS files, the log file) through it,
+so it sees them as this process does, whatever mount namespace the server runs in.
 """
 
 import _socket
@@ -32,7 +36,18 @@ def _request(plugin: str, data: bytes) -> bytes:
     env = dict(posix.environ)  # bytes -> bytes: no decoding
     env[b"CALICO_PLUGIN"] = plugin.encode()
     env[b"CALICO_NETNS_INO"] = netns_inode().encode()
-    return b"CNI1\n" + b"".join(k + b"=" + v + b"\0" for k, v in env.items()) + b"\0" + data
+    return b"CNI2\n" + b"".join(k + b"=" + v + b"\0" for k, v in env.items()) + b"\0" + data
+
+
+def _send(sock: "_socket.socket", request: bytes) -> None:
+    """The request, its first bytes carrying our root directory's descriptor (SCM_RIGHTS)."""
+    root = posix.open("/", posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
+    try:
+        fd = root.to_bytes(4, sys.byteorder, signed=True)
+        sent = sock.sendmsg([request[:65536]], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd)])
+    finally:
+        posix.close(root)
+    sock.sendall(request[sent:])
 
 
 def ask(socket_path: str, plugin: str, data: bytes) -> tuple[int, bytes, bytes] | None:
@@ -44,7 +59,7 @@ def ask(socket_path: str, plugin: str, data: bytes) -> tuple[int, bytes, bytes] 
     try:
         sock.settimeout(TIMEOUT)
         sock.connect(socket_path)
-        sock.sendall(_request(plugin, data))
+        _send(sock, _request(plugin, data))
         sock.shutdown(_socket.SHUT_WR)
         chunks = []
         while True:

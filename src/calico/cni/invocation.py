@@ -132,8 +132,10 @@ def _execute(
 
 
 def _error_version(data: bytes) -> str:
+    """The cniVersion the caller asked for (also when we do not support it: the runtime reads
+    the error in its own version), else the newest we speak."""
     try:
         v = json.loads(data).get("cniVersion")
     except (ValueError, AttributeError):
-        return "1.0.0"
-    return v if v in SUPPORTED_VERSIONS else "1.0.0"
+        return SUPPORTED_VERSIONS[-1]
+    return v if isinstance(v, str) and v else SUPPORTED_VERSIONS[-1]

@@ -2,8 +2,10 @@
  *
  * Speaks exactly the protocol of calico/cni/fastpath.py (the Python launcher) and server.py:
  *
- *   request:  "CNI1\n" + "KEY=VALUE\0"... + "\0" + stdin bytes, then shutdown(SHUT_WR);
- *             the environment plus CALICO_PLUGIN and CALICO_NETNS_INO (inode of our netns)
+ *   request:  "CNI2\n" + "KEY=VALUE\0"... + "\0" + stdin bytes, then shutdown(SHUT_WR);
+ *             the environment plus CALICO_PLUGIN and CALICO_NETNS_INO (inode of our netns);
+ *             the first bytes carry a descriptor of our root directory (SCM_RIGHTS), through
+ *             which the server resolves the call's paths as we would (our mount namespace)
  *   reply:    "<exit code>\n<len(stdout)>\n" + stdout + stderr; anything else (e.g. "FALLBACK\n",
  *             a reply cut short) means: run the call in-process.
  *
@@ -32,6 +34,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -101,6 +104,42 @@ static int send_all(int fd, const char *p, size_t n) {
         n -= (size_t)w;
     }
     return 0;
+}
+
+/* Send p[0..n) with a descriptor of our root directory attached to the first bytes. */
+static int send_with_root(int fd, const char *p, size_t n) {
+    int root = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        return -1;
+    struct iovec iov;
+    iov.iov_base = (void *)p;
+    iov.iov_len = n;
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &root, sizeof(int));
+    ssize_t w;
+    do {
+        w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    } while (w < 0 && errno == EINTR);
+    int saved = errno;
+    if (close(root) != 0 || w < 0) {
+        errno = w < 0 ? saved : errno;
+        return -1;
+    }
+    return send_all(fd, p + w, n - (size_t)w);
 }
 
 /* A file holding the stdin bytes read so far and the rest of stdin, positioned at 0. */
@@ -235,9 +274,9 @@ static int connect_server(const char *ino) {
     return fd;
 }
 
-/* "CNI1\n" + KEY=VALUE\0 ... + CALICO_PLUGIN + CALICO_NETNS_INO + "\0" (stdin follows). */
+/* "CNI2\n" + KEY=VALUE\0 ... + CALICO_PLUGIN + CALICO_NETNS_INO + "\0" (stdin follows). */
 static char *request_head(const char *ino, size_t *len) {
-    static const char magic[] = "CNI1\n";
+    static const char magic[] = "CNI2\n";
     size_t n = sizeof magic - 1;
     char **e;
     for (e = environ; *e; e++)
@@ -323,7 +362,7 @@ int main(int argc, char **argv) {
     int fd = connect_server(ino);
     size_t head_len, reply_len;
     char *head = request_head(ino, &head_len);
-    if (send_all(fd, head, head_len) != 0 || send_all(fd, in_buf, in_len) != 0 ||
+    if (send_with_root(fd, head, head_len) != 0 || send_all(fd, in_buf, in_len) != 0 ||
         shutdown(fd, SHUT_WR) != 0)
         fallback();
     char *reply = read_reply(fd, &reply_len);

@@ -211,12 +211,18 @@ class CNIEnv:
             )
 
     @property
+    def is_k8s(self) -> bool:
+        """Calico's rule: a Kubernetes pod only when both K8S_POD_NAMESPACE and K8S_POD_NAME are
+        set (podman, for one, sends K8S_POD_NAME alone); anything else is orchestrator ``cni``."""
+        return bool(self.pod_namespace and self.pod_name)
+
+    @property
     def pod_name(self) -> str:
         return self.args.get("K8S_POD_NAME", "")
 
     @property
     def pod_namespace(self) -> str:
-        return self.args.get("K8S_POD_NAMESPACE", "") or "default"
+        return self.args.get("K8S_POD_NAMESPACE", "")
 
 
 def parse_args(text: str) -> dict[str, str]:

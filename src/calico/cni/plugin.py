@@ -1,15 +1,17 @@
 """The ``calico`` CNI plugin: ADD, DEL, CHECK and VERSION, in a fresh process or the CNI server.
 
-Dataflow of ADD::
+Dataflow of ADD (one path for IPv4, IPv6 and dual stack; no background threads)::
 
-    stdin + CNI_* env ─► netconf ─► [k8s: GET pod]
-        ─► veth.create_link (background)  ‖  [non-k8s: network Profile (background)]
-           ‖  calico-ipam: one etcd txn = addresses + handle + WorkloadEndpoint (ipam.atomic)
-              (other IPAM types: exec ipam.type, then the WorkloadEndpoint)
-        ─► veth.configure (host routes, pod side)
-        ─► result JSON for the requested cniVersion (printed by calico.cni.invocation)
+    stdin + CNI_* env ─► netconf ─► open CNI_NETNS (the server: the caller's fd) ─► [k8s: GET pod]
+        ─► calico-ipam: ONE etcd txn = addresses + handle + WorkloadEndpoint (+ the network's
+           Profile when missing, non-k8s) via ipam.atomic
+           (other IPAM types: exec ipam.type, then the Profile and the WorkloadEndpoint)
+        ─► veth.setup (rtnetlink: the veth, pod end born in the pod netns; host side and host
+           routes; pod side: addresses, link, routes; both families on the same code)
+        ─► CNI_NETNS still names the namespace built in ─► result JSON for the cniVersion
+           (printed by calico.cni.invocation)
 
-Anything that fails after addresses were taken undoes what was done (veth, endpoint, addresses)
+Anything that fails after the addresses were taken undoes what was done (veth, endpoint, addresses)
 before the error is reported. DEL removes the endpoint and the addresses in one etcd txn and the
 veth (in the CNI server: after replying, see ``shared``), and succeeds when any or all of them are
 already gone, with or without CNI_NETNS. CHECK lives in ``check``. Imports stay stdlib + our
@@ -18,6 +20,7 @@ datastore/IPAM code: without the server a call is a fresh process, so import tim
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -42,27 +45,27 @@ from calico.cni.result import Result
 from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient, TLSFiles, op_get
 from calico.ipam import atomic, keys
-from calico.ipam.client import IPAMClient
 from calico.lib.cmd import run
 
 
 class Call:
     """One plugin invocation: config, environment and the clients it needs."""
 
-    def __init__(self, conf: NetConf, env: CNIEnv) -> None:
+    def __init__(self, conf: NetConf, env: CNIEnv, *, netns_fd: int | None = None) -> None:
         self.conf = conf
         self.env = env
+        self.netns_fd = netns_fd  # CNI_NETNS opened by the caller (the CNI server's launchers)
         self.tls = TLSFiles(conf.etcd_ca_cert_file, conf.etcd_cert_file, conf.etcd_key_file)
         self.etcd: EtcdClient = shared.etcd_client(conf.etcd_endpoints, self.tls)
         self.client = Client(self.etcd)
         self.node = conf.nodename(env.env)
-        pod = env.pod_name
+        k8s = env.is_k8s
         self.workload = endpoint.Workload(
             node=self.node,
             container_id=env.container_id,
             ifname=env.ifname,
-            namespace=env.pod_namespace if pod else "default",
-            pod=pod,
+            namespace=env.pod_namespace if k8s else "default",  # Calico's, for non-k8s too
+            pod=env.pod_name if k8s else "",
         )
         self.handle_id = f"{conf.name}.{env.container_id}"
         self.host_if = veth.host_veth_name(self.workload.veth_key)
@@ -86,12 +89,16 @@ class Call:
         the same etcd transaction; a repeated ADD keeps the handle's addresses)."""
         if not self.calico_ipam:
             return Result.parse(self.delegate("ADD"))
-        ipam = IPAMClient(self.etcd, client=self.client)
         attrs = {"node": self.node}
         if self.workload.pod:
             attrs |= {"namespace": self.workload.namespace, "pod": self.workload.pod}
+        ensure = None
+        if mac and self.workload.orchestrator != "k8s":  # the network's Profile, if missing
+            network = str(self.conf.name)
+            ensure = {endpoint.profile_key(network): endpoint.encode_new(
+                endpoint.network_profile(network))}  # fmt: skip
         ips, _ = atomic.assign(
-            ipam,
+            self.etcd,
             handle_id=self.handle_id,
             host=self.node,
             num_v4=1 if self.conf.ipam["assign_ipv4"] else 0,
@@ -103,6 +110,7 @@ class Call:
             extra=(lambda got: {endpoint.key(self.workload): self._wep_json(got, mac)})
             if mac
             else None,
+            ensure=ensure,
         )
         res = Result()
         for ip in ips:
@@ -113,9 +121,9 @@ class Call:
         if not self.calico_ipam:
             self.delegate("DEL")
             return
-        ipam = IPAMClient(self.etcd, client=self.client)
-        if not ipam.release_by_handle(self.handle_id):
-            ipam.release_by_handle(self.env.container_id)  # the handle of older Calico versions
+        for handle_id in (self.handle_id, self.env.container_id):  # then older Calico's handle
+            if atomic.release(self.etcd, self.etcd.get(keys.handle_key(handle_id))):
+                return
 
     def delegate(self, command: str) -> dict[str, Any] | None:
         """Run the configured IPAM plugin (found on CNI_PATH) with our stdin and environment."""
@@ -151,63 +159,73 @@ class Call:
         from calico.cni import k8s
 
         try:
-            if self.conf.kubeconfig:
-                cfg = k8s.load_kubeconfig(str(self.conf.kubeconfig))
-            else:
-                cfg = {"server": self.conf.k8s_api_root, "token": self.conf.k8s_auth_token}
-            w.labels, w.service_account, w.ports = k8s.pod_info(
-                k8s.get_pod(cfg, w.namespace, w.pod)
+            api = k8s.api_for(
+                kubeconfig=str(self.conf.kubeconfig) if self.conf.kubeconfig else None,
+                api_root=self.conf.k8s_api_root,
+                token=self.conf.k8s_auth_token,
+                keep=shared.enabled(),
             )
+            try:
+                w.labels, w.service_account, w.ports = k8s.pod_info(api.get_pod(w.namespace, w.pod))
+            finally:
+                if not shared.enabled():
+                    api.close()
         except k8s.K8sError as exc:
             raise CNIError(ERR_TRY_AGAIN, f"kubernetes: {exc}") from exc
 
+    def require(self, *, netns: bool) -> None:
+        """The call's environment is usable (CNIError code 4 naming the field otherwise)."""
+        self.env.require(netns=netns)
+        try:
+            self.workload.wep_name  # noqa: B018 - computing it checks every name segment
+        except ValueError as exc:
+            raise CNIError(ERR_INVALID_ENV, f"WorkloadEndpoint name: {exc}") from exc
+
     def add(self) -> dict[str, Any]:
-        self.env.require(netns=True)
-        if not os.path.exists(self.env.netns):
+        self.require(netns=True)
+        fd = self._open_netns()
+        try:
+            return self._add(fd)
+        finally:
+            if self.netns_fd is None:
+                os.close(fd)
+
+    def _open_netns(self) -> int:
+        """The pod's network namespace as a file descriptor (the server's: passed by the caller)."""
+        if self.netns_fd is not None:
+            return self.netns_fd
+        try:
+            return os.open(self.env.netns, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
             raise CNIError(
-                ERR_UNKNOWN_CONTAINER, f"CNI_NETNS {self.env.netns}: no such network namespace"
-            )
+                ERR_UNKNOWN_CONTAINER,
+                f"CNI_NETNS {self.env.netns}: no such network namespace ({exc.strerror})",
+            ) from exc
+
+    def _add(self, fd: int) -> dict[str, Any]:
+        """IPAM + WorkloadEndpoint ─► the veth and both sides' configuration; undone on failure."""
         self.load_pod()
         invocation.mark("prep")
         mac = veth.random_mac()
-        # With calico-ipam the address families are known up front, so the veth is created while
-        # IPAM talks to etcd; a delegated IPAM plugin's result decides them, so it goes first.
-        link: veth.Job | None = None
-        if self.calico_ipam:
-            link = self._create_link(mac, ipv6=bool(self.conf.ipam["assign_ipv6"]))
-        profile = None
-        if self.workload.orchestrator != "k8s":  # concurrently, on a client of its own
-            profile = veth.Job(self._ensure_profile)
-        try:
-            res = self.ipam_add(mac)  # calico-ipam: the WorkloadEndpoint is written with it
-        except BaseException:
-            if profile is not None:
-                _quietly(profile.wait)
-            if link is not None:
-                self._undo_link(link)
-            raise
+        res = self.ipam_add(mac)  # calico-ipam: the WorkloadEndpoint is written with it
         invocation.mark("ipam")
         addrs = [str(ip["address"]).split("/")[0] for ip in res.ips]
         v4 = [a for a in addrs if ":" not in a]
         v6 = [a for a in addrs if ":" in a]
         nets = [f"{a}/32" for a in v4] + [f"{a}/128" for a in v6]
         try:
-            if profile is not None:
-                profile.wait()
-            if link is None:
-                link = self._create_link(mac, ipv6=bool(v6))
             if not self.calico_ipam:
+                if self.workload.orchestrator != "k8s":
+                    endpoint.ensure_network_profile(self.client, str(self.conf.name))
                 endpoint.write(self.client, self._wep(nets, mac))
-            link.wait()
-            shared.wait_deletes(self.host_if, addrs)  # an old veth still holding an address
-            invocation.mark("link")
-            veth.configure(
-                netns=self.env.netns, ifname=self.env.ifname, host_if=self.host_if, ipv4=v4, ipv6=v6
-            )
+            # a DEL of this pod's last sandbox (same veth name), or an old veth still holding
+            # one of these addresses, may be finishing in the background (CNI server)
+            shared.wait_deletes(self.host_if, addrs)
+            veth.setup(netns_fd=fd, ifname=self.env.ifname, host_if=self.host_if,
+                       mtu=self.conf.mtu, pod_mac=mac, ipv4=v4, ipv6=v6)  # fmt: skip
             invocation.mark("net")
+            self._netns_still_there(fd)
         except BaseException as exc:
-            if link is not None:
-                _quietly(link.wait)
             self._undo()
             if isinstance(exc, veth.DataplaneError | OSError):
                 raise CNIError(ERR_DATAPLANE, f"setting up the pod network failed: {exc}") from exc
@@ -217,6 +235,20 @@ class Call:
             f"{self.workload.wep_name}; handle {self.handle_id}"
         )
         return self.result(res, mac, nets)
+
+    def _netns_still_there(self, fd: int) -> None:
+        """CNI_NETNS must still name the namespace the pod was built in: a runtime that removed
+        it during ADD gets code 3 and nothing is left behind."""
+        try:
+            now = os.stat(self.env.netns)
+        except OSError:
+            now = None
+        built = os.fstat(fd)
+        if now is None or (now.st_dev, now.st_ino) != (built.st_dev, built.st_ino):
+            raise CNIError(
+                ERR_UNKNOWN_CONTAINER,
+                f"CNI_NETNS {self.env.netns}: the network namespace went away during ADD",
+            )
 
     def _wep(self, nets: list[str], mac: str) -> dict[str, Any]:
         return endpoint.build(
@@ -228,31 +260,6 @@ class Call:
         nets = [f"{a}/128" if ":" in a else f"{a}/32" for a in ips]
         nets = sorted(nets, key=lambda n: ":" in n)  # IPv4 first, as the result lists them
         return endpoint.encode_new(self._wep(nets, mac))
-
-    def _ensure_profile(self) -> None:
-        etcd = shared.etcd_client(self.conf.etcd_endpoints, self.tls)
-        try:
-            endpoint.ensure_network_profile(Client(etcd), str(self.conf.name))
-        finally:
-            shared.release_etcd(self.conf.etcd_endpoints, self.tls, etcd)
-
-    def _create_link(self, mac: str, *, ipv6: bool) -> veth.Job:
-        def create() -> None:
-            shared.wait_deletes(self.host_if, [])  # a DEL of this pod's last sandbox, in flight
-            veth.create_link(
-                netns=self.env.netns,
-                ifname=self.env.ifname,
-                host_if=self.host_if,
-                mtu=self.conf.mtu,
-                pod_mac=mac,
-                ipv6=ipv6,
-            )
-
-        return veth.Job(create)
-
-    def _undo_link(self, link: veth.Job) -> None:
-        _quietly(link.wait)
-        veth.delete_link(self.host_if)
 
     def _undo(self) -> None:
         """A failed ADD leaves nothing: no veth, no endpoint, no addresses (best effort each)."""
@@ -280,7 +287,7 @@ class Call:
         return out.render(self.conf.cni_version)
 
     def delete(self) -> None:
-        self.env.require(netns=False)
+        self.require(netns=False)
         invocation.mark("prep")
         if not self.calico_ipam:
             self._delete_slow()
@@ -295,66 +302,48 @@ class Call:
             + [op_get(k) for k in guess],
         ).responses
         blocks = {r[0].key: r[0] for r in read if r}
-        ipam = IPAMClient(self.etcd, client=self.client)
         owner = (json.loads(wep[0].value).get("spec") or {}).get("containerID") if wep else None
         if owner and owner != self.env.container_id:
             self.log(f"{self.workload.wep_name} belongs to another container; releasing only")
-            if not atomic.release(ipam, handle[0] if handle else None) and old:
-                atomic.release(ipam, old[0])  # the handle of older Calico versions
+            if not atomic.release(self.etcd, handle[0] if handle else None) and old:
+                atomic.release(self.etcd, old[0])  # the handle of older Calico versions
             return
+        released = atomic.release(
+            self.etcd,
+            (handle or old)[0] if handle or old else None,
+            guards={wkey: wep[0].mod_revision} if wep else {},
+            blocks=blocks,
+            cache=cache,
+            host=self.node,
+        )
+        if handle and old and not released:
+            released = atomic.release(self.etcd, old[0])
+        invocation.mark("etcd")
         # The kernel's veth teardown (~20 ms) is most of a DEL: the CNI server finishes it after
-        # replying (a later ADD meeting its leftovers waits for it); a plain process overlaps it
-        # with the release. By interface index: a newer veth of the same name is never touched.
+        # replying (a later ADD meeting its leftovers waits for it). By interface index: a newer
+        # veth of the same name is never touched.
         index = veth.link_index(self.host_if)
-        link = None
-        if index is not None and not shared.enabled():
-            link = veth.Job(lambda: veth.delete_index(index))
-        try:
-            guards = {wkey: wep[0].mod_revision} if wep else {}
-            released = atomic.release(
-                ipam,
-                (handle or old)[0] if handle or old else None,
-                guards=guards,
-                blocks=blocks,
-                cache=cache,
-                host=self.node,
-            )
-            if handle and old and not released:
-                released = atomic.release(ipam, old[0])
-            invocation.mark("etcd")
-        finally:
-            if link is not None:
-                link.wait()
-        if index is not None and link is None:
-            shared.delete_later(self.host_if, released, lambda: veth.delete_index(index))
+        if index is not None:
+            delete = functools.partial(veth.delete_index, index)
+            if not shared.delete_later(self.host_if, released, delete):
+                delete()
         invocation.mark("link")
         self.log(f"removed {self.host_if}, {self.workload.wep_name}, handle {self.handle_id}")
 
     def _delete_slow(self) -> None:
-        """DEL with a delegated IPAM plugin: endpoint, then veth ‖ the plugin's release."""
+        """DEL with a delegated IPAM plugin: endpoint, the plugin's release, then the veth."""
         if not endpoint.delete_if_ours(self.client, self.workload):
             self.log(f"{self.workload.wep_name} belongs to another container; releasing only")
             self.ipam_del()  # a newer sandbox of this pod owns the endpoint and the veth
             return
-        link = veth.Job(lambda: veth.delete_link(self.host_if))
-        try:
-            self.ipam_del()
-        finally:
-            link.wait()
+        self.ipam_del()
+        veth.delete_link(self.host_if)
         self.log(f"removed {self.host_if}, {self.workload.wep_name}, handle {self.handle_id}")
 
     def check(self) -> None:
         from calico.cni import check  # lazy: only CHECK needs it
 
         check.run(self)
-
-
-def _quietly(fn: Callable[[], object]) -> None:
-    """Wait for a step being abandoned (its error is not the one to report)."""
-    try:
-        fn()
-    except BaseException:
-        pass
 
 
 def version_info(data: bytes) -> dict[str, Any]:

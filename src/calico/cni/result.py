@@ -48,7 +48,8 @@ class Result:
         out["ips"] = ips
         if self.routes:
             out["routes"] = self.routes
-        out["dns"] = self.dns
+        if self.dns:
+            out["dns"] = self.dns
         return out
 
     def _render_legacy(self, version: str) -> dict[str, Any]:
@@ -64,7 +65,8 @@ class Result:
             if routes:
                 entry["routes"] = routes
             out[fam] = entry
-        out["dns"] = self.dns
+        if self.dns:
+            out["dns"] = self.dns
         return out
 
     @classmethod

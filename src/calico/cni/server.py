@@ -9,13 +9,24 @@ runs (:func:`calico.cni.invocation.execute`).
 
 Wire format (no JSON on the client side; the client shuts down its writes after the request)::
 
-    request:  "CNI1\\n" + "KEY=VALUE\\0"... + "\\0" + stdin bytes
+    request:  "CNI2\\n" + "KEY=VALUE\\0"... + "\\0" + stdin bytes, the first bytes sent with one
+              file descriptor (SCM_RIGHTS): the caller's root directory
     reply:    "<exit code>\\n<len(stdout)>\\n" + stdout + stderr, or "FALLBACK\\n"
 
 The client sends ``CALICO_NETNS_INO`` (the inode of its network namespace) and ``CALICO_PLUGIN``.
-The server answers FALLBACK, and the client runs the call itself, when the namespaces differ (a
-server of another node) or when the call needs something only the caller's own process can do
-(exec'ing a delegated IPAM plugin with the caller's environment).
+The server answers FALLBACK, and the client runs the call itself, when the network namespaces
+differ (a server of another node), when no root descriptor came with the request (an older
+launcher), or when the call needs something only the caller's own process can do (exec'ing a
+delegated IPAM plugin with the caller's environment).
+
+Paths are the caller's: the thread serving a call takes a file-system context of its own
+(``unshare(CLONE_FS)``) and ``chroot``s to the caller's root, so CNI_NETNS, the kubeconfig, TLS
+files, the nodename file and the log file resolve exactly as they would in the caller's process,
+through the caller's mount namespace. A containerd pod netns (a bind mount under
+``/var/run/netns`` that only containerd's mount namespace has) works even when this server runs
+in a mount namespace of its own, e.g. a containerised calico-node. Everything a call can import
+or load lazily is loaded at start (:func:`preload`): nothing is looked up in the caller's tree but
+the call's own files.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import socketserver
 import sys
 import time
@@ -31,18 +43,19 @@ from pathlib import Path
 
 from calico.cni import fastpath, invocation, ipam_plugin, plugin, shared
 
-MAGIC = b"CNI1\n"
+MAGIC = b"CNI2\n"
+CLONE_FS = 0x200
 FALLBACK = b"FALLBACK\n"
 HANDLERS = {"calico": plugin.dispatch, "calico-ipam": ipam_plugin.dispatch}
 
 
 def parse_request(raw: bytes) -> tuple[dict[str, str], bytes]:
     if not raw.startswith(MAGIC):
-        raise ValueError("not a CNI1 request")
+        raise ValueError("not a CNI2 request")
     body = raw[len(MAGIC) :]
     env_part, sep, stdin = body.partition(b"\0\0")
     if not sep:
-        raise ValueError("CNI1 request without an environment terminator")
+        raise ValueError("CNI2 request without an environment terminator")
     env: dict[str, str] = {}
     for item in env_part.split(b"\0"):
         key, _, value = item.decode("utf-8", "surrogateescape").partition("=")
@@ -67,15 +80,21 @@ def wants_fallback(env: dict[str, str], stdin: bytes) -> bool:
     return False
 
 
-def handle(raw: bytes) -> bytes:
+def handle(raw: bytes, *, caller_root: int | None) -> bytes:
+    """Serve one request on this thread (which it may re-root: never the main thread)."""
     env, stdin = parse_request(raw)
-    if wants_fallback(env, stdin):
+    if caller_root is None or wants_fallback(env, stdin):
         sys.stderr.write(
             f"fallback {env.get('CNI_COMMAND', '')} {env.get('CNI_CONTAINERID', '')}\n"
         )
         return FALLBACK
     handler = HANDLERS.get(env.get("CALICO_PLUGIN", ""))
     if handler is None:
+        return FALLBACK
+    try:
+        as_caller(caller_root)
+    except OSError as exc:
+        sys.stderr.write(f"fallback: cannot take the caller's root: {exc}\n")
         return FALLBACK
     command = env.get("CNI_COMMAND", "")
     start = time.perf_counter()
@@ -89,18 +108,55 @@ def handle(raw: bytes) -> bytes:
     return f"{rc}\n{len(payload)}\n".encode() + payload + err.encode()
 
 
+def as_caller(root_fd: int) -> None:
+    """From now on this thread resolves paths from the caller's root (its own fs context)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_FS) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"unshare(CLONE_FS): {os.strerror(code)}")
+    os.fchdir(root_fd)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def preload() -> None:
+    """Load now what a call would otherwise load lazily from the (caller's) file system."""
+    import ctypes
+    import datetime
+    import random
+    import ssl
+    import uuid
+
+    from calico import selector
+    from calico.cni import check, k8s
+
+    ctypes.CDLL(None, use_errno=True)
+    ssl.create_default_context()
+    socket.getaddrinfo("localhost", None)  # the resolver's modules
+    del datetime, random, uuid, selector, check, k8s
+
+
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
-        chunks = []
-        while True:
-            chunk = self.request.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        fds: list[int] = []
         try:
-            reply = handle(b"".join(chunks))
-        except ValueError:
-            reply = FALLBACK
+            first, fds, _, _ = socket.recv_fds(self.request, 65536, 4)
+            chunks = [first]
+            while first:
+                chunk = self.request.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            root = fds[0] if len(fds) == 1 else None
+            try:
+                reply = handle(b"".join(chunks), caller_root=root)
+            except ValueError:
+                reply = FALLBACK
+        finally:
+            for fd in fds:
+                os.close(fd)
         self.request.sendall(reply)
 
 
@@ -115,6 +171,7 @@ def serve(socket_path: str | os.PathLike[str]) -> Server:
     ``{netns}`` in the path becomes this namespace's inode, as the launchers compute it.
     """
     shared.enable()  # keep etcd connections; finish veth deletes after replying
+    preload()
     path = Path(fastpath.socket_for(str(socket_path)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)

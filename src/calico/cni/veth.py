@@ -1,17 +1,23 @@
 """The pod's network: a veth pair (``cali<hash>`` on the host, CNI_IFNAME in the pod).
 
-IPv4 only (the common case), everything is rtnetlink from this process (:mod:`calico.cni.netlink`):
-``create_link`` (the veth with its peer born directly in the pod namespace, host end up) can run
-while IPAM talks to etcd; then ``configure`` adds the host routes and, through a socket made in the
-pod namespace, the pod side (address, link up, routes). With IPv6 the same steps are ``ip -batch``
-runs (``ip -n NAME`` for /var/run/netns paths, else ``nsenter --net=<CNI_NETNS>``), host and pod
-side concurrently. Host-side sysctls are plain writes to ``/proc/sys`` (they apply to the writer's
-namespace: the host). ``Job`` is the background-thread helper for the overlap.
+One path for IPv4, IPv6 and dual stack, all rtnetlink from this process (:mod:`calico.cni.netlink`):
+:func:`setup` runs two steps, and on failure deletes the veth again:
 
-Host side: MAC ``ee:ee:ee:ee:ee:ee``, no address, proxy_arp=1, neigh proxy_delay=0, forwarding=1;
-route ``<ip>/32 dev caliX scope link proto 80``. Pod side: ``<ip>/32`` on eth0, ``169.254.1.1`` on
-link and the default route via it (IPv6: ``<ip>/128`` and the default via the host veth's link-local
-``fe80::ecee:eeff:feee:eeee``, which we add ourselves so it needs no DAD wait).
+* :func:`create_link` — the veth, its pod end born directly in the pod namespace (given as an open
+  file descriptor), the host end still down.
+* :func:`configure` — host side: for IPv6 ``addrgenmode none`` and our own link-local (``nodad``,
+  so the pod's default route works at once), host sysctls, link up, the host routes (``replace``:
+  the policy agent may have programmed them first); pod side, through a netlink socket made inside
+  the pod namespace: addresses (IPv6 ``nodad``), link up, the on-link IPv4 gateway and the default
+  routes.
+
+Host side: MAC ``ee:ee:ee:ee:ee:ee``, no address, proxy_arp=1, neigh proxy_delay=0, forwarding=1
+(IPv6: proxy_ndp=1, forwarding=1, ``fe80::ecee:eeff:feee:eeee/64``); route ``<ip>/32 dev caliX scope
+link proto 80`` (``<ip6>/128 dev caliX proto 80``). Pod side: ``<ip>/32`` on eth0, ``169.254.1.1``
+on link and the default route via it; ``<ip6>/128`` and ``::/0`` via the host's link-local.
+Host-side sysctls are plain writes to ``/proc/sys`` (they apply to the writer's namespace: the
+host). CHECK reads the result back with ``ip -j`` (:func:`check`): an independent reader of what
+this module wrote.
 """
 
 from __future__ import annotations
@@ -21,8 +27,6 @@ import hashlib
 import json
 import os
 import socket
-import threading
-from collections.abc import Callable
 from typing import Any
 
 from calico.cni import netlink
@@ -31,7 +35,7 @@ from calico.lib.cmd import CmdError, run
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 HOST_LINK_LOCAL = "fe80::ecee:eeff:feee:eeee"
 GATEWAY_V4 = "169.254.1.1"
-ROUTE_PROTO = "80"
+ROUTE_PROTO = 80
 
 
 class DataplaneError(Exception):
@@ -49,192 +53,93 @@ def random_mac() -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def pod_argv(netns: str, argv: list[str]) -> list[str]:
-    """Run ``argv`` inside the pod's network namespace given as a path (any runtime's form).
-
-    ``ip`` switches into a named namespace (``/var/run/netns/NAME``) itself: one exec, no nsenter.
-    """
-    head, _, name = netns.rpartition("/")
-    if argv[0] == "ip" and head in ("/var/run/netns", "/run/netns") and name:
-        return ["ip", "-n", name, *argv[1:]]
-    return ["nsenter", f"--net={netns}", *argv]
-
-
-def ip_batch(lines: list[str], *, netns: str | None = None) -> None:
-    argv = ["ip", "-batch", "-"]
-    try:
-        run(pod_argv(netns, argv) if netns else argv, input="\n".join(lines) + "\n", timeout=30)
-    except CmdError as exc:
-        raise DataplaneError(exc.stderr or str(exc)) from exc
-
-
 def _write_sysctl(path: str, value: str) -> None:
     with open("/proc/sys/net/" + path, "w") as f:
         f.write(value)
 
 
-class Job:
-    """Run one step in a background thread (``ip`` waits release the GIL); ``wait`` re-raises."""
+def create_link(*, netns_fd: int, ifname: str, host_if: str, mtu: int, pod_mac: str) -> None:
+    """Create the veth (pod end born in the namespace ``netns_fd`` refers to), host end down.
 
-    def __init__(self, fn: Callable[[], object]) -> None:
-        self._fn = fn
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._fn()
-        except BaseException as exc:
-            self._error = exc
-
-    def wait(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+    A stale veth of the same name (an earlier sandbox of this pod) is replaced."""
+    with netlink.Netlink() as nl:
+        for attempt in (1, 2):
+            try:
+                nl.add_veth(
+                    name=host_if, mac=HOST_MAC, mtu=mtu, peer=ifname, peer_mac=pod_mac,
+                    peer_netns_fd=netns_fd, up=False,
+                )  # fmt: skip
+                return
+            except netlink.NetlinkError as exc:
+                if exc.errno != errno.EEXIST or attempt == 2:
+                    raise DataplaneError(f"creating veth {host_if}: {exc.strerror}") from exc
+            delete_link(host_if)
 
 
-def create_link(
-    *, netns: str, ifname: str, host_if: str, mtu: int, pod_mac: str, ipv6: bool
+def configure(
+    *, netns_fd: int, ifname: str, host_if: str, ipv4: list[str], ipv6: list[str]
 ) -> None:
-    """Create the veth (pod end born in ``netns``), bring the host end up, set its sysctls."""
-    if not os.path.exists(netns):
-        raise DataplaneError(f"CNI_NETNS {netns}: no such network namespace")
-    if not ipv6:
-        _create_link_nl(netns=netns, ifname=ifname, host_if=host_if, mtu=mtu, pod_mac=pod_mac)
-    else:
-        _create_link_ip(netns=netns, ifname=ifname, host_if=host_if, mtu=mtu, pod_mac=pod_mac)
-    _write_sysctl(f"ipv4/conf/{host_if}/proxy_arp", "1")
-    _write_sysctl(f"ipv4/neigh/{host_if}/proxy_delay", "0")
-    _write_sysctl(f"ipv4/conf/{host_if}/forwarding", "1")
-    if ipv6:
-        _write_sysctl(f"ipv6/conf/{host_if}/proxy_ndp", "1")
-        _write_sysctl(f"ipv6/conf/{host_if}/forwarding", "1")
-
-
-def _create_link_nl(*, netns: str, ifname: str, host_if: str, mtu: int, pod_mac: str) -> None:
-    """IPv4 only: one rtnetlink request (veth, peer in ``netns``, host end up)."""
-    fd = os.open(netns, os.O_RDONLY)
-    try:
-        with netlink.Netlink() as nl:
-            for attempt in (1, 2):
-                try:
-                    nl.add_veth(
-                        name=host_if, mac=HOST_MAC, mtu=mtu, peer=ifname, peer_mac=pod_mac,
-                        peer_netns_fd=fd,
-                    )  # fmt: skip
-                    return
-                except netlink.NetlinkError as exc:
-                    if exc.errno != errno.EEXIST or attempt == 2:
-                        raise DataplaneError(f"creating veth {host_if}: {exc.strerror}") from exc
-                delete_link(host_if)  # a stale veth from an earlier sandbox of this pod
-    finally:
-        os.close(fd)
-
-
-def _create_link_ip(*, netns: str, ifname: str, host_if: str, mtu: int, pod_mac: str) -> None:
-    """With IPv6 (addrgenmode, the host link-local): ``ip -batch``."""
-    host = [
-        f"link add {host_if} mtu {mtu} address {HOST_MAC} type veth "
-        f"peer name {ifname} address {pod_mac} mtu {mtu} netns {netns}",
-    ]
-    host += [
-        f"link set {host_if} addrgenmode none",
-        f"addr add {HOST_LINK_LOCAL}/64 dev {host_if} scope link nodad",
-        f"link set {host_if} up",
-    ]
-    try:
-        ip_batch(host)
-    except DataplaneError as exc:
-        if "File exists" not in str(exc):
-            raise
-        delete_link(host_if)  # a stale veth from an earlier sandbox of this pod
-        ip_batch(host)
-
-
-def add_host_routes(*, host_if: str, ipv4: list[str], ipv6: list[str]) -> None:
-    # replace, not add: the policy agent may have programmed the same route already
-    lines = [f"route replace {ip}/32 dev {host_if} scope link proto {ROUTE_PROTO}" for ip in ipv4]
-    lines += [f"route replace {ip}/128 dev {host_if} proto {ROUTE_PROTO}" for ip in ipv6]
-    if lines:
-        ip_batch(lines)
-
-
-def configure_pod(*, netns: str, ifname: str, ipv4: list[str], ipv6: list[str]) -> None:
-    """Addresses, link up, the on-link gateway and default routes inside the pod."""
-    pod = [f"addr add {ip}/32 dev {ifname}" for ip in ipv4]
-    pod += [f"addr add {ip}/128 dev {ifname} nodad" for ip in ipv6]
-    pod.append(f"link set {ifname} up")
-    if ipv4:
-        pod += [
-            f"route add {GATEWAY_V4} dev {ifname} scope link",
-            f"route add default via {GATEWAY_V4} dev {ifname}",
-        ]
-    if ipv6:
-        pod.append(f"route add ::/0 via {HOST_LINK_LOCAL} dev {ifname}")
-    ip_batch(pod, netns=netns)
-
-
-def configure(*, netns: str, ifname: str, host_if: str, ipv4: list[str], ipv6: list[str]) -> None:
-    """Host routes and the pod side: rtnetlink for IPv4 only, else two concurrent ``ip -batch``
-    processes (one per namespace)."""
-    if not ipv6:
-        try:
-            _configure_nl(netns=netns, ifname=ifname, host_if=host_if, ipv4=ipv4)
-        except netlink.NetlinkError as exc:
-            raise DataplaneError(f"configuring {host_if}/{ifname}: {exc.strerror}") from exc
-        return
-    host = Job(lambda: add_host_routes(host_if=host_if, ipv4=ipv4, ipv6=ipv6))
-    try:
-        configure_pod(netns=netns, ifname=ifname, ipv4=ipv4, ipv6=ipv6)
-    finally:
-        host.wait()
-
-
-def _configure_nl(*, netns: str, ifname: str, host_if: str, ipv4: list[str]) -> None:
+    """Host side, then pod side (see the module docstring); DataplaneError names the step."""
     index = link_index(host_if)
     if index is None:
         raise DataplaneError(f"host interface {host_if} does not exist")
-    with netlink.Netlink() as nl:
-        for ip in ipv4:
-            # replace: the policy agent may already have programmed this same route for the
-            # endpoint (it owns proto-80 routes on cali* devices too)
-            nl.add_route4(index, ip, 32, proto=int(ROUTE_PROTO), replace=True)
-    pod, pod_index = netlink.in_netns(netns, ifname)
-    with pod:
-        for ip in ipv4:
-            pod.add_addr4(pod_index, ip)
-        pod.link_up(pod_index)
-        if ipv4:
-            pod.add_route4(pod_index, GATEWAY_V4, 32)
-            pod.add_route4(pod_index, "0.0.0.0", 0, gateway=GATEWAY_V4)
+    try:
+        with netlink.Netlink() as nl:
+            _configure_host(nl, index, host_if, ipv4=ipv4, ipv6=ipv6)
+        pod, pod_index = netlink.in_netns(netns_fd, ifname)
+        with pod:
+            _configure_pod(pod, pod_index, ipv4=ipv4, ipv6=ipv6)
+    except netlink.NetlinkError as exc:
+        raise DataplaneError(f"configuring {host_if}/{ifname}: {exc.strerror}") from exc
+
+
+def _configure_host(
+    nl: netlink.Netlink, index: int, host_if: str, *, ipv4: list[str], ipv6: list[str]
+) -> None:
+    if ipv6:
+        nl.no_ipv6_autoconf(index)
+        nl.add_addr(index, HOST_LINK_LOCAL, 64, scope=netlink.RT_SCOPE_LINK, nodad=True)
+        _write_sysctl(f"ipv6/conf/{host_if}/proxy_ndp", "1")
+        _write_sysctl(f"ipv6/conf/{host_if}/forwarding", "1")
+    _write_sysctl(f"ipv4/conf/{host_if}/proxy_arp", "1")
+    _write_sysctl(f"ipv4/neigh/{host_if}/proxy_delay", "0")
+    _write_sysctl(f"ipv4/conf/{host_if}/forwarding", "1")
+    nl.link_up(index)
+    for ip in ipv4 + ipv6:
+        nl.add_route(index, ip, 128 if ":" in ip else 32, proto=ROUTE_PROTO, replace=True)
+
+
+def _configure_pod(nl: netlink.Netlink, index: int, *, ipv4: list[str], ipv6: list[str]) -> None:
+    for ip in ipv4:
+        nl.add_addr(index, ip, 32)
+    for ip in ipv6:
+        nl.add_addr(index, ip, 128, nodad=True)
+    nl.link_up(index)
+    if ipv4:
+        nl.add_route(index, GATEWAY_V4, 32)
+        nl.add_route(index, "0.0.0.0", 0, gateway=GATEWAY_V4)
+    if ipv6:
+        nl.add_route(index, "::", 0, gateway=HOST_LINK_LOCAL)
 
 
 def setup(
-    *, netns: str, ifname: str, host_if: str, mtu: int, ipv4: list[str], ipv6: list[str]
-) -> str:
-    """Build the pod's network in one go; returns the pod-side MAC. On failure, nothing is left."""
-    pod_mac = random_mac()
-    create_link(
-        netns=netns, ifname=ifname, host_if=host_if, mtu=mtu, pod_mac=pod_mac, ipv6=bool(ipv6)
-    )
+    *, netns_fd: int, ifname: str, host_if: str, mtu: int, pod_mac: str, ipv4: list[str],
+    ipv6: list[str],
+) -> None:  # fmt: skip
+    """The pod's whole network (:func:`create_link`, then :func:`configure`); nothing is left
+    when it fails."""
+    create_link(netns_fd=netns_fd, ifname=ifname, host_if=host_if, mtu=mtu, pod_mac=pod_mac)
     try:
-        configure(netns=netns, ifname=ifname, host_if=host_if, ipv4=ipv4, ipv6=ipv6)
-    except DataplaneError:
+        configure(netns_fd=netns_fd, ifname=ifname, host_if=host_if, ipv4=ipv4, ipv6=ipv6)
+    except BaseException:
         delete_link(host_if)
         raise
-    return pod_mac
 
 
 def delete_link(host_if: str) -> bool:
-    """Delete the host veth (its pod peer and routes go with it). False if it did not exist."""
-    try:
-        run(["ip", "link", "del", host_if], timeout=30)
-    except CmdError as exc:
-        if "Cannot find device" in exc.stderr or "does not exist" in exc.stderr:
-            return False
-        raise DataplaneError(exc.stderr) from exc
-    return True
+    """Delete the host veth by name (its pod peer and routes go with it); False if it was gone."""
+    index = link_index(host_if)
+    return index is not None and delete_index(index)
 
 
 def link_index(name: str) -> int | None:
@@ -254,6 +159,17 @@ def delete_index(index: int) -> bool:
             return nl.delete_link(index)
     except netlink.NetlinkError as exc:
         raise DataplaneError(f"deleting interface #{index}: {exc.strerror}") from exc
+
+
+# ---- CHECK: read back with `ip -j` -----------------------------------------------------------
+
+
+def pod_argv(netns: str, argv: list[str]) -> list[str]:
+    """Run ``argv`` inside the pod's network namespace given as a path (any runtime's form).
+
+    Always through ``nsenter --net``, never ``ip -n``: ``ip -n`` also makes a mount namespace
+    to remount /sys, which a CNI server thread chrooted to its caller's root cannot do."""
+    return ["nsenter", f"--net={netns}", *argv]
 
 
 def _ip_json(argv: list[str], netns: str | None = None) -> list[dict[str, Any]]:

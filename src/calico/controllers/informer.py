@@ -108,6 +108,11 @@ class Informer:
     def store_keys(self) -> list[StoreKey]:
         return list(self.store)
 
+    def items(self) -> list[Resource]:
+        """The cached objects sorted by (namespace, name): a new list (the objects themselves are
+        replaced on change, never mutated). Call it on the informer's event loop."""
+        return [self.store[k] for k in sorted(self.store)]
+
     async def run(self) -> None:
         delay = self._retry_delay
         while True:

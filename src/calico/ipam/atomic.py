@@ -1,105 +1,45 @@
-"""One-transaction IPAM for a CNI call: assign or release a handle's addresses, together with
-the caller's own keys (the WorkloadEndpoint), in a single etcd write.
+"""Calico IPAM's writes: each one etcd transaction that compares every record it rests on.
 
-The plain :class:`~calico.ipam.client.IPAMClient` path costs one etcd round trip per record read
-or written (handle, pools, affinities, block, handle, block, then the caller's endpoint). Here::
+This is the one allocation path: the CNI plugin, ``calico-ipam``, ``calicoctl ipam`` and
+:class:`~calico.ipam.client.IPAMClient` all assign and release here::
 
-    assign:  [read handle, IPPools, Node, host affinities ─► read the affine blocks]
-             ─► txn( handle absent ∧ used blocks, pools, Node at the revisions read
-                     ⇒ put blocks, put handle, put the caller's keys
-                     else ⇒ read all of the above again )
-    release: read the handle's blocks
-             ─► txn( handle, blocks and the caller's guards at the revisions read
-                     ⇒ put blocks, delete handle, delete the caller's keys )
+    assign:  view: [handle, IPPools, Node, IPAM config, host affinities] (one read; none with a
+             Cache) ─► plan.assignment (reads the affine blocks / the family's block keys / every
+             block of the family by stages, only when a step needs them)
+             ─► txn( handle absent (or at its revision) ∧ every used block at its revision ∧ every
+                     claimed block absent ∧ IPPools ∧ Node [∧ config] ∧ ensured keys
+                     ⇒ put blocks, confirmed affinities of claimed blocks, handle, ensured keys
+                       that were absent, the caller's keys (the WorkloadEndpoint)
+                     else ⇒ read the whole view again ) ─► plan again with the fresh records
+    release: txn( handle ∧ its blocks ∧ the caller's guards at the revisions read
+                  ⇒ put blocks, delete handle, delete guards  else ⇒ read them again )
 
-A long-lived caller (the CNI server) passes a :class:`Cache`: what the last transaction read or
-wrote for a host stands in for the bracketed reads, so an ADD in steady state is one round trip.
-Nothing stale can be written: every record the decision rests on is compared by revision in the
-same transaction, and a failed compare returns the fresh records, which are then used (and
-cached). Anything uncommon (the handle already holds addresses, the affine blocks are full, a
-block claim or a borrow is needed) goes to the ordinary ``IPAMClient`` code, after which the
-caller's keys are written on their own. The records are exactly the ordinary path's (same keys,
-same JSON).
+A claimed block is created together with its addresses and its confirmed affinity, so there is no
+"pending" state to clean up. A handle that already holds addresses keeps them (``reuse``: a
+repeated CNI ADD); ``reuse=False`` adds addresses to it (Calico's AutoAssign). The records are
+Calico's (same keys, same JSON).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import threading
 from collections.abc import Callable, Mapping
 
-from calico.datastore.client import decode
-from calico.datastore.etcd import KV, cmp_absent, cmp_mod, op_delete, op_get, op_put
-from calico.ipam import keys
-from calico.ipam.block import Block, IPNetwork, affinity_for
-from calico.ipam.client import IPAMClient
-from calico.ipam.errors import IPAMError, PoolExhausted
-from calico.ipam.pools import Pool, PoolError, select_pools
-from calico.model import kinds
+from calico.datastore.etcd import KV, EtcdClient, cmp_absent, cmp_mod, op_delete, op_get, op_put
+from calico.ipam import keys, plan
+from calico.ipam.block import Block
+from calico.ipam.errors import IPAMError
+from calico.ipam.view import Cache, View
 
 Extra = Callable[[list[str]], Mapping[str, str]]
-FAST_TRIES = 5  # conflicts before the ordinary (record by record) path takes over
+MAX_ATTEMPTS = 100  # conflicting writers (or reads by stages) before giving up
 
-
-class _View:
-    """What an assignment decides on, each record with the revision it was read at."""
-
-    __slots__ = ("affinity", "blocks", "node", "pools")
-
-    def __init__(self, pools: list[KV], node: list[KV], affinity: dict[int, list[KV]]) -> None:
-        self.pools = pools
-        self.node = node
-        self.affinity = affinity
-        self.blocks: dict[str, KV] = {}  # block key -> KV
-
-
-class Cache:
-    """Per-host views kept between calls by a long-lived caller (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._views: dict[str, _View] = {}
-
-    def get(self, host: str) -> _View | None:
-        """A private copy of the host's view (calls run concurrently)."""
-        with self._lock:
-            view = self._views.get(host)
-            if view is None:
-                return None
-            out = _View(view.pools, view.node, view.affinity)
-            out.blocks = dict(view.blocks)
-            return out
-
-    def put(self, host: str, view: _View) -> None:
-        with self._lock:
-            self._views[host] = view
-
-    def drop(self, host: str) -> None:
-        with self._lock:
-            self._views.pop(host, None)
-
-    def block_keys(self, host: str) -> list[str]:
-        with self._lock:
-            view = self._views.get(host)
-            return list(view.blocks) if view else []
-
-    def update_blocks(self, host: str, kvs: list[KV]) -> None:
-        with self._lock:
-            view = self._views.get(host)
-            if view is not None:
-                for kv in kvs:
-                    if kv.key in view.blocks:
-                        view.blocks[kv.key] = kv
-
-
-def _view_ops(host: str, versions: list[int], node_key: str) -> list[dict[str, object]]:
-    ops = [op_get(kinds.lookup("IPPool").prefix(), prefix=True), op_get(node_key)]
-    return ops + [op_get(keys.host_affinity_prefix(host, v), prefix=True) for v in versions]
+__all__ = ["Cache", "Extra", "assign", "release"]
 
 
 def assign(
-    ipam: IPAMClient,
+    etcd: EtcdClient,
     *,
     handle_id: str,
     host: str,
@@ -109,175 +49,133 @@ def assign(
     pools_v6: list[str] | None = None,
     attrs: Mapping[str, str] | None = None,
     extra: Extra | None = None,
+    ensure: Mapping[str, str] | None = None,
     cache: Cache | None = None,
+    reuse: bool = True,
 ) -> tuple[list[str], bool]:
-    """(addresses, reused): like ``IPAMClient.auto_assign``, but a handle that already holds
-    addresses keeps them (reused=True) and ``extra(addresses)`` -> {key: value} is written in the
-    same transaction as the allocation when possible (always before this returns)."""
-    etcd = ipam.etcd
+    """(addresses, reused). ``extra(addresses)`` -> {key: value} is written in the same
+    transaction; ``ensure`` {key: value}: keys created with that value when absent (compared
+    otherwise). All or nothing: on an error nothing was written."""
     wanted = [(v, n, req) for v, n, req in ((4, num_v4, pools), (6, num_v6, pools_v6)) if n > 0]
     versions = [v for v, _, _ in wanted]
     hkey = keys.handle_key(handle_id)
-    node_key = kinds.lookup("Node").key(host)
-    view = cache.get(host) if cache is not None else None
-    if view is not None and any(v not in view.affinity for v in versions):
-        view = None
-    fresh = False  # a view just read (not remembered from an earlier call)
-    for _ in range(FAST_TRIES):
+    ensure = dict(ensure or {})
+    view = cache.get(host, versions, hkey) if cache is not None else None
+    for _ in range(MAX_ATTEMPTS):
         if view is None:
-            ops = [op_get(hkey), *_view_ops(host, versions, node_key)]
-            handle_kvs, *rest = etcd.txn([], ops).responses
-            view, fresh = _View(rest[0], rest[1], dict(zip(versions, rest[2:], strict=True))), True
-            if handle_kvs:
-                break
-        try:
-            chosen = _candidates(view, wanted, host)
-        except IPAMError:
-            if fresh:
-                raise
-            view = None  # a remembered view may lack a new pool or a Node label change
-            continue
-        missing = [keys.block_key(c) for _, _, cs in chosen for c in cs]
-        missing = [k for k in missing if k not in view.blocks]
+            view = View(host, versions, hkey)
+            view.ensure = dict.fromkeys(ensure)
+            view.read(etcd)
+        missing = [k for k in ensure if k not in view.ensure]
         if missing:
-            read = etcd.txn([], [op_get(k) for k in missing]).responses
-            view.blocks.update({r[0].key: r[0] for r in read if r})
-        plan = _plan(view, chosen, handle_id, host, dict(attrs or {}))
-        if plan is None:
-            if fresh:
-                break  # the host's blocks are full: claims and borrows are the slow path
-            view = None  # a remembered view may lack a block claimed since
-            continue
-        ips, used = plan
-        record = {"handleID": handle_id, "block": {str(c): n for c, (_, n, _) in used.items()}}
-        compare = [cmp_absent(hkey)]
-        compare += [cmp_mod(kv.key, kv.mod_revision) for kv, _, _ in used.values()]
-        compare += [cmp_mod(kv.key, kv.mod_revision) for kv in view.pools]
-        compare.append(cmp_mod(node_key, view.node[0].mod_revision) if view.node else
-                       cmp_absent(node_key))  # fmt: skip
-        written = {kv.key: (kv, b.to_json()) for kv, _, b in used.values()}
-        success = [op_put(k, value) for k, (_, value) in written.items()]
-        success.append(op_put(hkey, json.dumps(record)))
-        success += [op_put(k, v) for k, v in (extra(ips) if extra else {}).items()]
-        block_keys = list(view.blocks)
-        failure = [op_get(hkey), *_view_ops(host, versions, node_key)]
-        failure += [op_get(k) for k in block_keys]
-        r = etcd.txn(compare, success, failure)
-        if r.succeeded:
-            for k, (kv, value) in written.items():
-                view.blocks[k] = KV(k, value.encode(), r.revision, kv.create_revision)
-            if cache is not None:
-                cache.put(host, view)
-            return ips, False
-        handle_kvs, pool_kvs, node_kvs, *rest = r.responses
-        view = _View(pool_kvs, node_kvs, dict(zip(versions, rest[: len(versions)], strict=True)))
-        view.blocks = {b[0].key: b[0] for b in rest[len(versions) :] if b}
-        fresh = True
-        if handle_kvs:
-            break
-    if cache is not None:
-        cache.drop(host)  # the ordinary path may claim blocks: read afresh next time
-    return _ordinary(ipam, handle_id, host, num_v4, num_v6, pools, pools_v6, attrs, extra)
-
-
-def _ordinary(
-    ipam: IPAMClient,
-    handle_id: str,
-    host: str,
-    num_v4: int,
-    num_v6: int,
-    pools: list[str] | None,
-    pools_v6: list[str] | None,
-    attrs: Mapping[str, str] | None,
-    extra: Extra | None,
-) -> tuple[list[str], bool]:
-    ips = ipam.ips_by_handle(handle_id)
-    reused = bool(ips)
-    if not reused:
-        ips = ipam.auto_assign(
-            handle_id=handle_id, host=host, num_v4=num_v4, num_v6=num_v6,
-            pools=pools, pools_v6=pools_v6, attrs=attrs,
-        )  # fmt: skip
-    try:
-        puts = extra(ips) if extra else {}
-        if puts:
-            ipam.etcd.txn([], [op_put(k, v) for k, v in puts.items()])
-    except Exception:
-        if not reused:
-            ipam.release_by_handle(handle_id)
-        raise
-    return ips, reused
-
-
-def _candidates(
-    view: _View, wanted: list[tuple[int, int, list[str] | None]], host: str
-) -> list[tuple[int, int, list[IPNetwork]]]:
-    """Per family: (version, count, the host's affine blocks inside its usable pools, sorted)."""
-    all_pools = [Pool.from_resource(decode(kv.value, kv.mod_revision)) for kv in view.pools]
-    labels = _labels(view.node)
-    chosen = []
-    for version, num, req in wanted:
+            view.read_more(etcd, ensure=missing)
         try:
-            usable = select_pools(
-                all_pools, version=version, labels_for_node=labels.copy, requested=req
+            held = plan.held(view, handle_id) if reuse else []
+            if held:
+                if _write_reused(etcd, view, held, extra, ensure):
+                    return held, True
+                continue
+            chosen = plan.assignment(view, wanted, handle_id=handle_id, host=host,
+                                     attrs=attrs or {})  # fmt: skip
+        except plan.Need as need:
+            if need.family_wide and view.remembered:
+                view = None  # a remembered view may lack a block freed since: no claims from it
+                continue
+            view.read_more(etcd, blocks=need.blocks, index=need.index, all_blocks=need.all_blocks)
+            continue
+        except IPAMError:
+            if view.remembered:
+                view = None  # it may lack a new pool or a Node label change
+                continue
+            raise
+        compare, success = _assign_ops(view, chosen, handle_id, extra, ensure)
+        r = etcd.txn(compare, success, view.read_ops())
+        if r.succeeded:
+            _remember(view, chosen, ensure, r.revision)
+            if cache is not None:
+                cache.put(view)
+            return chosen.ips, False
+        view.load(r.responses)  # the failure branch read every record again
+    if cache is not None:
+        cache.drop(host)
+    raise IPAMError(f"handle {handle_id}: gave up after {MAX_ATTEMPTS} conflicting attempts")
+
+
+def _ensure_ops(view: View, ensure: Mapping[str, str]) -> tuple[list[dict[str, object]], ...]:
+    compare, success = [], []
+    for k, value in ensure.items():
+        kv = view.ensure.get(k)
+        compare.append(cmp_mod(k, kv.mod_revision) if kv is not None else cmp_absent(k))
+        if kv is None:
+            success.append(op_put(k, value))
+    return compare, success
+
+
+def _assign_ops(
+    view: View, chosen: plan.Plan, handle_id: str, extra: Extra | None, ensure: Mapping[str, str]
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    hkey = view.handle_key
+    compare = [cmp_mod(hkey, view.handle.mod_revision) if view.handle else cmp_absent(hkey)]
+    success = []
+    for key, (kv, block) in chosen.writes().items():
+        compare.append(cmp_mod(key, kv.mod_revision) if kv is not None else cmp_absent(key))
+        success.append(op_put(key, block.to_json()))
+        if kv is None:
+            success.append(
+                op_put(keys.affinity_key(view.host, block.cidr), keys.AFFINITY_CONFIRMED)
             )
-        except PoolError as exc:
-            raise IPAMError(str(exc)) from exc
-        if not usable:
-            raise PoolExhausted(f"no enabled IPv{version} pool is usable by node {host!r}")
-        cidrs = [keys.cidr_from_key(kv.key) for kv in view.affinity[version]]
-        cidrs = [c for c in cidrs if any(_within(c, p) for p in usable)]
-        chosen.append((version, num, sorted(cidrs, key=lambda c: int(c.network_address))))
-    return chosen
+    compare += [cmp_mod(kv.key, kv.mod_revision) for kv in view.pools]
+    compare.append(_cmp(view.node_key, view.node))
+    if chosen.used_config:
+        compare.append(_cmp(keys.CONFIG_KEY, view.config))
+    record = plan.handle_record(view.handle, handle_id, chosen.counts)
+    if record is None:
+        raise IPAMError(f"handle {handle_id}: an assignment without addresses")
+    success.append(op_put(hkey, record))
+    more_compare, more_success = _ensure_ops(view, ensure)
+    success += more_success + [
+        op_put(k, v) for k, v in (extra(chosen.ips) if extra else {}).items()
+    ]
+    return compare + more_compare, success
 
 
-def _within(cidr: IPNetwork, pool: Pool) -> bool:
-    return cidr.version == pool.version and cidr.subnet_of(pool.cidr)  # type: ignore[arg-type]
+def _cmp(key: str, kv: KV | None) -> dict[str, object]:
+    return cmp_mod(key, kv.mod_revision) if kv is not None else cmp_absent(key)
 
 
-def _labels(node_kvs: list[KV]) -> dict[str, str]:
-    if not node_kvs:
-        return {}
-    meta = json.loads(node_kvs[0].value).get("metadata") or {}
-    return dict(meta.get("labels") or {})
+def _remember(view: View, chosen: plan.Plan, ensure: Mapping[str, str], revision: int) -> None:
+    """What the successful transaction wrote becomes the view (for the next call's Cache)."""
+    for key, (kv, block) in chosen.writes().items():
+        view.blocks[key] = KV(key, block.to_json().encode(), revision,
+                              kv.create_revision if kv is not None else revision)  # fmt: skip
+        if kv is None:
+            akey = keys.affinity_key(view.host, block.cidr)
+            aff = KV(akey, keys.AFFINITY_CONFIRMED.encode(), revision, revision)
+            view.affinity[block.cidr.version] = [*view.affinity.get(block.cidr.version, []), aff]
+    for k, value in ensure.items():
+        if view.ensure.get(k) is None:
+            view.ensure[k] = KV(k, value.encode(), revision, revision)
 
 
-_Plan = tuple[list[str], dict[IPNetwork, tuple[KV, int, Block]]]
-
-
-def _plan(
-    view: _View,
-    chosen: list[tuple[int, int, list[IPNetwork]]],
-    handle_id: str,
-    host: str,
-    attrs: dict[str, str],
-) -> _Plan | None:
-    """Take the addresses from the host's affine blocks as the view has them, or None."""
-    ips: list[str] = []
-    used: dict[IPNetwork, tuple[KV, int, Block]] = {}
-    for _, num, cidrs in chosen:
-        got = 0
-        for c in cidrs:
-            kv = view.blocks.get(keys.block_key(c))
-            if kv is None:
-                continue
-            block = Block.from_json(kv.value)
-            if block.affinity != affinity_for(host):
-                continue
-            taken = block.auto_assign(num - got, handle_id=handle_id, attrs=attrs)
-            if taken:
-                ips += taken
-                got += len(taken)
-                used[c] = (kv, len(taken), block)
-            if got == num:
-                break
-        if got < num:
-            return None
-    return ips, used
+def _write_reused(
+    etcd: EtcdClient, view: View, ips: list[str], extra: Extra | None, ensure: Mapping[str, str]
+) -> bool:
+    """A repeated ADD: the handle keeps its addresses; write the caller's keys (False: the
+    handle or an ensured key changed meanwhile, and the view was read again)."""
+    puts = [op_put(k, v) for k, v in (extra(ips) if extra else {}).items()]
+    compare, creates = _ensure_ops(view, ensure)
+    if not puts and not creates:
+        return True
+    assert view.handle is not None
+    compare.append(cmp_mod(view.handle.key, view.handle.mod_revision))
+    r = etcd.txn(compare, puts + creates, view.read_ops())
+    if not r.succeeded:
+        view.load(r.responses)
+    return r.succeeded
 
 
 def release(
-    ipam: IPAMClient,
+    etcd: EtcdClient,
     handle: KV | None,
     *,
     guards: Mapping[str, int] | None = None,
@@ -286,29 +184,55 @@ def release(
     host: str = "",
 ) -> list[str]:
     """Release every address of the handle read as ``handle`` and delete the ``guards`` keys
-    ({key: mod revision}: each deleted only if still at that revision) in one transaction.
+    ({key: mod revision}: each deleted only while still at that revision) in one transaction.
 
     ``blocks``: block records already read (by key), so they need no second read. Returns the
-    addresses released. When the handle or a guard changed meanwhile, the handle is released the
-    ordinary way and the guards that still match are deleted one by one.
+    addresses released. A guard that changed meanwhile is left alone (a newer sandbox's endpoint);
+    a handle that changed is released as it is now.
     """
-    etcd = ipam.etcd
     guards = dict(guards or {})
-    if handle is None:
-        for k, rev in guards.items():
-            etcd.delete(k, mod_revision=rev)
-        return []
+    have = dict(blocks or {})
+    what = handle.key if handle is not None else "guards"
+    for _ in range(MAX_ATTEMPTS):
+        if handle is None:
+            for k, rev in guards.items():
+                etcd.delete(k, mod_revision=rev)
+            return []
+        handle_id, bkeys = _handle_blocks(handle)
+        unread = [k for k in bkeys if k not in have]
+        if unread:
+            read = etcd.txn([], [op_get(k) for k in unread]).responses
+            have.update({r[0].key: r[0] for r in read if r})
+        compare = [cmp_mod(handle.key, handle.mod_revision)]
+        compare += [cmp_mod(k, rev) for k, rev in guards.items()]
+        success = [op_delete(handle.key)] + [op_delete(k) for k in guards]
+        released, written = _free(have, bkeys, handle_id, compare, success)
+        failure = [op_get(handle.key)] + [op_get(k) for k in guards] + [op_get(k) for k in bkeys]
+        r = etcd.txn(compare, success, failure)
+        if r.succeeded:
+            if cache is not None and host:
+                cache.update_blocks(host, [KV(k, v.encode(), r.revision, c) for k, v, c in written])
+            return released
+        fresh_handle, *rest = r.responses
+        fresh_guards, fresh_blocks = rest[: len(guards)], rest[len(guards) :]
+        guards = {k: rev for (k, rev), kvs in zip(guards.items(), fresh_guards, strict=True)
+                  if kvs and kvs[0].mod_revision == rev}  # fmt: skip
+        handle = fresh_handle[0] if fresh_handle else None
+        have = {k: kvs[0] for k, kvs in zip(bkeys, fresh_blocks, strict=True) if kvs}
+    raise IPAMError(f"{what}: gave up after {MAX_ATTEMPTS} conflicting attempts")
+
+
+def _handle_blocks(handle: KV) -> tuple[str, list[str]]:
     record = json.loads(handle.value)
     handle_id = record.get("handleID") or handle.key.rsplit("/", 1)[-1]
-    bkeys = [keys.block_key(ipaddress.ip_network(c)) for c in record.get("block") or {}]
-    have = dict(blocks or {})
-    unread = [k for k in bkeys if k not in have]
-    if unread:
-        have.update({r[0].key: r[0] for r in etcd.txn([], [op_get(k) for k in unread]).responses
-                     if r})  # fmt: skip
-    compare = [cmp_mod(handle.key, handle.mod_revision)]
-    compare += [cmp_mod(k, rev) for k, rev in guards.items()]
-    success = [op_delete(handle.key)] + [op_delete(k) for k in guards]
+    return handle_id, [keys.block_key(ipaddress.ip_network(c)) for c in record.get("block") or {}]
+
+
+def _free(
+    have: Mapping[str, KV], bkeys: list[str], handle_id: str,
+    compare: list[dict[str, object]], success: list[dict[str, object]],
+) -> tuple[list[str], list[tuple[str, str, int]]]:  # fmt: skip
+    """Free the handle's addresses in each block; adds the block compares and puts."""
     released: list[str] = []
     written: list[tuple[str, str, int]] = []
     for k in bkeys:
@@ -324,12 +248,4 @@ def release(
             value = block.to_json()
             success.append(op_put(k, value))
             written.append((k, value, kv.create_revision))
-    r = etcd.txn(compare, success)
-    if r.succeeded:
-        if cache is not None and host:
-            cache.update_blocks(host, [KV(k, v.encode(), r.revision, c) for k, v, c in written])
-        return released
-    released = ipam.release_by_handle(handle_id)
-    for k, rev in guards.items():
-        etcd.delete(k, mod_revision=rev)
-    return released
+    return released, written

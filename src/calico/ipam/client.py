@@ -1,17 +1,10 @@
-"""IPAMClient: Calico block IPAM over etcd, every write a compare-and-swap retried on conflict.
+"""IPAMClient: Calico block IPAM over etcd for ``calicoctl ipam``, reports and tests.
 
-Assignment (per address family), as Calico does it::
-
-    affine blocks of this host ──► claim a free block of a usable pool ──► borrow from any block
-    (host's own first)             (affinity pending → create block →       (only when no block is
-                                    affinity confirmed)                      free and strictAffinity
-                                                                             is off)
-
-Each allocation records its handle in the block's attributes and counts it in the handle record
-(handle first, then block; the handle is decremented if the block write loses). Two writers never
-both win a CAS on the same block revision, so one address is never handed out twice, whatever the
-number of processes or hosts. When nothing is left, ``auto_assign`` releases what it took in this
-call and raises :class:`PoolExhausted`.
+Assignment and release by handle are :mod:`calico.ipam.atomic` (the one allocation path, also the
+CNI plugin's): one etcd transaction per change, comparing every record it rests on, so two
+writers never both win one block revision and no address is ever handed out twice. The rest here
+is the same discipline for the less common requests (one specific address, release by address)
+and the reads behind ``calicoctl ipam show/check``.
 """
 
 from __future__ import annotations
@@ -22,49 +15,27 @@ from collections.abc import Mapping
 from typing import Any
 
 from calico.datastore.client import Client, NotFound
-from calico.datastore.etcd import EtcdClient
-from calico.ipam import handles, keys
-from calico.ipam.block import Block, BlockError, IPAddress, IPNetwork, affinity_for
+from calico.datastore.etcd import KV, EtcdClient, cmp_absent, cmp_mod, op_delete, op_get, op_put
+from calico.ipam import atomic, keys
+from calico.ipam.block import Block, BlockError, IPAddress, IPNetwork
 from calico.ipam.errors import IPAMError as IPAMError
 from calico.ipam.errors import PoolExhausted as PoolExhausted
+from calico.ipam.plan import IPAMConfig as IPAMConfig
+from calico.ipam.plan import handle_record
 from calico.ipam.pools import Pool, pool_of, select_pools
 
 MAX_CAS_RETRIES = 100
-
-
-class IPAMConfig:
-    __slots__ = ("auto_allocate_blocks", "strict_affinity")
-
-    def __init__(self, *, strict_affinity: bool = False, auto_allocate_blocks: bool = True) -> None:
-        self.strict_affinity = strict_affinity
-        self.auto_allocate_blocks = auto_allocate_blocks
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "strictAffinity": self.strict_affinity,
-                "autoAllocateBlocks": self.auto_allocate_blocks,
-            }
-        )
 
 
 class IPAMClient:
     def __init__(self, etcd: EtcdClient, *, client: Client | None = None) -> None:
         self.etcd = etcd
         self.client = client or Client(etcd)
-        self._node_labels: dict[str, dict[str, str]] = {}
 
     # ---- configuration and pools ----------------------------------------------------------------
 
     def get_config(self) -> IPAMConfig:
-        kv = self.etcd.get(keys.CONFIG_KEY)
-        if kv is None:
-            return IPAMConfig()
-        d = json.loads(kv.value)
-        return IPAMConfig(
-            strict_affinity=bool(d.get("strictAffinity", False)),
-            auto_allocate_blocks=bool(d.get("autoAllocateBlocks", True)),
-        )
+        return IPAMConfig.from_kv(self.etcd.get(keys.CONFIG_KEY))
 
     def set_config(self, config: IPAMConfig) -> None:
         self.etcd.put(keys.CONFIG_KEY, config.to_json())
@@ -73,14 +44,11 @@ class IPAMClient:
         return [Pool.from_resource(obj) for obj in self.client.list("IPPool")]
 
     def node_labels(self, host: str) -> dict[str, str]:
-        if host not in self._node_labels:
-            try:
-                node = self.client.get("Node", host)
-                labels = dict((node.get("metadata") or {}).get("labels") or {})
-            except NotFound:
-                labels = {}
-            self._node_labels[host] = labels
-        return self._node_labels[host]
+        try:
+            node = self.client.get("Node", host)
+        except NotFound:
+            return {}
+        return dict((node.get("metadata") or {}).get("labels") or {})
 
     def usable_pools(
         self, version: int, host: str, requested: list[str] | None = None
@@ -105,220 +73,75 @@ class IPAMClient:
         pools_v6: list[str] | None = None,
         attrs: Mapping[str, str] | None = None,
     ) -> list[str]:
-        """Assign ``num_v4`` IPv4 and ``num_v6`` IPv6 addresses to ``handle_id`` for ``host``.
-
-        ``pools`` / ``pools_v6`` restrict the pools (names or CIDRs). All or nothing: on failure
-        the addresses taken by this call are released before the error is raised.
-        """
-        got: list[str] = []
-        try:
-            for version, num, req in ((4, num_v4, pools), (6, num_v6, pools_v6)):
-                if num > 0:
-                    got += self._assign_family(
-                        version, num, handle_id, host, req, dict(attrs or {})
-                    )
-        except Exception:
-            if got:
-                self.release_ips(got)
-            raise
-        return got
-
-    def _assign_family(
-        self,
-        version: int,
-        num: int,
-        handle_id: str,
-        host: str,
-        requested: list[str] | None,
-        attrs: dict[str, str],
-    ) -> list[str]:
-        try:
-            pools = self.usable_pools(version, host, requested)
-        except ValueError as exc:
-            raise IPAMError(str(exc)) from exc
-        if not pools:
-            raise PoolExhausted(f"no enabled IPv{version} pool is usable by node {host!r}")
-        got: list[str] = []
-        try:
-            for cidr in self._affine_blocks(host, version, pools):
-                got += self._assign_from_block(cidr, num - len(got), handle_id, attrs, host=host)
-                if len(got) == num:
-                    return got
-            config = self.get_config()  # read only when the host's own blocks are full
-            while len(got) < num and config.auto_allocate_blocks:
-                claimed = self._claim_block(host, pools, config)
-                if claimed is None:
-                    break
-                got += self._assign_from_block(claimed, num - len(got), handle_id, attrs, host=host)
-            if len(got) < num and not config.strict_affinity:
-                got += self._borrow(pools, num - len(got), handle_id, attrs)
-        except Exception:
-            if got:
-                self.release_ips(got)
-            raise
-        if len(got) < num:
-            if got:
-                self.release_ips(got)
-            names = ", ".join(str(p.cidr) for p in pools)
-            raise PoolExhausted(
-                f"no more free IPv{version} addresses for node {host!r} in pool(s) {names} "
-                f"(wanted {num}, found {len(got)})"
-            )
-        return got
-
-    def _affine_blocks(self, host: str, version: int, pools: list[Pool]) -> list[IPNetwork]:
-        kvs, _ = self.etcd.get_prefix(keys.host_affinity_prefix(host, version))
-        out = []
-        for kv in kvs:
-            cidr = keys.cidr_from_key(kv.key)
-            if any(cidr.subnet_of(p.cidr) for p in pools if p.version == cidr.version):  # type: ignore[arg-type]
-                out.append(cidr)
-        return sorted(out, key=lambda c: int(c.network_address))
-
-    def _assign_from_block(
-        self,
-        cidr: IPNetwork,
-        num: int,
-        handle_id: str,
-        attrs: dict[str, str],
-        *,
-        host: str | None,
-    ) -> list[str]:
-        """Take up to ``num`` addresses from one block (CAS loop); ``host``: only if affine."""
-        key = keys.block_key(cidr)
-        for _ in range(MAX_CAS_RETRIES):
-            kv = self.etcd.get(key)
-            if kv is None:
-                return []
-            block = Block.from_json(kv.value)
-            if host is not None and block.affinity != affinity_for(host):
-                return []
-            ips = block.auto_assign(num, handle_id=handle_id, attrs=attrs)
-            if not ips:
-                return []
-            handles.change(self.etcd, handle_id, cidr, len(ips))
-            if self.etcd.update(key, block.to_json(), kv.mod_revision) is not None:
-                return ips
-            handles.change(self.etcd, handle_id, cidr, -len(ips))
-        raise IPAMError(f"block {cidr}: gave up after {MAX_CAS_RETRIES} conflicting updates")
-
-    def _claim_block(self, host: str, pools: list[Pool], config: IPAMConfig) -> IPNetwork | None:
-        """Create a new block affine to ``host`` in the first pool with room; None if all full."""
-        version = pools[0].version
-        kvs, _ = self.etcd.get_prefix(keys.block_prefix(version))
-        taken = {int(keys.cidr_from_key(kv.key).network_address) for kv in kvs}
-        for pool in pools:
-            for index in pool.block_indexes():
-                if pool.block_base(index) in taken:
-                    continue
-                cidr = pool.block(index)
-                if self._try_claim(host, cidr, config):
-                    return cidr
-                taken.add(pool.block_base(index))
-        return None
-
-    def _try_claim(self, host: str, cidr: IPNetwork, config: IPAMConfig) -> bool:
-        akey = keys.affinity_key(host, cidr)
-        self.etcd.put(akey, keys.AFFINITY_PENDING)
-        block = Block.new(cidr, host=host, strict_affinity=config.strict_affinity)
-        if self.etcd.create(keys.block_key(cidr), block.to_json()) is None:
-            existing = self.etcd.get(keys.block_key(cidr))
-            if existing is not None and Block.from_json(existing.value).affinity == affinity_for(
-                host
-            ):
-                self.etcd.put(akey, keys.AFFINITY_CONFIRMED)
-                return True
-            self.etcd.delete(akey)
-            return False
-        self.etcd.put(akey, keys.AFFINITY_CONFIRMED)
-        return True
-
-    def _borrow(
-        self, pools: list[Pool], num: int, handle_id: str, attrs: dict[str, str]
-    ) -> list[str]:
-        got: list[str] = []
-        kvs, _ = self.etcd.get_prefix(keys.block_prefix(pools[0].version))
-        for kv in kvs:
-            block = Block.from_json(kv.value)
-            if block.free_count == 0 or block.strict_affinity:
-                continue
-            if pool_of(pools, block.cidr.network_address) is None:
-                continue
-            got += self._assign_from_block(block.cidr, num - len(got), handle_id, attrs, host=None)
-            if len(got) == num:
-                break
-        return got
+        """Assign ``num_v4`` IPv4 and ``num_v6`` IPv6 addresses to ``handle_id`` for ``host``
+        (added to what the handle holds already). All or nothing, in one transaction."""
+        ips, _ = atomic.assign(
+            self.etcd, handle_id=handle_id, host=host, num_v4=num_v4, num_v6=num_v6,
+            pools=pools, pools_v6=pools_v6, attrs=attrs, reuse=False,
+        )  # fmt: skip
+        return ips
 
     def assign_ip(
         self, ip: str, *, handle_id: str, host: str, attrs: Mapping[str, str] | None = None
     ) -> None:
-        """Assign one specific address (e.g. a tunnel address); IPAMError if it is taken."""
+        """Assign one specific address (e.g. a tunnel address); IPAMError if it is taken. Its block
+        is claimed for ``host`` when it does not exist yet."""
         addr = ipaddress.ip_address(ip)
         pool = pool_of([p for p in self.all_pools() if not p.disabled], addr)
         if pool is None:
             raise IPAMError(f"address {ip} is not in any enabled IP pool")
         cidr = pool.block_of(addr)
-        key = keys.block_key(cidr)
+        bkey, hkey = keys.block_key(cidr), keys.handle_key(handle_id)
         for _ in range(MAX_CAS_RETRIES):
-            kv = self.etcd.get(key)
+            kv, handle, config = (
+                r[0] if r else None
+                for r in self.etcd.txn(
+                    [], [op_get(bkey), op_get(hkey), op_get(keys.CONFIG_KEY)]
+                ).responses
+            )
             if kv is None:
-                self._try_claim(host, cidr, self.get_config())
-                kv = self.etcd.get(key)
-                if kv is None:
-                    continue
-            block = Block.from_json(kv.value)
+                strict = IPAMConfig.from_kv(config).strict_affinity
+                block = Block.new(cidr, host=host, strict_affinity=strict)
+            else:
+                block = Block.from_json(kv.value)
             try:
                 block.assign(addr, handle_id=handle_id, attrs=dict(attrs or {}))
             except BlockError as exc:
                 raise IPAMError(str(exc)) from exc
-            handles.change(self.etcd, handle_id, cidr, 1)
-            if self.etcd.update(key, block.to_json(), kv.mod_revision) is not None:
+            record = handle_record(handle, handle_id, {str(cidr): 1})
+            assert record is not None
+            compare = [_cmp(bkey, kv), _cmp(hkey, handle)]
+            success = [op_put(bkey, block.to_json()), op_put(hkey, record)]
+            if kv is None:
+                compare.append(_cmp(keys.CONFIG_KEY, config))
+                success.append(op_put(keys.affinity_key(host, cidr), keys.AFFINITY_CONFIRMED))
+            if self.etcd.txn(compare, success).succeeded:
                 return
-            handles.change(self.etcd, handle_id, cidr, -1)
         raise IPAMError(f"assign {ip}: gave up after {MAX_CAS_RETRIES} conflicting updates")
 
     # ---- handles --------------------------------------------------------------------------------
 
     def handle_blocks(self, handle_id: str) -> dict[str, int]:
-        return handles.blocks(self.etcd, handle_id)
+        """{block CIDR: the handle's addresses in it}; empty when the handle is unknown."""
+        kv = self.etcd.get(keys.handle_key(handle_id))
+        return dict(json.loads(kv.value).get("block") or {}) if kv else {}
 
     def ips_by_handle(self, handle_id: str) -> list[str]:
+        cidrs = list(self.handle_blocks(handle_id))
+        if not cidrs:
+            return []
+        ops = [op_get(keys.block_key(ipaddress.ip_network(c))) for c in cidrs]
         out: list[str] = []
-        for cidr in self.handle_blocks(handle_id):
-            kv = self.etcd.get(keys.block_key(ipaddress.ip_network(cidr)))
-            if kv is not None:
-                out += Block.from_json(kv.value).ips_by_handle(handle_id)
+        for r in self.etcd.txn([], ops).responses:
+            if r:
+                out += Block.from_json(r[0].value).ips_by_handle(handle_id)
         return out
 
     # ---- release --------------------------------------------------------------------------------
 
     def release_by_handle(self, handle_id: str) -> list[str]:
         """Release every address held by ``handle_id``; the addresses released (maybe none)."""
-        released: list[str] = []
-        handle = self.etcd.get(keys.handle_key(handle_id))
-        if handle is None:
-            return released
-        for cidr_text in json.loads(handle.value).get("block") or {}:
-            cidr = ipaddress.ip_network(cidr_text)
-            key = keys.block_key(cidr)
-            for _ in range(MAX_CAS_RETRIES):
-                kv = self.etcd.get(key)
-                if kv is None:
-                    break
-                block = Block.from_json(kv.value)
-                ips = block.ips_by_handle(handle_id)
-                if not ips:
-                    break
-                block.release(ips)
-                if self.etcd.update(key, block.to_json(), kv.mod_revision) is not None:
-                    released += ips
-                    break
-            else:
-                raise IPAMError(
-                    f"block {cidr}: gave up after {MAX_CAS_RETRIES} conflicting updates"
-                )
-        self.etcd.delete(keys.handle_key(handle_id))
-        return released
+        return atomic.release(self.etcd, self.etcd.get(keys.handle_key(handle_id)))
 
     def block_for_ip(self, ip: IPAddress) -> IPNetwork | None:
         """The CIDR of the existing block holding ``ip``, if any."""
@@ -344,6 +167,7 @@ class IPAMClient:
         return unallocated
 
     def _release_in_block(self, cidr: IPNetwork, ips: list[str]) -> list[str]:
+        """One transaction: the block and the handle record of every address freed."""
         key = keys.block_key(cidr)
         for _ in range(MAX_CAS_RETRIES):
             kv = self.etcd.get(key)
@@ -353,9 +177,18 @@ class IPAMClient:
             missing, per_handle = block.release(ips)
             if len(missing) == len(ips):
                 return missing
-            if self.etcd.update(key, block.to_json(), kv.mod_revision) is not None:
-                for handle_id, n in per_handle.items():
-                    handles.change(self.etcd, handle_id, cidr, -n)
+            hkeys = {h: keys.handle_key(h) for h in per_handle}
+            read = self.etcd.txn([], [op_get(k) for k in hkeys.values()]).responses
+            handles = {h: (r[0] if r else None) for h, r in zip(hkeys, read, strict=True)}
+            compare = [cmp_mod(key, kv.mod_revision)]
+            success = [op_put(key, block.to_json())]
+            for h, n in per_handle.items():
+                compare.append(_cmp(hkeys[h], handles[h]))
+                if handles[h] is not None:
+                    record = handle_record(handles[h], h, {str(cidr): -n})
+                    success.append(op_delete(hkeys[h]) if record is None
+                                   else op_put(hkeys[h], record))  # fmt: skip
+            if self.etcd.txn(compare, success).succeeded:
                 return missing
         raise IPAMError(f"block {cidr}: gave up after {MAX_CAS_RETRIES} conflicting updates")
 
@@ -402,3 +235,7 @@ class IPAMClient:
         from calico.ipam import report
 
         return report.usage(self)
+
+
+def _cmp(key: str, kv: KV | None) -> dict[str, Any]:
+    return cmp_mod(key, kv.mod_revision) if kv is not None else cmp_absent(key)

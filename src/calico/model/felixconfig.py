@@ -45,6 +45,10 @@ def _strings(v: Any, p: str) -> list[str]:
     return fields.string_list(v, p)
 
 
+def _ipv4(v: Any, p: str) -> str:
+    return fields.ip(v, p, 4)
+
+
 def _mark(v: Any, p: str) -> int:
     return fields.integer(v, p, 0, 0xFFFFFFFF)
 
@@ -108,8 +112,8 @@ FIELDS: dict[str, Checker] = {
     "ipipMTU": _int(0, 65535),
     "vxlanEnabled": _B,
     "vxlanMTU": _int(0, 65535),
-    "vxlanPort": _port,
-    "vxlanVNI": _int(0, (1 << 24) - 1),
+    "vxlanPort": _int(1, 65535),
+    "vxlanVNI": _int(1, (1 << 24) - 1),
     "reportingInterval": _D,
     "reportingTTL": _D,
     "endpointReportingEnabled": _B,
@@ -132,7 +136,7 @@ FIELDS: dict[str, Checker] = {
     "usageReportingInitialDelay": _D,
     "usageReportingInterval": _D,
     "natPortRange": fields.port,
-    "natOutgoingAddress": fields.ip,
+    "natOutgoingAddress": _ipv4,
     "deviceRouteSourceAddress": fields.ip,
     "externalNodesCIDRList": _cidrs,
     "debugMemoryProfilePath": _S,

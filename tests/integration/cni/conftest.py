@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from calico.datastore.etcd_server import EtcdServer
 from tests.nsnet import Forwarder
 
 DEBIAN_CNI = "/usr/lib/cni"
+IP = shutil.which("ip") or "/usr/sbin/ip"  # by path: a call's PATH may hold no `ip` at all
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Node:
         args: str = "",
         plugin: str = "calico",
         timeout: float = 60,
+        wrap: tuple[str, ...] = (),
     ) -> PluginRun:
         env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -69,7 +72,7 @@ class Node:
             **self.extra_env,
         }
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.netns, str(self.bin_dir / plugin)],
+            [IP, "netns", "exec", self.netns, *wrap, str(self.bin_dir / plugin)],
             input=json.dumps(conf).encode(),
             env=env,
             capture_output=True,

@@ -116,15 +116,13 @@ def test_host_route_already_programmed_by_the_agent(make_node, make_netns, pool)
     ip = r.out["ips"][0]["address"].split("/")[0]
     host_if = r.out["interfaces"][0]["name"]
     code = (
-        "import sys; from calico.cni import veth\n"
-        "veth.add_host_routes(host_if=sys.argv[1], ipv4=[sys.argv[2]], ipv6=[])\n"
+        "import sys, socket\n"
         "from calico.cni import netlink\n"
-        "import socket\n"
         "idx = socket.if_nametoindex(sys.argv[1])\n"
         "with netlink.Netlink() as nl:\n"
-        "    nl.add_route4(idx, sys.argv[2], 32, proto=80, replace=True)\n"
+        "    nl.add_route(idx, sys.argv[2], 32, proto=80, replace=True)\n"
         "    try:\n"
-        "        nl.add_route4(idx, sys.argv[2], 32, proto=80)\n"
+        "        nl.add_route(idx, sys.argv[2], 32, proto=80)\n"
         "    except netlink.NetlinkError as exc:\n"
         "        print('exclusive add:', exc.errno)\n"
     )

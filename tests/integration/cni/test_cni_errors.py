@@ -38,7 +38,7 @@ def test_bad_config(make_node, make_netns, mutate, code, text) -> None:
     assert r.rc == 1
     assert r.out["code"] == code
     assert text in r.out["msg"]
-    assert r.out["cniVersion"] in ("1.0.0", conf.get("cniVersion"))
+    assert r.out["cniVersion"] == conf["cniVersion"]  # "9.9.9" too: the version asked for
     assert [link["ifname"] for link in ip_json(ns, "link")] == ["lo"]
 
 
@@ -127,3 +127,25 @@ def test_dataplane_failure_undoes_everything(
     assert [link["ifname"] for link in ip_json(node.netns, "link")] == ["lo", "uplink0", "eth0"]
     assert IPAMClient(etcd).ips_by_handle("net1.c1") == []
     assert datastore.list("WorkloadEndpoint") == []
+
+
+def test_bad_calls_write_nothing(make_node, make_netns, pool, etcd) -> None:
+    """No container ID, an unknown CNI_ARGS key without IgnoreUnknown: code 4, and neither an
+    address, an endpoint, a Profile nor a link was made."""
+    node = make_node("node1")
+    ns = make_netns()
+    netns = f"/var/run/netns/{ns}"
+    before = etcd.revision()
+    for container_id, args, field in [
+        ("", "", "CNI_CONTAINERID"),
+        ("c1", "FOO=bar", "FOO"),
+        ("c1", "K8S_POD_NAMESPACE=a;K8S_POD_NAME=b;EXTRA=1", "EXTRA"),
+        ("-c1", "", "containerID '-c1'"),  # Calico refuses a name segment beginning with '-'
+    ]:
+        r = node.run("ADD", node.conf(), container_id=container_id, netns=netns, args=args)
+        assert (r.rc, r.out["code"]) == (1, 4), r.stdout
+        assert field in r.out["msg"]
+        assert r.out["cniVersion"] == "1.0.0"
+    assert etcd.revision() == before
+    assert [link["ifname"] for link in ip_json(ns, "link")] == ["lo"]
+    assert [link["ifname"] for link in ip_json(node.netns, "link")] == ["lo", "uplink0", "eth0"]

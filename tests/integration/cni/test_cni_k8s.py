@@ -7,14 +7,19 @@ import base64
 import http.server
 import json
 import ssl
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from calico.datastore.client import Client
+from calico.ipam.client import IPAMClient
+from tests.fakekube.server import FakeKube
 from tests.fakekube.tls import make_test_ca
-from tests.nsnet import socket_in_netns
+from tests.integration.cni.conftest import ip_json
+from tests.integration.cni.test_cni_server import ServerProc
+from tests.nsnet import Forwarder, socket_in_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -172,3 +177,79 @@ def test_k8s_api_root_without_kubeconfig(make_node, make_netns, pool, datastore:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_server_keeps_tls_and_connection_until_the_kubeconfig_changes(
+    make_node, make_netns, pool, datastore: Client, tmp_path: Path
+) -> None:
+    """Issue #19: in the CNI server the pod lookup reuses one TLS context and one kept-alive
+    connection per API server; a changed kubeconfig (a rotated token) is read again."""
+    node = make_node("node1")
+    with FakeKube(tls_dir=tmp_path / "tls", token="t1") as fake:
+        fake.create("namespaces", {"metadata": {"name": "shop"}})
+        for i in range(4):
+            fake.create("pods", {"metadata": {"name": f"p{i}", "namespace": "shop",
+                                              "labels": {"app": f"a{i}"}}, "spec": {}})  # fmt: skip
+        fwd = Forwarder(node.netns, fake.port)
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+        srv = ServerProc(node.netns, tmp_path / "cni.sock", tmp_path / "server.log")
+        try:
+            conf = node.conf(policy={"type": "k8s"}, kubernetes={"kubeconfig": str(kubeconfig)})
+
+            def add(i: int) -> None:
+                ns = make_netns()
+                args = f"K8S_POD_NAMESPACE=shop;K8S_POD_NAME=p{i}"
+                r = node.run("ADD", conf, container_id=f"c{i}", netns=f"/var/run/netns/{ns}",
+                             args=args)  # fmt: skip
+                assert r.rc == 0, r.stdout + r.stderr
+                wep = datastore.get("WorkloadEndpoint", f"node1-k8s-p{i}-eth0", "shop")
+                assert wep["metadata"]["labels"]["app"] == f"a{i}"
+
+            for i in range(3):
+                add(i)
+            gets = [r for r in fake.requests if r[1].startswith("/api/v1/namespaces/shop/pods/")]
+            assert len(gets) == 3
+            assert fwd.connections == 1  # one TLS handshake for three calls
+            fake.token = "t2"  # the old token is refused from now on
+            fake.write_kubeconfig(kubeconfig)
+            add(3)
+            assert fwd.connections == 2  # the new kubeconfig: a new context and connection
+        finally:
+            srv.stop()
+            fwd.close()
+    assert [line for line in srv.lines() if "fallback" in line] == []
+
+
+def test_netns_that_vanishes_during_add_leaves_nothing(
+    make_node, make_netns, pool, datastore: Client, etcd
+) -> None:
+    """The runtime deletes the pod's netns while ADD runs (here: while the plugin looks the pod
+    up): the spec's code 3, and no address, endpoint or veth is left."""
+    node = make_node("node1")
+    pod_ns = make_netns()
+
+    class Vanishing(FakeAPI):
+        def do_GET(self) -> None:
+            subprocess.run(["ip", "netns", "del", pod_ns], check=True)
+            super().do_GET()
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Vanishing, bind_and_activate=False)
+    server.socket.close()
+    sock = socket_in_netns(node.netns)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    server.socket = sock
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        root = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        conf = node.conf(policy={"type": "k8s"}, kubernetes={"k8s_api_root": root})
+        args = "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-7d9f"
+        r = node.run("ADD", conf, container_id="v1", netns=f"/var/run/netns/{pod_ns}", args=args)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (r.rc, r.out["code"]) == (1, 3), r.stdout + r.stderr
+    assert "went away during ADD" in r.out["msg"]
+    assert datastore.list("WorkloadEndpoint") == []
+    assert IPAMClient(etcd).ips_by_handle("net1.v1") == []
+    assert [link["ifname"] for link in ip_json(node.netns, "link")] == ["lo", "uplink0", "eth0"]

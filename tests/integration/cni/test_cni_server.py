@@ -20,7 +20,9 @@ pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 class ServerProc:
     """``python -m calico.cni.server`` in ``netns``; ``socket_path`` may hold ``{netns}``."""
 
-    def __init__(self, netns: str, socket_path: Path | str, log: Path) -> None:
+    def __init__(
+        self, netns: str, socket_path: Path | str, log: Path, *, wrap: tuple[str, ...] = ()
+    ) -> None:
         self.log = log
         if "{netns}" in str(socket_path):
             ino = subprocess.run(["ip", "netns", "exec", netns, "stat", "-L", "-c", "%i",
@@ -31,7 +33,7 @@ class ServerProc:
         self.socket_path = socket_path
         with open(log, "wb") as f:
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", netns, sys.executable, "-m", "calico.cni.server",
+                ["ip", "netns", "exec", netns, *wrap, sys.executable, "-m", "calico.cni.server",
                  "--socket", str(socket_path)], stderr=f)  # fmt: skip
         for _ in range(200):
             if socket_path.exists():

@@ -200,6 +200,8 @@ def _same_ns(pid: int, ns: str) -> bool:
         "IgnoreUnknown=1",
         "K8S_POD_NAMESPACE=ns2;K8S_POD_NAME=db-0",
         "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns2;K8S_POD_NAME=db-0;K8S_POD_INFRA_CONTAINER_ID=x;FOO=bar",
+        "IgnoreUnknown=1;K8S_POD_NAME=db-0",  # podman's: a name alone is not Kubernetes
+        "K8S_POD_NAMESPACE=ns2",
     ],
 )
 def test_cni_args_forms(make_node, make_netns, pool, datastore: Client, args) -> None:
@@ -210,13 +212,20 @@ def test_cni_args_forms(make_node, make_netns, pool, datastore: Client, args) ->
     weps = datastore.list("WorkloadEndpoint")
     assert len(weps) == 1
     wep = weps[0]
-    if "K8S_POD_NAME" in args:
+    if "K8S_POD_NAME=" in args and "K8S_POD_NAMESPACE=" in args:
         assert wep["metadata"]["name"] == "node1-k8s-db--0-eth0"
         assert wep["metadata"]["namespace"] == "ns2"
         assert wep["spec"]["profiles"] == ["kns.ns2"]
     else:
         assert wep["metadata"]["name"] == "node1-cni-c--9-eth0"
+        assert wep["metadata"]["namespace"] == "default"
+        assert wep["metadata"]["labels"] == {
+            "projectcalico.org/namespace": "default",
+            "projectcalico.org/orchestrator": "cni",
+        }
         assert wep["spec"]["orchestrator"] == "cni"
+        assert wep["spec"]["workload"] == "c-9"
+        assert "pod" not in wep["spec"]
         assert wep["spec"]["profiles"] == ["net1"]
         profile = datastore.get("Profile", "net1")
         assert profile["spec"]["labelsToApply"] == {"net1": ""}

@@ -13,7 +13,7 @@ from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient, cmp_absent, cmp_mod, op_delete, op_get, op_put
 from calico.datastore.etcd_server import EtcdServer
 from calico.ipam import atomic, keys
-from calico.ipam.client import IPAMClient, PoolExhausted
+from calico.ipam.client import IPAMClient, IPAMConfig, IPAMError, PoolExhausted
 
 pytestmark = pytest.mark.etcd
 
@@ -70,7 +70,7 @@ def test_assign_writes_the_ordinary_records_and_extra_in_one_txn(
     ipam.auto_assign(handle_id="first", host="node1")  # claims the block the ordinary way
     cache = atomic.Cache()
     ips, reused = atomic.assign(
-        ipam, handle_id="net.c1", host="node1", attrs={"node": "node1"},
+        ipam.etcd, handle_id="net.c1", host="node1", attrs={"node": "node1"},
         extra=lambda got: {"/wep/c1": json.dumps(got)}, cache=cache,
     )  # fmt: skip
     assert not reused
@@ -86,12 +86,12 @@ def test_assign_writes_the_ordinary_records_and_extra_in_one_txn(
     assert ipam.ip_info(ips[0])["attributes"] == {"node": "node1"}
     # with the view remembered, the next allocation is one round trip
     before = etcd.posts
-    more, _ = atomic.assign(ipam, handle_id="net.c2", host="node1", cache=cache)
+    more, _ = atomic.assign(ipam.etcd, handle_id="net.c2", host="node1", cache=cache)
     assert etcd.posts - before == 1
     assert more != ips
     # a repeated ADD keeps its address and still writes the extra keys
     again, reused = atomic.assign(
-        ipam, handle_id="net.c1", host="node1", extra=lambda got: {"/wep/c1": "again"},
+        ipam.etcd, handle_id="net.c1", host="node1", extra=lambda got: {"/wep/c1": "again"},
         cache=cache,
     )  # fmt: skip
     assert (again, reused) == (ips, True)
@@ -104,36 +104,36 @@ def test_remembered_view_never_double_allocates_or_uses_a_disabled_pool(
     pool = make_pool(datastore, "p", "10.71.0.0/24", 28)
     ipam = IPAMClient(etcd)
     cache = atomic.Cache()
-    got = atomic.assign(ipam, handle_id="a0", host="n", cache=cache)[0]
+    got = atomic.assign(ipam.etcd, handle_id="a0", host="n", cache=cache)[0]
     # other writers (the ordinary client, another process) take addresses from the same block
     got += ipam.auto_assign(handle_id="o1", host="n")
-    got += atomic.assign(IPAMClient(EtcdClient(etcd.endpoints_text())), handle_id="b0",
+    got += atomic.assign(EtcdClient(etcd.endpoints_text()), handle_id="b0",
                          host="n")[0]  # fmt: skip
-    got += atomic.assign(ipam, handle_id="a1", host="n", cache=cache)[0]
+    got += atomic.assign(ipam.etcd, handle_id="a1", host="n", cache=cache)[0]
     assert len(set(got)) == len(got) == 4
     # the pool is disabled: the remembered view must not be used to allocate from it
     pool["spec"]["disabled"] = True
     datastore.update(pool, validate=False)
     with pytest.raises(PoolExhausted):
-        atomic.assign(ipam, handle_id="a2", host="n", cache=cache)
+        atomic.assign(ipam.etcd, handle_id="a2", host="n", cache=cache)
     assert etcd.get(keys.handle_key("a2")) is None
 
 
-def test_full_blocks_fall_back_to_claims_and_the_cache_follows(
-    etcd: EtcdClient, datastore: Client
-) -> None:
+def test_full_blocks_claim_more_and_the_cache_follows(etcd: EtcdClient, datastore: Client) -> None:
     make_pool(datastore, "p", "10.72.0.0/28", 30)  # four blocks of four
     ipam = IPAMClient(etcd)
     cache = atomic.Cache()
-    ips = [atomic.assign(ipam, handle_id=f"h{i}", host="n", cache=cache)[0][0] for i in range(9)]
+    ips = [
+        atomic.assign(ipam.etcd, handle_id=f"h{i}", host="n", cache=cache)[0][0] for i in range(9)
+    ]
     assert len(set(ips)) == 9
     assert len(ipam.host_blocks("n")) == 3
     for i in range(9):
         handle = etcd.get(keys.handle_key(f"h{i}"))
-        assert atomic.release(ipam, handle, cache=cache, host="n") == [ips[i]]
+        assert atomic.release(ipam.etcd, handle, cache=cache, host="n") == [ips[i]]
         assert etcd.get(keys.handle_key(f"h{i}")) is None
     assert all(b.in_use == 0 for b in ipam.blocks(4))
-    again = atomic.assign(ipam, handle_id="z", host="n", cache=cache)[0]
+    again = atomic.assign(ipam.etcd, handle_id="z", host="n", cache=cache)[0]
     assert any(ipaddress.ip_address(again[0]) in b for b in ipam.host_blocks("n"))
     assert len(ipam.host_blocks("n")) == 3  # the host's own blocks again, no new claim
 
@@ -141,21 +141,25 @@ def test_full_blocks_fall_back_to_claims_and_the_cache_follows(
 def test_release_with_guards(etcd: EtcdClient, datastore: Client) -> None:
     make_pool(datastore, "p", "10.73.0.0/24", 26)
     ipam = IPAMClient(etcd)
-    ips, _ = atomic.assign(ipam, handle_id="h", host="n", extra=lambda got: {"/wep/h": "x"})
+    ips, _ = atomic.assign(ipam.etcd, handle_id="h", host="n", extra=lambda got: {"/wep/h": "x"})
     wep = etcd.get("/wep/h")
     handle = etcd.get(keys.handle_key("h"))
-    assert atomic.release(ipam, handle, guards={"/wep/h": wep.mod_revision}) == ips
+    assert atomic.release(ipam.etcd, handle, guards={"/wep/h": wep.mod_revision}) == ips
     assert etcd.get("/wep/h") is None
     assert ipam.ip_info(ips[0]) is None
     # a guard that changed since it was read is left alone; the addresses are still released
-    ips, _ = atomic.assign(ipam, handle_id="h2", host="n", extra=lambda got: {"/wep/h2": "x"})
+    ips, _ = atomic.assign(ipam.etcd, handle_id="h2", host="n", extra=lambda got: {"/wep/h2": "x"})
     old = etcd.get("/wep/h2").mod_revision
     etcd.put("/wep/h2", "someone else's")
-    assert atomic.release(ipam, etcd.get(keys.handle_key("h2")), guards={"/wep/h2": old}) == ips
+    assert (
+        atomic.release(ipam.etcd, etcd.get(keys.handle_key("h2")), guards={"/wep/h2": old}) == ips
+    )
     assert etcd.get("/wep/h2").value == b"someone else's"
     assert ipam.ip_info(ips[0]) is None
     # no handle: only the guards
-    assert atomic.release(ipam, None, guards={"/wep/h2": etcd.get("/wep/h2").mod_revision}) == []
+    assert (
+        atomic.release(ipam.etcd, None, guards={"/wep/h2": etcd.get("/wep/h2").mod_revision}) == []
+    )
     assert etcd.get("/wep/h2") is None
 
 
@@ -169,7 +173,9 @@ def test_concurrent_assigns_with_a_shared_cache(etcd: EtcdClient, datastore: Cli
         ipam = IPAMClient(EtcdClient(etcd.endpoints_text()))
         try:
             for i in range(10):
-                out.extend(atomic.assign(ipam, handle_id=f"w{w}.{i}", host="n", cache=cache)[0])
+                out.extend(
+                    atomic.assign(ipam.etcd, handle_id=f"w{w}.{i}", host="n", cache=cache)[0]
+                )
         except BaseException as exc:
             errors.append(exc)
 
@@ -182,3 +188,65 @@ def test_concurrent_assigns_with_a_shared_cache(etcd: EtcdClient, datastore: Cli
     assert len(out) == len(set(out)) == 60
     in_use = sum(b.in_use for b in IPAMClient(etcd).blocks(4))
     assert in_use == 60
+
+
+def test_a_claim_is_one_transaction_with_no_pending_state(etcd: EtcdClient, datastore: Client):
+    make_pool(datastore, "p", "10.75.0.0/24", 26)
+    ips, _ = atomic.assign(etcd, handle_id="h", host="n", extra=lambda got: {"/wep/h": "x"})
+    [block] = IPAMClient(etcd).host_blocks("n")
+    aff = etcd.get(keys.affinity_key("n", block))
+    blk = etcd.get(keys.block_key(block))
+    handle = etcd.get(keys.handle_key("h"))
+    assert json.loads(aff.value) == {"state": "confirmed", "deleted": False}
+    assert aff.mod_revision == blk.mod_revision == handle.mod_revision
+    assert aff.mod_revision == etcd.get("/wep/h").mod_revision
+    assert json.loads(blk.value)["affinity"] == "host:n"
+    assert ips[0] in [str(a) for a in block]
+
+
+def test_nothing_is_written_when_assignment_fails(etcd: EtcdClient, datastore: Client) -> None:
+    make_pool(datastore, "p", "10.76.0.0/30", 30)
+    IPAMClient(etcd).set_config(IPAMConfig(strict_affinity=True))
+    atomic.assign(etcd, handle_id="a", host="n1", num_v4=4)
+    before = etcd.revision()
+    with pytest.raises(PoolExhausted, match="no more free IPv4 addresses"):
+        atomic.assign(etcd, handle_id="b", host="n2", extra=lambda got: {"/wep/b": "x"},
+                      ensure={"/profile/net": "p"})  # fmt: skip
+    assert etcd.revision() == before
+
+
+def test_reuse_or_add_to_a_handle_and_ensured_keys(etcd: EtcdClient, datastore: Client) -> None:
+    make_pool(datastore, "p", "10.77.0.0/24", 26)
+    ips, reused = atomic.assign(etcd, handle_id="h", host="n", ensure={"/profile/net": "v1"})
+    assert not reused
+    assert etcd.get("/profile/net").value == b"v1"
+    etcd.put("/profile/net", "edited")  # an ensured key is created when absent, never rewritten
+    again, reused = atomic.assign(etcd, handle_id="h", host="n", ensure={"/profile/net": "v1"},
+                                  extra=lambda got: {"/wep/h": json.dumps(got)})  # fmt: skip
+    assert (again, reused) == (ips, True)
+    assert etcd.get("/profile/net").value == b"edited"
+    assert json.loads(etcd.get("/wep/h").value) == ips
+    ipam = IPAMClient(etcd)
+    more = ipam.auto_assign(handle_id="h", host="n", num_v4=2)  # Calico's AutoAssign adds
+    assert sorted(ipam.ips_by_handle("h")) == sorted(ips + more)
+    [block] = ipam.host_blocks("n")
+    assert json.loads(etcd.get(keys.handle_key("h")).value)["block"] == {str(block): 3}
+    assert sorted(ipam.release_by_handle("h")) == sorted(ips + more)
+
+
+def test_assign_ip_and_release_by_address_keep_handles_exact(
+    etcd: EtcdClient, datastore: Client
+) -> None:
+    make_pool(datastore, "p", "10.78.0.0/24", 26)
+    ipam = IPAMClient(etcd)
+    ipam.assign_ip("10.78.0.70", handle_id="tun", host="n")  # claims 10.78.0.64/26 for n
+    ipam.assign_ip("10.78.0.71", handle_id="tun", host="n")
+    with pytest.raises(IPAMError, match="already allocated"):
+        ipam.assign_ip("10.78.0.70", handle_id="x", host="n")
+    assert ipam.host_blocks("n") == [ipaddress.ip_network("10.78.0.64/26")]
+    assert json.loads(etcd.get(keys.handle_key("tun")).value)["block"] == {"10.78.0.64/26": 2}
+    assert ipam.release_ips(["10.78.0.70", "10.78.0.99"]) == ["10.78.0.99"]
+    assert json.loads(etcd.get(keys.handle_key("tun")).value)["block"] == {"10.78.0.64/26": 1}
+    assert ipam.release_ips(["10.78.0.71"]) == []
+    assert etcd.get(keys.handle_key("tun")) is None
+    assert ipam.ips_by_handle("tun") == []

@@ -86,7 +86,8 @@ SAMPLES: list[object] = [
     True, False, "true", "yes", 0, 1, 9099, 65535, 65536, -1, "9099", 1.5, "lots", "", None,
     "Drop", "Accept", "Return", "accept", "DROP", "Debug", "Info", "Warning", "Fatal", "None",
     "warn", "90s", "1m30s", "500ms", "90", "soon", "calico-drop", 'x" drop', "a" * 30,
-    "127.0.0.1", [], [{"protocol": "TCP", "port": 22}], [{"protocol": "tcp", "port": 22}],
+    "127.0.0.1", "fd00::1", " 10.0.0.1", 4096, 16777215, 16777216,
+    [], [{"protocol": "TCP", "port": 22}], [{"protocol": "tcp", "port": 22}],
     [{"protocol": "UDP", "port": 70000}], [{"port": 53}], ["tcp:22"], {"a": 1},
 ]  # fmt: skip
 

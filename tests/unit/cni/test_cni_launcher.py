@@ -42,6 +42,7 @@ class Fake:
 
     reply: bytes = b"FALLBACK\n"
     requests: list[bytes] = field(default_factory=list)
+    roots: list[list[tuple[int, int]]] = field(default_factory=list)  # (dev, ino) of fds received
 
 
 @dataclass
@@ -57,7 +58,11 @@ class Setup:
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
-                chunks = []
+                first, fds, _, _ = socket.recv_fds(self.request, 65536, 4)
+                fake.roots.append([(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in fds])
+                for fd in fds:
+                    os.close(fd)
+                chunks = [first]
                 while chunk := self.request.recv(65536):
                     chunks.append(chunk)
                 fake.requests.append(b"".join(chunks))
@@ -137,6 +142,8 @@ def test_served_call_passes_exit_code_stdout_and_stderr(setup: Setup) -> None:
     assert stdin == data
     ino = str(server.own_netns_inode())
     assert env == {**ENV, "CALICO_PLUGIN": "calico", "CALICO_NETNS_INO": ino}
+    root = os.stat("/")
+    assert setup.fake.roots[0] == [(root.st_dev, root.st_ino)]  # our root, as one SCM_RIGHTS fd
     setup.fake.reply = b"0\n6\nipam\n\x00"
     r = setup.run(b"{}", plugin="calico-ipam")
     assert (r.returncode, r.stdout, r.stderr) == (0, b"ipam\n\x00", b"")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -286,9 +288,57 @@ def test_server_request_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not server.wants_fallback(env, b'{"ipam": {"type": "calico-ipam"}}')
     assert server.wants_fallback(env, b'{"ipam": {"type": "host-local"}}')
     assert server.wants_fallback({**env, "CALICO_NETNS_INO": "1"}, b"{}")
-    with pytest.raises(ValueError, match="CNI1"):
+    with pytest.raises(ValueError, match="CNI2"):
         server.parse_request(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(ValueError, match="CNI2"):
+        server.parse_request(raw.replace(b"CNI2", b"CNI1", 1))  # an older launcher
     monkeypatch.setenv("CNI_COMMAND", "VERSION")
-    reply = server.handle(fastpath._request("calico", b'{"cniVersion": "0.4.0"}'))
-    rc, size, rest = reply.split(b"\n", 2)
+    request = fastpath._request("calico", b'{"cniVersion": "0.4.0"}')
+    assert server.handle(request, caller_root=None) == server.FALLBACK  # no root: not served
+    if os.geteuid() != 0:
+        pytest.skip("serving a call chroots its thread: needs root")
+    replies: list[bytes] = []
+    cwd = os.getcwd()
+    root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:  # served on a thread of its own: it re-roots the thread that serves
+        worker = threading.Thread(
+            target=lambda: replies.append(server.handle(request, caller_root=root))
+        )
+        worker.start()
+        worker.join()
+    finally:
+        os.close(root)
+    rc, size, rest = replies[0].split(b"\n", 2)
     assert (rc, json.loads(rest[: int(size)])["cniVersion"]) == (b"0", "0.4.0")
+    assert os.getcwd() == cwd  # only the serving thread was re-rooted (its cwd is "/")
+
+
+def test_workload_endpoint_names_as_calico_derives_them() -> None:
+    name = endpoint.wep_name
+    assert name(node="node-1", orchestrator="k8s", pod="web-7d9f", endpoint="eth0") == (
+        "node--1-k8s-web--7d9f-eth0"
+    )
+    assert name(node="n", orchestrator="cni", container_id="ab-cd", endpoint="eth0") == (
+        "n-cni-ab--cd-eth0"
+    )
+    assert (
+        name(node="n", orchestrator="libnetwork", endpoint="ep-1")
+        == "n-libnetwork-libnetwork-ep--1"
+    )
+    assert name(node="n", orchestrator="openstack", workload="vm-1", endpoint="tap1") == (
+        "n-openstack-vm--1-tap1"
+    )
+    with pytest.raises(ValueError, match="containerID '-x': must not begin or end"):
+        name(node="n", orchestrator="cni", container_id="-x", endpoint="eth0")
+    with pytest.raises(ValueError, match="pod: required"):
+        name(node="n", orchestrator="k8s", endpoint="eth0")
+
+
+def test_kubernetes_only_with_namespace_and_name() -> None:
+    def env(args: str) -> netconf.CNIEnv:
+        return netconf.CNIEnv({"CNI_ARGS": args})
+
+    assert env("K8S_POD_NAMESPACE=a;K8S_POD_NAME=b").is_k8s
+    assert not env("IgnoreUnknown=1;K8S_POD_NAME=b").is_k8s  # podman
+    assert not env("K8S_POD_NAMESPACE=a").is_k8s
+    assert not env("K8S_POD_NAMESPACE=;K8S_POD_NAME=b").is_k8s

@@ -46,7 +46,7 @@ def test_node_conflist_names_node_etcd_and_pod_api(tmp_path) -> None:  # type: i
     env = nodes.node_env(lab, node)
     assert env["CALICO_RUN_DIR"].endswith("/nodes/node2/run")
     assert env["NODENAME"] == "node2"
-    assert env["IP"] == "10.99.0.12"
+    assert env["IP"] == "10.99.0.12/24"
 
 
 def test_status_text() -> None:

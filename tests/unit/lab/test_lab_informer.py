@@ -1,8 +1,10 @@
-"""The lab's Kubernetes informer and scheduler against the fake API server (HTTP on 127.0.0.1).
+"""The lab's Kubernetes watch (the kube-controllers' informers behind a thread-safe reader) and
+scheduler against the fake API server (HTTP on 127.0.0.1).
 
-Informer: one list, then watch events only (a dropped watch resumes at its resourceVersion without
-listing again); 410 Gone lists again and the cache loses what was deleted meanwhile. Scheduler:
-least-pods placement with round-robin ties, and the Binding POST (409 when already bound).
+KubeWatch: one list, then watch events only (a dropped watch resumes at its resourceVersion without
+listing again); 410 Gone lists again and the cache loses what was deleted meanwhile; every change
+wakes the caller. Scheduler: least-pods placement with round-robin ties, and the Binding POST (409
+when already bound).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 
 from calico_lab import scheduler
-from calico_lab.informer import Informer
+from calico_lab.kubewatch import KubeWatch
 from tests.fakekube import FakeKube
 
 pytestmark = pytest.mark.timeout(60)
@@ -49,28 +51,34 @@ def fake(tmp_path: Path) -> Iterator[tuple[FakeKube, Any]]:
         yield kube, client
 
 
-def _names(inf: Informer) -> list[str]:
-    return [o["metadata"]["name"] for o in inf.items()]
+def _names(watch: KubeWatch) -> list[str]:
+    return [o["metadata"]["name"] for o in watch.items("Pod")]
 
 
-def test_informer_lists_once_then_follows_watch_and_resumes(fake: tuple[FakeKube, Any]) -> None:
-    from lightkube.resources.core_v1 import Pod
-
-    kube, client = fake
+def test_watch_lists_once_then_follows_watch_and_resumes(
+    fake: tuple[FakeKube, Any], tmp_path: Path
+) -> None:
+    kube, _ = fake
     kube.create("pods", _pod("a"))
     changes = threading.Semaphore(0)
-    inf = Informer(client, Pod, namespaced=True, on_change=changes.release).start()
+    watch = KubeWatch(
+        str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+        on_change=changes.release,
+        kinds=("Namespace", "Pod"),
+    ).start()
     try:
-        assert inf.synced.wait(10)
-        assert _names(inf) == ["a"]
+        assert watch.wait_synced(10)
+        assert changes.acquire(timeout=1)
+        assert _names(watch) == ["a"]
+        assert [o["metadata"]["name"] for o in watch.items("Namespace")] == ["x"]
         kube.create("pods", _pod("b"))
-        _until(lambda: _names(inf) == ["a", "b"], "pod b in the cache")
+        _until(lambda: _names(watch) == ["a", "b"], "pod b in the cache")
         kube.patch("pods", "a", {"metadata": {"labels": {"k": "v"}}}, "x")
-        _until(lambda: inf.items()[0]["metadata"].get("labels") == {"k": "v"}, "a's label")
+        _until(lambda: watch.items("Pod")[0]["metadata"].get("labels") == {"k": "v"}, "a's label")
         kube.drop_watches()  # cut mid-stream: resume at the last resourceVersion, no list
         kube.delete("pods", "b", "x")
-        _until(lambda: _names(inf) == ["a"], "b to go after the watch resumed")
-        assert inf.lists == 1
+        _until(lambda: _names(watch) == ["a"], "b to go after the watch resumed")
+        assert watch.informers["Pod"].lists == 1
         assert kube.list_count("pods") == 1
         assert kube.watch_count("pods") >= 2
 
@@ -78,12 +86,14 @@ def test_informer_lists_once_then_follows_watch_and_resumes(fake: tuple[FakeKube
         kube.delete("pods", "a", "x")
         kube.create("pods", _pod("c"))
         kube.compact()
+        while changes.acquire(timeout=0):
+            pass
         kube.start()
-        _until(lambda: _names(inf) == ["c"], "the re-list after 410")
-        assert inf.lists == 2
+        _until(lambda: _names(watch) == ["c"], "the re-list after 410")
+        assert watch.informers["Pod"].lists == 2
         assert changes.acquire(timeout=1)
     finally:
-        inf.stop()
+        watch.stop()
 
 
 def test_scheduler_least_pods_then_round_robin() -> None:
