@@ -171,11 +171,11 @@ class Agent:
             raise CalcDiverged("; ".join(diffs))
 
     def _update_status(self) -> None:
-        ar = self.graph.active_rules
-        self.metrics.local_endpoints.set(len(ar._endpoints))
-        self.metrics.local_policies.set(len(ar._active_policy_specs))
-        self.metrics.local_profiles.set(len(ar._active_profile_specs))
-        self.metrics.ipsets.set(len(self.graph.ipsets_calc.active_ids()))
+        stats = self.graph.stats()
+        self.metrics.local_endpoints.set(stats.local_endpoints)
+        self.metrics.local_policies.set(stats.active_policies)
+        self.metrics.local_profiles.set(stats.active_profiles)
+        self.metrics.ipsets.set(stats.active_ipsets)
         self.health.ready = (
             self.dataplane.in_sync and self.dataplane.applies > 0 and (self.dataplane.failures == 0)
         )

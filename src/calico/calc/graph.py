@@ -3,7 +3,8 @@
 ::
 
     on_updates(list[Update]) ─> Dispatcher (by kind, via calico.model.kinds.parse_key)
-        │  ValidationFilter (calc.validation): bad resource == absent, logged
+        │  ValidationFilter (calc.validation): the model's parse (calico.model.validation,
+        │  the checks every writer runs) -> typed values; bad resource == absent, logged
         ├─ FelixConfiguration default / node.<me> ──────────────────────────> ConfigUpdate
         ├─ Profile ── labelsToApply ─> label inheritance ─┐
         │          └─ rules ──────────────────────────────┼─> ActiveRulesCalculator
@@ -29,8 +30,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from calico.calc import (
     active_rules_calculator,
@@ -46,6 +48,18 @@ from calico.dpapi.state import DataplaneState
 from calico.model import kinds
 
 logger = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class CalcStats:
+    """What the graph holds right now (for the agent's metrics and status)."""
+
+    local_endpoints: int  # this node's workload and host endpoints
+    active_policies: int  # policies matching at least one local endpoint
+    active_profiles: int  # profiles a local endpoint uses
+    active_ipsets: int  # IP sets an active rule refers to
+    invalid_resources: int  # resources treated as absent (graph.invalid)
 
 
 class UpdateLike(Protocol):
@@ -93,6 +107,8 @@ class CalcGraph:
         self._children: dict[str, set[str]] = defaultdict(set)
         self._felix_config: dict[str, dict[str, Any]] = {}
         self.invalid: dict[str, str] = {}  # key -> reason (for status / tests)
+        self._records: dict[str, tuple[Any, Any]] = {}  # key -> (value, its parsed record)
+        self._reuse: dict[str, tuple[Any, Any]] = {}  # the checked graph's _records (recompute)
 
     def _ipset_members(self, set_id: str) -> frozenset[str]:
         return self.ipsets_calc.members(set_id)
@@ -111,6 +127,16 @@ class CalcGraph:
         self.routes.flush()
         return self.sequencer.flush()
 
+    def stats(self) -> CalcStats:
+        endpoints, policies, profiles = self.active_rules.counts()
+        return CalcStats(
+            local_endpoints=endpoints,
+            active_policies=policies,
+            active_profiles=profiles,
+            active_ipsets=self.ipsets_calc.active_count(),
+            invalid_resources=len(self.invalid),
+        )
+
     def on_update(self, key: str, value: Any | None) -> None:
         parsed = kinds.parse_key(key)
         if parsed is None:
@@ -127,22 +153,22 @@ class CalcGraph:
             match kind.name:
                 case "WorkloadEndpoint":
                     item_id = f"wep:{ns}/{name}"
-                    item = validation.workload_endpoint(item_id, ns or "", value) if value else None
-                    self._on_item(item_id, item)
+                    wep = self._record(key, value, validation.workload_endpoint, item_id, ns or "")
+                    self._on_item(item_id, wep)
                 case "HostEndpoint":
                     item_id = f"hep:{name}"
                     self._on_item(
-                        item_id, validation.host_endpoint(item_id, value) if value else None
+                        item_id, self._record(key, value, validation.host_endpoint, item_id)
                     )
                 case "NetworkSet" | "GlobalNetworkSet":
                     item_id = f"netset:{ns}/{name}" if ns else f"gnetset:{name}"
-                    item = validation.network_set(item_id, ns, value) if value else None
-                    self._on_item(item_id, item)
+                    netset = self._record(key, value, validation.network_set, item_id, ns)
+                    self._on_item(item_id, netset)
                 case "Profile":
-                    self._on_profile(name, validation.profile(name, value) if value else None)
+                    self._on_profile(name, self._record(key, value, validation.profile, name))
                 case "NetworkPolicy" | "GlobalNetworkPolicy":
                     pid = m.PolicyID(ns if kind.namespaced else None, name)
-                    self._on_policy(pid, validation.policy(pid, value) if value else None)
+                    self._on_policy(pid, self._record(key, value, validation.policy, pid))
                 case "FelixConfiguration":
                     self._on_felix_config(name, value)
                 case "IPPool":
@@ -158,6 +184,18 @@ class CalcGraph:
             self.on_update(key, None)
             self.invalid[key] = str(exc)
 
+    def _record(self, key: str, value: Any | None, parse: Callable[..., R], *args: Any) -> R | None:
+        """``parse(*args, value)`` (None for a delete), or the record the graph this one checks
+        made of this very value: records are pure functions of the value, so a full recompute
+        need not parse the whole snapshot again."""
+        if not value:
+            self._records.pop(key, None)
+            return None
+        hit = self._reuse.get(key)
+        record = hit[1] if hit is not None and hit[0] is value else parse(*args, value)
+        self._records[key] = (value, record)
+        return record
+
     # ---- the reference: full recompute --------------------------------------------------------
 
     def full_recompute_differences(self) -> list[str]:
@@ -167,6 +205,7 @@ class CalcGraph:
         Costs a full computation (O(cluster)), so the agent runs it rarely.
         """
         fresh = CalcGraph(self.hostname, quiet=True)
+        fresh._reuse = self._records
         fresh.on_in_sync()
         for key, value in self.resources.items():
             fresh.on_update(key, value)
