@@ -155,7 +155,12 @@ def profile(name: str, obj: Any) -> ProfileData:
 def policy(pid: m.PolicyID, obj: Any) -> PolicyData:
     spec = _parse(obj, values.Policy).spec
     ns = pid.namespace
-    sel = sels.policy_selector(spec.selector, namespace=ns, ns_selector=spec.namespace_selector)
+    sel = sels.policy_selector(
+        spec.selector,
+        namespace=ns,
+        ns_selector=spec.namespace_selector,
+        sa_selector=spec.service_account_selector,
+    )
     ingress, egress = spec.applies_ingress, spec.applies_egress
     inbound, s1 = rule_scanner.scan_rules(spec.ingress if ingress else (), namespace=ns)
     outbound, s2 = rule_scanner.scan_rules(spec.egress if egress else (), namespace=ns)
