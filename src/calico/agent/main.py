@@ -26,8 +26,8 @@ import threading
 import time
 from typing import Any
 
+from calico.agent import calc_check, health, metrics
 from calico.agent import config as agent_config
-from calico.agent import health, metrics
 from calico.calc import graph as calc_graph
 from calico.dataplane import libnft, loop, nft_table, route_table, static_chains
 from calico.datastore import config as ds_config
@@ -54,8 +54,7 @@ def set_log_level(level: str) -> None:
     root.setLevel(logging.CRITICAL + 10 if level == "NONE" else getattr(logging, level))
 
 
-class CalcDiverged(RuntimeError):
-    """The incremental calculation disagrees with a full recompute (a bug): restart."""
+CalcDiverged = calc_check.CalcDiverged
 
 
 class Agent:
@@ -74,8 +73,10 @@ class Agent:
             on_apply=self.metrics.apply_time.observe,
             on_failure=self.metrics.failures.inc,
         )
-        self._next_check = time.monotonic() + cfg["CalcCheckInterval"]
-        self.queue: queue.Queue[list[ds_syncer.Update] | ds_syncer.SyncStatus] = queue.Queue(10)
+        self.checker = calc_check.CalcChecker(cfg["CalcCheckInterval"])
+        self.queue: queue.Queue[list[ds_syncer.Update] | ds_syncer.SyncStatus] = (
+            calc_check.LoopQueue(10, self.checker.idle)
+        )
         self.stopping = threading.Event()
         self.syncer = ds_syncer.Syncer(
             etcd,
@@ -136,17 +137,10 @@ class Agent:
         self._update_status()
 
     def _check_calc(self) -> None:
-        """Periodically compare the incremental output with a full recompute (the reference)."""
+        """Compare the incremental output with a full recompute, now and then, off the loop
+        (calc_check); a divergence raises here. Crash-only: a restart recomputes everything."""
         interval = self.cfg["CalcCheckInterval"]
-        if not interval or not self.dataplane.in_sync or time.monotonic() < self._next_check:
-            return
-        self._next_check = time.monotonic() + interval
-        start = time.perf_counter()
-        diffs = self.graph.full_recompute_differences()
-        logger.debug("full-recompute check in %.1f ms", (time.perf_counter() - start) * 1000)
-        if diffs:
-            # Crash-only: a restart recomputes everything and adopts, then replaces, the table.
-            raise CalcDiverged("; ".join(diffs))
+        self.checker.turn(self.graph, interval=interval, in_sync=self.dataplane.in_sync)
 
     def _update_status(self) -> None:
         ar = self.graph.active_rules
@@ -178,6 +172,7 @@ class Agent:
             return 1
         finally:
             self.syncer.stop()
+            self.checker.close()
         logger.info("calico-felix stopped")
         return 0
 

@@ -18,14 +18,22 @@
 
 Synchronous and pure: no threads, no I/O. The caller (agent) feeds batches and calls flush()
 when it wants output; everything between two flushes coalesces.
+
+The reference (Invariant 1): ``recompute_differences(graph.snapshot())`` feeds a fresh graph the
+current resources and compares its output with what was sent. A snapshot is frozen (resources are
+kept as compact JSON bytes, immutable, so a dict copy is a snapshot: and ~5× smaller than the
+decoded dicts), so the agent can run the comparison on another thread while this graph moves on.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+import msgspec
 
 from calico.calc import active_rules_calculator, event_sequencer, ipset_calculator, validation
 from calico.dpapi import messages as m
@@ -33,6 +41,8 @@ from calico.dpapi.state import DataplaneState
 from calico.model import kinds
 
 logger = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 
 class UpdateLike(Protocol):
@@ -59,6 +69,16 @@ def watched_prefixes() -> list[str]:
     return [kinds.KINDS[k].prefix() for k in WATCHED_KINDS]
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the full-recompute check compares, frozen at one flush: every resource (JSON bytes)
+    and the state the messages sent so far describe."""
+
+    hostname: str
+    resources: dict[str, bytes]
+    sent: DataplaneState
+
+
 class CalcGraph:
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
@@ -67,7 +87,8 @@ class CalcGraph:
         self.active_rules = active_rules_calculator.ActiveRulesCalculator(
             self.sequencer, self.ipsets_calc
         )
-        self.resources: dict[str, Any] = {}  # key -> last good value (for resync / debugging)
+        # key -> last good value as compact JSON: the reference's input, and cheap to copy
+        self.resources: dict[str, bytes] = {}
         self._items: dict[str, validation.Item] = {}
         self._local: set[str] = set()
         self._profile_labels: dict[str, dict[str, str]] = {}
@@ -100,7 +121,7 @@ class CalcGraph:
         if value is None:
             self.resources.pop(key, None)
         else:
-            self.resources[key] = value
+            self.resources[key] = _encode(value)
         try:
             match kind.name:
                 case "WorkloadEndpoint":
@@ -134,38 +155,18 @@ class CalcGraph:
 
     # ---- the reference: full recompute --------------------------------------------------------
 
+    def snapshot(self) -> Snapshot:
+        """A frozen copy for :func:`recompute_differences` (call right after ``flush()``): a dict
+        copy of immutable bytes plus the sent state, no computation."""
+        return Snapshot(self.hostname, dict(self.resources), self.sequencer.sent_state())
+
     def full_recompute_differences(self) -> list[str]:
         """Compare what was sent with a fresh graph fed the current snapshot (Invariant 1).
 
         Call right after ``flush()``. Returns human-readable differences; empty when they agree.
-        Costs a full computation (O(cluster)), so the agent runs it rarely.
+        Costs a full computation (O(cluster)), so the agent runs it rarely, off its loop.
         """
-        fresh = CalcGraph(self.hostname)
-        fresh.on_in_sync()
-        for key, value in self.resources.items():
-            fresh.on_update(key, value)
-        want = DataplaneState().apply_all(fresh.flush())
-        got = self.sequencer.sent_state()
-        diffs = []
-        for field in (
-            "config",
-            "ipsets",
-            "policies",
-            "profiles",
-            "workload_endpoints",
-            "host_endpoints",
-        ):
-            a, b = getattr(got, field), getattr(want, field)
-            if a == b:
-                continue
-            if isinstance(a, dict) and isinstance(b, dict):
-                keys = sorted(
-                    str(k) for k in set(a) ^ set(b) | {k for k in a if a.get(k) != b.get(k)}
-                )
-                diffs.append(f"{field}: {len(keys)} differ, e.g. {keys[:5]}")
-            else:
-                diffs.append(f"{field}: sent {a!r}, full recompute {b!r}")
-        return diffs
+        return recompute_differences(self.snapshot())
 
     # ---- items, labels, locality --------------------------------------------------------------
 
@@ -240,3 +241,41 @@ class CalcGraph:
         self.sequencer.on_config_update(
             m.ConfigUpdate(tuple(sorted(glob.items())), tuple(sorted(node.items())))
         )
+
+
+def recompute_differences(
+    snap: Snapshot, *, pause: Callable[[], None] | None = None, every: int = 32
+) -> list[str]:
+    """A fresh graph over ``snap.resources`` vs ``snap.sent``: the differences, empty if none.
+
+    ``pause`` (if given) is called before every ``every`` resources: a caller on another thread
+    uses it to yield to its loop. Pure otherwise.
+    """
+    fresh = CalcGraph(snap.hostname)
+    fresh.on_in_sync()
+    for i, (key, raw) in enumerate(snap.resources.items()):
+        if pause is not None and i % every == 0:
+            pause()
+        fresh.on_update(key, _decode(raw))
+    if pause is not None:
+        pause()
+    want = DataplaneState().apply_all(fresh.flush())
+    got = snap.sent
+    diffs = []
+    for field in (
+        "config",
+        "ipsets",
+        "policies",
+        "profiles",
+        "workload_endpoints",
+        "host_endpoints",
+    ):
+        a, b = getattr(got, field), getattr(want, field)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = sorted(str(k) for k in set(a) ^ set(b) | {k for k in a if a.get(k) != b.get(k)})
+            diffs.append(f"{field}: {len(keys)} differ, e.g. {keys[:5]}")
+        else:
+            diffs.append(f"{field}: sent {a!r}, full recompute {b!r}")
+    return diffs
