@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,8 @@ def _labels(raw: Any, where: str) -> dict[str, str]:
         return {}
     if not isinstance(raw, dict):
         raise InvalidResource(f"{where}: expected a mapping, got {raw!r}")
-    return {str(k): str(v) for k, v in raw.items()}
+    # interned: one copy of "app"/"web" for all endpoints, and none pinning a decoded document
+    return {sys.intern(str(k)): sys.intern(str(v)) for k, v in raw.items()}
 
 
 def _str_list(raw: Any, where: str) -> tuple[str, ...]:
@@ -81,7 +83,7 @@ def _str_list(raw: Any, where: str) -> tuple[str, ...]:
         return ()
     if not isinstance(raw, list):
         raise InvalidResource(f"{where}: expected a list, got {raw!r}")
-    return tuple(str(x) for x in raw)
+    return tuple(sys.intern(str(x)) for x in raw)
 
 
 def _cidrs(raw: Any, where: str) -> tuple[str, ...]:
@@ -124,9 +126,9 @@ def _meta(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 def workload_endpoint(item_id: str, namespace: str, obj: Any) -> Item:
     meta, spec = _meta(obj)
     labels = _labels(meta.get("labels"), "metadata.labels")
-    labels.setdefault(sels.NAMESPACE_LABEL, namespace)
+    labels.setdefault(sels.NAMESPACE_LABEL, sys.intern(namespace))
     if spec.get("orchestrator"):
-        labels.setdefault(sels.ORCHESTRATOR_LABEL, str(spec["orchestrator"]))
+        labels.setdefault(sels.ORCHESTRATOR_LABEL, sys.intern(str(spec["orchestrator"])))
     iface = spec.get("interfaceName") or None
     _check_iface(iface)
     return Item(
@@ -136,7 +138,7 @@ def workload_endpoint(item_id: str, namespace: str, obj: Any) -> Item:
         parents=_str_list(spec.get("profiles"), "spec.profiles"),
         nets=_cidrs(spec.get("ipNetworks"), "spec.ipNetworks"),
         ports=_ports(spec.get("ports"), "spec.ports"),
-        node=str(spec.get("node") or ""),
+        node=sys.intern(str(spec.get("node") or "")),
         iface=iface,
         mac=spec.get("mac"),
     )
