@@ -288,12 +288,12 @@ def report(rec: results.Recorder, rs: list[dict[str, Any]]) -> None:
           f"{'ready s':>8}")  # fmt: skip
     for r in rs:
         v = r["verdict_ms"]
-        full = med(r["full_recompute_ms"]) + med(r["full_load_ms"])
+        total = med(r["full_recompute_ms"]) + med(r["full_load_ms"])
         print(
             f"{r['local']:>5} x {r['policies']:<5} {med(v):7.1f} / {percentile(v, 0.9):6.1f} / "
             f"{percentile(v, 0.99):6.1f} {med(v) / base:10.2f} {med(r['calc_ms']):6.2f} "
             f"{med(r['apply_ms']) - med(r['nft_ms']):6.2f} {med(r['nft_ms']):6.1f} "
-            f"{full:12.1f} (x{full / med(v):6.1f}) {r['rss_mb']:7.1f} {med(r['ready_s']):8.2f}"
+            f"{total:12.1f} (x{total / med(v):6.1f}) {r['rss_mb']:7.1f} {med(r['ready_s']):8.2f}"
         )
         if "check_verdict_ms" in r:
             c = r["check_verdict_ms"]
