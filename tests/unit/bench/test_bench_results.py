@@ -157,3 +157,8 @@ def test_command_line_start_and_render(tmp_path: Path) -> None:
     subprocess.run([*py, "render", str(path), str(page)], cwd=ROOT, check=True)
     assert json.loads(path.read_text())["note"] == "a note"
     assert "| a row | 2.00 ms (2.80 / 2.98) |" in page.read_text()
+
+
+def test_the_projects_readme_has_the_table_markers() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert readme.splice(text, "body").count("body") == 1
