@@ -9,17 +9,15 @@ WorkloadEndpoint is pre-created in etcd with stale labels, so label sync has wor
 
 Measured in the same run, against one real etcd:
 
-* ``baseline full sync``: one thread lists everything from the API server, converts it and writes
-  every object straight to etcd (create, or read-then-CAS for endpoint labels): the straightforward
-  lower bound with no queue, cache or concurrency (kube-router's ``fullPolicySync`` shape).
-* ``controller cold start``: the ``calico-kube-controllers`` command (a separate process) from exec
-  to every expected object present in etcd with the expected content (seen on an etcd watch);
-  also the time to ``/readyz``.
+* ``controller cold start`` (``--reps`` times, alternating with its baseline): the
+  ``calico-kube-controllers`` command (a separate process, its defaults) from exec to every expected
+  object in etcd with the expected content (seen on an etcd watch); also the time to ``/readyz``.
+  Baseline: one thread lists everything, converts it and writes every object straight to etcd
+  (kube-router's ``fullPolicySync`` shape: no queue, cache or concurrency).
 * ``controller warm restart``: a new process over the converged datastore: time to ready and the
   number of etcd writes it makes (should be zero).
 * ``one NP change``: patch one NetworkPolicy in the API server -> the etcd watch sees the new
-  knp.default policy; median / p90 over ``--changes`` changes. Baseline: convert + write the same
-  change directly (no API server, no controller) and see it on the same watch.
+  knp.default policy. Baseline: convert + write the same change directly, seen on the same watch.
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -41,8 +38,9 @@ from typing import Any
 from tests.fakekube import FakeKube  # the Kubernetes API stand-in; the controller runs as shipped
 
 from bench import results
+from bench.controller_sync.watcher import Watcher
 from calico.datastore.client import Client
-from calico.datastore.etcd import EtcdClient, EtcdUnavailable
+from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer, free_port
 from calico.k8s import conversion, names
 from calico.model import kinds
@@ -154,71 +152,6 @@ def expected(fake: FakeKube, weps: dict[str, tuple[str, str]]) -> dict[str, Any]
     for key, ident in weps.items():
         want[key] = conversion.pod_to_workload_labels(pods[ident])
     return want
-
-
-class Watcher:
-    """Follows etcd from a revision; reports when every wanted key has its wanted content."""
-
-    def __init__(self, endpoint: str, start_rev: int) -> None:
-        self.etcd = EtcdClient(endpoint)
-        self.start_rev = start_rev
-        self.cond = threading.Condition()
-        self.seen: dict[str, tuple[float, Any]] = {}
-        self.changed: set[str] = set()  # keys updated since the last wait_all check
-        self.puts = 0
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            self._follow()
-        except EtcdUnavailable:
-            return  # etcd stopped at the end of the run
-
-    def _follow(self) -> None:
-        for batch in self.etcd.watch_prefix("/calico/resources/v3/", self.start_rev):
-            now = time.monotonic()
-            with self.cond:
-                for ev in batch:
-                    if ev.type != "PUT":
-                        continue
-                    self.puts += 1
-                    obj = json.loads(ev.value)
-                    body = (
-                        obj["metadata"].get("labels")
-                        if obj["kind"] == "WorkloadEndpoint"
-                        else obj["spec"]
-                    )
-                    self.seen[ev.key] = (now, body)
-                    self.changed.add(ev.key)
-                self.cond.notify_all()
-
-    def forget(self) -> None:
-        """Start over (a new cold start): nothing seen, no puts counted."""
-        with self.cond:
-            self.seen.clear()
-            self.changed.clear()
-            self.puts = 0
-
-    def wait_all(self, want: dict[str, Any], timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            missing = {k for k, v in want.items() if self.seen.get(k, (0, None))[1] != v}
-            self.changed.clear()
-            while True:
-                if not missing:
-                    return max(self.seen[k][0] for k in want)
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{len(missing)} keys not converged, e.g. {list(missing)[:3]}"
-                    )
-                self.cond.wait(0.5)
-                for k in self.changed:  # only what moved (an O(changes) check, not O(world))
-                    if k in want:
-                        if self.seen[k][1] == want[k]:
-                            missing.discard(k)
-                        else:
-                            missing.add(k)
-                self.changed.clear()
 
 
 def baseline_full_sync(fake: FakeKube, ds: Client, kubeconfig: Path) -> float:
@@ -377,27 +310,25 @@ def main() -> None:
         warm_writes = ds.etcd.revision() - rev
 
         rec = results.Recorder("controller_sync")
-        n_np = len(fake.list("networkpolicies"))
-        rec.fact("world", f"{args.namespaces} namespaces, {len(weps)} pods, {n_np} NPs")
-        rec.fact("etcd_puts_cold_start", puts)
-        rec.fact("objects", len(want))
+        world = (
+            f"{len(weps):,} pods, {args.namespaces} namespaces, {len(want) - len(weps):,} objects"
+        )
+        rec.fact("world", world + f" ({len(fake.list('networkpolicies'))} NetworkPolicies)")
+        rec.fact("cold_start_etcd_puts", {"puts": puts, "objects": len(want)})
         rec.fact("warm_restart", {"ready_s": warm_ready, "etcd_writes": warm_writes})
         print(f"etcd puts per cold start {puts} (objects: {len(want)}); warm restart: ready in "
               f"{warm_ready:.2f}s, {warm_writes} etcd writes (should be 0)")  # fmt: skip
-        rec.figure(
-            "cold_start", title="controller cold start to converged", unit="s", samples=colds,
-            baseline=bases, baseline_title="one thread list + convert + write",
-            readme=f"controller cold start: {len(weps):,} pods, {args.namespaces} namespaces, "
-            f"{len(fake.list('networkpolicies')):,} NetworkPolicies",
-            doc="docs/design/k8s-controllers.md",
-        )  # fmt: skip
+        doc = "docs/design/k8s-controllers.md"
+        rec.figure("cold_start", title="controller cold start to converged", unit="s",
+                   samples=colds, baseline=bases, baseline_title="one thread list+convert+write",
+                   readme=f"controller cold start: {len(weps):,} pods, {args.namespaces} "
+                   f"namespaces, {len(fake.list('networkpolicies')):,} NetworkPolicies",
+                   doc=doc)  # fmt: skip
         rec.figure("cold_ready", title="controller cold start to /readyz", unit="s",
                    samples=readies)  # fmt: skip
-        rec.figure(
-            "np_change", title="one NetworkPolicy change, API server -> etcd", unit="ms",
-            samples=[x * 1000 for x in lat], baseline=[x * 1000 for x in direct],
-            baseline_title="the same change written directly", doc="docs/design/k8s-controllers.md",
-        )  # fmt: skip
+        rec.figure("np_change", title="one NetworkPolicy change, API server -> etcd", unit="ms",
+                   samples=[x * 1000 for x in lat], baseline=[x * 1000 for x in direct],
+                   baseline_title="the same change written directly", doc=doc)  # fmt: skip
         rec.save()
     finally:
         for p in procs:
