@@ -71,17 +71,25 @@ def walk(
 
 
 def agent_parts(agent: Any) -> dict[str, Any]:
-    graph = agent.graph
-    return {
-        "calc: resources (JSON bytes)": graph.resources,
-        "calc: items": graph._items,
-        "calc: sequencer": graph.sequencer,
-        "calc: ip sets + selector index": graph.ipsets_calc,
-        "calc: active rules": graph.active_rules,
-        "calc: other": graph,
-        "syncer": agent.syncer,
-        "dataplane": agent.dataplane,
+    """The agent's parts by attribute path (a part the agent no longer has is left out)."""
+    paths = {
+        "calc: resources (reference copy)": "graph.resources",
+        "calc: items": "graph._items",
+        "calc: sequencer": "graph.sequencer",
+        "calc: ip sets + selector index": "graph.ipsets_calc",
+        "calc: active rules": "graph.active_rules",
+        "calc: other": "graph",
+        "syncer": "syncer",
+        "dataplane": "dataplane",
     }
+    parts = {}
+    for name, path in paths.items():
+        obj = agent
+        for attr in path.split("."):
+            obj = getattr(obj, attr, None)
+        if obj is not None:
+            parts[name] = obj
+    return parts
 
 
 def report() -> dict[str, Any]:
