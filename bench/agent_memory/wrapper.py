@@ -67,6 +67,8 @@ def walk(
         if sizes is not None:
             sizes[type(obj).__name__] += size
         stack.extend(gc.get_referents(obj))
+        if isinstance(obj, dict):  # the collector does not visit str keys: we count them
+            stack.extend(obj.keys())
     return total
 
 
