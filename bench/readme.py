@@ -45,11 +45,12 @@ def row(fig: dict[str, Any]) -> str:
 def run_line(data: dict[str, Any]) -> str:
     m = data["machine"]
     commit = str(data["commit"])[:10] + (" + uncommitted changes" if data.get("dirty") else "")
-    load_end = m.get("loadavg_end") or ["?"]
+    load_end = m.get("loadavg_end")
     text = (
         f"One run of `make bench`, {data['started']}, commit `{commit}`: {m['cores']} cores "
         f"({m['cpu_model']}), Linux {m['kernel']}, Python {m['python']}; load average "
-        f"{m['loadavg_start'][0]:.1f} at start, {load_end[0]} at end."
+        f"{m['loadavg_start'][0]:.1f} at start, "
+        f"{f'{load_end[0]:.1f}' if load_end else '?'} at end (1-minute)."
     )
     if data.get("note"):
         text += f" **{data['note']}**"

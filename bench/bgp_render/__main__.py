@@ -54,7 +54,11 @@ def main() -> None:
     ap.add_argument("--sizes", default="10,100,500")
     ap.add_argument("--repeat", type=int, default=15)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-bgp-"))
+    with tempfile.TemporaryDirectory(prefix="bench-bgp-") as tmp:
+        run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
     minimal = tmp / "minimal.cfg"
     minimal.write_text("router id 10.0.0.1;\nprotocol device {}\n")
     base = timed(lambda: render.validate(minimal), args.repeat)

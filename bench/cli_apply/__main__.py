@@ -130,7 +130,7 @@ def main() -> None:
     for fid, (name, readme) in rows.items():
         rec.figure(
             fid, title=f"{name}, {args.count} GlobalNetworkPolicies", unit="s",
-            samples=samples[name], baseline=base, baseline_title=f"{args.count} raw etcd puts",
+            samples=samples[name], baseline=base, baseline_title=f"{args.count:,} raw etcd puts",
             readme=readme, doc="docs/design/resources.md",
         )  # fmt: skip
     for fid in ("apply_create", "apply_replace"):

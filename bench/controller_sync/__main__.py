@@ -310,10 +310,9 @@ def main() -> None:
         warm_writes = ds.etcd.revision() - rev
 
         rec = results.Recorder("controller_sync")
-        world = (
-            f"{len(weps):,} pods, {args.namespaces} namespaces, {len(want) - len(weps):,} objects"
-        )
-        rec.fact("world", world + f" ({len(fake.list('networkpolicies'))} NetworkPolicies)")
+        n_np = len(fake.list("networkpolicies"))
+        rec.fact("world", f"{len(weps):,} pods, {args.namespaces} namespaces, {n_np:,} "
+                 f"NetworkPolicies: {len(want):,} Calico objects")  # fmt: skip
         rec.fact("cold_start_etcd_puts", {"puts": puts, "objects": len(want)})
         rec.fact("warm_restart", {"ready_s": warm_ready, "etcd_writes": warm_writes})
         print(f"etcd puts per cold start {puts} (objects: {len(want)}); warm restart: ready in "
