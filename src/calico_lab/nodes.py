@@ -63,6 +63,8 @@ def node_env(state: LabState, node: NodeState) -> dict[str, str]:
         "CALICO_RUN_DIR": str(run_dir(state, node.name)),
         "CALICO_LOG_DIR": str(log_dir(state, node.name)),
         "CALICO_IPV4POOL_CIDR": POOL_CIDR,
+        # the lab routes pods directly (one L2 segment); Calico's default would be IPIP Always
+        "CALICO_IPV4POOL_IPIP": "Never",
         "CALICO_NETWORKING_BACKEND": "bird",
         "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT",
         "FELIX_LOGSEVERITYSCREEN": "info",

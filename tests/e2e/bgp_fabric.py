@@ -6,6 +6,11 @@ Layout (all inside namespaces made by the make_netns fixture; the root namespace
                       ├─ h2 ══ eth0 (host2 netns, 10.99.0.2/24) ...
                       └─ h3 ══ eth0 (host3 netns, 10.99.0.3/24) ...
 
+With ``subnets=N`` the hosts go round-robin onto N bridges ``br<k>`` (10.99.<k>.0/24, the host
+keeps its number: host2 on the second subnet is 10.99.1.2) and the fabric namespace routes
+between them as a cloud VPC would: it forwards between the host subnets and has no route to any
+pod address, so pod traffic between subnets only works encapsulated.
+
 etcd runs in the root namespace on 127.0.0.1 (the ``etcd_server`` fixture). Each host reaches it at
 127.0.0.1:<port> inside its own namespace through :class:`tests.nsnet.Forwarder`: a listening
 socket created in the host's namespace by a thread that ``setns()``-ed there, relaying to the root
@@ -78,6 +83,7 @@ class Host:
     pods6: list[tuple[str, str]] = field(default_factory=list)
     ip6: str = ""
     block6: str = ""
+    etcd_port: int = 0  # for calicoctl run on the host (node status reads the Node)
 
     def env(self, etcd_port: int, **extra: str) -> dict[str, str]:
         return {
@@ -89,6 +95,8 @@ class Host:
             "CALICO_DISABLE_FELIX": "true",
             "IP": "autodetect",
             "IP_AUTODETECTION_METHOD": "interface=eth0",
+            # these tests route pods directly; Calico's default pool would be IPIP Always
+            "CALICO_IPV4POOL_IPIP": "Never",
             **extra,
         }
 
@@ -105,6 +113,8 @@ class Host:
 
     def node_status(self) -> str:
         env = {**os.environ, "CALICO_RUN_DIR": str(self.run_dir)}
+        if self.etcd_port:
+            env["ETCD_ENDPOINTS"] = f"http://127.0.0.1:{self.etcd_port}"
         proc = subprocess.run(
             [
                 "ip",
@@ -163,37 +173,44 @@ class Fabric:
         n: int,
         *,
         ipv6: bool = False,
+        subnets: int = 1,
     ) -> None:
         self.etcd_port = etcd_port
         self.fabric = make_netns()
         self.forwards: list[Forwarder] = []
         self.echo: list[EchoServer] = []
-        ipx(self.fabric, "link add br0 type bridge")
-        ipx(self.fabric, "link set br0 up")
-        # the hosts' default gateway (a real host has one; proxy ARP for 169.254.1.1 needs a route)
-        ipx(self.fabric, "addr add 10.99.0.254/24 dev br0")
+        for k in range(subnets):
+            ipx(self.fabric, f"link add br{k} type bridge")
+            ipx(self.fabric, f"link set br{k} up")
+            # the hosts' default gateway (a real host has one; proxy ARP for 169.254.1.1 needs
+            # a route); with several subnets, the router between them
+            ipx(self.fabric, f"addr add 10.99.{k}.254/24 dev br{k}")
+        if subnets > 1:
+            nsx(self.fabric, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.hosts: list[Host] = []
         for i in range(1, n + 1):
             netns = make_netns()
+            k = (i - 1) % subnets
             host = Host(
                 f"host{i}",
                 netns,
-                f"10.99.0.{i}",
+                f"10.99.{k}.{i}",
                 tmp / f"host{i}" / "run",
                 tmp / f"host{i}" / "log",
                 f"192.168.{i}.0/26",
+                etcd_port=etcd_port,
             )
             if ipv6:
                 no_dad(netns)
                 nsx(netns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
             ipx(self.fabric, f"link add h{i} type veth peer name eth0 netns {netns}")
-            ipx(self.fabric, f"link set h{i} master br0 up")
+            ipx(self.fabric, f"link set h{i} master br{k} up")
             ipx(netns, f"addr add {host.ip}/24 dev eth0")
             if ipv6:
                 host.ip6, host.block6 = f"fd99::{i}", f"fd80:24e2:0:{i}::/122"
                 ipx(netns, f"-6 addr add {host.ip6}/64 dev eth0 nodad")
             ipx(netns, "link set eth0 up")
-            ipx(netns, "route add default via 10.99.0.254")
+            ipx(netns, f"route add default via 10.99.{k}.254")
             nsx(netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
             self.forwards.append(Forwarder(netns, etcd_port))
             self.hosts.append(host)
@@ -333,9 +350,10 @@ def running_fabric(
     hosts: int,
     *,
     ipv6: bool = False,
+    subnets: int = 1,
 ) -> Iterator[Fabric]:
     """A fabric of ``hosts``, one IPAM block (two with ``ipv6``) claimed per host; closed after."""
-    fab = Fabric(make_netns, tmp_path, etcd_port, hosts, ipv6=ipv6)
+    fab = Fabric(make_netns, tmp_path, etcd_port, hosts, ipv6=ipv6, subnets=subnets)
     try:
         for h in fab.hosts:
             claim_block(etcd, h.name, h.block)

@@ -8,6 +8,7 @@ bad datastore values are logged and skipped (the next source wins).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -54,6 +55,23 @@ def _seconds(v: Any) -> float:
         raise ValueError(f"{v!r} is not a duration (seconds, or like 1m30s)")
     h, m, s = (float(x) if x else 0.0 for x in parts.groups())
     return h * 3600 + m * 60 + s
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(v: Any) -> int:
+        if isinstance(v, bool):
+            raise ValueError(f"{v!r} is not an integer")
+        n = int(str(v).strip()) if not isinstance(v, int) else v
+        if not lo <= n <= hi:
+            raise ValueError(f"{v!r} is not in {lo}..{hi}")
+        return n
+
+    return parse
+
+
+def _ipv4_or_empty(v: Any) -> str:
+    text = str(v).strip()
+    return str(ipaddress.IPv4Address(text)) if text else ""
 
 
 def _choice(*allowed: str) -> Callable[[Any], str]:
@@ -109,6 +127,7 @@ class Param:
     default: Any
     doc: str
     live: bool = True  # False: takes effect at the next start
+    field_name: str = ""  # the FelixConfiguration field, when not the name in lowerCamelCase
 
     @property
     def env(self) -> str:
@@ -116,7 +135,7 @@ class Param:
 
     @property
     def field(self) -> str:
-        return self.name[0].lower() + self.name[1:]
+        return self.field_name or self.name[0].lower() + self.name[1:]
 
 
 PARAMS: tuple[Param, ...] = (
@@ -149,6 +168,34 @@ PARAMS: tuple[Param, ...] = (
     Param("PrometheusMetricsEnabled", _bool, False, "serve Prometheus metrics", live=False),
     Param("PrometheusMetricsHost", str, "0.0.0.0", "metrics address", live=False),
     Param("PrometheusMetricsPort", _int_port, 9091, "metrics port", live=False),
+    # Encapsulation and NAT (issue #11): which modes are on comes from the IPPools.
+    Param(
+        "VXLANMTU",
+        _int_range(0, 65535),
+        0,
+        "MTU of vxlan.calico (0: the parent interface's MTU - 50)",
+        field_name="vxlanMTU",
+    ),
+    Param(
+        "IpInIpMtu",
+        _int_range(0, 65535),
+        0,
+        "MTU of tunl0 (0: the parent interface's MTU - 20)",
+        field_name="ipipMTU",
+    ),
+    Param(
+        "VXLANVNI", _int_range(1, (1 << 24) - 1), 4096, "VNI of vxlan.calico", field_name="vxlanVNI"
+    ),
+    Param(
+        "VXLANPort", _int_range(1, 65535), 4789, "UDP port of vxlan.calico", field_name="vxlanPort"
+    ),
+    Param(
+        "NATOutgoingAddress",
+        _ipv4_or_empty,
+        "",
+        "natOutgoing SNATs to this address (empty: masquerade to the outgoing interface's)",
+        field_name="natOutgoingAddress",
+    ),
 )
 # Our own parameters, not FelixConfiguration fields in Calico: environment only.
 ENV_ONLY_PARAMS: tuple[Param, ...] = (

@@ -26,10 +26,19 @@ import threading
 import time
 from typing import Any
 
-from calico.agent import calc_check, health, metrics
+from calico.agent import calc_check, health, metrics, status
 from calico.agent import config as agent_config
 from calico.calc import graph as calc_graph
-from calico.dataplane import libnft, loop, nft_table, route_table, static_chains
+from calico.dataplane import (
+    encap_manager,
+    libnft,
+    links,
+    loop,
+    neighbors,
+    nft_table,
+    route_table,
+    static_chains,
+)
 from calico.datastore import config as ds_config
 from calico.datastore import syncer as ds_syncer
 from calico.dpapi import messages as m
@@ -46,6 +55,13 @@ def dataplane_config(cfg: agent_config.Config) -> loop.DataplaneConfig:
         ),
         log_prefix=cfg["LogPrefix"],
         refresh_interval=min(cfg["NftablesRefreshInterval"], cfg["RouteRefreshInterval"]) or 90.0,
+        encap=encap_manager.EncapConfig(
+            vxlan_mtu=cfg["VXLANMTU"],
+            ipip_mtu=cfg["IpInIpMtu"],
+            vxlan_vni=cfg["VXLANVNI"],
+            vxlan_port=cfg["VXLANPort"],
+        ),
+        nat_outgoing_address=cfg["NATOutgoingAddress"],
     )
 
 
@@ -70,10 +86,15 @@ class Agent:
             nft_table.NftTable(libnft.default_runner()),
             route_table.RouteTable(),
             dataplane_config(cfg),
+            hostname=self.hostname,
+            links_=links.Links(),
+            neighbors_=neighbors.Neighbors(),
             on_apply=self.metrics.apply_time.observe,
             on_failure=self.metrics.failures.inc,
         )
         self.checker = calc_check.CalcChecker(cfg["CalcCheckInterval"])
+        self.status_file = status.StatusFile(status.path_from_env(env))
+        self._problems: list[str] = []
         self.queue: queue.Queue[list[ds_syncer.Update] | ds_syncer.SyncStatus] = (
             calc_check.LoopQueue(10, self.checker.idle)
         )
@@ -135,6 +156,7 @@ class Agent:
         self._check_calc()
         self.dataplane.apply()
         self._update_status()
+        self._report_status()
 
     def _check_calc(self) -> None:
         """Compare the incremental output with a full recompute, now and then, off the loop
@@ -153,6 +175,28 @@ class Agent:
         )
         self.health.detail = {"in_sync": self.dataplane.in_sync, "applies": self.dataplane.applies}
         self.health.beat()
+
+    def _report_status(self) -> None:
+        """Problems (log, readiness, felix-status.json): what this node cannot program."""
+        problems = self.dataplane.problems() if self.dataplane.in_sync else []
+        for text in sorted(set(problems) - set(self._problems)):
+            logger.error("problem: %s", text)
+        for text in sorted(set(self._problems) - set(problems)):
+            logger.info("problem solved: %s", text)
+        self._problems = problems
+        self.health.ready = self.health.ready and not problems
+        self.health.detail["problems"] = problems
+        self.status_file.write(
+            {
+                "node": self.hostname,
+                "pid": os.getpid(),
+                "ready": self.health.ready,
+                "in_sync": self.dataplane.in_sync,
+                "applies": self.dataplane.applies,
+                "failures": self.dataplane.failures,
+                "problems": problems,
+            }
+        )
 
     def run(self) -> int:
         logger.info("calico-felix starting on node %s", self.hostname)

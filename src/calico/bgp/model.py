@@ -17,6 +17,13 @@ Peering rules (Calico confd's, as in v3.x):
   without the same cluster id (and in the same AS) are its ``rr client``\\s.
 
 One session per peer address: the first rule that yields an address wins (mesh, global, node).
+
+Encapsulation (docs/design/encapsulation.md): the agent, not BIRD, routes traffic it sends through
+a tunnel. ``encap_pools`` lists the IPv4 pools with ``ipipMode`` or ``vxlanMode`` on (disabled
+pools included: their addresses still in use keep their mode), with ``subnet``, this node's own
+subnet (``spec.bgp.ipv4Address`` with its prefix length; no prefix: the address alone), so the
+template can keep BIRD from programming those routes: all of them for ``Always``; for
+``CrossSubnet`` those whose BGP next hop is outside ``subnet``.
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ class BirdModel:
     listen_port: int | None = None  # BGPConfiguration listenPort: ours and every Calico node's
     peers: tuple[Peer, ...] = ()
     pools: tuple[str, ...] = ()  # IPv4 pool CIDRs: routes inside them go to peers
+    subnet: str = ""  # this node's IPv4 subnet (CrossSubnet's "same subnet")
+    encap_pools: tuple[tuple[str, str], ...] = ()  # (IPv4 pool CIDR, "Always" | "CrossSubnet")
     blocks: tuple[str, ...] = ()  # this host's affine IPv4 blocks: blackholed and exported
     # IPv6 (Calico's bird6), rendered only when this node has spec.bgp.ipv6Address
     ipv6_address: str = ""
@@ -222,6 +231,11 @@ def build(
     blocks = sorted(
         (c for c, aff in (affinities or {}).items() if _affinity_live(aff)), key=_net_key
     )
+    my_addr = str((_spec(me).get("bgp") or {}).get("ipv4Address") or "")
+    try:
+        subnet = str(ipaddress.ip_interface(my_addr).network)
+    except ValueError as exc:
+        raise ModelError(f"Node {name!r}: spec.bgp.ipv4Address {my_addr!r}: {exc}") from None
     return BirdModel(
         node_name=name,
         router_id=my_ip,
@@ -231,6 +245,8 @@ def build(
         listen_port=listen_port,
         peers=peers4,
         pools=_family(pool_cidrs, 4),
+        subnet=subnet,
+        encap_pools=encap_pools(pools),
         blocks=_family(blocks, 4),
         ipv6_address=my_ip6,
         peers6=peers6,
@@ -263,6 +279,29 @@ def _peers(
         if p.address != my_ip and p.address not in peers:
             peers[p.address] = p
     return tuple(peers.values())
+
+
+def encap_mode(pool: Resource) -> str:
+    """The pool's encapsulation: "Always", "CrossSubnet" or "Never" (IPIP and VXLAN alike)."""
+    spec = _spec(pool)
+    modes = {str(spec.get("ipipMode") or "Never"), str(spec.get("vxlanMode") or "Never")}
+    for mode in ("Always", "CrossSubnet"):
+        if mode in modes:
+            return mode
+    return "Never"
+
+
+def encap_pools(pools: Iterable[Resource]) -> tuple[tuple[str, str], ...]:
+    """(CIDR, mode) of every IPv4 pool the agent encapsulates for, by address."""
+    out = []
+    for p in pools:
+        mode, cidr = encap_mode(p), _spec(p).get("cidr")
+        if mode == "Never" or not cidr:
+            continue
+        net = ipaddress.ip_network(str(cidr), strict=False)
+        if net.version == 4:
+            out.append((str(net), mode))
+    return tuple(sorted(set(out), key=lambda e: _net_key(e[0])))
 
 
 def _family(cidrs: Iterable[str], version: int) -> tuple[str, ...]:

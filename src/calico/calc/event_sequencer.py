@@ -9,11 +9,41 @@ contract in ``calico.dpapi.messages``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from calico.dpapi import messages as m
 from calico.dpapi.state import DataplaneState
 
 Endpoint = m.WorkloadEndpoint | m.HostEndpoint
+V = TypeVar("V")
+
+
+class _Keyed(Generic[V]):
+    """Pending values by key (``None``: remove) and what was last sent; for the cluster-wide
+    kinds (pools, hosts, VTEPs, routes), whose messages carry the whole value."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, V | None] = {}
+        self.sent: dict[str, V] = {}
+
+    def set(self, key: str, value: V | None) -> None:
+        self.pending[key] = value
+
+    def updates(self) -> list[tuple[str, V]]:
+        out = []
+        for key in sorted(self.pending):
+            value = self.pending[key]
+            if value is not None and self.sent.get(key) != value:
+                self.sent[key] = value
+                out.append((key, value))
+        return out
+
+    def removes(self) -> list[str]:
+        out = []
+        for key in sorted(self.pending):
+            if self.pending[key] is None and self.sent.pop(key, None) is not None:
+                out.append(key)
+        return out
 
 
 class EventSequencer:
@@ -34,6 +64,10 @@ class EventSequencer:
         self._sent_profiles: dict[str, m.Profile] = {}
         self._endpoints: dict[str, Endpoint | None] = {}
         self._sent_endpoints: dict[str, Endpoint] = {}
+        self._pools: _Keyed[m.IPPool] = _Keyed()
+        self._hosts: _Keyed[m.HostMetadataUpdate] = _Keyed()
+        self._vteps: _Keyed[m.VXLANTunnelEndpointUpdate] = _Keyed()
+        self._routes: _Keyed[m.RouteUpdate] = _Keyed()
 
     # ---- inputs -------------------------------------------------------------------------------
 
@@ -85,6 +119,18 @@ class EventSequencer:
     def on_endpoint(self, ep_id: str, endpoint: Endpoint | None) -> None:
         self._endpoints[ep_id] = endpoint
 
+    def on_pool(self, pool_id: str, pool: m.IPPool | None) -> None:
+        self._pools.set(pool_id, pool)
+
+    def on_host(self, hostname: str, host: m.HostMetadataUpdate | None) -> None:
+        self._hosts.set(hostname, host)
+
+    def on_vtep(self, node: str, vtep: m.VXLANTunnelEndpointUpdate | None) -> None:
+        self._vteps.set(node, vtep)
+
+    def on_route(self, dst: str, route: m.RouteUpdate | None) -> None:
+        self._routes.set(dst, route)
+
     # ---- what has been sent --------------------------------------------------------------------
 
     def sent_state(self) -> DataplaneState:
@@ -100,6 +146,10 @@ class EventSequencer:
                 state.workload_endpoints[ep_id] = ep
             else:
                 state.host_endpoints[ep_id] = ep
+        state.pools = dict(self._pools.sent)
+        state.hosts = dict(self._hosts.sent)
+        state.vteps = dict(self._vteps.sent)
+        state.routes = dict(self._routes.sent)
         return state
 
     # ---- output -------------------------------------------------------------------------------
@@ -109,6 +159,9 @@ class EventSequencer:
         if self._config is not None and self._config != self._sent_config:
             out.append(self._config)
             self._sent_config = self._config
+        out.extend(m.IPAMPoolUpdate(i, pool) for i, pool in self._pools.updates())
+        out.extend(host for _, host in self._hosts.updates())
+        out.extend(vtep for _, vtep in self._vteps.updates())
         for set_id in sorted(self._ipsets_new):
             out.append(
                 m.IPSetUpdate(set_id, self._ipset_kinds[set_id], self._ipset_members(set_id))
@@ -130,6 +183,8 @@ class EventSequencer:
             if profile is not None and self._sent_profiles.get(name) != profile:
                 out.append(m.ActiveProfileUpdate(name, profile))
                 self._sent_profiles[name] = profile
+        out.extend(route for _, route in self._routes.updates())
+        out.extend(m.RouteRemove(dst) for dst in self._routes.removes())
         removes: list[m.Message] = []
         for ep_id, ep in sorted(self._endpoints.items(), key=lambda kv: kv[0]):
             if ep is not None and self._sent_endpoints.get(ep_id) != ep:
@@ -155,6 +210,11 @@ class EventSequencer:
             out.append(m.IPSetRemove(set_id))
             self._ipsets_sent.discard(set_id)
         self._ipset_removes.clear()
+        out.extend(m.VXLANTunnelEndpointRemove(n) for n in self._vteps.removes())
+        out.extend(m.HostMetadataRemove(h) for h in self._hosts.removes())
+        out.extend(m.IPAMPoolRemove(i) for i in self._pools.removes())
+        for keyed in (self._pools, self._hosts, self._vteps, self._routes):
+            keyed.pending.clear()
         self._policies.clear()
         self._profiles.clear()
         self._endpoints.clear()

@@ -13,6 +13,11 @@
         │                        all items ─> IPSetCalculator <─────┘
         │                                     (selector index over the cluster)
         ├─ (Global)NetworkPolicy ──────────> ActiveRulesCalculator
+        ├─ IPPool / Node ─(network_validation)─> NetworkPassthru ──> IPAMPool / HostMetadata /
+        │        │                                                   VXLANTunnelEndpoint
+        │        └──────────────────────────┐
+        ├─ IPAM block ──────────────────────┼─> RouteResolver ──> RouteUpdate / RouteRemove
+        ├─ WEP addresses and nodes ─────────┘   (encapsulated routes: IPIP, VXLAN)
         ▼
     EventSequencer (coalesce, order) ── flush() ──> list[dpapi message]
 
@@ -36,7 +41,15 @@ from typing import Any, Protocol
 
 import msgspec
 
-from calico.calc import active_rules_calculator, event_sequencer, ipset_calculator, validation
+from calico.calc import (
+    active_rules_calculator,
+    event_sequencer,
+    ipset_calculator,
+    network_passthru,
+    network_validation,
+    route_resolver,
+    validation,
+)
 from calico.dpapi import messages as m
 from calico.dpapi.state import DataplaneState
 from calico.model import kinds
@@ -91,11 +104,15 @@ WATCHED_KINDS = (
     "NetworkSet",
     "GlobalNetworkSet",
     "FelixConfiguration",
+    "IPPool",
+    "Node",
 )
 
 
 def watched_prefixes() -> list[str]:
-    return [kinds.KINDS[k].prefix() for k in WATCHED_KINDS]
+    return [kinds.KINDS[k].prefix() for k in WATCHED_KINDS] + list(
+        network_validation.BLOCK_PREFIXES
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +126,15 @@ class Snapshot:
 
 
 class CalcGraph:
-    def __init__(self, hostname: str) -> None:
+    def __init__(self, hostname: str, *, quiet: bool = False) -> None:
         self.hostname = hostname
         self.sequencer = event_sequencer.EventSequencer(self._ipset_members)
         self.ipsets_calc = ipset_calculator.IPSetCalculator(self.sequencer)
         self.active_rules = active_rules_calculator.ActiveRulesCalculator(
             self.sequencer, self.ipsets_calc
         )
+        self.network = network_passthru.NetworkPassthru(self.sequencer)
+        self.routes = route_resolver.RouteResolver(hostname, self.sequencer, quiet=quiet)
         # key -> last good value as deflated JSON: the reference's input, and cheap to copy
         self.resources: dict[str, bytes] = {}
         self._items: dict[str, validation.Item] = {}
@@ -139,11 +158,14 @@ class CalcGraph:
 
     def flush(self) -> list[m.Message]:
         self.active_rules.flush()
+        self.routes.flush()
         return self.sequencer.flush()
 
     def on_update(self, key: str, value: Any | None) -> None:
         parsed = kinds.parse_key(key)
         if parsed is None:
+            if network_validation.is_block_key(key):
+                self._on_block_key(key, value)
             return
         kind, ns, name = parsed
         self.invalid.pop(key, None)
@@ -173,6 +195,10 @@ class CalcGraph:
                     self._on_policy(pid, validation.policy(pid, value) if value else None)
                 case "FelixConfiguration":
                     self._on_felix_config(name, value)
+                case "IPPool":
+                    self._on_pool(name, network_validation.ippool(name, value) if value else None)
+                case "Node":
+                    self._on_node(name, network_validation.node(name, value) if value else None)
         except validation.InvalidResource as exc:
             logger.warning(
                 "ignoring invalid %s %s: %s", kind.name, f"{ns}/{name}" if ns else name, exc
@@ -214,6 +240,9 @@ class CalcGraph:
         if old is not None:
             for parent in old.parents:
                 self._children[parent].discard(item_id)
+        wep = item if item is not None else old
+        if wep is not None and wep.kind == validation.WEP:
+            self.routes.on_workload(item_id, item.node if item else None, item.nets if item else ())
         if item is None:
             self._items.pop(item_id, None)
             self.ipsets_calc.on_item_remove(item_id)
@@ -253,6 +282,37 @@ class CalcGraph:
         else:
             self.active_rules.on_policy_update(data)
 
+    # ---- networking: pools, nodes, IPAM blocks ------------------------------------------------
+
+    def _on_pool(self, name: str, pool: network_validation.PoolData | None) -> None:
+        self.network.on_pool(name, pool)
+        self.routes.on_pool(name, pool)
+
+    def _on_node(self, name: str, node: network_validation.NodeData | None) -> None:
+        self.network.on_node(name, node)
+        self.routes.on_node(name, node)
+
+    def _on_block_key(self, key: str, value: Any | None) -> None:
+        """An IPAM block (its own key space, not a v3 resource). Invalid == absent, logged."""
+        self.invalid.pop(key, None)
+        try:
+            net = network_validation.block_cidr(key)
+        except validation.InvalidResource as exc:
+            logger.warning("ignoring IPAM key %s: %s", key, exc)
+            return
+        node = None
+        try:
+            node = network_validation.block_affinity(net, value) if value is not None else None
+        except validation.InvalidResource as exc:
+            logger.warning("ignoring invalid IPAM block %s: %s", key, exc)
+            self.invalid[key] = str(exc)
+            value = None
+        if value is None:
+            self.resources.pop(key, None)
+        else:
+            self.resources[key] = _pack(value)
+        self.routes.on_block(net, node, present=value is not None)
+
     # ---- config -------------------------------------------------------------------------------
 
     def _on_felix_config(self, name: str, value: Any | None) -> None:
@@ -280,7 +340,7 @@ def recompute_differences(
     ``pause`` (if given) is called before every ``every`` resources: a caller on another thread
     uses it to yield to its loop. Pure otherwise.
     """
-    fresh = CalcGraph(snap.hostname)
+    fresh = CalcGraph(snap.hostname, quiet=True)
     fresh.on_in_sync()
     for i, (key, raw) in enumerate(snap.resources.items()):
         if pause is not None and i % every == 0:
@@ -298,6 +358,10 @@ def recompute_differences(
         "profiles",
         "workload_endpoints",
         "host_endpoints",
+        "pools",
+        "hosts",
+        "vteps",
+        "routes",
     ):
         a, b = getattr(got, field), getattr(want, field)
         if a == b:

@@ -4,7 +4,9 @@
 calico/node container; there is no container engine here) with the same environment variables, and
 waits until its start-up has finished. ``--init-system`` runs it in the foreground instead (for
 systemd). ``node status`` reads ``<CALICO_RUN_DIR>/calico-node.pid`` and asks BIRD over
-``<CALICO_RUN_DIR>/bird.ctl`` (``birdc show protocols``), printing Calico's table.
+``<CALICO_RUN_DIR>/bird.ctl`` (``birdc show protocols``), printing Calico's table (when the node
+runs BIRD), then this node's tunnel addresses and the problems the agent reports
+(:mod:`calico.cli.node_info`).
 
 This module must not import calico.node or calico.bgp (the layers forbid it), so it starts
 calico-node by its entry point and parses ``birdc`` output itself.
@@ -95,7 +97,7 @@ def _calico_node_argv() -> list[str]:
     "--ip-autodetection-method", default=None, help="first-found, interface=, can-reach=…"
 )
 @click.option("--ip6-autodetection-method", default=None)
-@click.option("--backend", type=click.Choice(["bird", "none"]), default=None)
+@click.option("--backend", type=click.Choice(["bird", "vxlan", "none"]), default=None)
 @click.option("--log-dir", default=None, help="default $CALICO_LOG_DIR or /var/log/calico")
 @click.option("--no-default-ippools", is_flag=True, help="do not create the default IP pools")
 @click.option("--init-system", is_flag=True, help="run in the foreground (for systemd)")
@@ -217,20 +219,46 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 @node.command("status")
-def status() -> None:
-    """Show this host's calico-node and BGP session status."""
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Show this host's calico-node, BGP sessions, tunnel addresses and reported problems."""
+    from calico.cli import node_info
+
     run_dir = _run_dir(os.environ)
     if node_pid(run_dir) is None:
         click.echo("Calico process is not running.")
         sys.exit(1)
     click.echo("Calico process is running.\n")
+    parts = node_info.services(run_dir)
+    if parts is not None and "bird" not in parts:
+        click.echo("BGP is not in use on this node (calico-node runs no BIRD).\n")
+    elif not _bgp_status(run_dir):
+        sys.exit(1)
+    name = node_info.node_name(os.environ, run_dir)
+    node, error = node_info.read_node(name, (ctx.find_root().obj or {}).get("config_file"))
+    if node is None:
+        click.echo(f"Tunnel addresses of node {name}: unknown ({error})")
+    elif rows := node_info.tunnel_rows(node):
+        click.echo(f"Tunnel addresses of node {name}")
+        click.echo(format_table(["TUNNEL", "ADDRESS", "MAC"], rows))
+    else:
+        click.echo(f"Tunnel addresses of node {name}: none (no IPIP or VXLAN pool selects it)")
+    problems = node_info.felix_problems(run_dir)
+    if problems:
+        click.echo("\nProblems reported by calico-felix:")
+        for p in problems:
+            click.echo(f"  - {p}")
+
+
+def _bgp_status(run_dir: Path) -> bool:
+    """Print Calico's BGP peer tables; False (error printed) when BIRD cannot be asked."""
     sock = run_dir / "bird.ctl"
     from calico.lib import cmd
 
     proc = cmd.run(["birdc", "-s", str(sock), "show", "protocols"], check=False, timeout=10)
     if proc.returncode != 0 or "Unable to connect" in proc.stdout or not sock.exists():
         click.echo(f"Error executing command: unable to connect to BIRDv4 socket: {sock}", err=True)
-        sys.exit(1)
+        return False
     rows = peer_rows(parse_protocols(proc.stdout))
     header = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"]
     for version in (4, 6):
@@ -238,3 +266,4 @@ def status() -> None:
         click.echo(f"IPv{version} BGP status")
         click.echo(format_table(header, family) if family else f"No IPv{version} peers found.")
         click.echo("")
+    return True

@@ -16,9 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from calico.dataplane import (
+    encap_manager,
     endpoint_manager,
+    hostip_manager,
     ipset_manager,
     libnft,
+    links,
+    masq_manager,
+    neighbors,
     nft_table,
     policy_manager,
     route_table,
@@ -42,6 +47,8 @@ class DataplaneConfig:
     static: static_chains.StaticConfig = field(default_factory=static_chains.StaticConfig)
     log_prefix: str = "calico-packet"
     refresh_interval: float = 90.0
+    encap: encap_manager.EncapConfig = field(default_factory=encap_manager.EncapConfig)
+    nat_outgoing_address: str = ""
 
 
 class InternalDataplane:
@@ -51,12 +58,17 @@ class InternalDataplane:
         routes: route_table.RouteTable,
         config: DataplaneConfig,
         *,
+        hostname: str,
+        links_: links.Links,
+        neighbors_: neighbors.Neighbors,
         clock: Callable[[], float] = time.monotonic,
         on_apply: Callable[[float], None] = lambda secs: None,
         on_failure: Callable[[], None] = lambda: None,
     ) -> None:
         self.table = table
         self.routes = routes
+        self.links = links_
+        self.neighbors = neighbors_
         self._clock = clock
         self._on_apply = on_apply
         self._on_failure = on_failure
@@ -65,6 +77,9 @@ class InternalDataplane:
         self.ipsets = ipset_manager.IPSetManager(table)
         self.policies = policy_manager.PolicyManager(table)
         self.endpoints = endpoint_manager.EndpointManager(table, routes)
+        self.hostips = hostip_manager.HostIPManager(table)
+        self.masq = masq_manager.MasqManager(table)
+        self.encap = encap_manager.EncapManager(table, hostname)
         self.config = config
         self.set_config(config)
         self.in_sync = False
@@ -77,6 +92,8 @@ class InternalDataplane:
     def set_config(self, config: DataplaneConfig) -> None:
         self.config = config
         self.policies.log_prefix = config.log_prefix
+        self.masq.set_nat_address(config.nat_outgoing_address)
+        self.encap.set_config(config.encap)
         for name, chain in static_chains.chains(config.static).items():
             if chain.base:
                 self.table.set_base_chain(name, chain.base, chain.rules)
@@ -105,17 +122,50 @@ class InternalDataplane:
                 | m.HostEndpointRemove()
             ):
                 self.endpoints.on_update(msg)
+            case m.IPAMPoolUpdate() | m.IPAMPoolRemove():
+                self.masq.on_update(msg)
+                self.encap.on_update(msg)
+            case m.HostMetadataUpdate() | m.HostMetadataRemove():
+                self.hostips.on_update(msg)
+                self.encap.on_update(msg)
+            case (
+                m.VXLANTunnelEndpointUpdate()
+                | m.VXLANTunnelEndpointRemove()
+                | m.RouteUpdate()
+                | m.RouteRemove()
+            ):
+                self.encap.on_update(msg)
 
     @property
     def dirty(self) -> bool:
-        return self.ipsets.dirty or self.table.dirty or self.routes.dirty
+        return (
+            self.ipsets.dirty
+            or self.hostips.dirty
+            or self.masq.dirty
+            or self.encap.dirty
+            or self.table.dirty
+            or self.links.dirty
+            or self.routes.dirty
+            or self.neighbors.dirty
+        )
+
+    def complete_deferred_work(self) -> None:
+        """The managers' conversions into the drivers' desired state (no I/O)."""
+        self.ipsets.complete_deferred_work()
+        self.hostips.complete_deferred_work()
+        self.masq.complete_deferred_work()
+        self.encap.complete_deferred_work(self.links, self.neighbors)
+
+    def problems(self) -> list[str]:
+        """What this node cannot program (e.g. a tunnel device its kernel lacks), in words."""
+        return self.encap.problems(self.links.problems)
 
     def next_deadline(self) -> float:
         """When apply() next has timed work (refresh, retry)."""
         deadline = self._next_refresh
         if self._retry_at is not None:
             deadline = min(deadline, self._retry_at)
-        if self.routes.pending_ifaces:
+        if self.routes.pending_ifaces or self.neighbors.pending:
             deadline = min(deadline, self._route_retry_at)
         return deadline
 
@@ -128,18 +178,23 @@ class InternalDataplane:
             self._next_refresh = now + self.config.refresh_interval
             self.table.check_drift()
             self.routes.queue_resync()
-        if self.routes.pending_ifaces and now >= self._route_retry_at:
+            self.links.queue_resync()
+            self.neighbors.queue_resync()
+        if (self.routes.pending_ifaces or self.neighbors.pending) and now >= self._route_retry_at:
             self.routes.queue_resync()  # an interface we route to was missing: look again
+            self.neighbors.queue_resync()
             self._route_retry_at = now + ROUTE_RETRY
         if self._retry_at is not None and now < self._retry_at:
             return False
         if not self.dirty:
             return False
-        self.ipsets.complete_deferred_work()
+        self.complete_deferred_work()
         start = time.perf_counter()
         try:
             self.table.apply()
+            self.encap.after_links(self.links.apply(), self.routes, self.neighbors)
             self.routes.apply()
+            self.neighbors.apply()
         except (libnft.NftError, cmd.CmdError) as exc:
             self.failures += 1
             self._on_failure()

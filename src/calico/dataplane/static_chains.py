@@ -5,8 +5,9 @@
     prerouting raw   cali-PREROUTING-raw  -> @cali-fhraw-map (doNotTrack ingress, host endpoints)
     output raw       cali-OUTPUT-raw      -> @cali-thraw-map (doNotTrack egress)
     prerouting -110  cali-PREROUTING      -> @cali-fhdnat-map (preDNAT, before DNAT at -100)
-    input filter     cali-INPUT   cali* -> cali-wl-to-host (workload egress, then
-                                  DefaultEndpointToHostAction); others -> @cali-fh-map
+    input filter     cali-INPUT   -> cali-encap-in (IPIP/VXLAN only from cluster nodes: the
+                                  encap manager's); cali* -> cali-wl-to-host (workload egress,
+                                  then DefaultEndpointToHostAction); others -> @cali-fh-map
     forward filter   cali-FORWARD cali* in -> cali-from-wl-dispatch; out -> cali-to-wl-dispatch;
                                   host endpoints -> @cali-fhfw-map / @cali-thfw-map
     output filter    cali-OUTPUT  to cali* allowed (host -> local workloads, as Felix);
@@ -95,6 +96,7 @@ def chains(cfg: StaticConfig) -> dict[str, Chain]:
         "cali-INPUT": Chain(
             (
                 UNTRACKED_ACCEPTED,
+                "jump cali-encap-in",
                 f'iifname "{WL_PREFIX}" goto cali-wl-to-host',
                 "iifname vmap @cali-fh-map",
             ),

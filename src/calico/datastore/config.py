@@ -3,7 +3,8 @@
 Environment (``DATASTORE_TYPE=etcdv3``, ``ETCD_ENDPOINTS``, ``ETCD_CA_CERT_FILE``,
 ``ETCD_CERT_FILE``, ``ETCD_KEY_FILE``) wins over a calicoctl config file
 (``apiVersion: projectcalico.org/v3``, ``kind: CalicoAPIConfig``; default
-``/etc/calico/calicoctl.cfg``).
+``/etc/calico/calicoctl.cfg``). ``ETCD_ENDPOINTS`` / ``etcdEndpoints`` is a comma-separated list
+of an etcd cluster's members; clients fail over between them (see :mod:`calico.datastore.etcd`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from calico.datastore.client import Client
-from calico.datastore.etcd import EtcdClient, TLSFiles
+from calico.datastore.etcd import EtcdClient, TLSFiles, parse_endpoints
 
 DEFAULT_CONFIG_FILE = "/etc/calico/calicoctl.cfg"
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
@@ -73,9 +74,17 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
     if path.exists():
         spec = _from_file(path)
     _check_type(env.get("DATASTORE_TYPE", ""), "DATASTORE_TYPE")
-    return DatastoreConfig(
+    cfg = DatastoreConfig(
         endpoints=env.get("ETCD_ENDPOINTS") or spec.get("etcdEndpoints") or DEFAULT_ENDPOINTS,
         ca_cert_file=env.get("ETCD_CA_CERT_FILE") or spec.get("etcdCACertFile"),
         cert_file=env.get("ETCD_CERT_FILE") or spec.get("etcdCertFile"),
         key_file=env.get("ETCD_KEY_FILE") or spec.get("etcdKeyFile"),
     )
+    where = "ETCD_ENDPOINTS" if env.get("ETCD_ENDPOINTS") else f"config file {path}: etcdEndpoints"
+    try:
+        parse_endpoints(str(cfg.endpoints))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if cfg.key_file and not cfg.cert_file:
+        raise ConfigError(f"etcd key file {cfg.key_file!r} given without a certificate file")
+    return cfg

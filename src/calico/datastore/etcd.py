@@ -1,132 +1,94 @@
-"""EtcdClient: a small stdlib client for etcd v3's JSON gateway (``/v3/...``).
+"""EtcdClient: a small stdlib client for etcd v3's JSON gateway (``/v3/...``), over a member list.
 
 One client for every process: the CNI plugin (import cost matters), the CLI, the controllers and the
 agent. It speaks HTTP/1.1 to etcd's grpc-gateway, which etcd >= 3.4 serves on its client port:
-range, put, delete, txn (compare-and-swap), lease, compaction and a streaming watch.
+range, put, delete, txn (compare-and-swap), lease, compaction, status and a streaming watch
+(:mod:`calico.datastore.etcd_watch`, imported only by processes that watch).
 
-Keys and values are ``str``/``bytes`` here and base64 on the wire. Revisions are ints.
-Failures raise :class:`EtcdError` (or :class:`EtcdUnavailable` when no endpoint answers), so callers
-can tell "etcd said no" from "etcd is not there".
+Failover: requests go to one member, the first of ``endpoints`` until it fails; then to the next.
+Nothing is probed up front, so a short-lived process whose first member answers pays nothing for
+the others. A member is left for the next one when it cannot be reached, when it answers that it
+cannot serve (no leader, not capable, ...) or, for reads only, when it times out. A write whose
+answer was lost (the member died or hung after the request went out) is not re-sent elsewhere:
+it may have been applied, so it fails with :class:`EtcdUnavailable` saying so, and the caller's
+next request goes to the next member.
+
+Failures raise :class:`EtcdError`, :class:`EtcdUnavailable` (no member answered) or its
+:class:`EtcdTLSError` (certificates: a clear message naming the file or the refusal).
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
+import select
+import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from calico.datastore.etcd_wire import (
+    KV,
+    EtcdCompacted,
+    EtcdError,
+    EtcdTLSError,
+    EtcdUnavailable,
+    MemberStatus,
+    TLSFiles,
+    TxnResult,
+    WatchEvent,
+    WatchResponse,
+    b64,
+    cmp_absent,
+    cmp_mod,
+    kv_from,
+    op_delete,
+    op_get,
+    op_put,
+    parse_endpoints,
+    prefix_end,
+    tls_problem,
+    txn_result,
+)
 
-class EtcdError(Exception):
-    """etcd answered with an error."""
-
-
-class EtcdUnavailable(EtcdError):
-    """No endpoint could be reached."""
-
-
-class EtcdCompacted(EtcdError):
-    """A watch asked for a revision that etcd has compacted away."""
-
-    def __init__(self, compact_revision: int) -> None:
-        super().__init__(
-            f"required revision has been compacted (compact revision {compact_revision})"
-        )
-        self.compact_revision = compact_revision
-
-
-@dataclass(frozen=True, slots=True)
-class KV:
-    key: str
-    value: bytes
-    mod_revision: int
-    create_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    type: str  # "PUT" or "DELETE"
-    key: str
-    value: bytes  # b"" for a delete
-    mod_revision: int
-    prev_value: bytes | None = None
-
-
-def _b64(s: str | bytes) -> str:
-    raw = s.encode() if isinstance(s, str) else s
-    return base64.b64encode(raw).decode()
-
-
-def _unb64(s: str | None) -> bytes:
-    return base64.b64decode(s) if s else b""
+# etcd's answers meaning "this member cannot serve now, another may"; each is given before the
+# request is proposed to raft, so even a write may go to the next member.
+_NOT_HERE = (
+    "etcdserver: no leader",
+    "etcdserver: not capable",
+    "etcdserver: server stopped",
+    "etcdserver: too many requests",
+    "etcdserver: unhealthy cluster",
+    "raft proposal dropped",
+)
+# ... and these too, for reads only: a write may have been applied (raft may still commit it)
+_READ_ELSEWHERE = (
+    "etcdserver: request timed out",
+    "etcdserver: leader changed",
+    "context deadline exceeded",
+)
 
 
-def prefix_end(prefix: str) -> str:
-    """The range_end that selects every key starting with ``prefix``."""
-    raw = bytearray(prefix.encode())
-    for i in range(len(raw) - 1, -1, -1):
-        if raw[i] < 0xFF:
-            raw[i] += 1
-            return bytes(raw[: i + 1]).decode("latin-1")
-    return "\0"
+def _read_only(path: str, body: dict[str, Any]) -> bool:
+    """Whether a request only reads (so it may be sent again, to any member)."""
+    if path == "/v3/kv/txn":
+        ops = [*body.get("success", []), *body.get("failure", [])]
+        return all(set(op) == {"request_range"} for op in ops)
+    return path in ("/v3/kv/range", "/v3/maintenance/status")
 
 
-def _kv(d: dict[str, Any]) -> KV:
-    return KV(
-        key=_unb64(d["key"]).decode(),
-        value=_unb64(d.get("value")),
-        mod_revision=int(d.get("mod_revision", 0)),
-        create_revision=int(d.get("create_revision", 0)),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class TxnResult:
-    succeeded: bool
-    revision: int
-    responses: list[list[KV]]
-
-
-def cmp_mod(key: str, mod_revision: int) -> dict[str, Any]:
-    """Txn compare: ``key``'s mod revision is ``mod_revision``."""
-    return {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}
-
-
-def cmp_absent(key: str) -> dict[str, Any]:
-    """Txn compare: ``key`` does not exist."""
-    return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
-
-
-def op_get(key: str, *, prefix: bool = False) -> dict[str, Any]:
-    """Txn operation: read ``key`` (every key under it with ``prefix``)."""
-    rng: dict[str, Any] = {"key": _b64(key)}
-    if prefix:
-        rng["range_end"] = _b64(prefix_end(key))
-    return {"request_range": rng}
-
-
-def op_put(key: str, value: bytes | str) -> dict[str, Any]:
-    return {"request_put": {"key": _b64(key), "value": _b64(value)}}
-
-
-def op_delete(key: str) -> dict[str, Any]:
-    return {"request_delete_range": {"key": _b64(key)}}
-
-
-@dataclass(frozen=True, slots=True)
-class TLSFiles:
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+class _MemberFailed(Exception):
+    def __init__(self, reason: str, *, tls: bool = False, answered: bool = False) -> None:
+        super().__init__(reason)
+        self.tls = tls
+        self.answered = answered  # the member answered "not now" (no leader, an election, ...)
 
 
 class EtcdClient:
-    """Talks to one of ``endpoints`` (``http(s)://host:port``), failing over in order."""
+    """Talks to one of ``endpoints`` (``http(s)://host:port``, a list or a comma-separated
+    string), failing over in order. Not thread-safe: one client per thread."""
 
     def __init__(
         self,
@@ -134,69 +96,181 @@ class EtcdClient:
         *,
         tls: TLSFiles | None = None,
         timeout: float = 10.0,
+        connect_timeout: float = 3.0,
     ) -> None:
-        if isinstance(endpoints, str):
-            endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
-        if not endpoints:
-            raise ValueError("etcd endpoints: at least one endpoint is required")
-        self._endpoints = [urllib.parse.urlsplit(e) for e in endpoints]
-        for raw, ep in zip(endpoints, self._endpoints, strict=True):
-            if ep.scheme not in ("http", "https") or not ep.hostname:
-                raise ValueError(f"etcd endpoint {raw!r}: expected http(s)://host:port")
+        self._endpoints = parse_endpoints(endpoints)
         self._tls = tls or TLSFiles()
         self._timeout = timeout
+        self._connect_timeout = min(connect_timeout, timeout)
         self._ssl: ssl.SSLContext | None = None
         self._conn: http.client.HTTPConnection | None = None
+        self._conn_index = 0
         self._current = 0
+        self.watches_opened = 0  # watch streams this client started (a metric for tests)
+        self.probes = 0  # liveness probes its watches sent
 
-    # ---- plumbing -------------------------------------------------------------------------
+    # ---- members ----------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [urllib.parse.urlunsplit(e) for e in self._endpoints]
+
+    def endpoints_text(self) -> str:
+        return ",".join(self.endpoints)
+
+    def member_url(self, index: int) -> str:
+        return urllib.parse.urlunsplit(self._endpoints[index])
+
+    @property
+    def current(self) -> int:
+        """The index of the member requests go to now."""
+        return self._current
+
+    def member_failed(self, index: int) -> None:
+        """Requests move on from member ``index`` to the next one."""
+        if self._current == index:
+            self._current = (index + 1) % len(self._endpoints)
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            ctx = ssl.create_default_context(cafile=self._tls.ca_file)
+            try:
+                ctx = ssl.create_default_context(cafile=self._tls.ca_file)
+            except OSError as exc:
+                raise EtcdTLSError(f"etcd CA certificate {self._tls.ca_file}: {exc}") from exc
             if self._tls.cert_file:
-                ctx.load_cert_chain(self._tls.cert_file, self._tls.key_file)
+                try:
+                    ctx.load_cert_chain(self._tls.cert_file, self._tls.key_file)
+                except OSError as exc:
+                    raise EtcdTLSError(
+                        f"etcd client certificate {self._tls.cert_file} "
+                        f"(key {self._tls.key_file or 'in the same file'}): {exc}"
+                    ) from exc
             self._ssl = ctx
         return self._ssl
 
-    def _connect(self, index: int, timeout: float | None) -> http.client.HTTPConnection:
+    def open_socket(self, index: int, timeout: float) -> socket.socket:
+        """A connected socket to member ``index`` (TLS done for https), reads timing out after
+        ``timeout``. Raises OSError (ssl.SSLError for TLS)."""
         ep = self._endpoints[index]
-        port = ep.port or 2379
         assert ep.hostname is not None
+        ctx = self._ssl_context() if ep.scheme == "https" else None
+        sock = socket.create_connection((ep.hostname, ep.port or 2379), self._connect_timeout)
+        try:
+            # http.client sends a request's head and body in two writes: without this, Nagle
+            # holds the body for the server's delayed ACK (40 ms a request)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if ctx is not None:
+                sock = ctx.wrap_socket(sock, server_hostname=ep.hostname)
+            sock.settimeout(timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def open_http(self, index: int, timeout: float) -> http.client.HTTPConnection:
+        """A connected HTTP(S) connection to member ``index``. Raises OSError."""
+        ep = self._endpoints[index]
+        assert ep.hostname is not None
+        conn: http.client.HTTPConnection
         if ep.scheme == "https":
-            return http.client.HTTPSConnection(
-                ep.hostname, port, timeout=timeout, context=self._ssl_context()
+            conn = http.client.HTTPSConnection(
+                ep.hostname, ep.port or 2379, timeout=timeout, context=self._ssl_context()
             )
-        return http.client.HTTPConnection(ep.hostname, port, timeout=timeout)
+        else:
+            conn = http.client.HTTPConnection(ep.hostname, ep.port or 2379, timeout=timeout)
+        conn.sock = self.open_socket(index, timeout)
+        return conn
+
+    def describe(self, exc: OSError | http.client.HTTPException) -> str:
+        """A failure to talk to a member, in words (TLS failures explained)."""
+        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+            return tls_problem(exc, self._tls)
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    # ---- requests ---------------------------------------------------------------------------
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST to the current member, then to each next one. When every member failed but
+        one of them answered "not now" (a leader election: about a second), go round again
+        until ``timeout`` has passed; when none answered, fail at once."""
         data = json.dumps(body).encode()
-        last: Exception | None = None
-        for attempt in range(len(self._endpoints) * 2):
-            if self._conn is None:
-                self._conn = self._connect(self._current, self._timeout)
-            try:
-                self._conn.request("POST", path, data, {"Content-Type": "application/json"})
-                resp = self._conn.getresponse()
-                payload = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                last = exc
-                self._conn.close()
-                self._conn = None
-                if attempt % 2 == 1:
-                    self._current = (self._current + 1) % len(self._endpoints)
-                continue
-            result: dict[str, Any] = json.loads(payload) if payload else {}
-            if resp.status != 200:
-                msg = (
-                    result.get("message") or result.get("error") or payload.decode(errors="replace")
-                )
-                raise EtcdError(f"etcd {path}: {msg}")
-            return result
-        raise EtcdUnavailable(f"etcd unavailable at {self.endpoints_text()}: {last}")
+        idempotent = _read_only(path, body)
+        deadline = time.monotonic() + self._timeout
+        pause = 0.05
+        while True:
+            problems: list[str] = []
+            all_tls, answered = True, False
+            for _ in range(len(self._endpoints)):
+                index = self._current
+                try:
+                    return self._post_to(index, path, data, idempotent)
+                except _MemberFailed as exc:
+                    problems.append(f"{self.member_url(index)}: {exc}")
+                    all_tls = all_tls and exc.tls
+                    answered = answered or exc.answered
+                    self.member_failed(index)
+            if not answered or time.monotonic() + pause > deadline:
+                kind = EtcdTLSError if all_tls else EtcdUnavailable
+                raise kind(f"etcd unavailable: {'; '.join(problems)}")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
-    def endpoints_text(self) -> str:
-        return ",".join(urllib.parse.urlunsplit(e) for e in self._endpoints)
+    def _idle_conn(self, index: int) -> http.client.HTTPConnection | None:
+        """The kept-alive connection to ``index``, unless the server has closed it meanwhile."""
+        conn = self._conn
+        if conn is None or self._conn_index != index or conn.sock is None:
+            return None
+        try:
+            readable, _, _ = select.select([conn.sock], [], [], 0)
+        except (OSError, ValueError):
+            readable = [conn.sock]
+        return None if readable else conn  # readable while idle: EOF (or junk) from the server
+
+    def _post_to(self, index: int, path: str, data: bytes, idempotent: bool) -> dict[str, Any]:
+        conn = self._idle_conn(index)
+        fresh = conn is None
+        if conn is None:
+            self.close()
+            try:
+                conn = self.open_http(index, self._timeout)
+            except OSError as exc:
+                raise _MemberFailed(self.describe(exc), tls=isinstance(exc, ssl.SSLError)) from exc
+            self._conn, self._conn_index = conn, index
+        try:
+            conn.request("POST", path, data, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            payload = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            # TLS 1.3 reports a refused client certificate here, on a fresh connection
+            if isinstance(exc, ssl.SSLError) and (fresh or not isinstance(exc, ssl.SSLEOFError)):
+                raise _MemberFailed(self.describe(exc), tls=True) from exc
+            if not idempotent:
+                self.member_failed(index)
+                raise EtcdUnavailable(
+                    f"etcd {path} at {self.member_url(index)}: {self.describe(exc)}; "
+                    "the change may or may not have been applied"
+                ) from exc
+            raise _MemberFailed(self.describe(exc)) from exc
+        try:
+            result: dict[str, Any] = json.loads(payload) if payload else {}
+        except ValueError:
+            result = {}
+        if resp.status == 200:
+            return result
+        msg = str(result.get("message") or result.get("error") or payload.decode(errors="replace"))
+        msg = msg.strip()
+        if any(m in msg for m in _NOT_HERE) or (
+            idempotent and any(m in msg for m in _READ_ELSEWHERE)
+        ):
+            raise _MemberFailed(msg, answered=True)
+        if any(m in msg for m in _READ_ELSEWHERE):
+            self.member_failed(index)
+            raise EtcdUnavailable(
+                f"etcd {path} at {self.member_url(index)}: {msg}; "
+                "the change may or may not have been applied"
+            )
+        raise EtcdError(f"etcd {path}: {msg}")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -206,34 +280,35 @@ class EtcdClient:
     # ---- KV -------------------------------------------------------------------------------
 
     def get(self, key: str) -> KV | None:
-        resp = self._post("/v3/kv/range", {"key": _b64(key)})
+        resp = self._post("/v3/kv/range", {"key": b64(key)})
         kvs = resp.get("kvs") or []
-        return _kv(kvs[0]) if kvs else None
+        return kv_from(kvs[0]) if kvs else None
 
     def get_prefix(self, prefix: str, *, revision: int = 0) -> tuple[list[KV], int]:
         """All keys under ``prefix`` (sorted by key) and the store revision they were read at."""
-        body: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        body: dict[str, Any] = {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}
         if revision:
             body["revision"] = revision
         resp = self._post("/v3/kv/range", body)
-        return [_kv(d) for d in resp.get("kvs") or []], int(resp["header"]["revision"])
+        return [kv_from(d) for d in resp.get("kvs") or []], int(resp["header"]["revision"])
 
     def revision(self) -> int:
-        resp = self._post("/v3/kv/range", {"key": _b64("\0"), "limit": 1, "count_only": True})
+        resp = self._post("/v3/kv/range", {"key": b64("\0"), "limit": 1, "count_only": True})
         return int(resp["header"]["revision"])
+
+    def member_status(self) -> MemberStatus:
+        """The status of the member requests go to now (its id, its leader's id, revision)."""
+        resp = self._post("/v3/maintenance/status", {})
+        return MemberStatus(
+            member_id=str(resp["header"]["member_id"]),
+            leader=str(resp.get("leader", "")),
+            revision=int(resp["header"].get("revision", 0)),
+            version=str(resp.get("version", "")),
+        )
 
     def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
-        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
-        if lease:
-            body["lease"] = lease
-        resp = self._post("/v3/kv/put", body)
+        resp = self._post("/v3/kv/put", op_put(key, value, lease=lease)["request_put"])
         return int(resp["header"]["revision"])
-
-    def _txn(
-        self, compare: list[dict[str, Any]], success: list[dict[str, Any]]
-    ) -> tuple[bool, int]:
-        resp = self._post("/v3/kv/txn", {"compare": compare, "success": success})
-        return bool(resp.get("succeeded")), int(resp["header"]["revision"])
 
     def txn(
         self,
@@ -244,64 +319,32 @@ class EtcdClient:
         """One multi-operation transaction: if every ``compare`` holds, run ``success``, else
         ``failure``; build them with :func:`cmp_mod`, :func:`cmp_absent`, :func:`op_get`,
         :func:`op_put`, :func:`op_delete`. ``responses[i]`` is the KVs read by the i-th operation
-        of the branch that ran (empty for a put or delete)."""
+        of the branch that ran (empty for a put or delete), ``counts[i]`` its range's count."""
         body: dict[str, Any] = {"compare": compare, "success": success}
         if failure:
             body["failure"] = failure
-        resp = self._post("/v3/kv/txn", body)
-        out: list[list[KV]] = []
-        for r in resp.get("responses") or []:
-            rng = r.get("response_range")
-            out.append([_kv(d) for d in (rng or {}).get("kvs") or []])
-        return TxnResult(bool(resp.get("succeeded")), int(resp["header"]["revision"]), out)
+        return txn_result(self._post("/v3/kv/txn", body))
 
     def create(self, key: str, value: bytes | str, *, lease: int = 0) -> int | None:
         """Put ``key`` only if it does not exist. The new revision, or None if it existed."""
-        put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
-        if lease:
-            put["lease"] = lease
-        ok, rev = self._txn(
-            [{"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
-            [{"request_put": put}],
-        )
-        return rev if ok else None
+        res = self.txn([cmp_absent(key)], [op_put(key, value, lease=lease)])
+        return res.revision if res.succeeded else None
 
     def update(self, key: str, value: bytes | str, mod_revision: int) -> int | None:
         """Compare-and-swap: put only if the key's mod revision is ``mod_revision``."""
-        ok, rev = self._txn(
-            [
-                {
-                    "key": _b64(key),
-                    "target": "MOD",
-                    "result": "EQUAL",
-                    "mod_revision": str(mod_revision),
-                }
-            ],
-            [{"request_put": {"key": _b64(key), "value": _b64(value)}}],
-        )
-        return rev if ok else None
+        res = self.txn([cmp_mod(key, mod_revision)], [op_put(key, value)])
+        return res.revision if res.succeeded else None
 
     def delete(self, key: str, *, mod_revision: int = 0) -> bool:
         """Delete ``key`` (only at ``mod_revision`` when given). True if something was deleted."""
         if mod_revision:
-            ok, _ = self._txn(
-                [
-                    {
-                        "key": _b64(key),
-                        "target": "MOD",
-                        "result": "EQUAL",
-                        "mod_revision": str(mod_revision),
-                    }
-                ],
-                [{"request_delete_range": {"key": _b64(key)}}],
-            )
-            return ok
-        resp = self._post("/v3/kv/deleterange", {"key": _b64(key)})
+            return self.txn([cmp_mod(key, mod_revision)], [op_delete(key)]).succeeded
+        resp = self._post("/v3/kv/deleterange", {"key": b64(key)})
         return int(resp.get("deleted", 0)) > 0
 
     def delete_prefix(self, prefix: str) -> int:
         resp = self._post(
-            "/v3/kv/deleterange", {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+            "/v3/kv/deleterange", {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}
         )
         return int(resp.get("deleted", 0))
 
@@ -314,78 +357,59 @@ class EtcdClient:
 
     # ---- watch ----------------------------------------------------------------------------
 
-    def watch_prefix(
-        self, prefix: str, start_revision: int, *, idle_timeout: float = 30.0
-    ) -> Iterator[list[WatchEvent]]:
-        """Yield batches of events under ``prefix`` from ``start_revision`` on.
+    def watch(
+        self,
+        prefix: str,
+        start_revision: int,
+        *,
+        probe_after: float = 10.0,
+        probe_timeout: float = 5.0,
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> Iterator[WatchResponse]:
+        """Yield the watch responses for keys under ``prefix`` from ``start_revision`` on: event
+        batches and progress notifications, each with the revision up to which everything has
+        been delivered. Raises :class:`EtcdCompacted` when that revision is gone, and
+        :class:`EtcdUnavailable` when the stream breaks or its member fails a liveness probe
+        (sent after ``probe_after`` s of silence, answered within ``probe_timeout`` s); the
+        caller resumes from its last revision, and the next watch goes to the next member. The
+        watch ends (at its next read timeout) once ``stopped()`` is true."""
+        from calico.datastore import etcd_watch  # lazy: short-lived processes never watch
 
-        Raises :class:`EtcdCompacted` when the revision is gone and :class:`EtcdUnavailable`
-        when the stream breaks (etcd stopped, network gone) or stays silent for ``idle_timeout``
-        + 10 s; the caller resumes from its last revision. The watch asks for progress
-        notifications, which etcd sends at its ``--experimental-watch-progress-notify-interval``
-        (EtcdServer sets 5 s), so a healthy idle stream is not mistaken for a dead one.
-        """
-        conn = self._connect(self._current, idle_timeout + 10)
-        body = {
-            "create_request": {
-                "key": _b64(prefix),
-                "range_end": _b64(prefix_end(prefix)),
-                "start_revision": start_revision,
-                "progress_notify": True,
-                "prev_kv": True,
-            }
-        }
-        try:
-            conn.request(
-                "POST", "/v3/watch", json.dumps(body).encode(), {"Content-Type": "application/json"}
-            )
-            resp = conn.getresponse()
-            if resp.status != 200:
-                raise EtcdError(f"etcd watch: HTTP {resp.status}: {resp.read()!r}")
-            while True:
-                line = resp.readline()
-                if not line:
-                    raise EtcdUnavailable("etcd watch stream closed")
-                if not line.strip():
-                    continue
-                msg = json.loads(line)
-                if "error" in msg:
-                    raise EtcdUnavailable(f"etcd watch error: {msg['error']}")
-                result = msg.get("result", {})
-                compact = int(result.get("compact_revision", 0) or 0)
-                if compact:
-                    raise EtcdCompacted(compact)
-                if result.get("canceled"):
-                    raise EtcdUnavailable(f"etcd watch canceled: {result.get('cancel_reason')}")
-                events = [self._event(e) for e in result.get("events") or []]
-                if events:
-                    yield events
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise EtcdUnavailable(f"etcd watch failed: {exc}") from exc
-        finally:
-            conn.close()
-
-    @staticmethod
-    def _event(e: dict[str, Any]) -> WatchEvent:
-        kv = _kv(e["kv"])
-        prev = e.get("prev_kv")
-        return WatchEvent(
-            type=e.get("type", "PUT"),
-            key=kv.key,
-            value=kv.value,
-            mod_revision=kv.mod_revision,
-            prev_value=_unb64(prev.get("value")) if prev else None,
+        yield from etcd_watch.watch(
+            self,
+            prefix,
+            start_revision,
+            probe_after=probe_after,
+            probe_timeout=probe_timeout,
+            stopped=stopped,
         )
 
+    def watch_prefix(
+        self, prefix: str, start_revision: int, *, probe_after: float = 10.0
+    ) -> Iterator[list[WatchEvent]]:
+        """Like :meth:`watch`, yielding only the event batches."""
+        for resp in self.watch(prefix, start_revision, probe_after=probe_after):
+            if resp.events:
+                yield resp.events
 
-def wait_ready(client: EtcdClient, timeout: float = 10.0) -> None:
-    """Block until etcd answers, or raise EtcdUnavailable."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.revision()
-            return
-        except EtcdUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+
+__all__ = [
+    "KV",
+    "EtcdClient",
+    "EtcdCompacted",
+    "EtcdError",
+    "EtcdTLSError",
+    "EtcdUnavailable",
+    "MemberStatus",
+    "TLSFiles",
+    "TxnResult",
+    "WatchEvent",
+    "WatchResponse",
+    "cmp_absent",
+    "cmp_mod",
+    "op_delete",
+    "op_get",
+    "op_put",
+    "parse_endpoints",
+    "prefix_end",
+]

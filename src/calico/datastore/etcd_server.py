@@ -1,7 +1,13 @@
 """EtcdServer: start and stop a real etcd (Debian's etcd-server) for the lab, tests and benchmarks.
 
 It listens on the given host/port only (127.0.0.1 by default, or an address inside a lab
-namespace when ``netns`` is set), keeps its data in ``data_dir`` and is stopped by PID.
+namespace when ``netns`` is set), keeps its data in ``data_dir`` and is stopped by PID. One
+EtcdServer is one member: :class:`calico.datastore.etcd_cluster.EtcdCluster` starts several that
+form one cluster (``initial_cluster``).
+
+``progress_notify_interval`` (default ``"5s"``) is the only flag beyond etcd's defaults; ``None``
+runs etcd exactly as shipped (progress notifications every 10 minutes), which is how the
+stock-etcd tests run it. Our clients work either way (docs/design/datastore.md).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from calico.datastore.etcd import EtcdClient, TLSFiles, wait_ready
+from calico.datastore.etcd import EtcdClient, EtcdUnavailable, TLSFiles
 from calico.lib.cmd import netns_argv
 
 
@@ -57,6 +63,9 @@ class EtcdServer:
         log_file: str | Path | None = None,
         tls: ServerTLS | None = None,
         client_tls: TLSFiles | None = None,
+        progress_notify_interval: str | None = "5s",
+        initial_cluster: str | None = None,
+        cluster_token: str = "etcd-cluster",
     ) -> None:
         if netns is None and not _is_loopback(host):
             # in the caller's namespace (the root one, for tests and benchmarks): loopback only
@@ -71,15 +80,25 @@ class EtcdServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.tls = tls
         self.client_tls = client_tls  # what start() uses to check readiness over TLS
+        self.progress_notify_interval = progress_notify_interval
+        self.initial_cluster = initial_cluster  # "name=peer-url,..."; None: a one-member cluster
+        self.cluster_token = cluster_token
 
     @property
     def endpoint(self) -> str:
         scheme = "https" if self.tls else "http"
         return f"{scheme}://{self.host}:{self.port}"
 
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
     def argv(self) -> list[str]:
         client = self.endpoint
-        peer = f"http://{self.host}:{self.peer_port}"
+        peer = self.peer_url
+        extra: list[str] = []
+        if self.progress_notify_interval:
+            extra = ["--experimental-watch-progress-notify-interval", self.progress_notify_interval]
         tls_args: list[str] = []
         if self.tls:
             tls_args = ["--cert-file", self.tls.cert_file, "--key-file", self.tls.key_file]
@@ -104,13 +123,16 @@ class EtcdServer:
                 "--initial-advertise-peer-urls",
                 peer,
                 "--initial-cluster",
-                f"{self.name}={peer}",
+                self.initial_cluster or f"{self.name}={peer}",
+                "--initial-cluster-token",
+                self.cluster_token,
+                "--initial-cluster-state",
+                "new",
                 "--log-level",
                 "warn",
                 "--logger",
                 "zap",
-                "--experimental-watch-progress-notify-interval",
-                "5s",
+                *extra,
                 *tls_args,
             ],
         )
@@ -128,6 +150,12 @@ class EtcdServer:
         self.stop()
 
     def start(self, timeout: float = 20.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the process without waiting (a cluster's members must all start before any
+        of them can answer)."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child
         try:
@@ -136,6 +164,9 @@ class EtcdServer:
             )
         finally:
             log.close()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until this member answers a linearizable read (so its cluster has a leader)."""
         client = EtcdClient([self.endpoint], tls=self.client_tls, timeout=2)
         try:
             wait_ready(client, timeout)
@@ -145,11 +176,26 @@ class EtcdServer:
         finally:
             client.close()
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs with its sockets open (the kernel still completes TCP
+        handshakes and ACKs), as a wedged server or a silently dead peer looks to a client."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:
             return
         if self.proc.poll() is None:
             try:
+                os.killpg(self.proc.pid, signal.SIGCONT)  # a paused etcd cannot act on SIGTERM
                 os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
                 pass
@@ -167,3 +213,16 @@ class EtcdServer:
         deadline = time.monotonic() + timeout
         while self.proc is not None and self.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
+
+
+def wait_ready(client: EtcdClient, timeout: float = 10.0) -> None:
+    """Block until etcd answers, or raise EtcdUnavailable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.revision()
+            return
+        except EtcdUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

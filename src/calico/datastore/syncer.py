@@ -5,7 +5,15 @@ Protocol (libcalico-go's watchersyncer, simplified to one loop per prefix set)::
     WaitForDatastore ──list @rev──> ResyncInProgress ──first list done──> InSync
           ▲                                                        │
           └──── etcd gone: retry with backoff, resume watch at rev+1 ◄──┘
-                compacted: re-list, emit only the differences (deletes included)
+                (the next member of a cluster; rev = the newest revision known delivered)
+                compacted: nothing watched changed since rev? resume at now+1, no re-list;
+                           else re-list, emit only the differences (deletes included)
+
+``rev`` advances with every event and every progress notification, so a quiet Calico in an etcd
+busy with other keys (Kubernetes) still resumes where it can. When etcd has compacted past it
+anyway (Kubernetes compacts every 5 minutes), one transaction checks that no key under the
+watched prefixes was modified after ``rev`` and that each prefix holds as many keys as we know
+of (so none was deleted); if so the watch resumes from that transaction's revision.
 
 Each key's last delivered mod revision is remembered, so an event is delivered once even when
 a reconnect replays it, and a re-list after compaction turns into exactly the missing puts and
@@ -23,9 +31,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from calico.datastore.etcd import EtcdClient, EtcdCompacted, EtcdError, WatchEvent, prefix_end
+from calico.datastore.etcd import (
+    EtcdClient,
+    EtcdCompacted,
+    EtcdError,
+    EtcdUnavailable,
+    WatchEvent,
+    op_get,
+    prefix_end,
+)
 
 logger = logging.getLogger(__name__)
+
+# The compaction check is one transaction of two reads per prefix; etcd's --max-txn-ops is 128.
+MAX_CHECKED_PREFIXES = 64
 
 
 class SyncStatus(enum.Enum):
@@ -60,6 +79,15 @@ def common_prefix(prefixes: Sequence[str]) -> str:
     return first[:i]
 
 
+def covering(prefixes: Sequence[str]) -> list[str]:
+    """``prefixes`` without those inside another (each watched key is under exactly one)."""
+    out: list[str] = []
+    for p in sorted(set(prefixes)):
+        if not out or not p.startswith(out[-1]):
+            out.append(p)
+    return out
+
+
 class Syncer:
     def __init__(
         self,
@@ -70,6 +98,8 @@ class Syncer:
         on_status: Callable[[SyncStatus], None] = lambda s: None,
         retry_delay: float = 0.2,
         max_retry_delay: float = 5.0,
+        probe_after: float = 10.0,
+        probe_timeout: float = 5.0,
     ) -> None:
         self._etcd = etcd
         self._prefixes = tuple(prefixes)
@@ -78,10 +108,16 @@ class Syncer:
         self._on_status = on_status
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
+        self._probe_after = probe_after  # a silent watch's member is probed after this long
+        self._probe_timeout = probe_timeout
         self._revs: dict[str, int] = {}  # key -> last delivered mod revision
         self._rev = 0  # everything up to here has been delivered
         self._status: SyncStatus | None = None
-        self.relists = 0  # how many times a compaction forced a re-list (a metric)
+        # metrics: re-lists forced by a compaction, compactions resumed from without one,
+        # and broken connections (each followed by a resume)
+        self.relists = 0
+        self.compaction_resumes = 0
+        self.disconnects = 0
         self.stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -92,7 +128,15 @@ class Syncer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Ask the syncer to end: it does after the callback it is in, or within ``probe_after``
+        when its watch is quiet."""
         self.stopped.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread ``start()`` made to end; True if it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
 
     def run(self) -> None:
         self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
@@ -106,10 +150,9 @@ class Syncer:
                 delay = self._retry_delay
                 self._watch()
             except EtcdCompacted as exc:
-                logger.info("watch compacted at %d; re-listing", exc.compact_revision)
-                self.relists += 1
-                need_list = True
+                need_list = not self._resume_after_compaction(exc.compact_revision)
             except EtcdError as exc:
+                self.disconnects += 1
                 logger.warning("datastore connection lost (%s); retrying in %.1fs", exc, delay)
                 if self._status is not SyncStatus.IN_SYNC:
                     self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
@@ -147,12 +190,59 @@ class Syncer:
             self._on_updates(updates)
         self._set_status(SyncStatus.IN_SYNC)
 
+    def _unchanged_at(self) -> tuple[int, str]:
+        """(R, "") when no watched key was modified or deleted after ``self._rev``, as read at
+        revision R; else (0, why)."""
+        cover = covering(self._prefixes)
+        if len(cover) > MAX_CHECKED_PREFIXES:
+            return 0, f"{len(cover)} prefixes are too many to check"
+        ops = []
+        for p in cover:
+            ops.append(op_get(p, prefix=True, keys_only=True, min_mod_revision=self._rev + 1))
+            ops.append(op_get(p, prefix=True, count_only=True))
+        try:
+            res = self._etcd.txn([], ops)
+        except EtcdUnavailable:
+            raise  # the run loop retries, and comes back here
+        except EtcdError as exc:  # etcd refused the check: a re-list is always right
+            return 0, f"the check failed: {exc}"
+        for i, p in enumerate(cover):
+            known = sum(1 for k in self._revs if k.startswith(p))
+            if res.responses[2 * i] or res.counts[2 * i + 1] != known:
+                return 0, f"{p} changed"
+        return res.revision, ""
+
+    def _resume_after_compaction(self, compact_revision: int) -> bool:
+        """True when the watch can resume without a re-list (``self._rev`` then moves on)."""
+        revision, why = self._unchanged_at()
+        if not revision:
+            logger.info(
+                "watch compacted at %d, %s since %d: re-listing", compact_revision, why, self._rev
+            )
+            self.relists += 1
+            return False
+        logger.info(
+            "watch compacted at %d; nothing watched changed since %d: resuming at %d",
+            compact_revision,
+            self._rev,
+            revision,
+        )
+        self._rev = max(self._rev, revision)
+        self.compaction_resumes += 1
+        return True
+
     def _watch(self) -> None:
-        for events in self._etcd.watch_prefix(self._watch_prefix, self._rev + 1):
+        for resp in self._etcd.watch(
+            self._watch_prefix,
+            self._rev + 1,
+            probe_after=self._probe_after,
+            probe_timeout=self._probe_timeout,
+            stopped=self.stopped.is_set,
+        ):
             if self.stopped.is_set():
                 return
-            updates = [u for u in (self._apply(e) for e in events) if u is not None]
-            self._rev = max(self._rev, *(e.mod_revision for e in events))
+            updates = [u for u in (self._apply(e) for e in resp.events) if u is not None]
+            self._rev = max(self._rev, resp.revision)
             if updates:
                 self._on_updates(updates)
 

@@ -3,16 +3,23 @@
 Ordering contract (what ``calc.EventSequencer.flush`` guarantees within one flush)::
 
     ConfigUpdate                            (always in the first flush; then when it changes)
+      → IPAMPoolUpdate → HostMetadataUpdate → VXLANTunnelEndpointUpdate
+                                            (what routes refer to exists before them)
       → IPSetUpdate / IPSetDeltaUpdate      (sets exist before rules use them)
       → ActivePolicyUpdate / ActiveProfileUpdate
       → WorkloadEndpointUpdate / HostEndpointUpdate
+      → RouteUpdate → RouteRemove
       → WorkloadEndpointRemove / HostEndpointRemove
       → ActiveProfileRemove / ActivePolicyRemove
       → IPSetRemove                          (nothing references a set when it goes)
+      → VXLANTunnelEndpointRemove → HostMetadataRemove → IPAMPoolRemove
+                                            (no route uses them any more)
       → InSync                               (once: last in the flush after the first full sync)
 
 Every ID a rule or endpoint mentions has been sent (as an update) earlier in the same flush or
-in an earlier one, and is removed only after its last user.
+in an earlier one, and is removed only after its last user. A RouteUpdate's gateway is its node's
+VTEP address (``vxlan.calico``) or its node's IPv4 address (``tunl0``), both sent before it, and
+the pool holding its destination says to encapsulate that way.
 """
 
 from __future__ import annotations
@@ -208,6 +215,89 @@ class HostEndpointRemove:
     id: str
 
 
+# ---- cluster-wide: pools, hosts, VXLAN tunnel endpoints, encapsulated routes ----------------
+
+ENCAP_NEVER, ENCAP_ALWAYS, ENCAP_CROSS_SUBNET = "Never", "Always", "CrossSubnet"
+VXLAN_DEVICE = "vxlan.calico"
+IPIP_DEVICE = "tunl0"
+# Route types: an IPAM block affine to another node; a workload address on another node that
+# its node's blocks do not cover (borrowed from another node's block, or in no block at all).
+ROUTE_REMOTE_BLOCK = "remote-block"
+ROUTE_REMOTE_WORKLOAD = "remote-workload"
+
+
+@dataclass(frozen=True, slots=True)
+class IPPool:
+    """What the dataplane needs of an IPPool (``disabled`` pools are sent too: they still hold
+    addresses, are never masquerade destinations and still route their blocks)."""
+
+    cidr: str
+    masquerade: bool = False  # natOutgoing
+    ipip_mode: str = ENCAP_NEVER
+    vxlan_mode: str = ENCAP_NEVER
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IPAMPoolUpdate:
+    id: str  # the IPPool's name
+    pool: IPPool
+
+
+@dataclass(frozen=True, slots=True)
+class IPAMPoolRemove:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostMetadataUpdate:
+    """A cluster Node's addresses. ``ipv4_addr``/``ipv6_addr`` keep the prefix length written in
+    the Node (``10.99.1.11/24``: the subnet, for CrossSubnet); tunnel fields are bare."""
+
+    hostname: str
+    ipv4_addr: str | None = None
+    ipv6_addr: str | None = None
+    ipip_tunnel_addr: str | None = None
+    vxlan_tunnel_addr: str | None = None
+    vxlan_tunnel_mac: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostMetadataRemove:
+    hostname: str
+
+
+@dataclass(frozen=True, slots=True)
+class VXLANTunnelEndpointUpdate:
+    """A node that has all a VTEP needs (this node's own included)."""
+
+    node: str
+    mac: str
+    ipv4_addr: str  # the node's VXLAN tunnel address
+    parent_device_ip: str  # the node's own address: where its VXLAN packets go
+
+
+@dataclass(frozen=True, slots=True)
+class VXLANTunnelEndpointRemove:
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteUpdate:
+    """An encapsulated route: ``dst via gateway dev device onlink``."""
+
+    dst: str  # CIDR
+    type: str  # ROUTE_REMOTE_BLOCK | ROUTE_REMOTE_WORKLOAD
+    dst_node: str
+    gateway: str
+    device: str  # VXLAN_DEVICE | IPIP_DEVICE
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRemove:
+    dst: str
+
+
 Message = (
     ConfigUpdate
     | InSync
@@ -222,4 +312,12 @@ Message = (
     | WorkloadEndpointRemove
     | HostEndpointUpdate
     | HostEndpointRemove
+    | IPAMPoolUpdate
+    | IPAMPoolRemove
+    | HostMetadataUpdate
+    | HostMetadataRemove
+    | VXLANTunnelEndpointUpdate
+    | VXLANTunnelEndpointRemove
+    | RouteUpdate
+    | RouteRemove
 )

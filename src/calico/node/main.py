@@ -2,6 +2,7 @@
 supervise the parts as child processes until SIGTERM::
 
     calico-node ─┬─ calico-felix                       (policy agent; unless CALICO_DISABLE_FELIX)
+                 ├─ calico-node --allocate-tunnel-addrs (IPIP/VXLAN addresses; backend not none)
                  ├─ calico-bgp                         (datastore -> bird.cfg; backend bird)
                  ├─ bird -f -c bird.cfg -s bird.ctl    (started once bird.cfg exists; backend bird)
                  └─ python -m calico.cni.server        (when CNI_BIN_DIR or CALICO_CNI_SERVER is
@@ -10,8 +11,12 @@ supervise the parts as child processes until SIGTERM::
                                                         CALICO_DISABLE_CNI_SERVER)
 
 Per-host paths come from the environment so several hosts can share one filesystem:
-``CALICO_RUN_DIR`` (default /var/run/calico: bird.cfg, bird.ctl, calico-node.pid, health.json) and
-``CALICO_LOG_DIR`` (default /var/log/calico). ``calico-node --startup`` runs start-up only.
+``CALICO_RUN_DIR`` (default /var/run/calico: bird.cfg, bird.ctl, calico-node.pid, health.json,
+nodename, the agent's felix-status.json) and ``CALICO_LOG_DIR`` (default /var/log/calico).
+``calico-node --startup`` runs start-up only. ``CALICO_NETWORKING_BACKEND``: ``bird`` (default),
+``vxlan`` (no BIRD, no calico-bgp: the agent routes everything through VXLAN) or ``none``
+(policy only: no BGP, no tunnel addresses). Problems the agent reports in felix-status.json are
+logged here as they appear and go (:mod:`calico.node.readiness`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 from calico.datastore import config as ds_config
 from calico.datastore.client import DatastoreError
 from calico.datastore.etcd import EtcdError
-from calico.node import startup
+from calico.node import readiness, startup
 from calico.node.supervisor import Service, Supervisor
 
 logger = logging.getLogger("calico.node")
@@ -58,6 +63,14 @@ def services(env: Mapping[str, str], settings: startup.NodeSettings) -> list[Ser
     out: list[Service] = []
     if not startup.truthy(env.get("CALICO_DISABLE_FELIX")):
         out.append(Service("felix", [_exe("calico-felix")], env=child_env))
+    if settings.backend != "none":
+        out.append(
+            Service(
+                "allocate-tunnel-addrs",
+                [_exe("calico-node"), "--allocate-tunnel-addrs"],
+                env=child_env,
+            )
+        )
     if settings.backend == "bird":
         cfg = rd / "bird.cfg"
         out.append(Service("bgp", [_exe("calico-bgp")], env=child_env))
@@ -97,42 +110,23 @@ def running_pid(pid_file: Path) -> int | None:
     return pid if b"calico-node" in cmdline or b"calico.node" in cmdline else None
 
 
-def readiness(env: Mapping[str, str], *, bird: bool, felix: bool) -> list[str]:
-    """Calico's ``-bird-ready`` / ``-felix-ready`` checks: the reasons this node is not ready."""
-    import json
-
-    from calico.bgp import birdctl
-
-    rd = run_dir(env)
-    try:
-        health = json.loads((rd / "health.json").read_text())
-    except (OSError, ValueError):
-        return ["calico-node is not running (no health.json)"]
-    services = health.get("services", {})
-    problems = []
-    for name, wanted in (("felix", felix), ("bird", bird)):
-        if wanted and not services.get(name, {}).get("running"):
-            problems.append(f"{name} is not running")
-    if bird and not problems:
-        try:
-            protos = birdctl.protocols(rd / "bird.ctl")
-        except birdctl.BirdError as exc:
-            return [f"BIRD is not ready: {exc}"]
-        for p in protos:
-            if p.proto == "BGP" and p.info.split()[:1] != ["Established"]:
-                addr = p.name.partition("_")[2].replace("_", ".")
-                problems.append(f"BIRD is not ready: BGP not established with {addr}")
-    return problems
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="calico-node", description=__doc__.split("\n")[0])
     parser.add_argument("--startup", action="store_true", help="run start-up only, then exit")
     parser.add_argument("--bird-ready", action="store_true", help="readiness: BIRD up, peers up")
-    parser.add_argument("--felix-ready", action="store_true", help="readiness: felix running")
+    parser.add_argument(
+        "--felix-ready", action="store_true", help="readiness: felix running, in sync, no problems"
+    )
+    parser.add_argument(
+        "--allocate-tunnel-addrs",
+        action="store_true",
+        help="keep this node's IPIP/VXLAN tunnel addresses right (a calico-node child service)",
+    )
     args = parser.parse_args(argv)
     if args.bird_ready or args.felix_ready:
-        problems = readiness(os.environ, bird=args.bird_ready, felix=args.felix_ready)
+        problems = readiness.readiness(
+            run_dir(os.environ), bird=args.bird_ready, felix=args.felix_ready
+        )
         for line in problems:
             print(f"calico/node is not ready: {line}", file=sys.stderr)
         sys.exit(1 if problems else 0)
@@ -141,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s [%(levelname)s] calico-node: %(message)s",
     )
     env = dict(os.environ)
+    if args.allocate_tunnel_addrs:
+        _allocate_tunnel_addrs(env)
+        return
     other = running_pid(run_dir(env) / "calico-node.pid")
     if not args.startup and other is not None and other != os.getpid():
         print(
@@ -163,9 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     rd, ld = run_dir(env), log_dir(env)
     rd.mkdir(parents=True, exist_ok=True)
     ld.mkdir(parents=True, exist_ok=True)
+    (rd / "nodename").write_text(f"{settings.name}\n")  # Calico caches it so (for calicoctl)
     pid_file = rd / "calico-node.pid"
     pid_file.write_text(f"{os.getpid()}\n")
     sup = Supervisor(services(env, settings), run_dir=rd, log_dir=ld)
+    felix_problems = readiness.ProblemLog(rd)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -177,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         while not stop.is_set():
             sup.poll()
+            felix_problems.poll()
             stop.wait(0.5)
     finally:
         sup.stop()
@@ -186,3 +186,20 @@ def main(argv: list[str] | None = None) -> None:
         except OSError:
             pass
         logger.info("calico-node stopped")
+
+
+def _allocate_tunnel_addrs(env: Mapping[str, str]) -> None:
+    """The ``allocate-tunnel-addrs`` service: run until SIGTERM (see calico.node.tunnels_watch)."""
+    from calico.node import tunnels_watch
+
+    try:
+        name = startup.settings_from_env(env).name
+        cfg = ds_config.load(env=env)
+        cfg.etcd()  # checks the endpoints
+    except ValueError as exc:
+        print(f"calico-node: {exc}", file=sys.stderr)
+        sys.exit(1)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    tunnels_watch.run(cfg.etcd, name, stop)

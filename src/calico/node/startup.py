@@ -6,12 +6,14 @@ Steps, in order (each is idempotent, so a restart repeats them safely):
    (explicit, ``autodetect``, ``none``, or empty = keep the stored one, else autodetect), likewise
    ``IP6`` (default: none), ``spec.bgp.asNumber`` from ``AS`` (empty: keep; absent: global AS);
    another node already using the address is an error;
-2. default IP pools unless ``NO_DEFAULT_POOLS`` is set or a pool of that family exists: IPv4
-   ``CALICO_IPV4POOL_CIDR`` (default 192.168.0.0/16), natOutgoing true, ``CALICO_IPV4POOL_IPIP``
-   (default Never); IPv6 only when ``CALICO_IPV6POOL_CIDR`` is set;
+2. default IP pools unless ``NO_DEFAULT_POOLS`` is set or a pool of that family exists (see
+   :mod:`calico.node.pools`: ``CALICO_IPV4POOL_CIDR``, ``_IPIP``, ``_VXLAN``, ``_NAT_OUTGOING``);
 3. ClusterInformation ``default``: clusterGUID (kept once set), calicoVersion, datastoreReady true
    unless an admin already set it;
-4. CNI binaries and config when ``CNI_BIN_DIR`` / ``CNI_NET_DIR`` / ``CNI_CONF_NAME`` are set.
+4. CNI binaries and config when ``CNI_BIN_DIR`` / ``CNI_NET_DIR`` / ``CNI_CONF_NAME`` are set;
+5. this node's tunnel addresses (:mod:`calico.node.tunnels`), unless the networking backend is
+   ``none``; an IPAM failure here is logged, not fatal (the ``allocate-tunnel-addrs`` service
+   keeps trying).
 
 Bad environment values raise :class:`StartupError` naming the variable before anything is written.
 """
@@ -31,13 +33,13 @@ from typing import Any
 
 from calico import __version__ as _pkg_version
 from calico.datastore.client import AlreadyExists, Client, Conflict, NotFound
-from calico.node import autodetect
+from calico.node import autodetect, pools
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_IPV4_POOL = "192.168.0.0/16"
 CALICO_VERSION = f"v{_pkg_version}"
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
+BACKENDS = ("bird", "vxlan", "none")  # vxlan: no BIRD, no calico-bgp (Calico's VXLAN-only mode)
 
 
 class StartupError(ValueError):
@@ -53,10 +55,8 @@ class NodeSettings:
     ip6_method: str
     as_number: int | None
     no_default_pools: bool
-    ipv4_pool: str
-    ipv4_ipip: str
-    ipv6_pool: str
-    backend: str  # "bird" | "none"
+    pools: pools.PoolSettings
+    backend: str  # "bird" | "vxlan" | "none"
 
 
 def truthy(value: str | None) -> bool:
@@ -78,18 +78,6 @@ def _addr_setting(var: str, value: str, version: int) -> str:
     return value
 
 
-def _pool_setting(var: str, value: str, version: int) -> str:
-    try:
-        net = ipaddress.ip_network(value.strip())
-    except ValueError as exc:
-        raise StartupError(f"{var}: {value!r} is not a valid CIDR ({exc})") from None
-    if net.version != version:
-        raise StartupError(f"{var}: {value!r} is not an IPv{version} CIDR")
-    if net.prefixlen > (26 if version == 4 else 122):
-        raise StartupError(f"{var}: {value!r} is smaller than one IPAM block")
-    return str(net)
-
-
 def settings_from_env(env: Mapping[str, str]) -> NodeSettings:
     """Parse and check every variable first, so bad input writes nothing."""
     as_text = env.get("AS", "").strip()
@@ -99,15 +87,14 @@ def settings_from_env(env: Mapping[str, str]) -> NodeSettings:
             raise StartupError(f"AS: {as_text!r} is not an AS number (1-4294967295)")
         as_number = int(as_text)
     backend = env.get("CALICO_NETWORKING_BACKEND", "bird").strip() or "bird"
-    if backend not in ("bird", "none"):
-        raise StartupError(f"CALICO_NETWORKING_BACKEND: {backend!r} is not 'bird' or 'none'")
-    ipip = env.get("CALICO_IPV4POOL_IPIP", "Never").strip() or "Never"
-    ipip = {"off": "Never", "always": "Always", "crosssubnet": "CrossSubnet"}.get(
-        ipip.lower(), ipip
-    )
-    if ipip not in ("Never", "Always", "CrossSubnet"):
-        raise StartupError(f"CALICO_IPV4POOL_IPIP: {ipip!r} is not Always, CrossSubnet or Never")
-    ip6_pool = env.get("CALICO_IPV6POOL_CIDR", "").strip()
+    if backend not in BACKENDS:
+        raise StartupError(
+            f"CALICO_NETWORKING_BACKEND: {backend!r} is not one of {', '.join(BACKENDS)}"
+        )
+    try:
+        pool_settings = pools.settings_from_env(env)
+    except pools.PoolSettingError as exc:
+        raise StartupError(str(exc)) from None
     if env.get("CNI_NETWORK_CONFIG"):
         try:
             json.loads(env["CNI_NETWORK_CONFIG"])
@@ -121,11 +108,7 @@ def settings_from_env(env: Mapping[str, str]) -> NodeSettings:
         ip6_method=env.get("IP6_AUTODETECTION_METHOD", "first-found"),
         as_number=as_number,
         no_default_pools=truthy(env.get("NO_DEFAULT_POOLS")),
-        ipv4_pool=_pool_setting(
-            "CALICO_IPV4POOL_CIDR", env.get("CALICO_IPV4POOL_CIDR") or DEFAULT_IPV4_POOL, 4
-        ),
-        ipv4_ipip=ipip,
-        ipv6_pool=_pool_setting("CALICO_IPV6POOL_CIDR", ip6_pool, 6) if ip6_pool else "",
+        pools=pool_settings,
         backend=backend,
     )
 
@@ -198,39 +181,11 @@ def configure_node(client: Client, s: NodeSettings) -> dict[str, Any]:
     raise StartupError(f"Node {s.name!r}: kept changing while being updated; gave up")
 
 
-def _pool(name: str, cidr: str, *, ipip: str = "Never") -> dict[str, Any]:
-    spec: dict[str, Any] = {"cidr": cidr, "ipipMode": ipip, "natOutgoing": True}
-    spec["blockSize"] = 26 if ipaddress.ip_network(cidr).version == 4 else 122
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "IPPool",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
 def ensure_default_pools(client: Client, s: NodeSettings) -> list[str]:
     """Create the default pools that are missing; returns the names created."""
     if s.no_default_pools:
         return []
-    versions = {
-        ipaddress.ip_network(str((p.get("spec") or {}).get("cidr"))).version
-        for p in client.list("IPPool")
-        if (p.get("spec") or {}).get("cidr")
-    }
-    wanted = [(4, "default-ipv4-ippool", s.ipv4_pool)]
-    if s.ipv6_pool:
-        wanted.append((6, "default-ipv6-ippool", s.ipv6_pool))
-    made = []
-    for version, name, cidr in wanted:
-        if version in versions:
-            continue
-        try:
-            client.create(_pool(name, cidr, ipip=s.ipv4_ipip if version == 4 else "Never"))
-            made.append(name)
-        except AlreadyExists:
-            pass
-    return made
+    return pools.ensure_default_pools(client, s.pools)
 
 
 def ensure_cluster_information(client: Client) -> dict[str, Any]:
@@ -307,4 +262,9 @@ def run_startup(client: Client, env: Mapping[str, str] | None = None) -> dict[st
     ensure_cluster_information(client)
     for path in install_cni(env, s.name):
         logger.info("installed %s", path)
+    if s.backend != "none":
+        from calico.node import tunnels
+
+        if tunnels.reconcile_logged(tunnels.TunnelAllocator(client.etcd, s.name, client=client)):
+            node = client.get("Node", s.name)
     return node

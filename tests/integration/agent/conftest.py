@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from calico.datastore.etcd_server import free_port
+from calico.datastore.etcd_server import EtcdServer, free_port
+from tests.integration.agent.encap_cluster import Cluster
 from tests.integration.agent.harness import Node
 
 
@@ -18,3 +19,13 @@ def node(make_netns: object, tmp_path: Path) -> Iterator[Node]:
         yield n
     finally:
         n.close()
+
+
+@pytest.fixture
+def cluster(make_netns: object, tmp_path: Path, etcd_server: EtcdServer) -> Iterator[Cluster]:
+    """Router + outside + node namespaces on two subnets (nodes added by the test)."""
+    c = Cluster(make_netns, tmp_path, etcd_server.endpoint)  # type: ignore[arg-type]
+    try:
+        yield c
+    finally:
+        c.close()

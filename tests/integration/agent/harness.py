@@ -219,6 +219,7 @@ class Node:
             **os.environ,
             "ETCD_ENDPOINTS": self.etcd.endpoint,
             "NODENAME": NODENAME,
+            "CALICO_RUN_DIR": str(self.tmp / "run"),  # felix-status.json goes here
             "FELIX_LOGSEVERITYSCREEN": os.environ.get("TEST_FELIX_LOG", "INFO"),
             "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT",
             "FELIX_PROMETHEUSMETRICSENABLED": "true",

@@ -4,55 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import pytest
 
 from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
 from calico.datastore.syncer import Syncer, SyncStatus, Update
+from tests.integration.datastore.support import PREFIX, Recorder, snapshot
 
 pytestmark = pytest.mark.etcd
-
-PREFIX = "/calico/resources/v3/projectcalico.org/"
-
-
-class Recorder:
-    """Applies updates to a dict, counting deliveries per (key, revision)."""
-
-    def __init__(self) -> None:
-        self.state: dict[str, Any] = {}
-        self.deliveries: dict[tuple[str, int], int] = {}
-        self.statuses: list[SyncStatus] = []
-        self.lock = threading.Lock()
-
-    def on_updates(self, updates: list[Update]) -> None:
-        with self.lock:
-            for u in updates:
-                self.deliveries[(u.key, u.revision)] = (
-                    self.deliveries.get((u.key, u.revision), 0) + 1
-                )
-                if u.value is None:
-                    self.state.pop(u.key, None)
-                else:
-                    self.state[u.key] = u.value
-
-    def wait_for(self, expected: dict[str, Any], timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if self.state == expected:
-                    return
-            time.sleep(0.02)
-        with self.lock:
-            assert self.state == expected
-
-
-def snapshot(etcd: EtcdClient) -> dict[str, Any]:
-    import json
-
-    kvs, _ = etcd.get_prefix(PREFIX)
-    return {kv.key: json.loads(kv.value) for kv in kvs}
 
 
 def start(etcd_server: EtcdServer, rec: Recorder) -> Syncer:

@@ -105,7 +105,10 @@ def test_node_run_status_stop(host: tuple[str, dict[str, str]], datastore: Clien
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Calico node started successfully." in out.stdout
     node = datastore.get("Node", "n1")
-    assert node["spec"]["bgp"] == {"ipv4Address": "10.5.0.1/24", "asNumber": 65010}
+    bgp = dict(node["spec"]["bgp"])
+    tunnel = bgp.pop("ipv4IPIPTunnelAddr")  # Calico's default pool is IPIP Always
+    assert bgp == {"ipv4Address": "10.5.0.1/24", "asNumber": 65010}
+    assert (run_dir / "nodename").read_text() == "n1\n"
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -121,6 +124,8 @@ def test_node_run_status_stop(host: tuple[str, dict[str, str]], datastore: Clien
     row = next(line for line in lines if line.startswith("| 10.5.0.2"))
     assert "| node-to-node mesh | start |" in row
     assert any(s in row for s in ("Active", "Connect", "Idle"))
+    assert "Tunnel addresses of node n1" in lines
+    assert any(line.startswith(f"| IPIP (tunl0) | {tunnel} ") for line in lines), out.stdout
 
     ready = subprocess.run(
         ["ip", "netns", "exec", ns, str(BIN / "calico-node"), "--bird-ready"],
@@ -151,6 +156,7 @@ def test_node_run_status_stop(host: tuple[str, dict[str, str]], datastore: Clien
     health = json.loads((run_dir / "health.json").read_text())
     assert health["services"]["bird"]["running"]
     assert health["services"]["bgp"]["running"]
+    assert health["services"]["allocate-tunnel-addrs"]["running"]
     assert "felix" in health["services"]  # supervised even when the agent keeps failing
     children = [s["pid"] for s in health["services"].values() if s["pid"]]
 
@@ -174,3 +180,66 @@ def test_node_run_bad_input(host: tuple[str, dict[str, str]], datastore: Client)
     out = calicoctl(ns, env, "node", "run", "--name", "n2", "--dryrun")
     assert out.returncode == 0
     assert "NODENAME=n2" in out.stdout
+
+
+def test_vxlan_backend_status_and_reported_problems(
+    host: tuple[str, dict[str, str]], datastore: Client
+) -> None:
+    """Backend vxlan: no BIRD, no BGP table; the VXLAN address and MAC; the agent's problems
+    (felix-status.json, written here in the agent's format) in the status and calico-node's log."""
+    ns, env = host
+    run_dir, log_dir = Path(env["CALICO_RUN_DIR"]), Path(env["CALICO_LOG_DIR"])
+    env = {
+        **env,
+        "CALICO_DISABLE_FELIX": "true",  # nobody else writes felix-status.json here
+        "CALICO_IPV4POOL_VXLAN": "Always",
+        "CALICO_IPV4POOL_CIDR": "10.244.0.0/16",
+    }
+    out = calicoctl(ns, env, "node", "run", "--name", "v1", "--backend", "vxlan")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (pool,) = datastore.list("IPPool")
+    assert (pool["spec"]["ipipMode"], pool["spec"]["vxlanMode"]) == ("Never", "Always")
+    spec = datastore.get("Node", "v1")["spec"]
+    vxlan, mac = spec["ipv4VXLANTunnelAddr"], spec["vxlanTunnelMACAddr"]
+    health = json.loads((run_dir / "health.json").read_text())
+    assert sorted(health["services"]) == ["allocate-tunnel-addrs"]
+
+    problem = "IPPool default-ipv4-ippool: VXLAN device vxlan.calico cannot be created (test)"
+    tmp = run_dir / "felix-status.json.tmp"
+    tmp.write_text(json.dumps({"problems": [problem], "in_sync": True, "applies": 1}))
+    os.replace(tmp, run_dir / "felix-status.json")
+
+    out = calicoctl(ns, env, "node", "status")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "BGP is not in use on this node" in out.stdout
+    assert "IPv4 BGP status" not in out.stdout
+    assert any(
+        line.startswith(f"| VXLAN (vxlan.calico) | {vxlan} ") and mac in line
+        for line in out.stdout.splitlines()
+    ), out.stdout
+    assert f"Problems reported by calico-felix:\n  - {problem}" in out.stdout
+
+    log = log_dir / "node" / "current"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and problem not in log.read_text():
+        time.sleep(0.2)
+    assert f"calico-felix reports a problem: {problem}" in log.read_text()
+
+
+def test_felix_ready_prints_the_agents_problems(tmp_path: Path) -> None:
+    """The readiness entry point, against a run dir in the agent's and supervisor's formats."""
+    (tmp_path / "health.json").write_text(json.dumps({"services": {"felix": {"running": True}}}))
+    problem = "IPPool p: ipipMode Always needs the 'ipip' kernel module, which is missing"
+    (tmp_path / "felix-status.json").write_text(
+        json.dumps({"problems": [problem], "in_sync": True, "applies": 2})
+    )
+    env = {**os.environ, "CALICO_RUN_DIR": str(tmp_path)}
+    argv = [str(BIN / "calico-node"), "--felix-ready"]
+    ready = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30, check=False)
+    assert ready.returncode == 1
+    assert ready.stderr == f"calico/node is not ready: Felix is not ready: {problem}\n"
+    (tmp_path / "felix-status.json").write_text(
+        json.dumps({"problems": [], "in_sync": True, "applies": 3})
+    )
+    ready = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30, check=False)
+    assert (ready.returncode, ready.stderr) == (0, "")

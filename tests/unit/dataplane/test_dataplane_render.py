@@ -95,7 +95,7 @@ def test_full_table_golden() -> None:
     dp = dp_fixtures.dataplane(runner)
     for msg in dp_fixtures.messages():
         dp.on_update(msg)
-    dp.ipsets.complete_deferred_work()
+    dp.complete_deferred_work()
     text = dp.table.render()
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(text)

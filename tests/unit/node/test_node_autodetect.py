@@ -91,8 +91,11 @@ def test_explicit_ip_gets_its_interface_prefix() -> None:
 def test_settings_defaults() -> None:
     s = startup.settings_from_env({"NODENAME": "n1"})
     assert (s.name, s.ip, s.ip6, s.as_number, s.backend) == ("n1", "", "", None, "bird")
-    assert s.ipv4_pool == "192.168.0.0/16"
-    assert s.ipv4_ipip == "Never"
+    # Calico's documented defaults (calico/node configuration reference)
+    assert s.pools.ipv4_cidr == "192.168.0.0/16"
+    assert (s.pools.ipv4_ipip, s.pools.ipv4_vxlan) == ("Always", "Never")
+    assert s.pools.ipv4_nat_outgoing is True
+    assert (s.pools.ipv6_cidr, s.pools.ipv6_nat_outgoing) == ("", False)
     assert not s.no_default_pools
 
 
@@ -109,6 +112,13 @@ def test_settings_defaults() -> None:
         ({"CALICO_IPV4POOL_CIDR": "fd00::/64"}, "not an IPv4 CIDR"),
         ({"CALICO_NETWORKING_BACKEND": "gobgp"}, "CALICO_NETWORKING_BACKEND: 'gobgp'"),
         ({"CALICO_IPV4POOL_IPIP": "Sometimes"}, "CALICO_IPV4POOL_IPIP: 'Sometimes'"),
+        ({"CALICO_IPV4POOL_VXLAN": "on"}, "CALICO_IPV4POOL_VXLAN: 'on'"),
+        ({"CALICO_IPV4POOL_NAT_OUTGOING": "maybe"}, "CALICO_IPV4POOL_NAT_OUTGOING: 'maybe'"),
+        ({"CALICO_IPV6POOL_NAT_OUTGOING": "2"}, "CALICO_IPV6POOL_NAT_OUTGOING: '2'"),
+        (
+            {"CALICO_IPV4POOL_IPIP": "CrossSubnet", "CALICO_IPV4POOL_VXLAN": "Always"},
+            "CALICO_IPV4POOL_IPIP='CrossSubnet' and CALICO_IPV4POOL_VXLAN='Always'",
+        ),
     ],
 )
 def test_bad_environment_names_the_variable(env: dict[str, str], match: str) -> None:
@@ -128,6 +138,39 @@ def test_settings_accept_calico_spellings() -> None:
             "IP6": "none",
         }
     )
-    assert (s.ip, s.ip6, s.as_number, s.ipv4_ipip) == ("autodetect", "none", 65001, "Always")
+    assert (s.ip, s.ip6, s.as_number, s.pools.ipv4_ipip) == (
+        "autodetect",
+        "none",
+        65001,
+        "Always",
+    )
     assert s.no_default_pools
     assert s.backend == "none"
+
+
+@pytest.mark.parametrize(
+    ("ipip", "vxlan", "want"),
+    [
+        ("always", "", ("Always", "Never")),
+        ("CROSSSUBNET", "", ("CrossSubnet", "Never")),
+        ("cross-subnet", "never", ("CrossSubnet", "Never")),  # Calico's older spelling
+        ("Off", "", ("Never", "Never")),
+        ("", "Always", ("Never", "Always")),  # VXLAN on: IPIP's default steps aside
+        ("never", "cross-subnet", ("Never", "CrossSubnet")),
+        ("", "off", ("Always", "Never")),
+    ],
+)
+def test_encapsulation_spellings(ipip: str, vxlan: str, want: tuple[str, str]) -> None:
+    env = {"NODENAME": "n", "CALICO_IPV4POOL_IPIP": ipip, "CALICO_IPV4POOL_VXLAN": vxlan}
+    s = startup.settings_from_env(env)
+    assert (s.pools.ipv4_ipip, s.pools.ipv4_vxlan) == want
+
+
+@pytest.mark.parametrize(("text", "want"), [("TRUE", True), ("0", False), ("no", False)])
+def test_nat_outgoing_spellings(text: str, want: bool) -> None:
+    s = startup.settings_from_env({"NODENAME": "n", "CALICO_IPV4POOL_NAT_OUTGOING": text})
+    assert s.pools.ipv4_nat_outgoing is want
+
+
+def test_vxlan_backend() -> None:
+    assert startup.settings_from_env({"CALICO_NETWORKING_BACKEND": "vxlan"}).backend == "vxlan"

@@ -1,0 +1,225 @@
+"""What etcd v3's JSON gateway speaks: errors, records and request builders (no I/O here).
+
+Keys and values are ``str``/``bytes`` in Python and base64 on the wire; revisions are ints (the
+gateway sends int64s as strings). :mod:`calico.datastore.etcd` re-exports every public name, so
+callers import from there.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class EtcdError(Exception):
+    """etcd answered with an error."""
+
+
+class EtcdUnavailable(EtcdError):
+    """No endpoint could be reached (or the one that was stopped answering)."""
+
+
+class EtcdTLSError(EtcdUnavailable):
+    """A TLS problem between this client and etcd: certificate files, trust or client auth."""
+
+
+class EtcdCompacted(EtcdError):
+    """A watch asked for a revision that etcd has compacted away."""
+
+    def __init__(self, compact_revision: int) -> None:
+        super().__init__(
+            f"required revision has been compacted (compact revision {compact_revision})"
+        )
+        self.compact_revision = compact_revision
+
+
+@dataclass(frozen=True, slots=True)
+class KV:
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: str  # "PUT" or "DELETE"
+    key: str
+    value: bytes  # b"" for a delete
+    mod_revision: int
+    prev_value: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchResponse:
+    """One message of a watch stream: its events (none for a progress notification) and
+    ``revision``, the newest revision up to which this stream has delivered every event in the
+    watched range (0 when the message says nothing about that, e.g. "created")."""
+
+    events: list[WatchEvent]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    responses: list[list[KV]]
+    counts: list[int] = field(default_factory=list)  # response_range.count per operation
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    member_id: str
+    leader: str
+    revision: int
+    version: str
+
+
+def b64(s: str | bytes) -> str:
+    raw = s.encode() if isinstance(s, str) else s
+    return base64.b64encode(raw).decode()
+
+
+def unb64(s: str | None) -> bytes:
+    return base64.b64decode(s) if s else b""
+
+
+def prefix_end(prefix: str) -> str:
+    """The range_end that selects every key starting with ``prefix``."""
+    raw = bytearray(prefix.encode())
+    for i in range(len(raw) - 1, -1, -1):
+        if raw[i] < 0xFF:
+            raw[i] += 1
+            return bytes(raw[: i + 1]).decode("latin-1")
+    return "\0"
+
+
+def kv_from(d: dict[str, Any]) -> KV:
+    return KV(
+        key=unb64(d["key"]).decode(),
+        value=unb64(d.get("value")),
+        mod_revision=int(d.get("mod_revision", 0)),
+        create_revision=int(d.get("create_revision", 0)),
+    )
+
+
+def event_from(e: dict[str, Any]) -> WatchEvent:
+    kv = kv_from(e["kv"])
+    prev = e.get("prev_kv")
+    return WatchEvent(
+        type=e.get("type", "PUT"),
+        key=kv.key,
+        value=kv.value,
+        mod_revision=kv.mod_revision,
+        prev_value=unb64(prev.get("value")) if prev else None,
+    )
+
+
+def txn_result(resp: dict[str, Any]) -> TxnResult:
+    out: list[list[KV]] = []
+    counts: list[int] = []
+    for r in resp.get("responses") or []:
+        rng = r.get("response_range") or {}
+        out.append([kv_from(d) for d in rng.get("kvs") or []])
+        counts.append(int(rng.get("count", 0)))
+    return TxnResult(bool(resp.get("succeeded")), int(resp["header"]["revision"]), out, counts)
+
+
+# ---- transaction building blocks ------------------------------------------------------------
+
+
+def cmp_mod(key: str, mod_revision: int) -> dict[str, Any]:
+    """Txn compare: ``key``'s mod revision is ``mod_revision``."""
+    return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}
+
+
+def cmp_absent(key: str) -> dict[str, Any]:
+    """Txn compare: ``key`` does not exist."""
+    return {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+
+
+def op_get(
+    key: str,
+    *,
+    prefix: bool = False,
+    keys_only: bool = False,
+    count_only: bool = False,
+    min_mod_revision: int = 0,
+) -> dict[str, Any]:
+    """Txn operation: read ``key`` (every key under it with ``prefix``); ``min_mod_revision``
+    keeps only keys modified at or after it (``count`` still counts the whole range)."""
+    rng: dict[str, Any] = {"key": b64(key)}
+    if prefix:
+        rng["range_end"] = b64(prefix_end(key))
+    if keys_only:
+        rng["keys_only"] = True
+    if count_only:
+        rng["count_only"] = True
+    if min_mod_revision:
+        rng["min_mod_revision"] = str(min_mod_revision)
+    return {"request_range": rng}
+
+
+def op_put(key: str, value: bytes | str, *, lease: int = 0) -> dict[str, Any]:
+    put: dict[str, Any] = {"key": b64(key), "value": b64(value)}
+    if lease:
+        put["lease"] = lease
+    return {"request_put": put}
+
+
+def op_delete(key: str) -> dict[str, Any]:
+    return {"request_delete_range": {"key": b64(key)}}
+
+
+# ---- endpoints and TLS, in words -------------------------------------------------------------
+
+
+def tls_problem(exc: OSError, tls: TLSFiles) -> str:
+    """What a TLS failure means for the user, naming the files involved."""
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        ca = tls.ca_file or "the system's CA certificates"
+        why = getattr(exc, "verify_message", "") or text
+        return f"TLS: the server's certificate is not trusted by {ca} ({why})"
+    # TLS 1.3 checks the client's certificate after the handshake: the server answers the first
+    # request with an alert, or just closes the connection (the EOF case)
+    if "ALERT" in text.upper() or isinstance(exc, ssl.SSLEOFError):
+        if not tls.cert_file:
+            return (
+                "TLS: the server refused this client: it requires a client certificate and none "
+                f"is configured (ETCD_CERT_FILE and ETCD_KEY_FILE) ({text})"
+            )
+        return (
+            f"TLS: the server refused the client certificate {tls.cert_file} (is it signed by "
+            f"a CA the server trusts, for client auth?) ({text})"
+        )
+    if "WRONG_VERSION_NUMBER" in text:
+        return f"TLS: the server did not answer in TLS (an http:// endpoint?) ({text})"
+    return f"TLS: {text}"
+
+
+def parse_endpoints(endpoints: list[str] | str) -> list[urllib.parse.SplitResult]:
+    if isinstance(endpoints, str):
+        endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
+    if not endpoints:
+        raise ValueError("etcd endpoints: at least one endpoint is required")
+    parsed = [urllib.parse.urlsplit(e) for e in endpoints]
+    for raw, ep in zip(endpoints, parsed, strict=True):
+        try:
+            ep.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError(f"etcd endpoint {raw!r}: bad port") from None
+        if ep.scheme not in ("http", "https") or not ep.hostname:
+            raise ValueError(f"etcd endpoint {raw!r}: expected http(s)://host:port")
+    return parsed
