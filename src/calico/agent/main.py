@@ -95,9 +95,7 @@ class Agent:
         self.checker = calc_check.CalcChecker(cfg["CalcCheckInterval"])
         self.status_file = status.StatusFile(status.path_from_env(env))
         self._problems: list[str] = []
-        self.queue: queue.Queue[list[ds_syncer.Update] | ds_syncer.SyncStatus] = (
-            calc_check.LoopQueue(10, self.checker.idle)
-        )
+        self.queue: queue.Queue[list[ds_syncer.Update] | ds_syncer.SyncStatus] = queue.Queue(10)
         self.stopping = threading.Event()
         self.syncer = ds_syncer.Syncer(
             etcd,
@@ -153,14 +151,14 @@ class Agent:
             if isinstance(msg, m.ConfigUpdate):
                 self.on_config(msg)
             self.dataplane.on_update(msg)
-        self._check_calc()
         self.dataplane.apply()
+        self._check_calc()  # after apply: starting a check (a fork) never delays this change
         self._update_status()
         self._report_status()
 
     def _check_calc(self) -> None:
-        """Compare the incremental output with a full recompute, now and then, off the loop
-        (calc_check); a divergence raises here. Crash-only: a restart recomputes everything."""
+        """Compare the incremental output with a full recompute, now and then, in a child
+        process (calc_check); a divergence raises here. Crash-only: a restart recomputes all."""
         interval = self.cfg["CalcCheckInterval"]
         self.checker.turn(self.graph, interval=interval, in_sync=self.dataplane.in_sync)
 

@@ -27,7 +27,7 @@ when it wants output; everything between two flushes coalesces.
 The reference (Invariant 1): ``recompute_differences(graph.snapshot())`` feeds a fresh graph the
 current resources and compares its output with what was sent. A snapshot is frozen (resources are
 kept as deflated JSON bytes, immutable, so a dict copy is a snapshot: and ~15× smaller than the
-decoded dicts), so the agent can run the comparison on another thread while this graph moves on.
+decoded dicts). The agent runs the comparison in a forked child, off its loop.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -332,22 +332,12 @@ class CalcGraph:
         )
 
 
-def recompute_differences(
-    snap: Snapshot, *, pause: Callable[[], None] | None = None, every: int = 32
-) -> list[str]:
-    """A fresh graph over ``snap.resources`` vs ``snap.sent``: the differences, empty if none.
-
-    ``pause`` (if given) is called before every ``every`` resources: a caller on another thread
-    uses it to yield to its loop. Pure otherwise.
-    """
+def recompute_differences(snap: Snapshot) -> list[str]:
+    """A fresh graph over ``snap.resources`` vs ``snap.sent``: the differences, empty if none."""
     fresh = CalcGraph(snap.hostname, quiet=True)
     fresh.on_in_sync()
-    for i, (key, raw) in enumerate(snap.resources.items()):
-        if pause is not None and i % every == 0:
-            pause()
+    for key, raw in snap.resources.items():
         fresh.on_update(key, _unpack(raw))
-    if pause is not None:
-        pause()
     want = DataplaneState().apply_all(fresh.flush())
     got = snap.sent
     diffs = []
