@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from calico.cli import failures, loading, pool_checks, printers, writing
+from calico.cli import failures, loading, pool_checks, printers, tier_checks, writing
 from calico.datastore.client import AlreadyExists, Client, Conflict, NotFound
 from calico.model import kinds, validation
 
@@ -60,6 +60,14 @@ def _emit(stdout: list[str], stderr: list[str]) -> None:
 # ---- create / apply / replace ------------------------------------------------------------
 
 
+def _refuse(problems: list[str], what: str) -> None:
+    if problems:
+        raise CommandError(
+            f"Failed to execute command: {len(problems)} problem(s) with {what}; nothing was "
+            "written:\n  " + "\n  ".join(problems)
+        )
+
+
 Op = Callable[[Resource], object]
 
 
@@ -83,6 +91,8 @@ def _write_command(
                 f"Failed to execute command: {len(problems)} problem(s) with IPPools; nothing "
                 "was written:\n  " + "\n  ".join(problems)
             )
+        _refuse(tier_checks.check_writes(client, resources), "tiers")
+        resources = tier_checks.order_writes(resources)
         skip = (AlreadyExists,) if flags.get("skip_exists") else ()
         outcome = writing.run(resources, make_op(client, resources), skip=skip)
         _emit(*writing.report(verb, past, outcome))
@@ -146,6 +156,8 @@ def delete(
     else:
         resources = _from_args(kind, names, namespace)
     client = _client(config_file)
+    _refuse(tier_checks.check_deletes(client, resources), "tiers")
+    resources = tier_checks.order_deletes(resources)
 
     def op(r: Resource) -> object:
         meta = r["metadata"]
@@ -208,6 +220,8 @@ def get(
                 ]
             else:
                 list_kind = k.name
+            if k.name == "Tier":  # as calicoctl lists them: by order, unordered last
+                found.sort(key=_tier_order)
     if export:
         for r in found:
             for key in ("namespace", "uid", "resourceVersion", "creationTimestamp"):
@@ -215,6 +229,11 @@ def get(
     _print(client, found, output, list_kind=list_kind, single=bool(names) and len(names) == 1)
     if errors:
         raise CommandError("\n".join(errors))
+
+
+def _tier_order(tier: Resource) -> tuple[bool, float]:
+    order = (tier.get("spec") or {}).get("order")
+    return (order is None, float(order or 0))
 
 
 def _get_each(client: Client, wanted: list[Resource], errors: list[str]) -> list[Resource]:
