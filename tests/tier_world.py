@@ -57,7 +57,7 @@ SELECTORS = {  # selector text -> which workloads it selects
     "team == 'y'": {"c"},
     "app == 'none'": set(),
 }
-PORTS = ((80, "TCP"), (81, "TCP"), (80, "UDP"))  # what packets use
+PORTS = ((80, "TCP"), (8080, "TCP"), (53, "UDP"))  # what packets use (the probers serve them)
 
 
 @dataclass
