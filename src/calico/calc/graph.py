@@ -25,15 +25,23 @@
 
 Synchronous and pure: no threads, no I/O. The caller (agent) feeds batches and calls flush()
 when it wants output; everything between two flushes coalesces.
+
+The reference (Invariant 1): ``recompute_differences(graph.snapshot())`` feeds a fresh graph the
+current resources and compares its output with what was sent. A snapshot is frozen (resources are
+kept as deflated JSON bytes, immutable, so a dict copy is a snapshot: and ~15× smaller than the
+decoded dicts). The agent runs the comparison in a forked child, off its loop.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
+
+import msgspec
 
 from calico.calc import (
     active_rules_calculator,
@@ -49,7 +57,6 @@ from calico.dpapi.state import DataplaneState
 from calico.model import kinds
 
 logger = logging.getLogger(__name__)
-R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,38 @@ class CalcStats:
     active_profiles: int  # profiles a local endpoint uses
     active_ipsets: int  # IP sets an active rule refers to
     invalid_resources: int  # resources treated as absent (graph.invalid)
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+# The words every resource repeats, most common last: deflated against them, an endpoint's JSON
+# (~480 bytes) keeps ~140. The reference copy is only read by the check, off the update path.
+_ZDICT = (
+    b'{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkPolicy","spec":{"order":100,'
+    b'"types":["Ingress","Egress"],"egress":[{"action":"Allow","destination":{"nets":["0.0.0.0/0"'
+    b']}}],"ingress":[{"action":"Allow","protocol":"TCP","source":{"selector":"","namespaceSelect'
+    b'or":""},"destination":{"ports":[80,443]}}],"selector":"all()"}}{"apiVersion":"projectcalic'
+    b'o.org/v3","kind":"Profile","metadata":{"name":"kns.default","labels":{}},"spec":{"labelsToA'
+    b'pply":{"pcns.kubernetes.io/metadata.name":"default"},"egress":[{"action":"Allow"}],"ingress'
+    b'":[{"action":"Allow"}]}}{"apiVersion":"projectcalico.org/v3","kind":"NetworkPolicy","metad'
+    b'ata":{"name":"knp.default.","namespace":"default"}}{"apiVersion":"projectcalico.org/v3","ki'
+    b'nd":"WorkloadEndpoint","metadata":{"creationTimestamp":"2026-01-01T00:00:00Z","labels":{"ap'
+    b'p":"","projectcalico.org/namespace":"default","projectcalico.org/orchestrator":"k8s","projec'
+    b'tcalico.org/serviceaccount":"default"},"name":"-k8s-pod-eth0","namespace":"default","uid":""'
+    b'},"spec":{"containerID":"","endpoint":"eth0","interfaceName":"cali","ipNetworks":["10.0.0.0'
+    b'/32"],"mac":"","node":"node","orchestrator":"k8s","pod":"pod","ports":[],"profiles":["kns.d'
+    b'efault","ksa.default.default"],"serviceAccountName":"default"}}'
+)
+
+
+def _pack(value: Any) -> bytes:
+    c = zlib.compressobj(1, zlib.DEFLATED, -12, 4, zlib.Z_DEFAULT_STRATEGY, _ZDICT)
+    return c.compress(_encode(value)) + c.flush()
+
+
+def _unpack(raw: bytes) -> Any:
+    d = zlib.decompressobj(-12, _ZDICT)
+    return _decode(d.decompress(raw) + d.flush())
 
 
 class UpdateLike(Protocol):
@@ -92,6 +131,16 @@ def watched_prefixes() -> list[str]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the full-recompute check compares, frozen at one flush: every resource (deflated
+    JSON bytes) and the state the messages sent so far describe."""
+
+    hostname: str
+    resources: dict[str, bytes]
+    sent: DataplaneState
+
+
 class CalcGraph:
     def __init__(self, hostname: str, *, quiet: bool = False) -> None:
         self.hostname = hostname
@@ -102,15 +151,14 @@ class CalcGraph:
         )
         self.network = network_passthru.NetworkPassthru(self.sequencer)
         self.routes = route_resolver.RouteResolver(hostname, self.sequencer, quiet=quiet)
-        self.resources: dict[str, Any] = {}  # key -> last good value (for resync / debugging)
+        # key -> last good value as deflated JSON: the reference's input, and cheap to copy
+        self.resources: dict[str, bytes] = {}
         self._items: dict[str, validation.Item] = {}
         self._local: set[str] = set()
         self._profile_labels: dict[str, dict[str, str]] = {}
         self._children: dict[str, set[str]] = defaultdict(set)
         self._felix_config: dict[str, dict[str, Any]] = {}
         self.invalid: dict[str, str] = {}  # key -> reason (for status / tests)
-        self._records: dict[str, tuple[Any, Any]] = {}  # key -> (value, its parsed record)
-        self._reuse: dict[str, tuple[Any, Any]] = {}  # the checked graph's _records (recompute)
 
     def _ipset_members(self, set_id: str) -> frozenset[str]:
         return self.ipsets_calc.members(set_id)
@@ -150,29 +198,29 @@ class CalcGraph:
         if value is None:
             self.resources.pop(key, None)
         else:
-            self.resources[key] = value
+            self.resources[key] = _pack(value)
         try:
             match kind.name:
                 case "WorkloadEndpoint":
                     item_id = f"wep:{ns}/{name}"
-                    wep = self._record(key, value, validation.workload_endpoint, item_id, ns or "")
-                    self._on_item(item_id, wep)
+                    item = validation.workload_endpoint(item_id, ns or "", value) if value else None
+                    self._on_item(item_id, item)
                 case "HostEndpoint":
                     item_id = f"hep:{name}"
                     self._on_item(
-                        item_id, self._record(key, value, validation.host_endpoint, item_id)
+                        item_id, validation.host_endpoint(item_id, value) if value else None
                     )
                 case "NetworkSet" | "GlobalNetworkSet":
                     item_id = f"netset:{ns}/{name}" if ns else f"gnetset:{name}"
-                    netset = self._record(key, value, validation.network_set, item_id, ns)
-                    self._on_item(item_id, netset)
+                    item = validation.network_set(item_id, ns, value) if value else None
+                    self._on_item(item_id, item)
                 case "Profile":
-                    self._on_profile(name, self._record(key, value, validation.profile, name))
+                    self._on_profile(name, validation.profile(name, value) if value else None)
                 case "NetworkPolicy" | "GlobalNetworkPolicy":
                     pid = m.PolicyID(ns if kind.namespaced else None, name)
-                    self._on_policy(pid, self._record(key, value, validation.policy, pid))
+                    self._on_policy(pid, validation.policy(pid, value) if value else None)
                 case "Tier":
-                    tier = self._record(key, value, validation.tier, name)
+                    tier = validation.tier(name, value) if value else None
                     self.active_rules.on_tier_update(name, tier)
                 case "FelixConfiguration":
                     self._on_felix_config(name, value)
@@ -189,57 +237,20 @@ class CalcGraph:
             self.on_update(key, None)
             self.invalid[key] = str(exc)
 
-    def _record(self, key: str, value: Any | None, parse: Callable[..., R], *args: Any) -> R | None:
-        """``parse(*args, value)`` (None for a delete), or the record the graph this one checks
-        made of this very value: records are pure functions of the value, so a full recompute
-        need not parse the whole snapshot again."""
-        if not value:
-            self._records.pop(key, None)
-            return None
-        hit = self._reuse.get(key)
-        record = hit[1] if hit is not None and hit[0] is value else parse(*args, value)
-        self._records[key] = (value, record)
-        return record
-
     # ---- the reference: full recompute --------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """A frozen copy for :func:`recompute_differences` (call right after ``flush()``): a dict
+        copy of immutable bytes plus the sent state, no computation."""
+        return Snapshot(self.hostname, dict(self.resources), self.sequencer.sent_state())
 
     def full_recompute_differences(self) -> list[str]:
         """Compare what was sent with a fresh graph fed the current snapshot (Invariant 1).
 
         Call right after ``flush()``. Returns human-readable differences; empty when they agree.
-        Costs a full computation (O(cluster)), so the agent runs it rarely.
+        Costs a full computation (O(cluster)), so the agent runs it rarely, off its loop.
         """
-        fresh = CalcGraph(self.hostname, quiet=True)
-        fresh._reuse = self._records
-        fresh.on_in_sync()
-        for key, value in self.resources.items():
-            fresh.on_update(key, value)
-        want = DataplaneState().apply_all(fresh.flush())
-        got = self.sequencer.sent_state()
-        diffs = []
-        for field in (
-            "config",
-            "ipsets",
-            "policies",
-            "profiles",
-            "workload_endpoints",
-            "host_endpoints",
-            "pools",
-            "hosts",
-            "vteps",
-            "routes",
-        ):
-            a, b = getattr(got, field), getattr(want, field)
-            if a == b:
-                continue
-            if isinstance(a, dict) and isinstance(b, dict):
-                keys = sorted(
-                    str(k) for k in set(a) ^ set(b) | {k for k in a if a.get(k) != b.get(k)}
-                )
-                diffs.append(f"{field}: {len(keys)} differ, e.g. {keys[:5]}")
-            else:
-                diffs.append(f"{field}: sent {a!r}, full recompute {b!r}")
-        return diffs
+        return recompute_differences(self.snapshot())
 
     # ---- items, labels, locality --------------------------------------------------------------
 
@@ -328,7 +339,7 @@ class CalcGraph:
         if value is None:
             self.resources.pop(key, None)
         else:
-            self.resources[key] = value
+            self.resources[key] = _pack(value)
         self.routes.on_block(net, node, present=value is not None)
 
     # ---- config -------------------------------------------------------------------------------
@@ -348,3 +359,35 @@ class CalcGraph:
         self.sequencer.on_config_update(
             m.ConfigUpdate(tuple(sorted(glob.items())), tuple(sorted(node.items())))
         )
+
+
+def recompute_differences(snap: Snapshot) -> list[str]:
+    """A fresh graph over ``snap.resources`` vs ``snap.sent``: the differences, empty if none."""
+    fresh = CalcGraph(snap.hostname, quiet=True)
+    fresh.on_in_sync()
+    for key, raw in snap.resources.items():
+        fresh.on_update(key, _unpack(raw))
+    want = DataplaneState().apply_all(fresh.flush())
+    got = snap.sent
+    diffs = []
+    for field in (
+        "config",
+        "ipsets",
+        "policies",
+        "profiles",
+        "workload_endpoints",
+        "host_endpoints",
+        "pools",
+        "hosts",
+        "vteps",
+        "routes",
+    ):
+        a, b = getattr(got, field), getattr(want, field)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = sorted(str(k) for k in set(a) ^ set(b) | {k for k in a if a.get(k) != b.get(k)})
+            diffs.append(f"{field}: {len(keys)} differ, e.g. {keys[:5]}")
+        else:
+            diffs.append(f"{field}: sent {a!r}, full recompute {b!r}")
+    return diffs

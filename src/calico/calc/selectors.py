@@ -9,7 +9,9 @@ Calico's v3 -> backend rule conversion, done on selector ASTs:
   (``all()`` -> ``has(projectcalico.org/namespace)``); without one, a rule of a namespaced policy
   that has a selector (or notSelector) is limited to the policy's namespace;
 * ``serviceAccounts.names`` -> ``projectcalico.org/serviceaccount in {...}``;
-  ``serviceAccounts.selector`` -> the same rewrite onto ``pcsa.`` labels.
+  ``serviceAccounts.selector`` -> the same rewrite onto ``pcsa.`` labels;
+* a policy's ``serviceAccountSelector`` narrows the endpoints it applies to by the same
+  ``pcsa.`` rewrite (the labels service-account profiles apply to their endpoints).
 """
 
 from __future__ import annotations
@@ -56,10 +58,16 @@ def namespace_selector(text: str) -> nodes.Node:
 
 
 def policy_selector(
-    text: str | None, *, namespace: str | None, ns_selector: str | None = None
+    text: str | None,
+    *,
+    namespace: str | None,
+    ns_selector: str | None = None,
+    sa_selector: str | None = None,
 ) -> selector.Selector:
     """Which endpoints a policy applies to."""
     parts: list[nodes.Node] = [selector.parse(text or "").root]
+    if sa_selector:
+        parts.append(prefix_labels(selector.parse(sa_selector).root, SERVICEACCOUNT_PREFIX))
     if namespace is not None:
         parts.insert(0, in_namespace(namespace))
     if ns_selector:

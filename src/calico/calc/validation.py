@@ -10,6 +10,7 @@ graph and never half-applies: its previous version is withdrawn too.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,16 @@ def _named_ports(ports: tuple[values.NamedPort, ...]) -> tuple[NamedPort, ...]:
     return tuple(out)
 
 
+def _interned(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Sorted label pairs, interned: one copy of "app"/"web" for all endpoints (the agent holds
+    every endpoint of the cluster), and none pinning the decoded document it came from."""
+    return tuple(sorted((sys.intern(k), sys.intern(v)) for k, v in labels.items()))
+
+
+def _names(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sys.intern(n) for n in names)
+
+
 def _host_net(address: str) -> str:
     return f"{address}/128" if ":" in address else f"{address}/32"
 
@@ -120,11 +131,11 @@ def workload_endpoint(item_id: str, namespace: str, obj: Any) -> Item:
     return Item(
         id=item_id,
         kind=WEP,
-        labels=tuple(sorted(labels.items())),
-        parents=spec.profiles,
+        labels=_interned(labels),
+        parents=_names(spec.profiles),
         nets=spec.ip_networks,
         ports=_named_ports(spec.ports),
-        node=spec.node,
+        node=sys.intern(spec.node),
         iface=spec.interface_name or None,
         mac=spec.mac or None,
     )
@@ -141,8 +152,8 @@ def host_endpoint(item_id: str, obj: Any) -> Item:
     return Item(
         id=item_id,
         kind=HEP,
-        labels=res.labels,
-        parents=spec.profiles,
+        labels=_interned(dict(res.labels)),
+        parents=_names(spec.profiles),
         nets=tuple(_host_net(ip) for ip in spec.expected_ips),
         ports=_named_ports(spec.ports),
         node=spec.node,
@@ -155,7 +166,7 @@ def network_set(item_id: str, namespace: str | None, obj: Any) -> Item:
     labels = dict(res.labels)
     if namespace:
         labels.setdefault(sels.NAMESPACE_LABEL, namespace)
-    return Item(id=item_id, kind=NETSET, labels=tuple(sorted(labels.items())), nets=res.spec.nets)
+    return Item(id=item_id, kind=NETSET, labels=_interned(labels), nets=res.spec.nets)
 
 
 def profile(name: str, obj: Any) -> ProfileData:
@@ -179,7 +190,12 @@ def tier(name: str, obj: Any) -> TierData:
 def policy(pid: m.PolicyID, obj: Any) -> PolicyData:
     spec = _parse(obj, values.Policy).spec
     ns = pid.namespace
-    sel = sels.policy_selector(spec.selector, namespace=ns, ns_selector=spec.namespace_selector)
+    sel = sels.policy_selector(
+        spec.selector,
+        namespace=ns,
+        ns_selector=spec.namespace_selector,
+        sa_selector=spec.service_account_selector,
+    )
     ingress, egress = spec.applies_ingress, spec.applies_egress
     inbound, s1 = rule_scanner.scan_rules(spec.ingress if ingress else (), namespace=ns)
     outbound, s2 = rule_scanner.scan_rules(spec.egress if egress else (), namespace=ns)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from calico.calc.graph import CalcGraph, CalcStats
 from calico.dpapi import messages as m
 from calico.dpapi.state import DataplaneState
@@ -209,27 +207,3 @@ def test_stats_count_what_the_graph_holds() -> None:
         active_ipsets=2,
         invalid_resources=1,
     )
-
-
-def test_full_recompute_reuses_parsed_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The periodic check re-runs the graph, not the parser: records are pure functions of the
-    stored values, so a fresh graph fed the same value objects takes the records made of them."""
-    from calico.calc import validation
-
-    w = wep(0, "a", "default", "node1", 1, True)
-    p = policy(0, "default", "a", None, "b", "Allow", False)
-    graph, _, _ = run([(w, False), (p, False), (profile("default", "x"), False)])
-    calls: list[str] = []
-    for name in ("workload_endpoint", "policy", "profile"):
-        real = getattr(validation, name)
-        monkeypatch.setattr(
-            validation, name, lambda *a, _real=real, _n=name: calls.append(_n) or _real(*a)
-        )
-    assert graph.full_recompute_differences() == []
-    assert calls == []
-    # A new value object is parsed once, by the graph itself, and reused by the check.
-    changed = {**p, "spec": {**p["spec"], "order": 5}}
-    graph.on_update(states.key_of(changed), changed)
-    graph.flush()
-    assert graph.full_recompute_differences() == []
-    assert calls == ["policy"]

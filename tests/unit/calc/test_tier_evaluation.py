@@ -6,7 +6,7 @@ go through the real calculation graph and the real dataplane managers; every pac
 three workloads (3 ports/protocols) is then decided three ways and compared with the reference:
 
 1. the plan walk (``policy_plan.evaluate``) over what the graph sent (the compiled structure);
-2. the rendered nft chains, run by ``tests/nft_interp.py`` (the ruleset itself);
+2. the rendered nft chains, run by ``calico.dataplane.nft_trace`` (the ruleset itself);
 3. the reference (``tier_world.verdict``), which never looks at the product's code.
 
 The same worlds, applied to a real agent and probed with real packets, are in
@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 
 from calico.calc.graph import CalcGraph
 from calico.dataplane import endpoint_render
+from calico.dataplane.nft_trace import Interpreter, Packet
 from calico.dpapi import messages as m
 from calico.dpapi import policy_plan
 from calico.dpapi.state import DataplaneState
 from tests import tier_world as tw
-from tests.nft_interp import Interpreter, Packet
 from tests.unit.calc import states
 from tests.unit.dataplane import dp_fixtures
 

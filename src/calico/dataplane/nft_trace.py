@@ -1,18 +1,34 @@
-"""A small interpreter of the nft rules *we* render, for tests: runs a packet through the chains of
-``table inet calico`` as the desired state holds them (``NftTable.chains()`` / ``sets()``).
+"""NftTrace: a packet traced through the rules we render (pure; no kernel).
 
-It knows exactly the vocabulary of ``calico.dataplane.nft_render`` / ``endpoint_render`` (marks,
-jump/goto/return/accept/drop, address/port/protocol matches, IP sets and named-port sets, ``ct
-state`` for a new flow, ``log``/``counter``/``notrack`` as statements) and raises on anything else,
-so a rendering change it does not understand fails loudly instead of being misread. It counts the
-rules a packet traverses (the per-packet cost) and records the path (chain, rule index).
+Runs a packet through the chains of ``table inet calico`` as the desired state holds them
+(``NftTable.chains()`` / ``sets()``, or :func:`render` from a dpapi message stream): the verdict,
+the rules it met (the per-packet cost) and the path (chain, rule index of each rule that matched),
+which maps back to tier / policy / rule through the chain names and ``;r<i>`` comments. It is the
+rule-level walk for "see why" (``explain``) and the tests' oracle of the rendered ruleset (compared
+with a reference evaluator that never reads the product's code).
+
+It knows exactly the vocabulary of ``nft_render`` / ``endpoint_render`` (marks, jump/goto/return/
+accept/drop, address/port/protocol matches, IP sets and named-port sets, ``ct state`` for a new
+flow, ``log``/``counter``/``notrack`` as statements) and raises :class:`Unsupported` on anything
+else, so a rendering change it does not understand fails loudly instead of being misread.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from calico.dataplane import (
+    endpoint_manager,
+    ipset_manager,
+    nft_table,
+    policy_manager,
+    route_table,
+    static_chains,
+)
+from calico.dpapi import messages as m
 
 _TOKEN = re.compile(r'"[^"]*"|\{[^}]*\}|\S+')
 
@@ -178,3 +194,30 @@ class Interpreter:
         port = pkt.sport if toks[i + 6] == "sport" else pkt.dport
         member = f"{addr} . {pkt.proto} . {port}"
         return (member in self.sets[name]) != neg, j + (2 if neg else 1)
+
+
+# ---- the desired table of a message stream --------------------------------------------------
+
+
+class _NoKernel:
+    """Runners for the drivers that are never asked to run (desired state only)."""
+
+    def run(self, *args: object, **kw: object) -> str:
+        raise AssertionError("render() never touches the kernel")
+
+
+def render(msgs: Iterable[m.Message]) -> nft_table.NftTable:
+    """The desired ``table inet calico`` policy part (sets, policy/profile, endpoint and tier
+    chains) that the dataplane's managers make of ``msgs``; no static chains, no I/O."""
+    table = nft_table.NftTable(_NoKernel())
+    for name in static_chains.MAPS:
+        table.declare_map(name, static_chains.MAP_DECL)
+    routes = route_table.RouteTable(runner=_NoKernel())
+    ipsets = ipset_manager.IPSetManager(table)
+    managers = (ipsets, policy_manager.PolicyManager(table),
+                endpoint_manager.EndpointManager(table, routes))  # fmt: skip
+    for msg in msgs:
+        for mgr in managers:
+            mgr.on_update(msg)
+    ipsets.complete_deferred_work()
+    return table
