@@ -91,3 +91,49 @@ def test_built_in_tiers_count_as_present() -> None:
         ("default", "Deny", ("p",)),
         ("kube-baseline", "Pass", ("kube-baseline.b",)),
     )
+
+
+def test_host_endpoint_tiers_per_kind() -> None:
+    """Host endpoints: normal, applyOnForward, preDNAT and doNotTrack policies each in their own
+    tier lists; preDNAT and doNotTrack chains never apply a tier's default drop, normal and
+    forward chains do (Calico's rule renderer)."""
+    from calico.dataplane import nft_trace
+
+    hep = {
+        "kind": "HostEndpoint",
+        "metadata": {"name": "h", "labels": {"role": "host"}},
+        "spec": {"node": tw.NODE, "interfaceName": "eth0", "expectedIPs": ["10.99.0.11"]},
+    }
+
+    def gnp(name: str, tier: str, **flags: bool) -> dict[str, Any]:
+        deny = {"action": "Deny", "source": {"nets": ["10.9.0.0/16"]}}
+        spec = {"tier": tier, "selector": "role == 'host'", **flags, "ingress": [deny]}
+        return {"kind": "GlobalNetworkPolicy", "metadata": {"name": f"{tier}.{name}"}, "spec": spec}
+
+    _, msgs = _graph(
+        _tier("a", 1), _tier("b", 2, "Pass"), hep,
+        gnp("normal", "a"), gnp("fwd", "b", applyOnForward=True),
+        gnp("dnat", "a", preDNAT=True, applyOnForward=True),
+        gnp("raw", "b", doNotTrack=True, applyOnForward=True),
+    )  # fmt: skip
+    (upd,) = [x for x in msgs if isinstance(x, m.HostEndpointUpdate)]
+    ep = upd.endpoint
+    assert [(t.name, t.default_action) for t in ep.tiers] == [("a", "Deny"), ("b", "Pass")]
+    assert [t.name for t in ep.forward_tiers] == ["b"]
+    assert [t.name for t in ep.pre_dnat_tiers] == ["a"]
+    assert [t.name for t in ep.untracked_tiers] == ["b"]
+    chains = nft_trace.render(msgs).chains()
+
+    def tier_chains(endpoint_chain: str) -> list[tuple[str, ...]]:
+        return [
+            chains[r.split()[1]] for r in chains[endpoint_chain] if r.startswith("jump cali-ti")
+        ]
+
+    drops = {
+        stem: [any("drop" in r for r in tc) for tc in tier_chains(f"{stem}-eth0")]
+        for stem in ("cali-fh", "cali-fhfw", "cali-fhdnat", "cali-fhraw")
+    }
+    # normal: tier a (Deny) drops at its end, tier b (Pass) does not; forward: b only (Pass);
+    # preDNAT (tier a, Deny) and doNotTrack: never.
+    assert drops == {"cali-fh": [True, False], "cali-fhfw": [False], "cali-fhdnat": [False],
+                     "cali-fhraw": [False]}  # fmt: skip
