@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The calico-lab demo (`make demo`, after `make install`): a 3-node Calico cluster in network
 # namespaces, pods in two namespaces, the connectivity matrix before and after Kubernetes
-# NetworkPolicies, and a pod reaching the `outside` host beyond the lab's router. Nothing outside the lab's own namespaces is touched; `calico-lab down` removes it.
+# NetworkPolicies and a platform tier above them, and a pod reaching the `outside` host beyond the
+# lab's router. Nothing outside the lab's own namespaces is touched; `calico-lab down` removes it.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -119,7 +120,7 @@ Explore further:
   calico-lab exec outside -- ip addr                     the host beyond the lab's router
   calico-lab exec node1 -- calicoctl node status         BGP mesh as seen from node1
   calico-lab exec node1 -- calicoctl get networkpolicy -A -o wide
-  calico-lab exec node1 -- calicoctl get tiers -o wide           tiers in evaluation order
+  calico-lab exec node1 -- calicoctl get tiers -o wide   tiers in evaluation order
   calico-lab exec node1 -- calicoctl get workloadendpoints -A
   calico-lab exec node2 -- birdc show route              routes BIRD learnt
   calico-lab exec node1 -- nft list table inet calico    the policy agent's rules
