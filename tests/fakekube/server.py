@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakekube import tls
-from tests.fakekube.store import RESOURCES, ApiError, Obj, Store
+from tests.fakekube.store import GROUP_VERSIONS, RESOURCES, ApiError, Obj, Store
 
 GROUP_PATHS = {("api", "v1"): "", ("apis", "networking.k8s.io/v1"): "networking.k8s.io"}
 
@@ -40,12 +40,8 @@ def _parse_path(path: str) -> tuple[str, str | None, str | None, str | None]:
     parts = [p for p in path.split("/") if p]
     if len(parts) >= 2 and parts[0] == "api" and parts[1] == "v1":
         group, rest = "", parts[2:]
-    elif (
-        len(parts) >= 3
-        and parts[0] == "apis"
-        and f"{parts[1]}/{parts[2]}" == "networking.k8s.io/v1"
-    ):
-        group, rest = "networking.k8s.io", parts[3:]
+    elif len(parts) >= 3 and parts[0] == "apis" and f"{parts[1]}/{parts[2]}" in GROUP_VERSIONS:
+        group, rest = parts[1], parts[3:]
     else:
         raise ApiError(404, "NotFound", f"the server could not find the requested resource {path}")
     ns: str | None = None
@@ -101,6 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
             query = dict(urllib.parse.parse_qsl(url.query))
             plural, ns, name, sub = _parse_path(url.path)
             fake.requests.append((method, url.path, query.get("watch", "")))
+            if plural in fake.store.not_served:
+                raise ApiError(404, "NotFound", f"the server could not find the resource {plural}")
             if sub == "binding":
                 if method != "POST" or name is None or ns is None:
                     raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")

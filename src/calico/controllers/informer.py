@@ -10,6 +10,10 @@ The store maps ``(namespace, name)`` to the object as the API returned it (a pla
 watch asks for BOOKMARK events, which only move the resourceVersion on, so a reconnect after a quiet
 period resumes where it left off instead of hitting 410. A watch that stays silent for longer than
 the server-side timeout plus a margin is treated as a dead connection and restarted.
+
+AdminNetworkPolicy and BaselineAdminNetworkPolicy come from CRDs a cluster may not have: for
+them a 404 means "none exist" (synced, empty store; anything cached is deleted) and the list is
+tried again every ``absent_retry`` seconds, so installing the CRDs later is picked up.
 """
 
 from __future__ import annotations
@@ -52,6 +56,21 @@ class NetworkPolicy(GenericNamespacedResource):
     _api_info = create_api_info("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies")
 
 
+class AdminNetworkPolicy(GenericGlobalResource):
+    _api_info = create_api_info(
+        "policy.networking.k8s.io", "v1alpha1", "AdminNetworkPolicy", "adminnetworkpolicies"
+    )
+
+
+class BaselineAdminNetworkPolicy(GenericGlobalResource):
+    _api_info = create_api_info(
+        "policy.networking.k8s.io",
+        "v1alpha1",
+        "BaselineAdminNetworkPolicy",
+        "baselineadminnetworkpolicies",
+    )
+
+
 class Event(GenericNamespacedResource):
     _api_info = create_api_info("", "v1", "Event", "events")
 
@@ -63,7 +82,12 @@ RESOURCES: dict[str, type[GenericNamespacedResource] | type[GenericGlobalResourc
     "Namespace": Namespace,
     "ServiceAccount": ServiceAccount,
     "NetworkPolicy": NetworkPolicy,
+    "AdminNetworkPolicy": AdminNetworkPolicy,
+    "BaselineAdminNetworkPolicy": BaselineAdminNetworkPolicy,
 }
+# Kinds whose CRDs may not be installed: a 404 on list means "none exist" (the informer counts as
+# synced with an empty store and lists again every ``absent_retry`` seconds), not a failure.
+OPTIONAL = frozenset({"AdminNetworkPolicy", "BaselineAdminNetworkPolicy"})
 
 
 def _key(obj: Resource) -> StoreKey:
@@ -87,6 +111,7 @@ class Informer:
         server_timeout: int = 300,
         retry_delay: float = 0.2,
         max_retry_delay: float = 10.0,
+        absent_retry: float = 30.0,
     ) -> None:
         self.kind = kind
         self.res = RESOURCES[kind]
@@ -101,12 +126,19 @@ class Informer:
         self.synced = False
         self.rv: str | None = None
         self.lists = 0
+        self.absent = False  # an optional kind the API server does not serve (CRD missing)
+        self._absent_retry = absent_retry
 
     def get(self, key: StoreKey) -> Resource | None:
         return self.store.get(key)
 
     def store_keys(self) -> list[StoreKey]:
         return list(self.store)
+
+    def snapshot(self) -> list[Resource]:
+        """The cached objects, from any thread: ``list(dict.values())`` runs in one C call under
+        the GIL, so it never sees the store mid-update (order unspecified)."""
+        return list(self.store.values())
 
     def items(self) -> list[Resource]:
         """The cached objects sorted by (namespace, name): a new list (the objects themselves are
@@ -122,6 +154,11 @@ class Informer:
                 delay = self._retry_delay
                 await self._watch()
             except ApiError as exc:
+                if exc.status.code == 404 and self.kind in OPTIONAL:
+                    self.rv = None
+                    self._not_served()
+                    await asyncio.sleep(self._absent_retry)
+                    continue
                 if exc.status.code == 410:
                     logger.info(
                         "%s: watch resourceVersion %s expired (410); re-listing", self.kind, self.rv
@@ -142,6 +179,20 @@ class Informer:
                 self._on_restart("reconnect")
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._max_retry_delay)
+
+    def _not_served(self) -> None:
+        if not self.absent:
+            logger.warning(
+                "%s: not served by the API server (is its CRD installed?); treated as none, "
+                "listing again every %.0fs",
+                self.kind,
+                self._absent_retry,
+            )
+        self.absent = True
+        for key in list(self.store):  # served before, gone now (CRD deleted): all deleted
+            self.store.pop(key)
+            self._enqueue(key, time.monotonic())
+        self.synced = True
 
     async def _list(self) -> None:
         namespaced = issubclass(self.res, GenericNamespacedResource)
@@ -165,6 +216,7 @@ class Informer:
         self.rv = listing.resourceVersion
         self.lists += 1
         self.synced = True
+        self.absent = False
         logger.info("%s: listed %d objects at resourceVersion %s", self.kind, len(fresh), self.rv)
 
     async def _watch(self) -> None:
