@@ -235,10 +235,7 @@ class Syncer:
         revision, why = self._unchanged_at()
         if not revision:
             logger.info(
-                "watch compacted at %d, %s since %d: re-listing",
-                compact_revision,
-                why,
-                self._rev,
+                "watch compacted at %d, %s since %d: re-listing", compact_revision, why, self._rev
             )
             self.relists += 1
             return False
