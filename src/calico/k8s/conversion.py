@@ -46,6 +46,10 @@ class PolicyConversion:
 # ---- helpers ---------------------------------------------------------------------------------
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
 def _meta(obj: Any, kind: str, *, namespaced: bool) -> tuple[str, str]:
     if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
         raise ConversionError(f"{kind}: metadata is required, got {obj!r:.200}")
@@ -53,8 +57,14 @@ def _meta(obj: Any, kind: str, *, namespaced: bool) -> tuple[str, str]:
     name, ns = meta.get("name"), meta.get("namespace")
     if not isinstance(name, str) or not name:
         raise ConversionError(f"{kind}: metadata.name is required, got {name!r}")
+    if not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
+        raise ConversionError(f"{kind}: metadata.name {name!r} is not a valid Kubernetes name")
     if namespaced and (not isinstance(ns, str) or not ns):
         raise ConversionError(f"{kind} {name}: metadata.namespace is required, got {ns!r}")
+    if namespaced and (not _DNS_LABEL.match(ns) or len(ns) > 63):
+        raise ConversionError(
+            f"{kind} {name}: metadata.namespace {ns!r} is not a valid Kubernetes namespace"
+        )
     return name, ns if namespaced else ""
 
 
@@ -93,7 +103,10 @@ def _peer(peer: Any, where: str) -> dict[str, Any]:
             raise ConversionError(f"{where}.ipBlock: want {{cidr, except}}, got {block!r}")
         net = _cidr(block.get("cidr"), f"{where}.ipBlock.cidr")
         not_nets = []
-        for i, raw in enumerate(block.get("except") or []):
+        excepts = block.get("except") or []
+        if not isinstance(excepts, list):
+            raise ConversionError(f"{where}.ipBlock.except: must be a list, got {excepts!r}")
+        for i, raw in enumerate(excepts):
             exc = _cidr(raw, f"{where}.ipBlock.except[{i}]")
             if (
                 exc.version != net.version
@@ -136,7 +149,7 @@ def _port(port: Any, where: str) -> PortSpec:
         if end is not None:
             raise ConversionError(f"{where}.endPort: {end!r} needs a numeric port")
         return proto, None
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ConversionError(f"{where}.port: want a number or a name, got {value!r}")
@@ -157,14 +170,17 @@ def _port(port: Any, where: str) -> PortSpec:
     return proto, [value if end == value else f"{value}:{end}"]
 
 
+_RANGE = re.compile(r"^[0-9]+(:[0-9]+)?$")
+
+
 def simplify_ports(ports: list[int | str]) -> list[int | str]:
     """Named ports (in order) then numeric ports merged into sorted ranges (SimplifyPorts)."""
-    named = [p for p in ports if isinstance(p, str) and not p[0].isdigit()]
+    named = [p for p in ports if isinstance(p, str) and not _RANGE.match(p)]
     spans: list[tuple[int, int]] = []
     for p in ports:
         if isinstance(p, int):
             spans.append((p, p))
-        elif p[0].isdigit():
+        elif _RANGE.match(p):  # "N:M"; a name may start with a digit too ("0a")
             first, _, last = p.partition(":")
             spans.append((int(first), int(last or first)))
     merged: list[list[int]] = []

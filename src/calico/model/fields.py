@@ -210,13 +210,18 @@ PORT_PROTOCOLS = {"TCP", "UDP", "SCTP", 6, 17, 132}
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+def digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` is also true for "²", which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def protocol(value: Any, path: str) -> str | int:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255:
         return value
     if isinstance(value, str):
         if value.lower() in _PROTO_BY_LOWER:
             return _PROTO_BY_LOWER[value.lower()]
-        if value.isdigit() and int(value) <= 255:
+        if digits(value) and int(value) <= 255:
             return int(value)
     raise FieldError(
         path, f"invalid protocol {value!r} (want {', '.join(PROTOCOLS)} or a number 0-255)"
@@ -229,12 +234,12 @@ def port(value: Any, path: str) -> int | str:
         if 1 <= value <= 65535:
             return value
     elif isinstance(value, str):
-        if value.isdigit():
+        if digits(value):
             if 1 <= int(value) <= 65535:
                 return int(value)
             raise FieldError(path, f"invalid port {value!r}")
         lo, sep, hi = value.partition(":")
-        if sep and lo.isdigit() and hi.isdigit():
+        if sep and digits(lo) and digits(hi):
             if 1 <= int(lo) <= int(hi) <= 65535:
                 return value
         elif not sep and len(value) <= 15 and _PORT_NAME.match(value):
