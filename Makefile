@@ -7,7 +7,7 @@ DEBS  := iproute2 nftables ipset iptables bird2 etcd-server util-linux container
          podman containerd runc busybox-static iperf3
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 
-.PHONY: help install check lint fmt typecheck ut it e2e test demo clean bench
+.PHONY: help install check lint fmt typecheck ut it e2e chaos chaos-short test demo clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -48,7 +48,15 @@ it: install ## integration tests (root: netns, real etcd, nft, bird)
 e2e: install ## end-to-end tests (multi-node labs)
 	$(PYTEST) tests/e2e
 
-test: check ut it e2e ## everything CI runs
+chaos-short: install ## the fault scenarios' short form (part of make test); prints the table
+	rm -rf build/chaos
+	$(PYTEST) tests/chaos; rc=$$?; $(PY) -m tests.chaos.report || true; exit $$rc
+
+chaos: install ## fault scenarios, long form (more rounds, 300-pod storm, more fuzz); table + JSON
+	rm -rf build/chaos
+	CALICO_CHAOS=long $(PYTEST) tests/chaos; rc=$$?; $(PY) -m tests.chaos.report --save || true; exit $$rc
+
+test: check ut it e2e chaos-short ## everything CI runs
 
 demo: install ## bring up a 3-node lab and show policy at work
 	scripts/demo.sh
