@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -37,6 +38,18 @@ def load(directory: Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda d: d.get("started", 0))
 
 
+def faults(items: list[str]) -> str:
+    """The faults in order, repeats folded (``... ×3``), process ids left out."""
+    out: list[list[Any]] = []
+    for text in items:
+        text = re.sub(r",? pid \d+", "", text)
+        if out and out[-1][0] == text:
+            out[-1][1] += 1
+        else:
+            out.append([text, 1])
+    return "; ".join(t if n == 1 else f"{t} ×{n}" for t, n in out) or "-"
+
+
 def _n(value: Any, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -55,7 +68,7 @@ def row(d: dict[str, Any]) -> list[str]:
         d["scenario"],
         d.get("form", "?"),
         "pass" if d.get("passed") else "FAIL",
-        "; ".join(d.get("faults") or []) or "-",
+        faults(d.get("faults") or []),
         op_text or "-",
         _n(d.get("events_lost")),
         _n(d.get("duplicates")),

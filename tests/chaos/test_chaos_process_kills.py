@@ -58,7 +58,7 @@ def _kill(lab: ChaosLab, node: str, what: str, figures: Figures, change: int) ->
     service = {"agent": "felix", "BIRD": "bird"}[what]
     pid = lab.service_pid(node, service)
     os.kill(pid, signal.SIGKILL)
-    figures.fault(f"kill -9 {what} ({service}, pid {pid}) on {node}")
+    figures.fault(f"kill -9 {what} ({service}) on {node}")
     if what == "agent":
         lab.apply(marker_policy(change))  # the restarted agent must program it
         figures.op("policy change while down")
