@@ -6,18 +6,16 @@ PY    := $(VENV)/bin/python
 DEBS  := iproute2 nftables ipset iptables bird2 etcd-server util-linux containernetworking-plugins openssl \
          podman containerd runc busybox-static iperf3
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
+# Kubernetes binaries for the lab's real clusters (make kube): a cache outside the checkout
+KUBE_DIR ?= /var/cache/calico-py/kube/v1.20.2
 
-.PHONY: help install check lint fmt typecheck ut it e2e chaos chaos-short test demo clean bench
+.PHONY: help install check lint fmt typecheck ut it e2e chaos chaos-short test demo clean bench images kube
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## install Debian packages (if missing) and the venv with every command
-	@missing=""; for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+install: $(VENV)/.installed ## install Debian packages (if missing; waits for a busy dpkg lock) and the venv
+	@scripts/apt-install.sh $(DEBS)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -61,9 +59,26 @@ test: check ut it e2e chaos-short ## everything CI runs
 demo: install ## bring up a 3-node lab and show policy at work
 	scripts/demo.sh
 
-bench: install ## run the benchmarks
-	for b in selector cli_apply cni_latency policy_latency controller_sync bgp_render lab_probe throughput; do \
-	  echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
+# Every bench writes into one results file; the README's table is rendered from it at the end
+# (a failed bench stops the run before the README changes). A bench not in this tree is skipped.
+BENCHES := selector cli_apply cni_latency policy_latency agent_memory controller_sync bgp_render \
+           lab_probe throughput
+BENCH_RESULTS ?= $(CURDIR)/bench/results.json
+BENCH_NOTE ?=
+
+bench: install ## run every benchmark into bench/results.json, render README's table from it
+	$(PY) -m bench.results start $(BENCH_RESULTS) "$(BENCH_NOTE)"
+	for b in $(BENCHES); do \
+	  if [ ! -f bench/$$b/__main__.py ]; then echo "== bench.$$b: not in this tree, skipped"; continue; fi; \
+	  echo "== bench.$$b"; BENCH_RESULTS=$(BENCH_RESULTS) $(PY) -m bench.$$b || exit 1; done
+	$(PY) -m bench.results render $(BENCH_RESULTS) README.md
+
+images: install ## build the calico-py/{node,cni,kube-controllers} images into build/images/ (docker-archive)
+	@scripts/apt-install.sh mmdebstrap podman containerd runc  # the build; the engines its tests load into
+	$(PY) -m calico_images
+
+kube: ## build Kubernetes v1.20.2 from Debian's source package into $(KUBE_DIR) (once)
+	KUBE_DIR=$(KUBE_DIR) scripts/build-kube.sh
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis

@@ -1,12 +1,13 @@
 """``calicoctl node run`` and ``calicoctl node status``.
 
-``node run`` starts calico-node on this host as a background process (Calico's version runs the
-calico/node container; there is no container engine here) with the same environment variables, and
-waits until its start-up has finished. ``--init-system`` runs it in the foreground instead (for
-systemd). ``node status`` reads ``<CALICO_RUN_DIR>/calico-node.pid`` and asks BIRD over
-``<CALICO_RUN_DIR>/bird.ctl`` (``birdc show protocols``), printing Calico's table (when the node
-runs BIRD), then this node's tunnel addresses and the problems the agent reports
-(:mod:`calico.cli.node_info`).
+``node run`` starts calico-node on this host and waits until its start-up has finished: as the
+``calico-py/node`` container under docker or podman when one of them has the image (the guide's
+form; :mod:`calico.cli.node_container`, ``--engine``, ``--node-image``), else as a background
+process with the same environment variables (saying why). ``--init-system`` runs the process in
+the foreground instead (for systemd). ``node status`` reads ``<CALICO_RUN_DIR>/calico-node.pid``
+and asks BIRD over ``<CALICO_RUN_DIR>/bird.ctl`` (``birdc show protocols``), printing Calico's
+table (when the node runs BIRD), then this node's tunnel addresses and the problems the agent
+reports (:mod:`calico.cli.node_info`).
 
 This module must not import calico.node or calico.bgp (the layers forbid it), so it starts
 calico-node by its entry point and parses ``birdc`` output itself.
@@ -101,19 +102,38 @@ def _calico_node_argv() -> list[str]:
 @click.option("--log-dir", default=None, help="default $CALICO_LOG_DIR or /var/log/calico")
 @click.option("--no-default-ippools", is_flag=True, help="do not create the default IP pools")
 @click.option("--init-system", is_flag=True, help="run in the foreground (for systemd)")
+@click.option(
+    "--node-image", default=None, help="calico-node image (default calico-py/node:<version>)"
+)
+@click.option(
+    "--engine",
+    envvar="CALICO_NODE_ENGINE",
+    default="auto",
+    show_default=True,
+    help="auto, docker, podman, or none (a host process)",
+)
 @click.option("--dryrun", is_flag=True, help="print what would run, start nothing")
 @click.option("--timeout", default=60.0, show_default=True, help="seconds to wait for start-up")
 @click.pass_context
 def run(
-    ctx: click.Context, /, init_system: bool, dryrun: bool, timeout: float, **opts: Any
+    ctx: click.Context,
+    /,
+    init_system: bool,
+    dryrun: bool,
+    timeout: float,
+    node_image: str | None,
+    engine: str,
+    **opts: Any,
 ) -> None:
-    """Start calico-node on this host as a supervised background process."""
+    """Start calico-node on this host: the calico-py/node container, or a host process."""
     from calico.datastore import config as ds_config
 
     try:
         env = _node_env(ctx, opts)
     except ds_config.ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    if not init_system and _run_container(env, engine, node_image, dryrun=dryrun, timeout=timeout):
+        return
     argv = _calico_node_argv()
     shown = {k: v for k, v in env.items() if k not in os.environ or os.environ[k] != v}
     if dryrun:
@@ -128,6 +148,40 @@ def run(
     if init_system:
         os.execve(argv[0], argv, env)
     _start_background(argv, env, run_dir, timeout)
+
+
+def _run_container(
+    env: dict[str, str], engine: str, image: str | None, *, dryrun: bool, timeout: float
+) -> bool:
+    """The container form (calico.cli.node_container); False when the process form is to run."""
+    from calico.cli import node_container as nc
+
+    image = image or nc.DEFAULT_IMAGE
+    try:
+        choice = nc.choose(engine, image)
+    except nc.EngineError as exc:
+        raise click.ClickException(str(exc)) from None
+    if choice.engine is None:
+        if engine != "none":
+            click.echo(f"Running calico-node as a host process: {choice.reason}", err=True)
+        return False
+    argv = nc.run_argv(choice.engine, image, env, modules=Path(nc.MODULES).is_dir())
+    if dryrun:
+        click.echo(nc.show(argv))
+        return True
+    run_dir = _run_dir(env)
+    pid = node_pid(run_dir)
+    if pid is not None:
+        raise click.ClickException(f"calico-node is already running on this host (pid {pid})")
+    for d in nc.host_dirs(env):  # podman refuses to mount a missing directory
+        Path(d).mkdir(parents=True, exist_ok=True)
+    click.echo(f"Running the {image} container with {Path(choice.engine).name}...")
+    try:
+        nc.start(argv, started=lambda: node_pid(run_dir) is not None, timeout=timeout)
+    except nc.EngineError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("Calico node started successfully.")
+    return True
 
 
 def _start_background(

@@ -41,6 +41,7 @@ def host(
         "ETCD_ENDPOINTS": f"http://127.0.0.1:{etcd_server.port}",
         "CALICO_RUN_DIR": str(tmp_path / "run"),
         "CALICO_LOG_DIR": str(tmp_path / "log"),
+        "CALICO_NODE_ENGINE": "none",  # the process form (the container form: tests/.../images)
     }
     try:
         yield ns, env
