@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 DEBS  := iproute2 nftables ipset iptables bird2 etcd-server util-linux containernetworking-plugins openssl \
-         podman containerd runc busybox-static iperf3
+         podman containerd runc busybox-static iperf3 conntrack gcc libc6-dev
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 # Kubernetes binaries for the lab's real clusters (make kube): a cache outside the checkout
 KUBE_DIR ?= /var/cache/calico-py/kube/v1.20.2

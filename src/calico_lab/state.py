@@ -130,6 +130,7 @@ class LabState:
     run_root: str = ""  # per-node run dirs (short path: BIRD's socket must fit sun_path)
     network: Network = field(default_factory=Network)  # up's --subnets/--ipip/... options
     outside_pid: int = 0  # the outside host's server
+    kubernetes: dict[str, Any] = field(default_factory=dict)  # up --kubernetes (k8s_state)
 
     # ---- paths -------------------------------------------------------------------------------
 
