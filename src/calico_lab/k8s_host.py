@@ -58,11 +58,13 @@ def nsenter(host: KubeHost) -> list[str]:
 # ---- cgroups ----------------------------------------------------------------------------------
 
 
-def cgroup_mounts() -> list[tuple[str, str]]:
+def cgroup_mounts(mountinfo: str | None = None) -> list[tuple[str, str]]:
     """The machine's cgroup hierarchies as ``(mount point, mount options)`` for k8s_init:
-    ``cpu``, ``none,name=systemd``, ``cgroup2``..."""
+    ``cpu``, ``none,name=systemd``, ``cgroup2``... (from ``/proc/self/mountinfo``)."""
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
     out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    for line in mountinfo.splitlines():
         fields = line.split(" - ")
         if len(fields) != 2:
             continue
