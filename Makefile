@@ -51,9 +51,19 @@ test: check ut it e2e ## everything CI runs
 demo: install ## bring up a 3-node lab and show policy at work
 	scripts/demo.sh
 
-bench: install ## run the benchmarks
-	for b in selector cli_apply cni_latency policy_latency controller_sync bgp_render lab_probe throughput; do \
-	  echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
+# Every bench writes into one results file; the README's table is rendered from it at the end
+# (a failed bench stops the run before the README changes). A bench not in this tree is skipped.
+BENCHES := selector cli_apply cni_latency policy_latency agent_memory controller_sync bgp_render \
+           lab_probe throughput
+BENCH_RESULTS ?= $(CURDIR)/bench/results.json
+BENCH_NOTE ?=
+
+bench: install ## run every benchmark into bench/results.json, render README's table from it
+	$(PY) -m bench.results start $(BENCH_RESULTS) "$(BENCH_NOTE)"
+	for b in $(BENCHES); do \
+	  if [ ! -f bench/$$b/__main__.py ]; then echo "== bench.$$b: not in this tree, skipped"; continue; fi; \
+	  echo "== bench.$$b"; BENCH_RESULTS=$(BENCH_RESULTS) $(PY) -m bench.$$b || exit 1; done
+	$(PY) -m bench.results render $(BENCH_RESULTS) README.md
 
 images: install ## build the calico-py/{node,cni,kube-controllers} images into build/images/ (docker-archive)
 	@scripts/apt-install.sh mmdebstrap podman containerd runc  # the build; the engines its tests load into

@@ -1,16 +1,20 @@
-"""calicoctl apply of N resources in one command, against raw etcd writes as the baseline.
+"""calicoctl apply of N resources in one command, against raw etcd writes of the same keys.
 
 Run: ``.venv/bin/python -m bench.cli_apply [--count N] [--repeats R]``
 
-Measured in the same run against one real etcd on 127.0.0.1 (seconds, median and p90 of repeats):
+Measured in the same run against one real etcd on 127.0.0.1 (seconds, median, p90, p99, spread
+over R repetitions):
 
-* ``etcd-put``        - N plain ``EtcdClient.put`` calls in-process (the floor: 1 round trip each);
-* ``client-apply``    - N ``Client.apply`` calls in-process, validation included (create path);
-* ``validate-only``   - ``validation.validate`` over the N documents (no I/O);
-* ``calicoctl-create``- ``calicoctl apply -f FILE`` as a subprocess on an empty store (N creates);
-* ``calicoctl-update``- the same command again (N replaces: create fails, get, CAS update).
+* ``raw puts``         - N plain ``EtcdClient.put`` calls in-process, of the keys and (about) the
+                         values calicoctl writes: the baseline, one round trip per resource;
+* ``raw txn``          - the same puts, 128 to a transaction: the floor of any batching writer;
+* ``validate``         - ``validation.validate`` over the N documents (no I/O);
+* ``apply (create)``   - ``calicoctl apply -f FILE`` as a subprocess on an empty store (N creates);
+* ``apply (replace)``  - the same command again (N replaces of existing resources);
+* ``replace``          - ``calicoctl replace -f FILE`` (documents without resourceVersion: read,
+                         then compare-and-swap).
 
-Ratios are against ``etcd-put``.
+Ratios are against ``raw puts``. Goal: both applies <= 1.2x.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,12 +32,13 @@ from typing import Any
 
 import yaml
 
-from calico.datastore.client import Client
-from calico.datastore.etcd import EtcdClient
+from bench import results
+from calico.datastore.etcd import EtcdClient, op_put
 from calico.datastore.etcd_server import EtcdServer
-from calico.model import validation
+from calico.model import kinds, validation
 
 CALICOCTL = str(Path(sys.executable).parent / "calicoctl")
+GOAL = 1.2
 
 
 def policies(n: int) -> list[dict[str, Any]]:
@@ -66,58 +70,74 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def one_round(etcd: EtcdClient, docs: list[dict[str, Any]], ctl: Callable[[], object]) -> dict[
-    str, float
-]:  # fmt: skip
-    client = Client(etcd)
+def one_round(etcd: EtcdClient, docs: list[dict[str, Any]], path: Path, env: dict[str, str]
+              ) -> dict[str, float]:  # fmt: skip
+    kvs = [(kinds.KINDS[d["kind"]].key(d["metadata"]["name"], None), json.dumps(d)) for d in docs]
+
+    def ctl(verb: str) -> object:
+        argv = [CALICOCTL, verb, "-f", str(path)]
+        return subprocess.run(argv, env=env, check=True, capture_output=True)
+
+    def txns() -> None:
+        for i in range(0, len(kvs), 128):
+            etcd.txn([], [op_put(k, v) for k, v in kvs[i : i + 128]])
+
     out: dict[str, float] = {}
     etcd.delete_prefix("/calico/")
-    etcd.delete_prefix("/bench/")
-    out["etcd-put"] = timed(
-        lambda: [etcd.put(f"/bench/{d['metadata']['name']}", json.dumps(d)) for d in docs]
-    )
-    out["client-apply"] = timed(lambda: [client.apply(json.loads(json.dumps(d))) for d in docs])
-    out["validate-only"] = timed(lambda: [validation.validate(d) for d in docs])
+    out["raw puts"] = timed(lambda: [etcd.put(k, v) for k, v in kvs])
     etcd.delete_prefix("/calico/")
-    out["calicoctl-create"] = timed(ctl)
-    out["calicoctl-update"] = timed(ctl)
+    out["raw txn"] = timed(txns)
+    etcd.delete_prefix("/calico/")
+    out["validate"] = timed(lambda: [validation.validate(d) for d in docs])
+    out["apply (create)"] = timed(lambda: ctl("apply"))
+    out["apply (replace)"] = timed(lambda: ctl("apply"))
+    out["replace"] = timed(lambda: ctl("replace"))
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     docs = policies(args.count)
-    results: dict[str, list[float]] = {}
+    samples: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "policies.yaml"
         path.write_text(yaml.safe_dump_all(docs))
         server = EtcdServer.on_free_ports(Path(tmp) / "etcd")
         server.start()
         etcd = EtcdClient([server.endpoint])
-        env = {**os.environ, "ETCD_ENDPOINTS": server.endpoint}
-
-        def ctl() -> object:
-            argv = [CALICOCTL, "apply", "-f", str(path)]
-            return subprocess.run(argv, env=env, check=True, capture_output=True)
-
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "DATASTORE_"))}
+        env["ETCD_ENDPOINTS"] = server.endpoint
         try:
             for _ in range(args.repeats):
-                for name, secs in one_round(etcd, docs, ctl).items():
-                    results.setdefault(name, []).append(secs)
+                for name, secs in one_round(etcd, docs, path, env).items():
+                    samples.setdefault(name, []).append(secs)
         finally:
             etcd.close()
             server.stop()
-    base = statistics.median(results["etcd-put"])
-    print(f"{args.count} GlobalNetworkPolicies, {args.repeats} repeats (seconds)")
-    print(f"{'case':<18}{'median':>9}{'p90':>9}{'ratio':>8}")
-    for name, vals in results.items():
-        vals.sort()
-        p90 = vals[min(len(vals) - 1, round(0.9 * (len(vals) - 1)))]
-        med = statistics.median(vals)
-        print(f"{name:<18}{med:>9.3f}{p90:>9.3f}{med / base:>8.2f}")
+    rec = results.Recorder("cli_apply")
+    rec.fact("resources", f"{args.count} GlobalNetworkPolicies in one file")
+    base = samples["raw puts"]
+    rows = {
+        "raw_txn": ("raw txn", None),
+        "validate": ("validate", None),
+        "apply_create": ("apply (create)", "calicoctl apply of 1,000 policies, all new"),
+        "apply_replace": ("apply (replace)", "calicoctl apply of 1,000 policies, all existing"),
+        "replace": ("replace", None),
+    }
+    for fid, (name, readme) in rows.items():
+        rec.figure(
+            fid, title=f"{name}, {args.count} GlobalNetworkPolicies", unit="s",
+            samples=samples[name], baseline=base, baseline_title=f"{args.count:,} raw etcd puts",
+            readme=readme, doc="docs/design/resources.md",
+        )  # fmt: skip
+    for fid in ("apply_create", "apply_replace"):
+        ratio = rec.section["figures"][fid]["ratio"]
+        print(f"goal {fid} <= {GOAL}x raw puts: {'met' if ratio <= GOAL else 'NOT met'} "
+              f"({ratio:.2f}x)")  # fmt: skip
+    rec.save()
 
 
 if __name__ == "__main__":

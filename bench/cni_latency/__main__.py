@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import results
+
 DEBIAN_CNI = "/usr/lib/cni"
 
 
@@ -199,7 +201,7 @@ def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
             # the floor of a served call: launcher start + socket round trip + a no-op VERSION
             floor = {c: [call(exes[c][0], "VERSION", served_conf, "v", "", cni_path)
                          for _ in range(20)] for c in ("c+server", "py+server")}  # fmt: skip
-            served = server_times((Path(tmp) / "server.log").read_text())
+            phases = server_times((Path(tmp) / "server.log").read_text())
         finally:
             if cni_server is not None:
                 cni_server.terminate()
@@ -213,11 +215,11 @@ def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
             f"a served VERSION call, {c} (launcher + socket floor): "
             f"median {statistics.median(values):.1f} ms (p90 {pct(values, 0.9):.1f})"
         )
-    for cmd, phases in served.items():
-        if not phases:
+    for cmd, by_phase in phases.items():
+        if not by_phase:
             continue
-        total = statistics.median(phases.pop("total"))
-        detail = ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in phases.items())
+        total = statistics.median(by_phase.pop("total"))
+        detail = ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in by_phase.items())
         print(
             f"inside the CNI server, {cmd}: median {total:.1f} ms ({detail}; the rest of "
             f"a served call is the launcher process and the socket)"
@@ -258,6 +260,18 @@ def report(n: int, times: dict[str, list[float]], etcd_dir: str | None) -> None:
             ratio = statistics.median(times[f"{c} {cmd}"]) / statistics.median(times[f"ref {cmd}"])
             print(f"ratio {c}/ref {cmd} (median): {ratio:.2f}")
     print(f"python -IS -c pass (interpreter floor): median {statistics.median(floor):.1f} ms")
+    rec = results.Recorder("cni_latency")
+    for c in OURS:
+        for cmd in ("ADD", "DEL"):
+            rec.figure(
+                f"{c}_{cmd}", title=f"CNI {cmd}, {c}", unit="ms", samples=times[f"{c} {cmd}"],
+                baseline=times[f"ref {cmd}"], baseline_title="Go ptp + host-local",
+                readme="CNI ADD, compiled launcher + per-node CNI server"
+                if (c, cmd) == ("c+server", "ADD") else None,
+                doc="docs/design/cni.md",
+            )  # fmt: skip
+    rec.figure("interpreter_floor", title="python -IS -c pass", unit="ms", samples=floor)
+    rec.save()
 
 
 def main() -> None:

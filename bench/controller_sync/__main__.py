@@ -9,17 +9,15 @@ WorkloadEndpoint is pre-created in etcd with stale labels, so label sync has wor
 
 Measured in the same run, against one real etcd:
 
-* ``baseline full sync``: one thread lists everything from the API server, converts it and writes
-  every object straight to etcd (create, or read-then-CAS for endpoint labels): the straightforward
-  lower bound with no queue, cache or concurrency (kube-router's ``fullPolicySync`` shape).
-* ``controller cold start``: the ``calico-kube-controllers`` command (a separate process) from exec
-  to every expected object present in etcd with the expected content (seen on an etcd watch);
-  also the time to ``/readyz``.
+* ``controller cold start`` (``--reps`` times, alternating with its baseline): the
+  ``calico-kube-controllers`` command (a separate process, its defaults) from exec to every expected
+  object in etcd with the expected content (seen on an etcd watch); also the time to ``/readyz``.
+  Baseline: one thread lists everything, converts it and writes every object straight to etcd
+  (kube-router's ``fullPolicySync`` shape: no queue, cache or concurrency).
 * ``controller warm restart``: a new process over the converged datastore: time to ready and the
   number of etcd writes it makes (should be zero).
 * ``one NP change``: patch one NetworkPolicy in the API server -> the etcd watch sees the new
-  knp.default policy; median / p90 over ``--changes`` changes. Baseline: convert + write the same
-  change directly (no API server, no controller) and see it on the same watch.
+  knp.default policy. Baseline: convert + write the same change directly, seen on the same watch.
 """
 
 from __future__ import annotations
@@ -27,21 +25,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.fakekube import FakeKube
+from tests.fakekube import FakeKube  # the Kubernetes API stand-in; the controller runs as shipped
 
+from bench import results
+from bench.controller_sync.watcher import Watcher
 from calico.datastore.client import Client
-from calico.datastore.etcd import EtcdClient, EtcdUnavailable
+from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer, free_port
 from calico.k8s import conversion, names
 from calico.model import kinds
@@ -155,64 +154,6 @@ def expected(fake: FakeKube, weps: dict[str, tuple[str, str]]) -> dict[str, Any]
     return want
 
 
-class Watcher:
-    """Follows etcd from a revision; reports when every wanted key has its wanted content."""
-
-    def __init__(self, endpoint: str, start_rev: int) -> None:
-        self.etcd = EtcdClient(endpoint)
-        self.start_rev = start_rev
-        self.cond = threading.Condition()
-        self.seen: dict[str, tuple[float, Any]] = {}
-        self.changed: set[str] = set()  # keys updated since the last wait_all check
-        self.puts = 0
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            self._follow()
-        except EtcdUnavailable:
-            return  # etcd stopped at the end of the run
-
-    def _follow(self) -> None:
-        for batch in self.etcd.watch_prefix("/calico/resources/v3/", self.start_rev):
-            now = time.monotonic()
-            with self.cond:
-                for ev in batch:
-                    if ev.type != "PUT":
-                        continue
-                    self.puts += 1
-                    obj = json.loads(ev.value)
-                    body = (
-                        obj["metadata"].get("labels")
-                        if obj["kind"] == "WorkloadEndpoint"
-                        else obj["spec"]
-                    )
-                    self.seen[ev.key] = (now, body)
-                    self.changed.add(ev.key)
-                self.cond.notify_all()
-
-    def wait_all(self, want: dict[str, Any], timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            missing = {k for k, v in want.items() if self.seen.get(k, (0, None))[1] != v}
-            self.changed.clear()
-            while True:
-                if not missing:
-                    return max(self.seen[k][0] for k in want)
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{len(missing)} keys not converged, e.g. {list(missing)[:3]}"
-                    )
-                self.cond.wait(0.5)
-                for k in self.changed:  # only what moved (an O(changes) check, not O(world))
-                    if k in want:
-                        if self.seen[k][1] == want[k]:
-                            missing.discard(k)
-                        else:
-                            missing.add(k)
-                self.changed.clear()
-
-
 def baseline_full_sync(fake: FakeKube, ds: Client, kubeconfig: Path) -> float:
     from lightkube import Client as KubeClient
     from lightkube import KubeConfig
@@ -302,6 +243,7 @@ def main() -> None:
     ap.add_argument("--policies", type=int, default=1000)
     ap.add_argument("--changes", type=int, default=40)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3, help="cold starts (and baselines)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-ctl-"))
     etcd_server = EtcdServer(tmp / "etcd", port=free_port(), peer_port=free_port())
@@ -320,28 +262,35 @@ def main() -> None:
         want = expected(fake, weps)
         kubeconfig = fake.write_kubeconfig(tmp / "kubeconfig")
 
-        base = baseline_full_sync(fake, ds, kubeconfig)
-        reset(ds, fake, weps)
-
         port = free_port()
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k not in ("LOG_LEVEL", "HEALTH_LISTEN")},
             "KUBECONFIG": str(kubeconfig),
             "ETCD_ENDPOINTS": etcd_server.endpoint,
             "HEALTH_LISTEN": f"127.0.0.1:{port}",
-            "LOG_LEVEL": "warning",
         }
         watcher = Watcher(etcd_server.endpoint, ds.etcd.revision() + 1)
-        start = time.monotonic()
-        procs.append(start_controller(env, args.workers))
-        ready = wait_ready(port) - start
-        cold = watcher.wait_all(want, 600) - start
-        puts = watcher.puts
+        bases, readies, colds, puts = [], [], [], []
+        for rep in range(args.reps):  # alternate: baseline, then the controller, same world
+            bases.append(baseline_full_sync(fake, ds, kubeconfig))
+            reset(ds, fake, weps)
+            watcher.forget()
+            start = time.monotonic()
+            procs.append(start_controller(env, args.workers))
+            readies.append(wait_ready(port) - start)
+            colds.append(watcher.wait_all(want, 600) - start)
+            puts.append(watcher.puts)
+            print(f"rep {rep + 1}: baseline {bases[-1]:.2f}s, controller converged "
+                  f"{colds[-1]:.2f}s (ready {readies[-1]:.2f}s)", flush=True)  # fmt: skip
+            if rep < args.reps - 1:
+                procs[-1].terminate()
+                procs[-1].wait(30)
+                reset(ds, fake, weps)
 
         lat = list(change_latencies(fake, ds, watcher, args.changes, direct=False))
         # Stop the controller first: it would (rightly) revert the direct writes as drift.
-        procs[0].terminate()
-        procs[0].wait(30)
+        procs[-1].terminate()
+        procs[-1].wait(30)
         direct = list(change_latencies(fake, ds, watcher, args.changes, direct=True))
         # Put the direct writes back to what the API server says, then restart warm.
         want = expected(fake, weps)
@@ -360,25 +309,26 @@ def main() -> None:
         time.sleep(2.0)
         warm_writes = ds.etcd.revision() - rev
 
-        print(f"{'measure':<34}{'value':>12}{'ratio':>10}")
-        print(f"{'baseline full sync (1 thread)':<34}{base:>11.2f}s{1.0:>10.2f}")
-        print(f"{'controller cold start: ready':<34}{ready:>11.2f}s")
-        print(f"{'controller cold start: converged':<34}{cold:>11.2f}s{cold / base:>10.2f}")
-        print(f"{'  etcd puts during cold start':<34}{puts:>12}  (objects: {len(want)})")
-        print(f"{'controller warm restart: ready':<34}{warm_ready:>11.2f}s")
-        print(f"{'  etcd writes in warm restart':<34}{warm_writes:>12}")
-        for label, values in (
-            ("one NP change via controller", lat),
-            ("one NP change direct (baseline)", direct),
-        ):
-            print(
-                f"{label + ' median':<34}{statistics.median(values) * 1000:>10.1f}ms"
-                f"{statistics.median(values) / statistics.median(direct):>10.2f}"
-            )
-            print(
-                f"{label + ' p90':<34}{pct(values, 0.9) * 1000:>10.1f}ms"
-                f"{pct(values, 0.9) / pct(direct, 0.9):>10.2f}"
-            )
+        rec = results.Recorder("controller_sync")
+        n_np = len(fake.list("networkpolicies"))
+        rec.fact("world", f"{len(weps):,} pods, {args.namespaces} namespaces, {n_np:,} "
+                 f"NetworkPolicies: {len(want):,} Calico objects")  # fmt: skip
+        rec.fact("cold_start_etcd_puts", {"puts": puts, "objects": len(want)})
+        rec.fact("warm_restart", {"ready_s": warm_ready, "etcd_writes": warm_writes})
+        print(f"etcd puts per cold start {puts} (objects: {len(want)}); warm restart: ready in "
+              f"{warm_ready:.2f}s, {warm_writes} etcd writes (should be 0)")  # fmt: skip
+        doc = "docs/design/k8s-controllers.md"
+        rec.figure("cold_start", title="controller cold start to converged", unit="s",
+                   samples=colds, baseline=bases, baseline_title="one thread list+convert+write",
+                   readme=f"controller cold start: {len(weps):,} pods, {args.namespaces} "
+                   f"namespaces, {len(fake.list('networkpolicies')):,} NetworkPolicies",
+                   doc=doc)  # fmt: skip
+        rec.figure("cold_ready", title="controller cold start to /readyz", unit="s",
+                   samples=readies)  # fmt: skip
+        rec.figure("np_change", title="one NetworkPolicy change, API server -> etcd", unit="ms",
+                   samples=[x * 1000 for x in lat], baseline=[x * 1000 for x in direct],
+                   baseline_title="the same change written directly", doc=doc)  # fmt: skip
+        rec.save()
     finally:
         for p in procs:
             if p.poll() is None:
@@ -386,6 +336,7 @@ def main() -> None:
                 p.wait(30)
         fake.stop()
         etcd_server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

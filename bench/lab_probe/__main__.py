@@ -24,6 +24,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from bench import results
+
 CONNECT = (
     "import socket,sys\n"
     "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=1)\n"
@@ -112,6 +114,13 @@ def main() -> None:
             )
         ratio = statistics.median(times["exec"]) / statistics.median(times["setns"])
         print(f"  exec / setns (median): {ratio:.1f}x")
+        rec = results.Recorder("lab_probe")
+        rec.figure(
+            "matrix_setns", title=f"connectivity matrix, {len(pairs)} probes, setns threads",
+            unit="ms", samples=times["setns"], baseline=times["exec"],
+            baseline_title="one process per probe", doc="docs/design/lab.md",
+        )  # fmt: skip
+        rec.save()
     finally:
         cluster.down(name)
         shutil.rmtree(root, ignore_errors=True)  # down removes the root itself once empty

@@ -22,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 
+from bench import results
 from calico import selector
 from calico.selector import compiler, nodes, selectors
 
@@ -122,7 +123,7 @@ def main() -> None:
     per = len(sels) * len(endpoints)
     print(f"{len(sels)} selectors x {len(endpoints)} endpoints, {opts.repeats} repeats")
     print(f"{'evaluate':<12}{'median ns':>12}{'p90 ns':>10}{'vs reference':>14}")
-    results = {}
+    results_ = {}
     for name, fns in evaluators.items():
 
         def run(fns: list[Callable[[Mapping[str, str]], bool]] = fns) -> None:
@@ -130,9 +131,9 @@ def main() -> None:
                 for ep in endpoints:
                     f(ep)
 
-        results[name] = timed(run, opts.repeats, per)
-    base = statistics.median(results["reference"])
-    for name, samples in results.items():
+        results_[name] = timed(run, opts.repeats, per)
+    base = statistics.median(results_["reference"])
+    for name, samples in results_.items():
         med = statistics.median(samples)
         print(f"{name:<12}{med:>12.0f}{p90(samples):>10.0f}{base / med:>13.1f}x")
 
@@ -147,11 +148,26 @@ def main() -> None:
             selector.parse(text)
 
     print(f"{'parse':<12}{'median us':>12}{'p90 us':>10}")
+    parse = {}
     for name, fn in (("cold", cold), ("cached", cached)):
-        samples = [s / 1000 for s in timed(fn, opts.repeats, len(SELECTORS))]
+        parse[name] = samples = [s / 1000 for s in timed(fn, opts.repeats, len(SELECTORS))]
         print(f"{name:<12}{statistics.median(samples):>12.2f}{p90(samples):>10.2f}")
     matches = sum(map(sum, expected))
     print(f"(matches: {matches} of {per}; cold parse includes compile)")
+    rec = results.Recorder("selector")
+    rec.fact("workload", f"{len(sels)} selectors x {len(endpoints)} endpoints, {matches} matches")
+    for name in ("compiled", "closure"):
+        rec.figure(
+            f"evaluate_{name}", title=f"selector evaluation, {name}", unit="ns",
+            samples=results_[name], baseline=results_["reference"],
+            baseline_title="tree-walking evaluator",
+            readme="selector evaluation (compiled)" if name == "compiled" else None,
+            doc="docs/design/selector.md",
+        )  # fmt: skip
+    rec.figure("parse_cold", title="selector parse, cold (includes compile)", unit="us",
+               samples=parse["cold"])  # fmt: skip
+    rec.figure("parse_cached", title="selector parse, cached", unit="us", samples=parse["cached"])
+    rec.save()
 
 
 if __name__ == "__main__":

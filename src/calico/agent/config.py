@@ -4,18 +4,23 @@ Sources, highest first (as Calico documents for Felix): environment ``FELIX_<PAR
 case), FelixConfiguration ``node.<nodename>``, FelixConfiguration ``default``, then the table's
 default. Environment values that do not parse stop the agent with an error naming the variable;
 bad datastore values are logged and skipped (the next source wins).
+
+One parser: a FelixConfiguration value is checked by the model's checker for that field
+(``calico.model.felixconfig.FIELDS``, what calicoctl runs on write) before the parameter's own
+parse, so the agent uses exactly the values the CLI accepts; a parameter that is not a
+FelixConfiguration field is read from the environment only.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
-import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from calico.model import felixconfig, fields
 
 logger = logging.getLogger(__name__)
 
@@ -24,54 +29,59 @@ class ConfigError(ValueError):
     """A configuration value that does not parse (names the source, parameter and value)."""
 
 
+# Values are parsed by the model's field parsers (calico.model.fields / felixconfig), the same
+# ones that check FelixConfiguration on write; the helpers below only add the environment's
+# spelling (strings such as "true", "90", "tcp:22,udp:68") in front of them.
+_ENV_BOOLS = {"true": True, "1": True, "yes": True, "on": True}
+_ENV_BOOLS |= {"false": False, "0": False, "no": False, "off": False}
+_WHERE = "value"  # the path in FieldErrors; load() reports the variable or field instead
+
+
 def _bool(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    text = str(v).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"{v!r} is not a boolean")
+    if isinstance(v, str):
+        v = _ENV_BOOLS.get(v.strip().lower(), v)
+    return fields.boolean(v, _WHERE)
+
+
+def _env_int(v: Any) -> Any:
+    if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit():
+        return int(v)
+    return v
 
 
 def _int_port(v: Any) -> int:
-    n = int(v)
-    if not 0 <= n <= 65535:
-        raise ValueError(f"{v!r} is not a port number")
-    return n
+    return fields.integer(_env_int(v), _WHERE, 0, 65535)
 
 
 def _seconds(v: Any) -> float:
+    """Seconds: a number (the environment's usual form) or a Go duration such as ``1m30s``."""
+    secs: float | None = None
     if isinstance(v, int | float) and not isinstance(v, bool):
-        return float(v)
-    text = str(v).strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", text)
-    if not text or parts is None:
-        raise ValueError(f"{v!r} is not a duration (seconds, or like 1m30s)")
-    h, m, s = (float(x) if x else 0.0 for x in parts.groups())
-    return h * 3600 + m * 60 + s
+        secs = float(v)
+    elif isinstance(v, str):
+        try:
+            secs = float(v.strip())
+        except ValueError:
+            v = v.strip()
+    if secs is None:
+        return fields.seconds(v, _WHERE)
+    if not secs >= 0:
+        raise ValueError(f"{v!r} is not a duration (a negative or NaN number of seconds)")
+    return secs
 
 
 def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
     def parse(v: Any) -> int:
-        if isinstance(v, bool):
-            raise ValueError(f"{v!r} is not an integer")
-        n = int(str(v).strip()) if not isinstance(v, int) else v
-        if not lo <= n <= hi:
-            raise ValueError(f"{v!r} is not in {lo}..{hi}")
-        return n
+        return fields.integer(_env_int(v), _WHERE, lo, hi)
 
     return parse
 
 
 def _ipv4_or_empty(v: Any) -> str:
-    text = str(v).strip()
-    return str(ipaddress.IPv4Address(text)) if text else ""
+    """An IPv4 address, or empty (unset) from the environment."""
+    if isinstance(v, str) and not v.strip():
+        return ""
+    return fields.ip(v.strip() if isinstance(v, str) else v, _WHERE, 4)
 
 
 def _choice(*allowed: str) -> Callable[[Any], str]:
@@ -93,31 +103,22 @@ def _log_level(v: Any) -> str:
 
 
 def _log_prefix(v: Any) -> str:
-    text = str(v)
-    if not re.fullmatch(r"[A-Za-z0-9 _.:/-]{0,27}", text):
-        raise ValueError(f"{v!r}: up to 27 of letters, digits, space and _.:/-")
-    return text
+    return felixconfig.log_prefix(v, _WHERE)
 
 
 def _ports(v: Any) -> tuple[tuple[str, int], ...]:
     """``"tcp:22,udp:68"`` (env) or ``[{protocol: TCP, port: 22}]`` (FelixConfiguration)."""
-    items: list[tuple[str, int]] = []
-    if isinstance(v, list):
-        for p in v:
-            if not isinstance(p, dict):
-                raise ValueError(f"{p!r} is not {{protocol, port}}")
-            items.append((str(p.get("protocol", "tcp")).lower(), _int_port(p.get("port"))))
-    else:
-        for part in str(v).split(","):
+    items: list[Any] = v if isinstance(v, list) else []
+    if isinstance(v, str):
+        for part in v.split(","):
             part = part.strip()
-            if not part or part.lower() == "none":
-                continue
-            proto, _, port = part.rpartition(":")
-            items.append(((proto or "tcp").lower(), _int_port(port)))
-    for proto, _ in items:
-        if proto not in ("tcp", "udp", "sctp"):
-            raise ValueError(f"protocol {proto!r} is not tcp, udp or sctp")
-    return tuple(items)
+            if part and part.lower() != "none":
+                proto, _, port = part.rpartition(":")
+                items.append({"protocol": (proto or "tcp").upper(), "port": _env_int(port)})
+    elif not isinstance(v, list):
+        raise ValueError(f"{v!r} is not a list of {{protocol, port}} or 'tcp:22,udp:68'")
+    checked = [fields.proto_port(item, f"{_WHERE}[{i}]") for i, item in enumerate(items)]
+    return tuple((p["protocol"].lower(), p["port"]) for p in checked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +229,15 @@ class Config:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, fields.FieldError) else str(exc)
+
+
+def _from_datastore(p: Param, raw: Any) -> Any:
+    """The model's check of the FelixConfiguration field (as on write), then the parameter's."""
+    return p.parse(felixconfig.FIELDS[p.field](raw, f"spec.{p.field}"))
+
+
 def load(
     env: Mapping[str, str] | None = None,
     *,
@@ -241,7 +251,7 @@ def load(
     for p in PARAMS + ENV_ONLY_PARAMS:
         values[p.name], sources[p.name] = p.default, "default"
         layers: list[tuple[str, Any]] = []
-        if p not in ENV_ONLY_PARAMS:
+        if p not in ENV_ONLY_PARAMS and p.field in felixconfig.FIELDS:
             layers = [
                 ("FelixConfiguration default", (global_config or {}).get(p.field)),
                 ("FelixConfiguration node", (node_config or {}).get(p.field)),
@@ -250,14 +260,16 @@ def load(
             if raw is None:
                 continue
             try:
-                values[p.name], sources[p.name] = p.parse(raw), source
+                values[p.name], sources[p.name] = _from_datastore(p, raw), source
             except (ValueError, TypeError) as exc:
-                logger.error("%s spec.%s: ignoring bad value %r: %s", source, p.field, raw, exc)
+                logger.error(
+                    "%s spec.%s: ignoring bad value %r: %s", source, p.field, raw, _reason(exc)
+                )
         if p.env in env:
             try:
                 values[p.name], sources[p.name] = p.parse(env[p.env]), "environment"
             except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{p.env}={env[p.env]!r}: {exc}") from exc
+                raise ConfigError(f"{p.env}={env[p.env]!r}: {_reason(exc)}") from exc
     if not values["FelixHostname"]:
         values["FelixHostname"] = env.get("NODENAME") or socket.gethostname()
     return Config(values, sources)

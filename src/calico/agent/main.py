@@ -26,8 +26,8 @@ import threading
 import time
 from typing import Any
 
+from calico.agent import calc_check, health, metrics, status
 from calico.agent import config as agent_config
-from calico.agent import health, metrics, status
 from calico.calc import graph as calc_graph
 from calico.dataplane import (
     encap_manager,
@@ -70,8 +70,7 @@ def set_log_level(level: str) -> None:
     root.setLevel(logging.CRITICAL + 10 if level == "NONE" else getattr(logging, level))
 
 
-class CalcDiverged(RuntimeError):
-    """The incremental calculation disagrees with a full recompute (a bug): restart."""
+CalcDiverged = calc_check.CalcDiverged
 
 
 class Agent:
@@ -93,7 +92,7 @@ class Agent:
             on_apply=self.metrics.apply_time.observe,
             on_failure=self.metrics.failures.inc,
         )
-        self._next_check = time.monotonic() + cfg["CalcCheckInterval"]
+        self.checker = calc_check.CalcChecker(cfg["CalcCheckInterval"])
         self.status_file = status.StatusFile(status.path_from_env(env))
         self._problems: list[str] = []
         self.queue: queue.Queue[list[ds_syncer.Update] | ds_syncer.SyncStatus] = queue.Queue(10)
@@ -152,30 +151,23 @@ class Agent:
             if isinstance(msg, m.ConfigUpdate):
                 self.on_config(msg)
             self.dataplane.on_update(msg)
-        self._check_calc()
         self.dataplane.apply()
+        self._check_calc()  # after apply: starting a check (a fork) never delays this change
         self._update_status()
         self._report_status()
 
     def _check_calc(self) -> None:
-        """Periodically compare the incremental output with a full recompute (the reference)."""
+        """Compare the incremental output with a full recompute, now and then, in a child
+        process (calc_check); a divergence raises here. Crash-only: a restart recomputes all."""
         interval = self.cfg["CalcCheckInterval"]
-        if not interval or not self.dataplane.in_sync or time.monotonic() < self._next_check:
-            return
-        self._next_check = time.monotonic() + interval
-        start = time.perf_counter()
-        diffs = self.graph.full_recompute_differences()
-        logger.debug("full-recompute check in %.1f ms", (time.perf_counter() - start) * 1000)
-        if diffs:
-            # Crash-only: a restart recomputes everything and adopts, then replaces, the table.
-            raise CalcDiverged("; ".join(diffs))
+        self.checker.turn(self.graph, interval=interval, in_sync=self.dataplane.in_sync)
 
     def _update_status(self) -> None:
-        ar = self.graph.active_rules
-        self.metrics.local_endpoints.set(len(ar._endpoints))
-        self.metrics.local_policies.set(len(ar._active_policy_specs))
-        self.metrics.local_profiles.set(len(ar._active_profile_specs))
-        self.metrics.ipsets.set(len(self.graph.ipsets_calc.active_ids()))
+        stats = self.graph.stats()
+        self.metrics.local_endpoints.set(stats.local_endpoints)
+        self.metrics.local_policies.set(stats.active_policies)
+        self.metrics.local_profiles.set(stats.active_profiles)
+        self.metrics.ipsets.set(stats.active_ipsets)
         self.health.ready = (
             self.dataplane.in_sync and self.dataplane.applies > 0 and (self.dataplane.failures == 0)
         )
@@ -222,6 +214,7 @@ class Agent:
             return 1
         finally:
             self.syncer.stop()
+            self.checker.close()
         logger.info("calico-felix stopped")
         return 0
 

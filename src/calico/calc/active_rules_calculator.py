@@ -141,6 +141,16 @@ class ActiveRulesCalculator:
                 self._ipsets.unref(spec)
             self._seq.on_profile(name, None)
 
+    # ---- status -------------------------------------------------------------------------------
+
+    def counts(self) -> tuple[int, int, int]:
+        """(local endpoints, active policies, active profiles) right now."""
+        return (
+            len(self._endpoints),
+            len(self._active_policy_specs),
+            len(self._active_profile_specs),
+        )
+
     # ---- output -------------------------------------------------------------------------------
 
     def flush(self) -> None:

@@ -28,8 +28,8 @@ class IPSetCalculator:
     def members(self, set_id: str) -> frozenset[str]:
         return frozenset(self._members.get(set_id, ()))
 
-    def active_ids(self) -> set[str]:
-        return set(self._specs)
+    def active_count(self) -> int:
+        return len(self._specs)
 
     # ---- references from rules ----------------------------------------------------------------
 

@@ -1,10 +1,11 @@
 """ValidationFilter for the networking inputs: IPPool, Node and IPAM block -> typed records.
 
-IPPools and Nodes are checked by the model's own validators (``calico.model.network``: the same
-rules and defaults calicoctl applies), so the agent never disagrees with what was accepted on
-write. A record that fails is treated as absent by the graph (``InvalidResource``, naming the
-field). Blocks are read from Calico's IPAM keys (``/calico/ipam/v2/assignment/ipv4/block/...``):
-only the CIDR and the ``host:<node>`` affinity matter here.
+IPPools and Nodes are parsed by the model (``calico.model.validation.parse``: the same checks
+and defaults calicoctl applies, metadata included), so the agent never disagrees with what was
+accepted on write. A record that fails is treated as absent by the graph (``InvalidResource``,
+naming the field). Blocks are read from Calico's IPAM keys
+(``/calico/ipam/v2/assignment/ipv4/block/...``): only the CIDR and the ``host:<node>`` affinity
+matter here.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from typing import Any
 from calico.calc.validation import InvalidResource
 from calico.dpapi import messages as m
 from calico.ipam import keys as ipam_keys
-from calico.model import network
-from calico.model.fields import FieldError
+from calico.model import validation
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 BLOCK_PREFIXES = (ipam_keys.block_prefix(4), ipam_keys.block_prefix(6))
@@ -68,17 +68,20 @@ class NodeData:
         )
 
 
-def _spec(obj: Any) -> dict[str, Any]:
-    if not isinstance(obj, dict) or not isinstance(obj.get("spec") or {}, dict):
-        raise InvalidResource("spec: expected a mapping")
-    return dict(obj.get("spec") or {})
+def _spec(obj: Any, kind: str) -> dict[str, Any]:
+    """The normalized spec of a whole resource, checked by ``model.validation.parse`` (metadata
+    included), exactly as on write."""
+    try:
+        res = validation.parse(obj)
+    except validation.ValidationError as exc:
+        raise InvalidResource(str(exc).removeprefix(f"{exc.resource}: ")) from None
+    if res.kind != kind or not isinstance(res.spec, dict):
+        raise InvalidResource(f"kind: {res.kind} is not a {kind}")
+    return res.spec
 
 
 def ippool(name: str, obj: Any) -> PoolData:
-    try:
-        spec = network.ippool(_spec(obj), "spec")
-    except FieldError as exc:
-        raise InvalidResource(str(exc)) from None
+    spec = _spec(obj, "IPPool")
     net = ipaddress.ip_network(spec["cidr"])
     return PoolData(
         name=name,
@@ -94,10 +97,7 @@ def ippool(name: str, obj: Any) -> PoolData:
 
 
 def node(name: str, obj: Any) -> NodeData:
-    try:
-        spec = network.node(_spec(obj), "spec")
-    except FieldError as exc:
-        raise InvalidResource(str(exc)) from None
+    spec = _spec(obj, "Node")
     bgp = spec.get("bgp") or {}
     v4 = ipaddress.ip_interface(bgp["ipv4Address"]) if bgp.get("ipv4Address") else None
     v6 = ipaddress.ip_interface(bgp["ipv6Address"]) if bgp.get("ipv6Address") else None

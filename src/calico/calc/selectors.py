@@ -9,7 +9,9 @@ Calico's v3 -> backend rule conversion, done on selector ASTs:
   (``all()`` -> ``has(projectcalico.org/namespace)``); without one, a rule of a namespaced policy
   that has a selector (or notSelector) is limited to the policy's namespace;
 * ``serviceAccounts.names`` -> ``projectcalico.org/serviceaccount in {...}``;
-  ``serviceAccounts.selector`` -> the same rewrite onto ``pcsa.`` labels.
+  ``serviceAccounts.selector`` -> the same rewrite onto ``pcsa.`` labels;
+* a policy's ``serviceAccountSelector`` narrows the endpoints it applies to by the same
+  ``pcsa.`` rewrite (the labels service-account profiles apply to their endpoints).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from calico import selector
+from calico.model import values
 from calico.selector import nodes
 
 NAMESPACE_LABEL = "projectcalico.org/namespace"
@@ -55,10 +58,16 @@ def namespace_selector(text: str) -> nodes.Node:
 
 
 def policy_selector(
-    text: str | None, *, namespace: str | None, ns_selector: str | None = None
+    text: str | None,
+    *,
+    namespace: str | None,
+    ns_selector: str | None = None,
+    sa_selector: str | None = None,
 ) -> selector.Selector:
     """Which endpoints a policy applies to."""
     parts: list[nodes.Node] = [selector.parse(text or "").root]
+    if sa_selector:
+        parts.append(prefix_labels(selector.parse(sa_selector).root, SERVICEACCOUNT_PREFIX))
     if namespace is not None:
         parts.insert(0, in_namespace(namespace))
     if ns_selector:
@@ -66,36 +75,31 @@ def policy_selector(
     return selector.from_node(nodes.conjunction(parts))
 
 
-def service_accounts(spec: dict[str, object] | None) -> nodes.Node | None:
-    if not spec:
+def service_accounts(match: values.ServiceAccountMatch | None) -> nodes.Node | None:
+    if match is None:
         return None
     parts: list[nodes.Node] = []
-    names = spec.get("names")
-    if isinstance(names, list) and names:
-        parts.append(nodes.In(SERVICEACCOUNT_LABEL, nodes.value_set(str(n) for n in names)))
-    sel = spec.get("selector")
-    if isinstance(sel, str) and sel:
-        parts.append(prefix_labels(selector.parse(sel).root, SERVICEACCOUNT_PREFIX))
+    if match.names:
+        parts.append(nodes.In(SERVICEACCOUNT_LABEL, nodes.value_set(match.names)))
+    if match.selector:
+        parts.append(prefix_labels(selector.parse(match.selector).root, SERVICEACCOUNT_PREFIX))
     return nodes.conjunction(parts) if parts else None
 
 
 def rule_selectors(
-    entity: dict[str, object], *, namespace: str | None
+    entity: values.EntityRule, *, namespace: str | None
 ) -> tuple[selector.Selector | None, selector.Selector | None]:
     """(positive selector, notSelector) of a rule's source/destination; None: no restriction."""
-    sel_text = entity.get("selector") or ""
-    not_text = entity.get("notSelector") or ""
-    ns_text = entity.get("namespaceSelector") or ""
-    sa_node = service_accounts(entity.get("serviceAccounts"))  # type: ignore[arg-type]
+    sa_node = service_accounts(entity.service_accounts)
     parts: list[nodes.Node] = []
-    if ns_text:
-        parts.append(namespace_selector(str(ns_text)))
-    elif namespace is not None and (sel_text or not_text or sa_node is not None):
+    if entity.namespace_selector:
+        parts.append(namespace_selector(entity.namespace_selector))
+    elif namespace is not None and (entity.selector or entity.not_selector or sa_node is not None):
         parts.append(in_namespace(namespace))
-    if sel_text:
-        parts.append(selector.parse(str(sel_text)).root)
+    if entity.selector:
+        parts.append(selector.parse(entity.selector).root)
     if sa_node is not None:
         parts.append(sa_node)
     positive = selector.from_node(nodes.conjunction(parts)) if parts else None
-    negative = selector.parse(str(not_text)) if not_text else None
+    negative = selector.parse(entity.not_selector) if entity.not_selector else None
     return positive, negative

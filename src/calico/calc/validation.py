@@ -1,13 +1,16 @@
-"""ValidationFilter: datastore resource dicts -> the calculation graph's typed records.
+"""ValidationFilter: datastore resource dicts -> the calculation graph's records.
 
-A resource that fails here is treated as absent (logged with the field and value), so one bad
-object never stops the graph and never half-applies: its previous version is withdrawn too.
+Parsing is the model's (``calico.model.validation.parse``, the same checks calicoctl and every
+datastore writer run): this module maps the typed values onto the graph's records (``Item``,
+``PolicyData``, ``ProfileData``). A resource the model rejects, or one the agent does not support
+(a host endpoint without an interface, or the ``"*"`` wildcard), raises :class:`InvalidResource`
+naming the field and value; the graph then treats it as absent, so one bad object never stops the
+graph and never half-applies: its previous version is withdrawn too.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,9 +18,10 @@ from calico import selector
 from calico.calc import rule_scanner
 from calico.calc import selectors as sels
 from calico.dpapi import messages as m
+from calico.model import validation as model
+from calico.model import values
 
 WEP, HEP, NETSET = "wep", "hep", "netset"
-IFACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 
 class InvalidResource(ValueError):
@@ -27,7 +31,7 @@ class InvalidResource(ValueError):
 @dataclass(frozen=True, slots=True)
 class NamedPort:
     name: str
-    protocol: str
+    protocol: str  # nft name: "tcp", "udp", "sctp"
     port: int
 
 
@@ -68,171 +72,121 @@ class PolicyData:
         return (self.order is None, self.order or 0.0, str(self.id))
 
 
-def _labels(raw: Any, where: str) -> dict[str, str]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise InvalidResource(f"{where}: expected a mapping, got {raw!r}")
-    return {str(k): str(v) for k, v in raw.items()}
+def _parse(obj: Any, spec_type: type[model.TypedSpec]) -> values.Resource[model.TypedSpec]:
+    try:
+        return model.parse_as(obj, spec_type)
+    except model.ValidationError as exc:
+        # The graph's log line names the resource already: keep "field: reason (value)".
+        raise InvalidResource(str(exc).removeprefix(f"{exc.resource}: ")) from None
 
 
-def _str_list(raw: Any, where: str) -> tuple[str, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InvalidResource(f"{where}: expected a list, got {raw!r}")
-    return tuple(str(x) for x in raw)
-
-
-def _cidrs(raw: Any, where: str) -> tuple[str, ...]:
+def _named_ports(ports: tuple[values.NamedPort, ...]) -> tuple[NamedPort, ...]:
     out = []
-    for i, v in enumerate(_str_list(raw, where)):
-        try:
-            out.append(str(ipaddress.ip_network(v, strict=False)))
-        except ValueError as exc:
-            raise InvalidResource(f"{where}[{i}]: {v!r} is not an IP network") from exc
+    for p in ports:
+        proto = rule_scanner.protocol_name(p.protocol)
+        assert proto is not None  # the model requires a protocol
+        out.append(NamedPort(p.name, proto, p.port))
     return tuple(out)
 
 
-def _ports(raw: Any, where: str) -> tuple[NamedPort, ...]:
-    out = []
-    for i, p in enumerate(raw or []):
-        if not isinstance(p, dict) or not p.get("name"):
-            raise InvalidResource(f"{where}[{i}]: expected {{name, protocol, port}}, got {p!r}")
-        proto = rule_scanner.PROTOCOLS.get(str(p.get("protocol", "TCP")).lower())
-        port = p.get("port")
-        if proto not in rule_scanner.PORT_PROTOCOLS or not isinstance(port, int):
-            raise InvalidResource(f"{where}[{i}]: bad protocol/port in {p!r}")
-        out.append(NamedPort(str(p["name"]), proto, port))
-    return tuple(out)
+def _interned(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Sorted label pairs, interned: one copy of "app"/"web" for all endpoints (the agent holds
+    every endpoint of the cluster), and none pinning the decoded document it came from."""
+    return tuple(sorted((sys.intern(k), sys.intern(v)) for k, v in labels.items()))
 
 
-def _check_iface(iface: Any) -> None:
-    if iface is not None and (not isinstance(iface, str) or not IFACE_RE.fullmatch(iface)):
-        raise InvalidResource(f"spec.interfaceName: {iface!r} is not an interface name")
+def _names(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sys.intern(n) for n in names)
 
 
-def _meta(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    if not isinstance(obj, dict):
-        raise InvalidResource(f"resource: expected a mapping, got {type(obj).__name__}")
-    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
-    if not isinstance(meta, dict) or not isinstance(spec, dict):
-        raise InvalidResource("metadata/spec: expected mappings")
-    return meta, spec
+def _host_net(address: str) -> str:
+    return f"{address}/128" if ":" in address else f"{address}/32"
 
 
 def workload_endpoint(item_id: str, namespace: str, obj: Any) -> Item:
-    meta, spec = _meta(obj)
-    labels = _labels(meta.get("labels"), "metadata.labels")
+    res = _parse(obj, values.WorkloadEndpoint)
+    spec = res.spec
+    labels = dict(res.labels)
     labels.setdefault(sels.NAMESPACE_LABEL, namespace)
-    if spec.get("orchestrator"):
-        labels.setdefault(sels.ORCHESTRATOR_LABEL, str(spec["orchestrator"]))
-    iface = spec.get("interfaceName") or None
-    _check_iface(iface)
+    if spec.orchestrator:
+        labels.setdefault(sels.ORCHESTRATOR_LABEL, spec.orchestrator)
     return Item(
         id=item_id,
         kind=WEP,
-        labels=tuple(sorted(labels.items())),
-        parents=_str_list(spec.get("profiles"), "spec.profiles"),
-        nets=_cidrs(spec.get("ipNetworks"), "spec.ipNetworks"),
-        ports=_ports(spec.get("ports"), "spec.ports"),
-        node=str(spec.get("node") or ""),
-        iface=iface,
-        mac=spec.get("mac"),
+        labels=_interned(labels),
+        parents=_names(spec.profiles),
+        nets=spec.ip_networks,
+        ports=_named_ports(spec.ports),
+        node=sys.intern(spec.node),
+        iface=spec.interface_name or None,
+        mac=spec.mac or None,
     )
 
 
 def host_endpoint(item_id: str, obj: Any) -> Item:
-    meta, spec = _meta(obj)
-    iface = spec.get("interfaceName")
-    if not iface:
+    res = _parse(obj, values.HostEndpoint)
+    spec = res.spec
+    if not spec.interface_name or spec.interface_name == "*":
         raise InvalidResource(
-            "spec.interfaceName: required (interface-less host endpoints are not supported)"
+            f"spec.interfaceName: {spec.interface_name or None!r} is not supported by this agent "
+            "(host endpoints need one named interface)"
         )
-    _check_iface(iface)
-    ips = _cidrs(spec.get("expectedIPs"), "spec.expectedIPs")
     return Item(
         id=item_id,
         kind=HEP,
-        labels=tuple(sorted(_labels(meta.get("labels"), "metadata.labels").items())),
-        parents=_str_list(spec.get("profiles"), "spec.profiles"),
-        nets=ips,
-        ports=_ports(spec.get("ports"), "spec.ports"),
-        node=str(spec.get("node") or ""),
-        iface=str(iface),
+        labels=_interned(dict(res.labels)),
+        parents=_names(spec.profiles),
+        nets=tuple(_host_net(ip) for ip in spec.expected_ips),
+        ports=_named_ports(spec.ports),
+        node=spec.node,
+        iface=spec.interface_name,
     )
 
 
 def network_set(item_id: str, namespace: str | None, obj: Any) -> Item:
-    meta, spec = _meta(obj)
-    labels = _labels(meta.get("labels"), "metadata.labels")
+    res = _parse(obj, values.NetworkSet)
+    labels = dict(res.labels)
     if namespace:
         labels.setdefault(sels.NAMESPACE_LABEL, namespace)
-    return Item(
-        id=item_id,
-        kind=NETSET,
-        labels=tuple(sorted(labels.items())),
-        nets=_cidrs(spec.get("nets"), "spec.nets"),
-    )
+    return Item(id=item_id, kind=NETSET, labels=_interned(labels), nets=res.spec.nets)
 
 
 def profile(name: str, obj: Any) -> ProfileData:
-    _, spec = _meta(obj)
-    try:
-        inbound, s1 = rule_scanner.scan_rules(spec.get("ingress"), "spec.ingress", namespace=None)
-        outbound, s2 = rule_scanner.scan_rules(spec.get("egress"), "spec.egress", namespace=None)
-    except (rule_scanner.RuleError, selector.SelectorError) as exc:
-        raise InvalidResource(str(exc)) from exc
-    to_apply = _labels(spec.get("labelsToApply"), "spec.labelsToApply")
+    spec = _parse(obj, values.Profile).spec
+    inbound, s1 = rule_scanner.scan_rules(spec.ingress, namespace=None)
+    outbound, s2 = rule_scanner.scan_rules(spec.egress, namespace=None)
     return ProfileData(
         name=name,
-        labels_to_apply=tuple(sorted(to_apply.items())),
+        labels_to_apply=spec.labels_to_apply,
         profile=m.Profile(inbound_rules=inbound, outbound_rules=outbound),
         specs=tuple(s1 + s2),
     )
 
 
-def _types(spec: dict[str, Any]) -> tuple[bool, bool]:
-    types = spec.get("types")
-    if types is None:
-        has_egress = bool(spec.get("egress"))
-        return bool(spec.get("ingress")) or not has_egress, has_egress
-    names = {str(t).lower() for t in _str_list(types, "spec.types")}
-    if names - {"ingress", "egress"}:
-        raise InvalidResource(f"spec.types: {types!r} must hold only Ingress and Egress")
-    return "ingress" in names, "egress" in names
-
-
 def policy(pid: m.PolicyID, obj: Any) -> PolicyData:
-    _, spec = _meta(obj)
-    order = spec.get("order")
-    if order is not None and (isinstance(order, bool) or not isinstance(order, int | float)):
-        raise InvalidResource(f"spec.order: {order!r} is not a number")
+    spec = _parse(obj, values.Policy).spec
     ns = pid.namespace
-    try:
-        sel = sels.policy_selector(
-            spec.get("selector"), namespace=ns, ns_selector=spec.get("namespaceSelector")
-        )
-        ingress, egress = _types(spec)
-        pre_dnat = bool(spec.get("preDNAT"))
-        inbound, s1 = rule_scanner.scan_rules(spec.get("ingress"), "spec.ingress", namespace=ns)
-        outbound, s2 = rule_scanner.scan_rules(spec.get("egress"), "spec.egress", namespace=ns)
-    except (rule_scanner.RuleError, selector.SelectorError) as exc:
-        raise InvalidResource(str(exc)) from exc
-    if pre_dnat and (egress or outbound):
-        raise InvalidResource("spec.preDNAT: a preDNAT policy can only have ingress rules")
+    sel = sels.policy_selector(
+        spec.selector,
+        namespace=ns,
+        ns_selector=spec.namespace_selector,
+        sa_selector=spec.service_account_selector,
+    )
+    ingress, egress = spec.applies_ingress, spec.applies_egress
+    inbound, s1 = rule_scanner.scan_rules(spec.ingress if ingress else (), namespace=ns)
+    outbound, s2 = rule_scanner.scan_rules(spec.egress if egress else (), namespace=ns)
     return PolicyData(
         id=pid,
-        order=float(order) if order is not None else None,
+        order=float(spec.order) if spec.order is not None else None,
         selector=sel,
         ingress=ingress,
         egress=egress,
         policy=m.Policy(
-            inbound_rules=inbound if ingress else (),
-            outbound_rules=outbound if egress else (),
-            untracked=bool(spec.get("doNotTrack")),
-            pre_dnat=pre_dnat,
-            apply_on_forward=bool(spec.get("applyOnForward")),
+            inbound_rules=inbound,
+            outbound_rules=outbound,
+            untracked=spec.do_not_track,
+            pre_dnat=spec.pre_dnat,
+            apply_on_forward=spec.apply_on_forward,
         ),
-        specs=tuple((s1 if ingress else []) + (s2 if egress else [])),
+        specs=tuple(s1 + s2),
     )

@@ -1,7 +1,8 @@
 """calicoctl's resource commands: create, apply, replace, delete, get, label, version.
 
 Each command reads and validates *all* its input first (:mod:`calico.cli.loading`), then connects
-and writes one resource at a time (:mod:`calico.cli.writing`), then prints calicoctl's summary.
+and writes: create/apply/replace in transactions of up to 128 resources (:mod:`calico.cli.batch`),
+delete one resource at a time (:mod:`calico.cli.writing`); then it prints calicoctl's summary.
 Anything that goes wrong prints a message naming the resource and the reason on stderr and exits 1.
 The datastore comes from ``--config FILE`` (a CalicoAPIConfig) or the environment, as
 :mod:`calico.datastore.config` reads them.
@@ -15,8 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from calico.cli import failures, loading, pool_checks, printers, writing
-from calico.datastore.client import AlreadyExists, Client, Conflict, NotFound
+from calico.cli import batch, failures, loading, pool_checks, printers, writing
+from calico.datastore.client import Client, Conflict, NotFound
 from calico.model import kinds, validation
 
 Resource = dict[str, Any]
@@ -60,13 +61,7 @@ def _emit(stdout: list[str], stderr: list[str]) -> None:
 # ---- create / apply / replace ------------------------------------------------------------
 
 
-Op = Callable[[Resource], object]
-
-
-def _write_command(
-    verb: str, past: str, help_text: str, make_op: Callable[[Client, list[Resource]], Op],
-    skip_flag: str,
-) -> click.Command:  # fmt: skip
+def _write_command(verb: str, past: str, help_text: str, skip_flag: str) -> click.Command:
     @click.command(verb, help=help_text)
     @_file_option
     @_namespace_option
@@ -83,8 +78,7 @@ def _write_command(
                 f"Failed to execute command: {len(problems)} problem(s) with IPPools; nothing "
                 "was written:\n  " + "\n  ".join(problems)
             )
-        skip = (AlreadyExists,) if flags.get("skip_exists") else ()
-        outcome = writing.run(resources, make_op(client, resources), skip=skip)
+        outcome = batch.write(client, resources, verb, skip_exists=flags.get("skip_exists", False))
         _emit(*writing.report(verb, past, outcome))
 
     if skip_flag:
@@ -94,17 +88,15 @@ def _write_command(
 
 
 create = _write_command(
-    "create", "created", "Create resources from a file (fails on existing ones).",
-    lambda c, _: functools.partial(c.create, validate=False), "skip-exists",
-)  # fmt: skip
-apply = _write_command(
-    "apply", "applied", "Create resources, or replace them if they exist.",
-    writing.applier, "",
-)  # fmt: skip
+    "create", "created", "Create resources from a file (fails on existing ones).", "skip-exists"
+)
+apply = _write_command("apply", "applied", "Create resources, or replace them if they exist.", "")
 replace = _write_command(
-    "replace", "replaced", "Replace existing resources (resourceVersion, when given, must match).",
-    lambda c, _: functools.partial(c.update, validate=False), "",
-)  # fmt: skip
+    "replace",
+    "replaced",
+    "Replace existing resources (resourceVersion, when given, must match).",
+    "",
+)
 
 
 # ---- delete ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The write half of create/apply/replace/delete: run one datastore operation per resource, keep
-going past per-resource failures (as calicoctl does), and summarise in calicoctl's words.
+"""The write half of the resource commands: run one datastore operation per resource (delete; the
+fallback of :mod:`calico.cli.batch`), keep going past per-resource failures (as calicoctl does),
+and summarise any command's :class:`Outcome` in calicoctl's words.
 
 By the time resources reach here they have all been validated (see :mod:`calico.cli.loading`), so a
 failure is a datastore answer (already exists, does not exist, conflict) or an unreachable etcd.
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from calico.datastore.client import Client, Conflict, DatastoreError, NotFound
+from calico.datastore.client import DatastoreError
 from calico.datastore.etcd import EtcdError, EtcdUnavailable
 
 Resource = dict[str, Any]
@@ -52,28 +53,6 @@ def run(
         else:
             out.done += 1
     return out
-
-
-def applier(client: Client, resources: list[Resource]) -> Callable[[Resource], object]:
-    """``apply`` for a batch: one list per kind says which resources exist, so an existing one is
-    replaced directly (read + CAS) instead of first failing a create (three round trips)."""
-    existing: set[tuple[str, str | None, str]] = set()
-    for kind in {r["kind"] for r in resources}:
-        for r in client.list(kind):
-            meta = r["metadata"]
-            existing.add((kind, meta.get("namespace"), meta["name"]))
-
-    def apply(res: Resource) -> object:
-        meta = res["metadata"]
-        if (res["kind"], meta.get("namespace"), meta["name"]) in existing:
-            meta.pop("resourceVersion", None)
-            try:
-                return client.update(res, validate=False)
-            except (NotFound, Conflict):
-                pass  # deleted or changed since the list: apply's create-or-replace loop
-        return client.apply(res, validate=False)
-
-    return apply
 
 
 def report(verb: str, past: str, out: Outcome) -> tuple[list[str], list[str]]:

@@ -12,6 +12,7 @@ for Kubernetes pods; the network name for other containers, with that Profile cr
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from calico.datastore.client import AlreadyExists, Client, NotFound
@@ -78,6 +79,11 @@ class Workload:
         return labels
 
 
+# The model's resource-name rule (calico.model.fields.dns_subdomain), kept here because the CNI
+# cannot afford to import the model; tests/unit/cni checks that the two agree.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
 def wep_name(
     *, node: str, orchestrator: str, endpoint: str, pod: str = "", container_id: str = "",
     workload: str = "",
@@ -98,7 +104,16 @@ def wep_name(
             raise ValueError(f"{field}: required for a WorkloadEndpoint name")
         if value[0] == "-" or value[-1] == "-":
             raise ValueError(f"{field} {value!r}: must not begin or end with '-'")
-    return "-".join(value.replace("-", "--") for _, value in segments)
+    name = "-".join(value.replace("-", "--") for _, value in segments)
+    if len(name) > 253 or not _NAME.fullmatch(name):
+        # The agent would refuse the endpoint (the model's resource-name rule) and the pod would
+        # stay isolated: refuse the call instead, naming the segment at fault.
+        field, value = next(((f, v) for f, v in segments if not _NAME.fullmatch(v)), ("name", name))
+        raise ValueError(
+            f"{field} {value!r}: a WorkloadEndpoint name takes lower-case alphanumerics, '-' "
+            "and '.' (at most 253 characters)"
+        )
+    return name
 
 
 def build(

@@ -6,10 +6,12 @@
     Pod                   -> its WorkloadEndpoint's labels      (pod_to_workload_labels)
 
 Inputs are the JSON dicts the Kubernetes API returns. Problems raise :class:`ConversionError` with
-the field path and value. For a policy, :func:`convert_network_policy` is the lenient form the
-controller uses: a rule that cannot be converted is dropped (every Kubernetes rule is an allow, so
-dropping one only ever denies more: fail closed, as Calico does) and reported in ``problems``; a
-policy-level problem (metadata, podSelector, policyTypes, an unknown spec field) still raises.
+the field path and value. Ports and CIDRs are parsed with the model's field parsers (Calico's
+rules, plus what Kubernetes adds), so the output is always what ``model.validation`` accepts.
+For a policy, :func:`convert_network_policy` is the lenient form the controller uses: a rule that
+cannot be converted is dropped (every Kubernetes rule is an allow, so dropping one only ever
+denies more: fail closed, as Calico does) and reported in ``problems``; a policy-level problem
+(metadata, podSelector, policyTypes, an unknown spec field) still raises.
 
 Rule shape, as Calico writes it: one Calico rule per (protocol, peer), protocols sorted, the ports
 of one protocol merged into ranges; ``namespaceSelector`` holds a selector over the *namespace's
@@ -19,15 +21,14 @@ own* labels (Calico evaluates it against the ``pcns.``-prefixed labels that ``kn
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from calico.k8s import labels, names
+from calico.model import fields, values
 
 API_VERSION = "projectcalico.org/v3"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
-_SVC_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _ORCH_TERM = f"{names.LABEL_ORCHESTRATOR} == '{names.ORCHESTRATOR_K8S}'"
 
 Resource = dict[str, Any]
@@ -73,9 +74,9 @@ def _cidr(value: Any, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Netwo
     if not isinstance(value, str):
         raise ConversionError(f"{where}: CIDR must be a string, got {value!r}")
     try:
-        return ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ConversionError(f"{where}: invalid CIDR {value!r}") from None
+        return ipaddress.ip_network(fields.cidr(value, where))
+    except fields.FieldError as exc:
+        raise ConversionError(str(exc)) from None
 
 
 def _peer(peer: Any, where: str) -> dict[str, Any]:
@@ -117,7 +118,37 @@ def _peer(peer: Any, where: str) -> dict[str, Any]:
     return out
 
 
-PortSpec = tuple[str | None, list[int | str] | None]  # (protocol, ports; None = all ports)
+PortSpec = tuple[str, list[values.Port] | None]  # (protocol, ports; None = all ports)
+
+
+def _port_value(value: Any, end: Any, where: str) -> values.Port:
+    """A NetworkPolicyPort's port (+ endPort) as the model's Port: Calico's own parser
+    (``fields.port_match``) plus what Kubernetes adds (a name has a letter and no '--')."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConversionError(f"{where}.port: want a number or a name, got {value!r}")
+    if isinstance(value, str):
+        try:
+            named = fields.port_match(value, f"{where}.port")
+        except fields.FieldError:
+            named = values.Port()
+        if not named.name or "--" in value:
+            raise ConversionError(f"{where}.port: invalid port name {value!r}")
+        if end is not None:
+            raise ConversionError(
+                f"{where}.endPort: {end!r} cannot be used with named port {value!r}"
+            )
+        return named
+    try:
+        first = fields.port_match(value, f"{where}.port")
+    except fields.FieldError:
+        raise ConversionError(f"{where}.port: {value} is out of range 1-65535") from None
+    if end is None:
+        return first
+    if isinstance(end, bool) or not isinstance(end, int) or not value <= end <= 65535:
+        raise ConversionError(f"{where}.endPort: {end!r} must be a number in {value}-65535")
+    return values.Port(value, end)
 
 
 def _port(port: Any, where: str) -> PortSpec:
@@ -127,7 +158,7 @@ def _port(port: Any, where: str) -> PortSpec:
     if unknown:
         raise ConversionError(f"{where}: unsupported field(s) {sorted(unknown)}")
     proto = port.get("protocol") or "TCP"
-    if proto not in PROTOCOLS:
+    if proto not in PROTOCOLS:  # Kubernetes' enum (exact case), a subset of Calico's protocols
         raise ConversionError(
             f"{where}.protocol: unsupported protocol {proto!r} (want {PROTOCOLS})"
         )
@@ -136,44 +167,19 @@ def _port(port: Any, where: str) -> PortSpec:
         if end is not None:
             raise ConversionError(f"{where}.endPort: {end!r} needs a numeric port")
         return proto, None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ConversionError(f"{where}.port: want a number or a name, got {value!r}")
-    if isinstance(value, str):
-        if len(value) > 15 or not _SVC_NAME_RE.match(value) or "--" in value or value.isdigit():
-            raise ConversionError(f"{where}.port: invalid port name {value!r}")
-        if end is not None:
-            raise ConversionError(
-                f"{where}.endPort: {end!r} cannot be used with named port {value!r}"
-            )
-        return proto, [value]
-    if not 1 <= value <= 65535:
-        raise ConversionError(f"{where}.port: {value} is out of range 1-65535")
-    if end is None:
-        return proto, [value]
-    if isinstance(end, bool) or not isinstance(end, int) or not value <= end <= 65535:
-        raise ConversionError(f"{where}.endPort: {end!r} must be a number in {value}-65535")
-    return proto, [value if end == value else f"{value}:{end}"]
+    return proto, [_port_value(value, end, where)]
 
 
-def simplify_ports(ports: list[int | str]) -> list[int | str]:
+def simplify_ports(ports: list[values.Port]) -> list[int | str]:
     """Named ports (in order) then numeric ports merged into sorted ranges (SimplifyPorts)."""
-    named = [p for p in ports if isinstance(p, str) and not p[0].isdigit()]
-    spans: list[tuple[int, int]] = []
-    for p in ports:
-        if isinstance(p, int):
-            spans.append((p, p))
-        elif p[0].isdigit():
-            first, _, last = p.partition(":")
-            spans.append((int(first), int(last or first)))
+    named = [p.to_json() for p in ports if p.name]
     merged: list[list[int]] = []
-    for lo, hi in sorted(spans):
+    for lo, hi in sorted((p.first, p.last) for p in ports if not p.name):
         if merged and lo <= merged[-1][1] + 1:
             merged[-1][1] = max(merged[-1][1], hi)
         else:
             merged.append([lo, hi])
-    return [*named, *(lo if lo == hi else f"{lo}:{hi}" for lo, hi in merged)]
+    return [*named, *(values.Port(lo, hi).to_json() for lo, hi in merged)]
 
 
 def _rule_to_calico(rule: Any, where: str, *, ingress: bool) -> list[Resource]:
@@ -187,19 +193,18 @@ def _rule_to_calico(rule: Any, where: str, *, ingress: bool) -> list[Resource]:
     if not isinstance(raw_peers, list) or not isinstance(raw_ports, list):
         raise ConversionError(f"{where}: {peer_field} and ports must be lists")
     peers = [_peer(p, f"{where}.{peer_field}[{i}]") for i, p in enumerate(raw_peers)] or [{}]
-    by_proto: dict[str, list[int | str] | None] = {}
+    by_proto: dict[str, list[values.Port] | None] = {}
     for i, raw in enumerate(raw_ports):
-        proto, ports = _port(raw, f"{where}.ports[{i}]")
-        assert proto is not None
+        port_proto, ports = _port(raw, f"{where}.ports[{i}]")
         if ports is None:
-            by_proto[proto] = None  # all ports of this protocol
-        elif proto not in by_proto:
-            by_proto[proto] = list(ports)
+            by_proto[port_proto] = None  # all ports of this protocol
+        elif port_proto not in by_proto:
+            by_proto[port_proto] = list(ports)
         else:
-            existing = by_proto[proto]
+            existing = by_proto[port_proto]
             if existing is not None:  # None (all ports) absorbs specific ports
                 existing.extend(ports)
-    protos: list[tuple[str | None, list[int | str] | None]] = (
+    protos: list[tuple[str | None, list[values.Port] | None]] = (
         [(p, by_proto[p]) for p in sorted(by_proto)] if by_proto else [(None, None)]
     )
     out = []

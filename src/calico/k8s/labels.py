@@ -4,18 +4,16 @@
 ``matchExpressions`` with In / NotIn / Exists / DoesNotExist) into a Calico selector string in the
 same shape libcalico-go's ``k8sSelectorToCalico`` writes: terms joined by ``&&``, ``k == 'v'`` for
 matchLabels (sorted by key), ``k in { 'a', 'b' }``, ``k not in { ... }``, ``has(k)``, ``! has(k)``.
-Keys and values are checked against Kubernetes' syntax first, so nothing that could break out of a
-quoted Calico string ever reaches the selector.
+Keys and values are checked against Kubernetes' syntax first (the model's label checks, the same
+ones Calico resources get), so nothing that could break out of a quoted Calico string ever reaches
+the selector.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)"
-_NAME_RE = re.compile(rf"^{_NAME}$")
-_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+from calico.model import fields
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
@@ -28,10 +26,10 @@ def check_key(key: object, where: str) -> str:
     """A valid label key (``[prefix/]name``), or LabelError naming ``where``."""
     if not isinstance(key, str) or not key:
         raise LabelError(f"{where}: label key {key!r} must be a non-empty string")
-    prefix, _, name = key.rpartition("/")
-    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+    problem = fields.label_key_problem(key)  # the model's check: what Calico stores is the same
+    if problem == "prefix":
         raise LabelError(f"{where}: label key {key!r}: prefix must be a DNS subdomain")
-    if len(name) > 63 or not _NAME_RE.match(name):
+    if problem == "name":
         raise LabelError(
             f"{where}: label key {key!r}: name must be 1-63 characters of [A-Za-z0-9-_.], "
             "starting and ending with an alphanumeric"
@@ -43,7 +41,7 @@ def check_value(value: object, where: str) -> str:
     """A valid label value (empty, or up to 63 characters of [A-Za-z0-9-_.]), or LabelError."""
     if not isinstance(value, str):
         raise LabelError(f"{where}: label value {value!r} must be a string")
-    if value and (len(value) > 63 or not _NAME_RE.match(value)):
+    if not fields.label_value_ok(value):
         raise LabelError(
             f"{where}: label value {value!r} must be at most 63 characters of [A-Za-z0-9-_.], "
             "starting and ending with an alphanumeric"

@@ -7,6 +7,7 @@ loudly instead of being ignored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,10 @@ def _strings(v: Any, p: str) -> list[str]:
     return fields.string_list(v, p)
 
 
+def _ipv4(v: Any, p: str) -> str:
+    return fields.ip(v, p, 4)
+
+
 def _mark(v: Any, p: str) -> int:
     return fields.integer(v, p, 0, 0xFFFFFFFF)
 
@@ -58,6 +63,18 @@ def _route_table_range(v: Any, p: str) -> Obj:
     lo = fields.integer(d.get("min"), f"{p}.min", 1, 250)
     fields.integer(d.get("max"), f"{p}.max", lo, 250)
     return d
+
+
+_LOG_PREFIX = re.compile(r"[A-Za-z0-9 _.:/-]{0,27}")
+
+
+def log_prefix(v: Any, p: str) -> str:
+    """The prefix of Log rules' lines: it is written into nft rule text, so it is restricted."""
+    if not isinstance(v, str) or not _LOG_PREFIX.fullmatch(v):
+        raise fields.FieldError(
+            p, f"invalid log prefix {v!r} (up to 27 of letters, digits, space and _.:/-)"
+        )
+    return v
 
 
 _B = fields.boolean
@@ -86,7 +103,7 @@ FIELDS: dict[str, Checker] = {
     "defaultEndpointToHostAction": _choice(*ENDPOINT_TO_HOST_ACTIONS),
     "iptablesFilterAllowAction": _choice(*ALLOW_ACTIONS),
     "iptablesMangleAllowAction": _choice(*ALLOW_ACTIONS),
-    "logPrefix": _S,
+    "logPrefix": log_prefix,
     "logFilePath": _S,
     "logSeverityFile": _choice(*LOG_LEVELS),
     "logSeverityScreen": _choice(*LOG_LEVELS),
@@ -95,8 +112,8 @@ FIELDS: dict[str, Checker] = {
     "ipipMTU": _int(0, 65535),
     "vxlanEnabled": _B,
     "vxlanMTU": _int(0, 65535),
-    "vxlanPort": _port,
-    "vxlanVNI": _int(0, (1 << 24) - 1),
+    "vxlanPort": _int(1, 65535),
+    "vxlanVNI": _int(1, (1 << 24) - 1),
     "reportingInterval": _D,
     "reportingTTL": _D,
     "endpointReportingEnabled": _B,
@@ -119,7 +136,7 @@ FIELDS: dict[str, Checker] = {
     "usageReportingInitialDelay": _D,
     "usageReportingInterval": _D,
     "natPortRange": fields.port,
-    "natOutgoingAddress": fields.ip,
+    "natOutgoingAddress": _ipv4,
     "deviceRouteSourceAddress": fields.ip,
     "externalNodesCIDRList": _cidrs,
     "debugMemoryProfilePath": _S,

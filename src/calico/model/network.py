@@ -141,7 +141,7 @@ def _peer_ip(value: object, path: str) -> str:
             host, port = value, ""
         fields.ip(host, path)
         if port:
-            fields.integer(int(port) if port.isdigit() else -1, path, 1, 65535)
+            fields.integer(int(port) if port.isascii() and port.isdigit() else -1, path, 1, 65535)
         return value
     raise FieldError(path, f"invalid IP address {value!r}")
 

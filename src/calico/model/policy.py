@@ -1,4 +1,4 @@
-"""Validation and defaults for NetworkPolicy, GlobalNetworkPolicy and Profile specs.
+"""NetworkPolicy, GlobalNetworkPolicy, Profile and (Global)NetworkSet specs -> typed values.
 
 Defaults as Calico sets them: ``types`` is inferred when absent (Ingress if the policy has ingress
 rules or has no egress rules; Egress if it has egress rules). ``order`` is optional (absent = after
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from calico.model import fields, rules
+from calico.model import fields, rules, values
 from calico.model.fields import FieldError, Obj
 
 POLICY_TYPES = ("Ingress", "Egress")
@@ -26,79 +26,105 @@ _GNP_FIELDS = (
 _PROFILE_FIELDS = ("ingress", "egress", "labelsToApply")
 
 
-def infer_types(spec: Obj) -> list[str]:
-    """Calico's rule: Ingress if ingress rules or no egress rules; Egress if egress rules."""
-    types = []
-    if spec.get("ingress") or not spec.get("egress"):
-        types.append("Ingress")
-    if spec.get("egress"):
-        types.append("Egress")
-    return types
+def _types(spec: Obj, path: str, *, ingress: bool, egress: bool) -> tuple[str, ...]:
+    """The given ``types``, or Calico's inference: Ingress if there are ingress rules or no egress
+    rules; Egress if there are egress rules. Rules for a direction not in ``types`` are allowed
+    and ignored, as in Calico and Kubernetes."""
+    if not spec.get("types"):
+        inferred = []
+        if ingress or not egress:
+            inferred.append("Ingress")
+        if egress:
+            inferred.append("Egress")
+        return tuple(inferred)
+    types = fields.seq(spec["types"], f"{path}.types")
+    for i, t in enumerate(types):
+        fields.one_of(t, f"{path}.types[{i}]", POLICY_TYPES)
+    if len(set(types)) != len(types):
+        raise FieldError(f"{path}.types", f"duplicate policy type in {types!r}")
+    return tuple(types)
 
 
-def _common(spec: Obj, path: str) -> Obj:
-    out: Obj = dict(spec)
-    if spec.get("order") is not None:
-        out["order"] = fields.number(spec["order"], f"{path}.order")
-    for key in ("selector", "serviceAccountSelector", "namespaceSelector"):
-        if spec.get(key) is not None:
-            fields.selector(spec[key], f"{path}.{key}")
-    for key in ("ingress", "egress"):
-        if key in spec:
-            out[key] = rules.rules(spec[key], f"{path}.{key}")
-    if spec.get("types"):
-        types = fields.seq(spec["types"], f"{path}.types")
-        for i, t in enumerate(types):
-            fields.one_of(t, f"{path}.types[{i}]", POLICY_TYPES)
-        if len(set(types)) != len(types):
-            raise FieldError(f"{path}.types", f"duplicate policy type in {types!r}")
-        # rules for a direction not in ``types`` are allowed and ignored, as in Calico and k8s
-    else:
-        out["types"] = infer_types(out)
-    return out
+def _selector(spec: Obj, key: str, path: str) -> str:
+    value = spec.get(key)
+    return "" if value is None else fields.selector(value, f"{path}.{key}")
 
 
-def network_policy(spec: Obj, path: str) -> Obj:
-    fields.known_keys(spec, _NP_FIELDS, path)
-    return _common(spec, path)
+def _policy(spec: Obj, path: str, *, gnp: bool = False) -> values.Policy:
+    order = spec.get("order")
+    if order is not None:
+        order = fields.number(order, f"{path}.order")
+    selector = _selector(spec, "selector", path)
+    sa_selector = _selector(spec, "serviceAccountSelector", path)
+    ns_selector = _selector(spec, "namespaceSelector", path)
+    ingress = rules.rules(spec.get("ingress"), f"{path}.ingress")
+    egress = rules.rules(spec.get("egress"), f"{path}.egress")
+    types = _types(spec, path, ingress=bool(ingress), egress=bool(egress))
+    untracked, pre_dnat, forward = (
+        _flags(spec, path, egress=egress, types=types) if gnp else (False, False, False)
+    )
+    return values.Policy(
+        types=types,
+        order=order,
+        selector=selector,
+        namespace_selector=ns_selector,
+        service_account_selector=sa_selector,
+        ingress=ingress,
+        egress=egress,
+        do_not_track=untracked,
+        pre_dnat=pre_dnat,
+        apply_on_forward=forward,
+    )
 
 
-def global_network_policy(spec: Obj, path: str) -> Obj:
-    fields.known_keys(spec, _GNP_FIELDS, path)
-    out = _common(spec, path)
-    for key in ("doNotTrack", "preDNAT", "applyOnForward"):
-        if key in spec:
-            fields.boolean(spec[key], f"{path}.{key}")
-    if spec.get("doNotTrack") and spec.get("preDNAT"):
+def _flags(
+    spec: Obj, path: str, *, egress: tuple[values.Rule, ...], types: tuple[str, ...]
+) -> tuple[bool, bool, bool]:
+    """GlobalNetworkPolicy's (doNotTrack, preDNAT, applyOnForward), with Calico's constraints."""
+    untracked = _flag(spec, "doNotTrack", path)
+    pre_dnat = _flag(spec, "preDNAT", path)
+    forward = _flag(spec, "applyOnForward", path)
+    if untracked and pre_dnat:
         raise FieldError(f"{path}.preDNAT", "preDNAT and doNotTrack cannot both be true")
-    for key in ("doNotTrack", "preDNAT"):
-        if spec.get(key) and not spec.get("applyOnForward"):
+    for key, flag in (("doNotTrack", untracked), ("preDNAT", pre_dnat)):
+        if flag and not forward:
             raise FieldError(f"{path}.applyOnForward", f"must be true when {key} is true")
-    if spec.get("preDNAT") and out.get("egress"):
+    if pre_dnat and egress:
         raise FieldError(f"{path}.egress", "a preDNAT policy cannot have egress rules")
-    if spec.get("preDNAT") and "Egress" in out.get("types", []):
+    if pre_dnat and "Egress" in types:
         raise FieldError(f"{path}.types", "a preDNAT policy cannot have type 'Egress'")
-    return out
+    return untracked, pre_dnat, forward
 
 
-def profile(spec: Obj, path: str) -> Obj:
+def _flag(spec: Obj, key: str, path: str) -> bool:
+    return fields.boolean(spec[key], f"{path}.{key}") if key in spec else False
+
+
+def network_policy(spec: Obj, path: str) -> values.Policy:
+    fields.known_keys(spec, _NP_FIELDS, path)
+    return _policy(spec, path)
+
+
+def global_network_policy(spec: Obj, path: str) -> values.Policy:
+    fields.known_keys(spec, _GNP_FIELDS, path)
+    return _policy(spec, path, gnp=True)
+
+
+def profile(spec: Obj, path: str) -> values.Profile:
     fields.known_keys(spec, _PROFILE_FIELDS, path)
-    out: Obj = dict(spec)
-    for key in ("ingress", "egress"):
-        if key in spec:
-            out[key] = rules.rules(spec[key], f"{path}.{key}")
+    ingress = rules.rules(spec.get("ingress"), f"{path}.ingress")
+    egress = rules.rules(spec.get("egress"), f"{path}.egress")
+    to_apply: dict[str, str] = {}
     if "labelsToApply" in spec:
-        out["labelsToApply"] = fields.labels(spec["labelsToApply"], f"{path}.labelsToApply")
-    return out
+        to_apply = fields.labels(spec["labelsToApply"], f"{path}.labelsToApply")
+    return values.Profile(ingress, egress, tuple(sorted(to_apply.items())))
 
 
-def network_set(spec: Obj, path: str) -> Obj:
+def network_set(spec: Obj, path: str) -> values.NetworkSet:
     """GlobalNetworkSet and NetworkSet: ``nets``, a list of CIDRs (normalized)."""
     fields.known_keys(spec, ("nets",), path)
-    out: Obj = dict(spec)
-    if "nets" in spec:
-        out["nets"] = fields.string_list(spec["nets"], f"{path}.nets", _cidr)
-    return out
+    nets = fields.string_list(spec.get("nets"), f"{path}.nets", _cidr)
+    return values.NetworkSet(tuple(nets))
 
 
 def _cidr(value: Any, path: str) -> str:

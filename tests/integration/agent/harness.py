@@ -115,9 +115,18 @@ class Workload:
     ports: list[dict[str, Any]] = field(default_factory=list)
     prober: Prober | None = None
     ip6: str | None = None
+    service_account: str | None = None  # set: labelled and given its ksa.<ns>.<sa> profile
 
     def wep(self) -> dict[str, Any]:
         name = f"{NODENAME}-k8s-{self.name.replace('-', '--')}-eth0"
+        account = (
+            {"projectcalico.org/serviceaccount": self.service_account}
+            if self.service_account
+            else {}
+        )
+        profiles = [f"kns.{self.namespace}"]
+        if self.service_account:
+            profiles.append(f"ksa.{self.namespace}.{self.service_account}")
         return {
             "apiVersion": "projectcalico.org/v3",
             "kind": "WorkloadEndpoint",
@@ -128,6 +137,7 @@ class Workload:
                     **self.labels,
                     "projectcalico.org/namespace": self.namespace,
                     "projectcalico.org/orchestrator": "k8s",
+                    **account,
                 },
             },
             "spec": {
@@ -137,7 +147,7 @@ class Workload:
                 "endpoint": "eth0",
                 "interfaceName": self.iface,
                 "ipNetworks": [f"{self.ip}/32"] + ([f"{self.ip6}/128"] if self.ip6 else []),
-                "profiles": [f"kns.{self.namespace}"],
+                "profiles": profiles,
                 "ports": self.ports,
             },
         }
@@ -273,6 +283,7 @@ class Node:
         ports: list[dict[str, Any]] | None = None,
         write: bool = True,
         ip6: str | None = None,
+        service_account: str | None = None,
     ) -> Workload:
         ns = ours(self._make_netns())
         sysctl(ns, "net.ipv6.conf.default.accept_dad=0")
@@ -316,7 +327,17 @@ class Node:
                     "route add default via fe80::ecee:eeff:feee:eeee dev eth0",
                 ],
             )
-        wl = Workload(name, ns, iface, ip, labels, namespace, ports or [], ip6=ip6)
+        wl = Workload(
+            name,
+            ns,
+            iface,
+            ip,
+            labels,
+            namespace,
+            ports or [],
+            ip6=ip6,
+            service_account=service_account,
+        )
         wl.prober = Prober(ns)
         self.workloads[name] = wl
         if write:

@@ -14,8 +14,12 @@ pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 def test_agent_policy_cases(node: Node) -> None:
     for ns, labels in policy_cases.NAMESPACE_LABELS.items():
         node.apply(profile(ns, labels))
+    for name, (account, account_labels) in policy_cases.SERVICE_ACCOUNTS.items():
+        ns = policy_cases.WORKLOADS[name][0]
+        node.apply(policy_cases.service_account_profile(ns, account, account_labels))
     for name, (ns, ip, labels, ports) in policy_cases.WORKLOADS.items():
-        node.add_workload(name, ip, labels, namespace=ns, ports=ports)
+        account = policy_cases.SERVICE_ACCOUNTS.get(name, (None, {}))[0]
+        node.add_workload(name, ip, labels, namespace=ns, ports=ports, service_account=account)
     node.start_agent()
     failures = []
     for case in policy_cases.CASES:

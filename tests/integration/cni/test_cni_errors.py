@@ -141,6 +141,8 @@ def test_bad_calls_write_nothing(make_node, make_netns, pool, etcd) -> None:
         ("c1", "FOO=bar", "FOO"),
         ("c1", "K8S_POD_NAMESPACE=a;K8S_POD_NAME=b;EXTRA=1", "EXTRA"),
         ("-c1", "", "containerID '-c1'"),  # Calico refuses a name segment beginning with '-'
+        # the agent refuses an endpoint whose name breaks the resource-name rule: refused here
+        ("Ctr_1", "", "containerID 'Ctr_1'"),
     ]:
         r = node.run("ADD", node.conf(), container_id=container_id, netns=netns, args=args)
         assert (r.rc, r.out["code"]) == (1, 4), r.stdout

@@ -26,6 +26,8 @@ NAMESPACE_LABELS = {
     "default": {"kubernetes.io/metadata.name": "default"},
     "other": {"kubernetes.io/metadata.name": "other", "team": "blue"},
 }
+# Workloads running as a non-default service account: name -> (account, its labels).
+SERVICE_ACCOUNTS = {"b": ("web", {"role": "web"})}
 EXT_IP = "10.99.0.1"
 
 Expect = tuple[str, str, str, int, bool]
@@ -325,12 +327,30 @@ CASES = [
         ],
         [("a", "b", "tcp", 8080, True), ("a", "b", "tcp", 80, False)],
     ),
+    Case(
+        # A policy's serviceAccountSelector narrows the endpoints it applies to (to b, whose
+        # account carries role=web); a and c are not selected and stay open.
+        "policy-service-account-selector",
+        [
+            gnp(
+                "deny-into-web-accounts",
+                {"selector": "all()", "serviceAccountSelector": "role == 'web'", "ingress": [DENY]},
+            )
+        ],
+        [
+            ("a", "b", "tcp", 80, False),
+            ("c", "b", "tcp", 8080, False),
+            ("b", "a", "tcp", 80, True),
+            ("a", "c", "tcp", 80, True),
+        ],
+    ),
 ]
 
 
 def workload_endpoint(name: str, node: str = "node1") -> dict[str, Any]:
     namespace, ip, labels, ports = WORKLOADS[name]
     iface = "cali" + name.rjust(11, "0")
+    account = SERVICE_ACCOUNTS.get(name, ("default", {}))[0]
     return {
         "apiVersion": "projectcalico.org/v3",
         "kind": "WorkloadEndpoint",
@@ -341,6 +361,7 @@ def workload_endpoint(name: str, node: str = "node1") -> dict[str, Any]:
                 **labels,
                 "projectcalico.org/namespace": namespace,
                 "projectcalico.org/orchestrator": "k8s",
+                "projectcalico.org/serviceaccount": account,
             },
         },
         "spec": {
@@ -350,7 +371,7 @@ def workload_endpoint(name: str, node: str = "node1") -> dict[str, Any]:
             "endpoint": "eth0",
             "interfaceName": iface,
             "ipNetworks": [f"{ip}/32"],
-            "profiles": [f"kns.{namespace}"],
+            "profiles": [f"kns.{namespace}", f"ksa.{namespace}.{account}"],
             "ports": ports,
         },
     }
@@ -369,10 +390,25 @@ def namespace_profile(namespace: str) -> dict[str, Any]:
     }
 
 
+def service_account_profile(namespace: str, account: str, labels: dict[str, str]) -> dict[str, Any]:
+    """As the controllers write it: no rules, the account's labels under ``pcsa.``."""
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Profile",
+        "metadata": {"name": f"ksa.{namespace}.{account}"},
+        "spec": {"labelsToApply": {f"pcsa.{k}": v for k, v in labels.items()}},
+    }
+
+
 def base_resources() -> list[dict[str, Any]]:
-    return [namespace_profile(ns) for ns in NAMESPACE_LABELS] + [
-        workload_endpoint(name) for name in WORKLOADS
-    ]
+    accounts = {(WORKLOADS[w][0], "default"): {} for w in WORKLOADS}
+    for w, (account, labels) in SERVICE_ACCOUNTS.items():
+        accounts[(WORKLOADS[w][0], account)] = labels
+    return (
+        [namespace_profile(ns) for ns in NAMESPACE_LABELS]
+        + [service_account_profile(ns, sa, labels) for (ns, sa), labels in sorted(accounts.items())]
+        + [workload_endpoint(name) for name in WORKLOADS]
+    )
 
 
 def ip_of(name: str) -> str:

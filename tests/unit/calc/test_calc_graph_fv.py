@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from calico.calc.graph import CalcGraph
+from calico.calc.graph import CalcGraph, CalcStats
 from calico.dpapi import messages as m
 from calico.dpapi.state import DataplaneState
 from tests.unit.calc import states
@@ -187,3 +187,23 @@ def test_full_recompute_check_finds_divergence() -> None:
     diffs = graph.full_recompute_differences()
     assert len(diffs) == 1
     assert diffs[0].startswith("policies: 1 differ")
+
+
+def test_stats_count_what_the_graph_holds() -> None:
+    w = wep(0, "a", "default", "node1", 1, True)
+    remote = wep(1, "b", "default", "node2", 2, False)
+    p = policy(0, "default", "a", None, "b", "Allow", False)
+    bad = {**policy(1, "default", "a", None, "b", "Allow", False), "spec": {"selector": "a =="}}
+    graph, _, _ = run([(w, False), (remote, False), (p, False), (profile("default", "x"), False)])
+    graph.on_update(states.key_of(bad), bad)
+    graph.flush()
+    stats = graph.stats()
+    # one local endpoint; its policy and profile; the policy's rule needs a selector set and a
+    # named-port set; the bad policy is counted as invalid.
+    assert stats == CalcStats(
+        local_endpoints=1,
+        active_policies=1,
+        active_profiles=1,
+        active_ipsets=2,
+        invalid_resources=1,
+    )

@@ -10,7 +10,9 @@ import sys
 import threading
 from pathlib import Path
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from calico.cni import endpoint, install, k8s, netconf, result, veth
 
@@ -332,6 +334,45 @@ def test_workload_endpoint_names_as_calico_derives_them() -> None:
         name(node="n", orchestrator="cni", container_id="-x", endpoint="eth0")
     with pytest.raises(ValueError, match="pod: required"):
         name(node="n", orchestrator="k8s", endpoint="eth0")
+    with pytest.raises(ValueError, match="containerID 'Ctr_1': a WorkloadEndpoint name takes"):
+        name(node="n", orchestrator="cni", container_id="Ctr_1", endpoint="eth0")
+    with pytest.raises(ValueError, match=r"name '.*': a WorkloadEndpoint name takes"):
+        name(node="n", orchestrator="cni", container_id="a" * 250, endpoint="eth0")
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    cid=st.text(alphabet="abcXYZ019-._", min_size=1, max_size=12),
+    pod=st.text(alphabet="abc09-.", min_size=1, max_size=8),
+)
+def test_workload_endpoint_names_follow_the_models_name_rule(cid: str, pod: str) -> None:
+    """The CNI's copy of the resource-name rule agrees with the model's: a name it builds is
+    one the model (and so the agent) accepts, and one it refuses by that rule, the model refuses
+    too (Calico's '-' rule for segments refuses some names the model would take)."""
+    from calico.model import fields
+
+    for kwargs in (
+        {"orchestrator": "cni", "container_id": cid},
+        {"orchestrator": "k8s", "pod": pod},
+    ):
+        try:
+            built = endpoint.wep_name(node="node1", endpoint="eth0", **kwargs)
+        except ValueError as exc:
+            if "must not begin or end with '-'" in str(exc):
+                continue
+            joined = "-".join(
+                v.replace("-", "--")
+                for v in (
+                    "node1",
+                    kwargs["orchestrator"],
+                    cid if "container_id" in kwargs else pod,
+                    "eth0",
+                )
+            )
+            with pytest.raises(fields.FieldError):
+                fields.dns_subdomain(joined, "metadata.name")
+        else:
+            assert fields.dns_subdomain(built, "metadata.name") == built
 
 
 def test_kubernetes_only_with_namespace_and_name() -> None:
