@@ -50,7 +50,6 @@ Step = Callable[[str], None]
 KUBE_BIN = "/var/cache/calico-py/kube/v1.20.2/bin"  # make kube (KUBE_DIR)
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy",
             "kubectl")  # fmt: skip
-UP_TIMEOUT = 600.0
 
 
 def default_kube_bin() -> str:
@@ -76,11 +75,17 @@ def check_kube_bin(path: str) -> str:
 
 
 def new_state(*, kube_bin: str, calico: str) -> dict[str, Any]:
+    """A new Kubernetes lab's state, once everything it needs is known to be there (nothing is
+    made before: a missing binary or image is an error naming it)."""
     if calico not in k8s_state.CALICO_FORMS:
         raise LabError(f"--calico {calico!r}: use one of {', '.join(k8s_state.CALICO_FORMS)}")
     from dataclasses import asdict
 
-    return asdict(KubeState(calico=calico, kube_bin=check_kube_bin(kube_bin)))
+    state = asdict(KubeState(calico=calico, kube_bin=check_kube_bin(kube_bin)))
+    k8s_images.check_tools()
+    if calico == "hosted":
+        k8s_calico.calico_archives()
+    return state
 
 
 def lab_images(lab: LabState) -> dict[str, Path]:

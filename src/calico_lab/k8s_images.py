@@ -58,11 +58,22 @@ def responder_ref() -> str:
     return f"{RESPONDER}:{version()}"
 
 
-def compile_static(source: Path, out: Path) -> None:
+def compiler() -> str:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise LabError("calico-lab up --kubernetes builds its pod images with a C compiler: "
                        "install gcc and libc6-dev (make install)")  # fmt: skip
+    return cc
+
+
+def check_tools() -> None:
+    """What :func:`build` needs (a C compiler, busybox); a LabError naming what is missing."""
+    compiler()
+    busybox()
+
+
+def compile_static(source: Path, out: Path) -> None:
+    cc = compiler()
     out.parent.mkdir(parents=True, exist_ok=True)
     run([cc, *CFLAGS, "-o", str(out), str(source)], timeout=300)
     run(["strip", str(out)], check=False)

@@ -288,7 +288,7 @@ class Stream:
         self.listening = threading.Event()
 
     def serve(self) -> None:
-        netns.enter(self.dst.netns)
+        netns.enter_process(self.dst.netns)
         with socket.create_server(("0.0.0.0", self.port)) as srv:
             self.listening.set()
             conn, _ = srv.accept()
@@ -298,7 +298,7 @@ class Stream:
 
     def talk(self) -> None:
         try:
-            netns.enter(self.src.netns)
+            netns.enter_process(self.src.netns)
             with socket.create_connection((self.dst.ip, self.port), timeout=120) as sock:
                 reader = sock.makefile("r")
                 n = 0
