@@ -27,7 +27,7 @@ from calico_lab.state import LabError, LabState
 class ApiError(LabError):
     def __init__(self, status: int, path: str, message: str) -> None:
         self.status = status
-        super().__init__(f"API server: GET {path}: {status} {message}")
+        super().__init__(f"API server: {path}: {status} {message}")
 
 
 def kubectl_argv(lab: LabState, args: Sequence[str]) -> list[str]:
@@ -56,7 +56,7 @@ def exec_kubectl(lab: LabState, args: Sequence[str]) -> None:
 
 
 class Api:
-    """GETs against the lab's API server, from the core namespace."""
+    """Requests to the lab's API server, from the core namespace."""
 
     def __init__(self, lab: LabState, *, timeout: float = 10.0) -> None:
         pki = k8s_state.pki_dir(lab)
@@ -81,14 +81,19 @@ class Api:
             self._conn.close()
             self._conn = None
 
-    def _request(self, path: str) -> tuple[int, bytes]:
+    def _request(
+        self, path: str, method: str = "GET", body: bytes | None = None
+    ) -> tuple[int, bytes]:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         for attempt in (1, 2):  # a kept-alive connection the server closed: once more, new
             if self._conn is None:
                 self._conn = http.client.HTTPSConnection(
                     self.host, k8s_state.API_PORT, context=self.ctx, timeout=self.timeout
                 )
             try:
-                self._conn.request("GET", path, headers={"Accept": "application/json"})
+                self._conn.request(method, path, body=body, headers=headers)
                 resp = self._conn.getresponse()
                 return resp.status, resp.read()
             except (OSError, http.client.HTTPException):
@@ -103,8 +108,19 @@ class Api:
         except (OSError, http.client.HTTPException) as exc:
             raise LabError(f"API server {self.host}:{k8s_state.API_PORT}: {exc}") from None
         if status != 200:
-            raise ApiError(status, path, body.decode(errors="replace")[:300])
+            raise ApiError(status, f"GET {path}", body.decode(errors="replace")[:300])
         return json.loads(body)
+
+    def send(self, method: str, path: str, obj: dict[str, Any] | None = None) -> Any:
+        """POST/PUT/DELETE ``obj`` (JSON); the answer, or ApiError."""
+        body = json.dumps(obj).encode() if obj is not None else None
+        try:
+            status, data = self._thread.call(self._request, path, method, body)
+        except (OSError, http.client.HTTPException) as exc:
+            raise LabError(f"API server {self.host}:{k8s_state.API_PORT}: {exc}") from None
+        if status not in (200, 201, 202):
+            raise ApiError(status, f"{method} {path}", data.decode(errors="replace")[:300])
+        return json.loads(data)
 
     def raw(self, path: str) -> tuple[int, str]:
         """Status and text of a GET (``/readyz``); (0, reason) when nothing answered."""
