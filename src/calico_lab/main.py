@@ -146,6 +146,9 @@ def up(
 
     lab_name = resolve_name(name)
     given = network.requested(n_nodes, **options)  # bad values: nothing is made
+    recorded = state.load(lab_name)
+    if recorded is not None and recorded.kubernetes and not calico:
+        calico = str(recorded.kubernetes.get("calico"))  # up again keeps the lab's form
     k8s = _kubernetes_options(kubernetes, calico, kube_bin, kubeconfig)
     wait = timeout if timeout is not None else (600.0 if k8s else 90.0)
     with Progress(f"calico-lab up {lab_name} ({n_nodes} nodes)", enabled=not quiet) as prog:
