@@ -109,20 +109,34 @@ def build(lab: LabState, step: Step, timeout: float) -> None:
         archives.update(k8s_calico.calico_archives())
     step(f"control plane in {lab.core}: kube-apiserver, kube-controller-manager, kube-scheduler")
     k8s_control.start(lab, ks, timeout=remaining())
+    _nodes(lab, ks, archives, step)
+    step("waiting for every node to register")
+    _wait(lab, ks, lambda api: _unregistered(api, lab), remaining(), "Node objects")
+    _calico(lab, ks, step, remaining())
+    _wait_calico(lab, step, remaining())
+    k8s_control.wait_for_default_serviceaccount(lab, timeout=remaining())
+
+
+def _nodes(lab: LabState, ks: KubeState, archives: dict[str, Path], step: Step) -> None:
+    """Every node's init, cgroup root and containerd; the images; kubelet and kube-proxy."""
     k8s_host.claim_mount_points(lab, k8s_node.MOUNT_POINTS)
     for node in lab.nodes:
         ks.hosts.setdefault(node.name, KubeHost(netns=node.netns))
         step(f"{node.name}: its own mounts, cgroup root and containerd")
         k8s_node.start_runtime(lab, ks, node)
     step(f"importing {len(archives)} image(s) into every node's containerd")
-    with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
-        list(pool.map(lambda n: k8s_node.import_images(lab, ks, n.name, archives), lab.nodes))
-    k8s_state.save(lab, ks)
+    try:
+        with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
+            list(pool.map(lambda n: k8s_node.import_images(ks, n.name, archives), lab.nodes))
+    finally:
+        k8s_state.save(lab, ks)
     for node in lab.nodes:
         step(f"{node.name}: kubelet, kube-proxy")
         k8s_node.start_kubelet(lab, ks, node)
-    step("waiting for every node to register")
-    _wait(lab, ks, lambda api: _unregistered(api, lab), remaining(), "Node objects")
+
+
+def _calico(lab: LabState, ks: KubeState, step: Step, timeout: float) -> None:
+    """Calico in the lab's form; then every node Ready and Calico ready."""
     if ks.calico == "hosted":
         step("Calico: kubectl apply -f manifests/calico.yaml (etcd_endpoints: the lab's etcd)")
         k8s_calico.install_hosted(lab)
@@ -138,9 +152,7 @@ def build(lab: LabState, step: Step, timeout: float) -> None:
         return k8s_calico.host_ready(lab, ks)
 
     step("waiting for every node Ready and Calico ready")
-    _wait(lab, ks, unready, remaining(), "the cluster")
-    _wait_calico(lab, step, remaining())
-    k8s_control.wait_for_default_serviceaccount(lab, timeout=remaining())
+    _wait(lab, ks, unready, timeout, "the cluster")
 
 
 def _daemons_alive(lab: LabState, ks: KubeState) -> None:

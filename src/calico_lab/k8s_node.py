@@ -243,8 +243,9 @@ def start_runtime(lab: LabState, ks: KubeState, node: NodeState) -> None:
     daemons.wait_until(answers, timeout=60, interval=0.2, what=f"containerd on {node.name}")
 
 
-def import_images(lab: LabState, ks: KubeState, node: str, archives: dict[str, Path]) -> None:
-    """``ctr images import`` each archive ({image ID: path}) not imported into this node yet."""
+def import_images(ks: KubeState, node: str, archives: dict[str, Path]) -> None:
+    """``ctr images import`` each archive ({image ID: path}) not imported into this node yet,
+    noting it in the host's state (saved by the caller: nodes import in parallel)."""
     host = ks.hosts[node]
     for image_id, archive in archives.items():
         if image_id in host.images:
@@ -252,7 +253,6 @@ def import_images(lab: LabState, ks: KubeState, node: str, archives: dict[str, P
         k8s_host.run_in(host, ["ctr", "--address", CONTAINERD_SOCKET, "-n", "k8s.io", "images",
                                "import", str(archive)], timeout=600)  # fmt: skip
         host.images.append(image_id)
-        k8s_state.save(lab, ks)
 
 
 def start_kubelet(lab: LabState, ks: KubeState, node: NodeState) -> None:

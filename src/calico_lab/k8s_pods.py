@@ -179,9 +179,7 @@ def _calico(lab: LabState, docs: list[dict[str, Any]], report: Report, *, delete
         return
     from calico_lab import cluster, objects
 
-    parsed = [objects.Doc(d, f"document {i}") for i, d in enumerate(docs, 1)]
-    for doc in parsed:
-        objects._check(doc)
+    parsed = objects.parse(yaml.safe_dump_all(docs), "Calico resources")  # checked, as any lab
     with cluster.session(lab.name) as (lab_, store):
         (objects.delete if delete else objects.apply)(lab_, store, parsed, report)
 
