@@ -7,7 +7,9 @@ The API server listens on ``10.99.0.1:6443``, next to the lab's etcd, which it s
 node turns that address into the API server's. Authorization is Node + RBAC with the NodeRestriction
 admission plugin, as a kubeadm cluster has; service-account tokens are signed with the lab's key.
 The host's private ``/run`` keeps the self-signed serving certificates the controller manager and
-scheduler write (``/var/run/kubernetes``) off the machine. No leader election: one of each.
+scheduler write (``/var/run/kubernetes``) off the machine, and the controller manager's flexvolume
+directory is the host's own (it would make ``/usr/libexec/kubernetes/...``). No leader election:
+one of each.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def controller_manager_argv(lab: LabState, ks: KubeState) -> list[str]:
         "--use-service-account-credentials=true",
         f"--service-account-private-key-file={pki / 'sa.key'}",
         f"--root-ca-file={pki / 'ca.crt'}",
+        # its flexvolume prober makes this directory (else /usr/libexec/kubernetes/...)
+        f"--flex-volume-plugin-dir={k8s_state.host_dir(lab, CONTROL_PLANE) / 'volume-plugins'}",
     ]
 
 

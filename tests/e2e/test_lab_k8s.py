@@ -31,13 +31,18 @@ from typing import Any
 import pytest
 
 from calico.lib import netns
-from calico_lab import k8s_calico, k8s_cluster, k8s_pods, k8s_state, probe, state
+from calico_lab import k8s_calico, k8s_cluster, k8s_node, k8s_pods, k8s_state, probe, state
 from calico_lab.state import LabState, PodState
 from tests.e2e import lab_support
 from tests.e2e.lab_support import LabHandle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
+# What kubelet, the controller manager or a hostPath volume would make on the machine by default:
+# each must be as it was before the lab (the lab points them into its own directories).
+MACHINE_PATHS = ("/usr/libexec/kubernetes", "/var/lib/kubelet", "/var/lib/calico", "/opt/cni",
+                 "/lib/modules", "/var/run/kubernetes", "/var/log/pods", "/var/log/containers",
+                 "/etc/kubernetes")  # fmt: skip
 SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
            "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
            "net/netfilter/nf_conntrack_max")  # fmt: skip
@@ -71,6 +76,10 @@ def missing() -> str:
     return ""
 
 
+def machine_paths() -> dict[str, bool]:
+    return {p: Path(p).exists() for p in MACHINE_PATHS}
+
+
 def sysctls() -> dict[str, str]:
     out = {}
     for key in SYSCTLS:
@@ -84,6 +93,7 @@ class Kube:
     handle: LabHandle
     sysctls: dict[str, str]
     root_net: set[str]
+    paths: dict[str, bool]
 
     def lab(self) -> LabState:
         return k8s_pods.with_live_pods(self.handle.state())
@@ -102,7 +112,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     if reason:
         pytest.skip(f"real-Kubernetes e2e skipped: {reason}")
     handle = LabHandle(lab_support.unique_name("k"), tmp_path_factory.mktemp("k8s"))
-    before = Kube(handle, sysctls(), lab_support.root_links())
+    before = Kube(handle, sysctls(), lab_support.root_links(), machine_paths())
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CALICO_LAB_ROOT", str(handle.root))  # the in-process reads of the lab
         try:
@@ -139,6 +149,8 @@ def test_calico_runs_from_its_hosted_install(kube: Kube) -> None:
         assert node["kubelet"] == "Ready"
     assert sysctls() == kube.sysctls, "the machine's sysctls changed"
     assert lab_support.root_links() == kube.root_net, "the root namespace's network changed"
+    made = {p for p, there in machine_paths().items() if there and not kube.paths[p]}
+    assert made <= set(k8s_node.MOUNT_POINTS) | {"/opt/cni"}, "made on the machine"
 
 
 def apply_pods(kube: Kube, ns: str, placed: dict[str, str]) -> list[str]:
@@ -363,3 +375,4 @@ def test_down_removes_everything(kube: Kube) -> None:
     assert left == []
     assert sysctls() == kube.sysctls
     assert lab_support.root_links() == kube.root_net
+    assert machine_paths() == kube.paths

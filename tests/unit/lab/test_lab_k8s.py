@@ -34,6 +34,7 @@ MANIFEST = Path(__file__).resolve().parents[3] / "manifests" / "calico.yaml"
 def lab(tmp_path: Path, *, net: Network | None = None) -> LabState:
     made = cluster.new_state("t", 2, net)
     made.dir = str(tmp_path / "t")
+    made.run_root = str(tmp_path / "run")  # never the machine's /run/calico-lab
     return made
 
 
