@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The calico-lab demo (`make demo`, after `make install`): a 3-node Calico cluster in network
 # namespaces, pods in two namespaces, the connectivity matrix before and after Kubernetes
-# NetworkPolicies, and a pod reaching the `outside` host beyond the lab's router. Nothing outside
-# the lab's own namespaces is touched; `calico-lab down` removes it.
+# NetworkPolicies and a platform tier above them, and a pod reaching the `outside` host beyond the
+# lab's router. Nothing outside the lab's own namespaces is touched; `calico-lab down` removes it.
 #
 # CALICO_LAB_KUBERNETES=1 runs the same demo on a real Kubernetes cluster (`calico-lab up
 # --kubernetes`: kube-apiserver, kubelets, containerd, kube-proxy; Calico from its hosted install),
@@ -70,7 +70,8 @@ fi
 calico-lab up "${UP[@]}"
 
 # A second `make demo` starts from the same place: no policies from the last run.
-calico-lab delete -f examples/allow.yaml -f examples/default-deny.yaml >/dev/null 2>&1 || true
+calico-lab delete -f examples/tiers.yaml -f examples/allow.yaml -f examples/default-deny.yaml \
+    >/dev/null 2>&1 || true
 
 say "Namespaces shop and dev, four pods (each serves TCP and UDP port $PORT)"
 calico-lab apply -f examples/namespaces.yaml -f examples/pods.yaml
@@ -117,6 +118,15 @@ wait_stable
 say "Connectivity with the policies: only the allowed paths remain"
 calico-lab matrix --port "$PORT"
 
+say "A platform tier before the application policies (examples/tiers.yaml): dev never reaches db"
+sed -n '1,10p' examples/tiers.yaml
+calico-lab apply -f examples/tiers.yaml
+wait_denied dev/tester shop/db
+wait_stable
+echo "shop's allow-db-from-everywhere opens db to every namespace; the platform tier's Deny for"
+echo "dev comes first, and its Pass hands everything else to the application policies:"
+calico-lab matrix --port "$PORT"
+
 cat <<TXT
 
 Explore further:
@@ -125,6 +135,7 @@ Explore further:
   calico-lab exec outside -- ip addr                     the host beyond the lab's router
   calico-lab exec node1 -- calicoctl node status         BGP mesh as seen from node1
   calico-lab exec node1 -- calicoctl get networkpolicy -A -o wide
+  calico-lab exec node1 -- calicoctl get tiers -o wide   tiers in evaluation order
   calico-lab exec node1 -- calicoctl get workloadendpoints -A
   calico-lab exec node2 -- birdc show route              routes BIRD learnt
   calico-lab exec node1 -- nft list table inet calico    the policy agent's rules

@@ -134,7 +134,7 @@ def policy_samples(lab: Any, api: Any, reps: int) -> tuple[list[float], list[flo
     pods = lab.pods
     a, b = pods["bench/a"], pods["bench/b"]
     prober = traffic.Prober(a.netns, b.ip, 53)
-    store = LabStore(core_netns=lab.core, endpoint=lab.etcd_endpoint)
+    store = LabStore.of(lab)
     path = f"/apis/networking.k8s.io/v1/namespaces/{sandboxes.NAMESPACE}/networkpolicies"
     deny, allow, direct = [], [], []
     try:

@@ -17,6 +17,7 @@ checkout inside each node's namespaces, calico-kube-controllers in the control-p
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -77,16 +78,40 @@ def _env(container: dict[str, Any], values: dict[str, str]) -> None:
         env.append({"name": name, "value": value})
 
 
+ETCD_CLIENT = "calico-hosted"  # the hosted install's etcd client certificate (--etcd-tls)
+SECRET_FILES = {"etcd_ca": "etcd-ca", "etcd_cert": "etcd-cert", "etcd_key": "etcd-key"}
+
+
+def etcd_secret(lab: LabState) -> dict[str, str]:
+    """The ``calico-etcd-secrets`` data as a user fills it in (base64 of each file) with
+    ``--etcd-tls``; {} without."""
+    tls = lab.etcd_tls(ETCD_CLIENT)
+    if tls is None:
+        return {}
+    from calico_lab import pki
+
+    pki.issue(lab.pki_dir, ETCD_CLIENT)
+    files = {"etcd-ca": tls.ca_file, "etcd-cert": tls.cert_file, "etcd-key": tls.key_file}
+    return {k: base64.b64encode(Path(str(v)).read_bytes()).decode() for k, v in files.items()}
+
+
 def hosted_manifest(lab: LabState, text: str) -> str:
-    """``manifests/calico.yaml`` with the lab's etcd and network options filled in."""
+    """``manifests/calico.yaml`` with the lab's etcd (every member; its TLS Secret and paths with
+    ``--etcd-tls``) and network options filled in, where the manifest tells a user to."""
     docs = [d for d in yaml.safe_load_all(text) if d]
     net = lab.network
+    secret = etcd_secret(lab)
     for doc in docs:
         meta = doc.get("metadata") or {}
+        if doc.get("kind") == "Secret" and meta.get("name") == "calico-etcd-secrets" and secret:
+            doc["data"] = secret
         if doc.get("kind") == "ConfigMap" and meta.get("name") == "calico-config":
             doc["data"]["etcd_endpoints"] = lab.etcd_endpoint
             doc["data"]["calico_backend"] = net.backend
             doc["data"]["veth_mtu"] = str(net.mtu)
+            if secret:
+                for key, name in SECRET_FILES.items():
+                    doc["data"][key] = f"/calico-secrets/{name}"
         if doc.get("kind") == "DaemonSet" and meta.get("name") == "calico-node":
             for container in doc["spec"]["template"]["spec"]["containers"]:
                 if container["name"] == "calico-node":
@@ -175,6 +200,7 @@ def start_host(lab: LabState, ks: KubeState) -> None:
     env = {
         "DATASTORE_TYPE": "etcdv3",
         "ETCD_ENDPOINTS": lab.etcd_endpoint,
+        **nodes.etcd_tls_env(lab, "calico-lab"),
         "KUBECONFIG": str(k8s_state.kubeconfig(lab, "calico")),
         "ENABLED_CONTROLLERS": "policy,namespace,serviceaccount,workloadendpoint",
         "LOG_LEVEL": "info",

@@ -199,7 +199,7 @@ def _not_ready(api: k8s_api.Api, lab: LabState) -> str:
 
 def _wait_calico(lab: LabState, step: Step, timeout: float) -> None:
     """Every Calico Node resource, and with BIRD a full BGP mesh."""
-    store = LabStore(core_netns=lab.core, endpoint=lab.etcd_endpoint)
+    store = LabStore.of(lab)
     try:
         daemons.wait_until(
             lambda: (

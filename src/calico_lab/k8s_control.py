@@ -3,7 +3,8 @@ in the core namespace (the router), as one lab host (:mod:`calico_lab.k8s_host`)
 
 The API server listens on ``10.99.0.1:6443``, next to the lab's etcd, which it shares with Calico
 (as Calico's etcd-datastore install allows: Kubernetes under ``/registry``, Calico under
-``/calico``). Services get ``10.96.0.0/24`` (``kubernetes`` is ``10.96.0.1``); kube-proxy on each
+``/calico``): every member (``--etcd-members``), with its own client certificate when the lab has
+``--etcd-tls``. Services get ``10.96.0.0/24`` (``kubernetes`` is ``10.96.0.1``); kube-proxy on each
 node turns that address into the API server's. Authorization is Node + RBAC with the NodeRestriction
 admission plugin, as a kubeadm cluster has; service-account tokens are signed with the lab's key.
 The host's private ``/run`` keeps the self-signed serving certificates the controller manager and
@@ -33,6 +34,7 @@ def apiserver_argv(lab: LabState, ks: KubeState) -> list[str]:
         f"--secure-port={k8s_state.API_PORT}",
         "--insecure-port=0",
         f"--etcd-servers={lab.etcd_endpoint}",
+        *etcd_tls_flags(lab),
         f"--service-cluster-ip-range={k8s_state.SERVICE_CIDR}",
         f"--client-ca-file={pki / 'ca.crt'}",
         f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -49,6 +51,21 @@ def apiserver_argv(lab: LabState, ks: KubeState) -> list[str]:
         "--profiling=false",
         "--v=1",
     ]
+
+
+ETCD_CLIENT = "kube-apiserver-etcd"  # the API server's etcd client certificate (--etcd-tls)
+
+
+def etcd_tls_flags(lab: LabState) -> list[str]:
+    """With ``--etcd-tls``: the lab's CA and the API server's own etcd client certificate."""
+    tls = lab.etcd_tls(ETCD_CLIENT)
+    if tls is None:
+        return []
+    from calico_lab import pki
+
+    pki.issue(lab.pki_dir, ETCD_CLIENT)
+    return [f"--etcd-cafile={tls.ca_file}", f"--etcd-certfile={tls.cert_file}",
+            f"--etcd-keyfile={tls.key_file}"]  # fmt: skip
 
 
 def _component(lab: LabState, ks: KubeState, binary: str, user: str) -> list[str]:

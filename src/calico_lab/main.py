@@ -101,6 +101,17 @@ MODE_HELP = "[Always|CrossSubnet|Never]"
     "--backend", metavar="[bird|vxlan|none]", default=None, help="calico-node's backend (bird)."
 )
 @click.option(
+    "--etcd-members",
+    type=int,
+    default=None,
+    help="Run a real etcd cluster of N members in the core, each on its own address (1).",
+)
+@click.option(
+    "--etcd-tls/--no-etcd-tls",
+    default=None,
+    help="etcd requires client certificates; the lab makes a CA and one per component (off).",
+)
+@click.option(
     "--kubeconfig",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -135,17 +146,20 @@ def up(
     kube_bin: str | None,
     timeout: float | None,
     quiet: bool,
+    etcd_members: int | None,
+    etcd_tls: bool | None,
     **options: Any,
 ) -> None:
     """Bring the lab up (idempotent: repairs what is missing).
 
     The network options are fixed when the lab is made; a later up keeps them (and refuses
     different ones)."""
-    from calico_lab import cluster, network
+    from calico_lab import cluster, datastore, network
     from calico_lab.progress import Progress
 
     lab_name = resolve_name(name)
     given = network.requested(n_nodes, **options)  # bad values: nothing is made
+    given_etcd = datastore.requested(members=etcd_members, tls=etcd_tls)
     recorded = state.load(lab_name)
     if recorded is not None and recorded.kubernetes and not calico:
         calico = str(recorded.kubernetes.get("calico"))  # up again keeps the lab's form
@@ -153,7 +167,13 @@ def up(
     wait = timeout if timeout is not None else (600.0 if k8s else 90.0)
     with Progress(f"calico-lab up {lab_name} ({n_nodes} nodes)", enabled=not quiet) as prog:
         lab = cluster.up(
-            lab_name, n_nodes, options=given, step=prog.step, timeout=wait, kubernetes=k8s
+            lab_name,
+            n_nodes,
+            options=given,
+            etcd_options=given_etcd,
+            step=prog.step,
+            timeout=wait,
+            kubernetes=k8s,
         )
         if kubeconfig:
             from calico_lab import kube
@@ -163,7 +183,7 @@ def up(
     click.echo(
         f"lab {lab.name} is up: nodes {', '.join(n.name for n in lab.nodes)}; "
         f"etcd {lab.etcd_endpoint} (inside {lab.core}); outside {network.OUTSIDE_IP}; "
-        f"{lab.network.flags()}"
+        f"{lab.network.flags()} {lab.etcd.flags()}"
     )
 
 

@@ -1,10 +1,14 @@
 """The lab as a Kubernetes control plane: apply/delete manifests and change labels.
 
-Input is YAML or JSON, multi-document, ``kind: List`` expanded. Kubernetes Namespaces and
-NetworkPolicies go through the same conversion as the kube-controllers
-(:mod:`calico.k8s.conversion`) and land in the lab's etcd; Pods are handed to
-:mod:`calico_lab.pods`; ``projectcalico.org/v3`` resources go to the datastore Client as they are.
-Every document is checked (and converted) before anything is written, so bad input changes nothing.
+Input is YAML or JSON, multi-document, ``kind: List`` expanded. Kubernetes Namespaces,
+NetworkPolicies, AdminNetworkPolicies and the BaselineAdminNetworkPolicy go through the same
+conversions as the kube-controllers (:mod:`calico.k8s.conversion`, :mod:`calico.k8s.admin_policy`)
+and land in the lab's etcd; Pods are handed to :mod:`calico_lab.pods`; ``projectcalico.org/v3``
+resources go to the datastore Client as they are (Tiers first). Every document is checked (and
+converted) before anything is written, so bad input changes nothing: that includes a policy naming
+a tier that does not exist, a conversion problem the controller would report (the lab refuses
+instead), and two AdminNetworkPolicies with one priority (the lab refuses what Kubernetes would
+only warn about, naming both).
 """
 
 from __future__ import annotations
@@ -21,7 +25,14 @@ from calico_lab.state import LabError, LabState
 from calico_lab.store import LabStore
 
 CALICO_API = "projectcalico.org/v3"
-K8S_KINDS = {("v1", "Namespace"), ("v1", "Pod"), ("networking.k8s.io/v1", "NetworkPolicy")}
+ANP_API = "policy.networking.k8s.io/v1alpha1"
+ADMIN_KINDS = ("AdminNetworkPolicy", "BaselineAdminNetworkPolicy")
+K8S_KINDS = {
+    ("v1", "Namespace"),
+    ("v1", "Pod"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    *((ANP_API, k) for k in ADMIN_KINDS),
+}
 NS_NAME_LABEL = "kubernetes.io/metadata.name"
 Report = Callable[[str], None]
 
@@ -62,6 +73,8 @@ def parse(text: str, source: str = "-") -> list[Doc]:
             "PodList",
             "NamespaceList",
             "NetworkPolicyList",
+            "AdminNetworkPolicyList",
+            "BaselineAdminNetworkPolicyList",
         ):
             docs += [
                 Doc(item, f"{source}: document {i}, item {j}")
@@ -92,7 +105,8 @@ def _check(doc: Doc) -> None:
     elif (api, kind) not in K8S_KINDS:
         raise LabError(
             f"{doc.where}: kind {kind!r} (apiVersion {api!r}) is not supported; use "
-            "Namespace, Pod, NetworkPolicy, List or projectcalico.org/v3 resources"
+            "Namespace, Pod, NetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy "
+            f"({ANP_API}), List or projectcalico.org/v3 resources"
         )
 
 
@@ -106,6 +120,60 @@ def _convert_policy(doc: Doc) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as exc:
         raise LabError(f"{doc.where}: NetworkPolicy {doc.namespace}/{doc.name}: {exc}") from None
     return policy
+
+
+def _is_admin(doc: Doc) -> bool:
+    return not doc.is_calico and doc.kind in ADMIN_KINDS
+
+
+def admin_key(kind: str, name: str) -> str:
+    """The lab's key for a cluster-scoped policy (never a "namespace/name": kinds have capitals)."""
+    return f"{kind}/{name}"
+
+
+def _convert_admin(doc: Doc) -> dict[str, Any]:
+    """Strict: the lab refuses what the controller would convert with problems."""
+    from calico.k8s import admin_policy, conversion
+
+    convert = (
+        admin_policy.convert_admin_network_policy
+        if doc.kind == "AdminNetworkPolicy"
+        else admin_policy.convert_baseline_admin_network_policy
+    )
+    try:
+        result = convert(copy.deepcopy(doc.obj))
+    except (conversion.ConversionError, KeyError, TypeError) as exc:
+        raise LabError(f"{doc.where}: {exc}") from None
+    if result.problems:
+        raise LabError(f"{doc.where}: {result.problems[0]}")
+    return result.policy
+
+
+def _check_priorities(lab: LabState, docs: list[Doc]) -> None:
+    """Two AdminNetworkPolicies with one priority (the applied ones count too): refused."""
+    from calico.k8s import admin_policy
+
+    anps = {k: v for k, v in lab.policies.items() if k.startswith("AdminNetworkPolicy/")}
+    for doc in docs:
+        if _is_admin(doc) and doc.kind == "AdminNetworkPolicy":
+            anps[admin_key(doc.kind, doc.name)] = doc.obj
+    clashes = admin_policy.priority_conflicts(list(anps.values()))
+    for doc in docs:
+        if doc.kind == "AdminNetworkPolicy" and doc.name in clashes:
+            raise LabError(
+                f"{doc.where}: AdminNetworkPolicy {doc.name}: spec.priority: "
+                f"{doc.obj['spec']['priority']} is already the priority of "
+                f"{', '.join(clashes[doc.name])} (give each AdminNetworkPolicy its own priority)"
+            )
+
+
+def _check_tiers(store: LabStore, docs: list[Doc]) -> None:
+    from calico.cli import tier_checks
+
+    objs = [d.obj for d in docs if d.is_calico]
+    problems = store.call(tier_checks.check_writes, store.client, objs)
+    if problems:
+        raise LabError("; ".join(problems))
 
 
 def _check_labels(doc: Doc) -> None:
@@ -124,8 +192,8 @@ def _check_labels(doc: Doc) -> None:
 
 
 def _order(doc: Doc) -> int:
-    if doc.kind == "Namespace" and not doc.is_calico:
-        return 0
+    if (doc.kind == "Namespace" and not doc.is_calico) or (doc.kind == "Tier" and doc.is_calico):
+        return 0  # namespaces, and tiers (their policies need them), first
     return 2 if doc.kind == "Pod" else 1
 
 
@@ -149,8 +217,12 @@ def apply(lab: LabState, store: LabStore, docs: list[Doc], report: Report) -> No
                 lab.node(str(doc.obj["spec"]["nodeName"]))
         if doc.kind == "NetworkPolicy" and not doc.is_calico:
             converted[i] = _convert_policy(doc)
+        if _is_admin(doc):
+            converted[i] = _convert_admin(doc)
         if doc.kind in ("Namespace", "Pod") and not doc.is_calico:
             _check_labels(doc)
+    _check_priorities(lab, docs)
+    _check_tiers(store, docs)
     for i, doc in sorted(enumerate(docs), key=lambda t: _order(t[1])):
         report(_apply_one(lab, store, doc, converted.get(i)))
 
@@ -166,6 +238,14 @@ def _apply_one(lab: LabState, store: LabStore, doc: Doc, policy: dict[str, Any] 
         labels = {str(k): str(v) for k, v in (doc.obj["metadata"].get("labels") or {}).items()}
         ensure_namespace(lab, store, doc.name, labels)  # rewritten even when unchanged
         return f"namespace/{doc.name} {_verb(before, lab.namespaces[doc.name])}"
+    if _is_admin(doc):
+        key = admin_key(doc.kind, doc.name)
+        before = lab.policies.get(key)
+        assert policy is not None
+        store.apply(policy)
+        lab.policies[key] = doc.obj
+        lab.save()
+        return f"{doc.kind.lower()}.policy.networking.k8s.io/{doc.name} {_verb(before, doc.obj)}"
     if doc.kind == "NetworkPolicy":
         key = f"{doc.namespace}/{doc.name}"
         before = lab.policies.get(key)
@@ -229,6 +309,13 @@ def relabel_namespace(
 
 
 def delete(lab: LabState, store: LabStore, docs: list[Doc], report: Report) -> None:
+    from calico.cli import tier_checks
+
+    problems = store.call(
+        tier_checks.check_deletes, store.client, [d.obj for d in docs if d.is_calico]
+    )
+    if problems:
+        raise LabError("; ".join(problems) + " (nothing was deleted)")
     for doc in sorted(docs, key=_order, reverse=True):
         report(_delete_one(lab, store, doc))
 
@@ -237,6 +324,13 @@ def _delete_one(lab: LabState, store: LabStore, doc: Doc) -> str:
     if doc.is_calico:
         found = store.delete(doc.kind, doc.name, doc.obj["metadata"].get("namespace"))
         return f"{doc.kind.lower()}.projectcalico.org/{doc.name} {_gone(found)}"
+    if _is_admin(doc):
+        key = admin_key(doc.kind, doc.name)
+        policy = _convert_admin(Doc(lab.policies.get(key, doc.obj), doc.where))
+        found = store.delete("GlobalNetworkPolicy", policy["metadata"]["name"])
+        found = lab.policies.pop(key, None) is not None or found
+        lab.save()
+        return f"{doc.kind.lower()}.policy.networking.k8s.io/{doc.name} {_gone(found)}"
     if doc.kind == "Pod":
         key = f"{doc.namespace}/{doc.name}"
         if key not in lab.pods:

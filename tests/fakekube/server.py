@@ -7,9 +7,10 @@ Binding, as kube-scheduler does: sets ``spec.nodeName``; 409 when already bound)
 (``?watch=true``) with ``resourceVersion``, ``timeoutSeconds``, ``allowWatchBookmarks``
 (BOOKMARK events every ``bookmark_interval`` seconds and on :meth:`send_bookmarks`) and 410 Gone
 (an ERROR event) for a resourceVersion older than the last :meth:`compact`. Test hooks:
-:meth:`drop_watches` cuts every watch connection mid-stream, :meth:`stop` / :meth:`start` take the
-server away and back on the same port. Plain HTTP, or HTTPS with a throwaway CA (``tls=True``);
-optional bearer token.
+:meth:`drop_watches` cuts every watch connection mid-stream, :meth:`silence_watches` leaves
+every open watch connected but silent (no events, no bookmarks, no end), :meth:`stop` /
+:meth:`start` take the server away and back on the same port. Plain HTTP, or HTTPS with a
+throwaway CA (``tls=True``); optional bearer token.
 
 Drive it in-process (``fake.create("pods", obj)``) or over HTTP with any client.
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakekube import tls
-from tests.fakekube.store import RESOURCES, ApiError, Obj, Store
+from tests.fakekube.store import GROUP_VERSIONS, RESOURCES, ApiError, Obj, Store
 
 GROUP_PATHS = {("api", "v1"): "", ("apis", "networking.k8s.io/v1"): "networking.k8s.io"}
 
@@ -40,12 +41,8 @@ def _parse_path(path: str) -> tuple[str, str | None, str | None, str | None]:
     parts = [p for p in path.split("/") if p]
     if len(parts) >= 2 and parts[0] == "api" and parts[1] == "v1":
         group, rest = "", parts[2:]
-    elif (
-        len(parts) >= 3
-        and parts[0] == "apis"
-        and f"{parts[1]}/{parts[2]}" == "networking.k8s.io/v1"
-    ):
-        group, rest = "networking.k8s.io", parts[3:]
+    elif len(parts) >= 3 and parts[0] == "apis" and f"{parts[1]}/{parts[2]}" in GROUP_VERSIONS:
+        group, rest = parts[1], parts[3:]
     else:
         raise ApiError(404, "NotFound", f"the server could not find the requested resource {path}")
     ns: str | None = None
@@ -101,6 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
             query = dict(urllib.parse.parse_qsl(url.query))
             plural, ns, name, sub = _parse_path(url.path)
             fake.requests.append((method, url.path, query.get("watch", "")))
+            if plural in fake.store.not_served:
+                raise ApiError(404, "NotFound", f"the server could not find the resource {plural}")
             if sub == "binding":
                 if method != "POST" or name is None or ns is None:
                     raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
@@ -171,6 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
                     pending = [{"type": "ERROR", "object": status}]
                     rv = -1
         fake.watches_opened += 1
+        silence = fake.silence_seq
         last_bookmark = time.monotonic()
         seen_bookmark = fake.bookmark_seq
         try:
@@ -191,7 +191,11 @@ class _Handler(BaseHTTPRequestHandler):
                             if ns is None or e.obj["metadata"].get("namespace") == ns
                         ]
                     dropped = store.generation != generation or fake.stopping
+                    silenced = fake.silence_seq != silence
                     current_rv, force_bookmark = store.rv, fake.bookmark_seq
+                if silenced:
+                    self._hang()
+                    return
                 if dropped:
                     self._abort()
                     return
@@ -223,6 +227,14 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
             self.close_connection = True
 
+    def _hang(self) -> None:
+        """Send nothing more, end nothing, ignore timeoutSeconds: the connection stays open and
+        silent (a wedged server or proxy) until the fake stops."""
+        fake = self.server.fake
+        while not fake.stopping:
+            time.sleep(0.05)
+        self._abort()
+
     def _abort(self) -> None:
         """Cut the connection mid-stream (no terminating chunk): the client sees a broken read."""
         self.close_connection = True
@@ -253,6 +265,7 @@ class FakeKube:
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.bookmark_seq = 0
+        self.silence_seq = 0
         self.tls_files = tls.make_test_ca(tls_dir) if tls_dir is not None else None
         self.requests: list[tuple[str, str, str]] = []
         self.watches_opened = 0
@@ -324,6 +337,13 @@ class FakeKube:
         """Cut every open watch connection mid-stream."""
         with self.store.cond:
             self.store.generation += 1
+            self.store.cond.notify_all()
+
+    def silence_watches(self) -> None:
+        """Every watch open now goes silent without closing (no events, no bookmarks, no end,
+        whatever its timeoutSeconds); watches opened later are served normally."""
+        with self.store.cond:
+            self.silence_seq += 1
             self.store.cond.notify_all()
 
     def send_bookmarks(self) -> None:

@@ -42,8 +42,24 @@ RESOURCES: dict[str, ResourceType] = {
         ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True),
         ResourceType("", "v1", "Event", "events", True),
         ResourceType("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True),
+        # The network-policy-api CRDs (served unless listed in Store.not_served).
+        ResourceType(
+            "policy.networking.k8s.io",
+            "v1alpha1",
+            "AdminNetworkPolicy",
+            "adminnetworkpolicies",
+            False,
+        ),
+        ResourceType(
+            "policy.networking.k8s.io",
+            "v1alpha1",
+            "BaselineAdminNetworkPolicy",
+            "baselineadminnetworkpolicies",
+            False,
+        ),
     )
 }
+GROUP_VERSIONS = {r.api_version for r in RESOURCES.values() if r.group}
 
 
 class ApiError(Exception):
@@ -100,6 +116,7 @@ class Store:
         self.objects: dict[str, dict[tuple[str, str], Obj]] = {p: {} for p in RESOURCES}
         self.history: dict[str, History] = {p: History() for p in RESOURCES}
         self.generation = 0  # bumped to make watchers drop their connections
+        self.not_served: set[str] = set()  # plurals answered 404, as without their CRD
 
     # ---- reads -------------------------------------------------------------------------------
 

@@ -1,10 +1,17 @@
 """ActiveRulesCalculator: which policies and profiles the local endpoints use, and each endpoint's
-ordered policy lists (the PolicySorter's job: ascending ``order``, unordered last, then name).
+tiers with their ordered policy lists (the PolicySorter's job: tiers by ``order``, unordered last,
+then name; inside a tier, policies by ``order``, unordered last, then name).
 
 A policy is active while its selector matches at least one local endpoint; a profile while a
 local endpoint lists it (a missing profile is sent empty, so it allows nothing: fail closed).
 Activating a policy or profile references its rules' IP sets; deactivating releases them.
 Endpoints whose policy lists may have changed are marked dirty and recomputed in ``flush``.
+
+Tiers: a policy's ``spec.tier`` names its tier. A Tier resource gives its order and defaultAction;
+the built-in tiers (``default``, ``kube-admin``, ``kube-baseline``) count as present with Calico's
+fixed values while the datastore lacks them; any other tier a policy names but the datastore lacks
+is treated as unordered with defaultAction Deny (fail closed) and listed in ``missing_tiers``. A
+Tier change re-renders only the endpoints some policy of that tier selects.
 """
 
 from __future__ import annotations
@@ -31,6 +38,43 @@ class ActiveRulesCalculator:
         self._active_policy_specs: dict[m.PolicyID, tuple[rule_scanner.IPSetSpec, ...]] = {}
         self._active_profile_specs: dict[str, tuple[rule_scanner.IPSetSpec, ...]] = {}
         self._dirty: set[str] = set()
+        self._tiers: dict[str, validation.TierData] = {}  # from the datastore
+        self._tier_keys: dict[str, set[str]] = {}  # tier -> selector keys of its policies
+
+    # ---- tiers --------------------------------------------------------------------------------
+
+    def tier(self, name: str) -> validation.TierData:
+        """The tier as evaluated: the datastore's, else the built-in one, else fail closed."""
+        found = self._tiers.get(name) or validation.builtin_tier(name)
+        return found or validation.TierData(name, None, "Deny")
+
+    @property
+    def missing_tiers(self) -> list[str]:
+        """Tiers some policy names that neither the datastore nor the built-ins define."""
+        return sorted(
+            t
+            for t, keys in self._tier_keys.items()
+            if keys and t not in self._tiers and validation.builtin_tier(t) is None
+        )
+
+    def on_tier_update(self, name: str, data: validation.TierData | None) -> None:
+        before = self.tier(name)
+        if data is None:
+            self._tiers.pop(name, None)
+        else:
+            self._tiers[name] = data
+        if self.tier(name) != before:
+            for key in self._tier_keys.get(name, ()):
+                self._dirty |= self.index.matches_by_sel.get(key, set())
+
+    def _tier_key(self, tier: str, key: str, *, add: bool) -> None:
+        keys = self._tier_keys.setdefault(tier, set())
+        if add:
+            keys.add(key)
+        else:
+            keys.discard(key)
+            if not keys:
+                del self._tier_keys[tier]
 
     # ---- policies -----------------------------------------------------------------------------
 
@@ -40,10 +84,14 @@ class ActiveRulesCalculator:
         self._pid_by_key[key] = pid
         old = self._policies.get(pid)
         self._policies[pid] = data
+        if old is not None and old.tier != data.tier:
+            self._tier_key(old.tier, key, add=False)
+        self._tier_key(data.tier, key, add=True)
         if pid in self._active_policy_specs:
             self._activate_policy(pid)  # re-reference the (possibly new) IP sets, resend
         if old is not None and (
             old.sort_key() != data.sort_key()
+            or old.tier != data.tier
             or (old.ingress, old.egress) != (data.ingress, data.egress)
             or _kind(old.policy) != _kind(data.policy)
         ):
@@ -55,6 +103,7 @@ class ActiveRulesCalculator:
         if pid not in self._policies:
             return
         self.index.delete_selector(key)
+        self._tier_key(self._policies[pid].tier, key, add=False)
         del self._policies[pid]
 
     # ---- profiles -----------------------------------------------------------------------------
@@ -177,7 +226,7 @@ class ActiveRulesCalculator:
                 mac=item.mac,
                 ipv4_nets=v4,
                 ipv6_nets=v6,
-                tiers=_tiers(normal),
+                tiers=self._tiers_of(normal),
                 profile_ids=item.parents,
             )
         return m.HostEndpoint(
@@ -185,23 +234,29 @@ class ActiveRulesCalculator:
             iface=item.iface or "",
             expected_ipv4_addrs=v4,
             expected_ipv6_addrs=v6,
-            tiers=_tiers(normal),
-            untracked_tiers=_tiers([p for p in pols if p.policy.untracked]),
-            pre_dnat_tiers=_tiers(
+            tiers=self._tiers_of(normal),
+            untracked_tiers=self._tiers_of([p for p in pols if p.policy.untracked]),
+            pre_dnat_tiers=self._tiers_of(
                 [p for p in pols if p.policy.pre_dnat and not p.policy.untracked]
             ),
-            forward_tiers=_tiers([p for p in normal if p.policy.apply_on_forward]),
+            forward_tiers=self._tiers_of([p for p in normal if p.policy.apply_on_forward]),
             profile_ids=item.parents,
         )
+
+    def _tiers_of(self, pols: list[validation.PolicyData]) -> tuple[m.TierInfo, ...]:
+        """``pols`` (already in policy order) grouped by tier, tiers in evaluation order."""
+        by_tier: dict[str, list[validation.PolicyData]] = {}
+        for p in pols:
+            by_tier.setdefault(p.tier, []).append(p)
+        out = []
+        for data in sorted((self.tier(t) for t in by_tier), key=validation.TierData.sort_key):
+            members = by_tier[data.name]
+            ingress = tuple(p.id for p in members if p.ingress)
+            egress = tuple(p.id for p in members if p.egress)
+            if ingress or egress:
+                out.append(m.TierInfo(data.name, ingress, egress, data.default_action))
+        return tuple(out)
 
 
 def _kind(policy: m.Policy) -> tuple[bool, bool, bool]:
     return (policy.untracked, policy.pre_dnat, policy.apply_on_forward)
-
-
-def _tiers(pols: list[validation.PolicyData]) -> tuple[m.TierInfo, ...]:
-    ingress = tuple(p.id for p in pols if p.ingress)
-    egress = tuple(p.id for p in pols if p.egress)
-    if not ingress and not egress:
-        return ()
-    return (m.TierInfo("default", ingress, egress),)

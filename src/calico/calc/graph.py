@@ -14,6 +14,7 @@
         │                        all items ─> IPSetCalculator <─────┘
         │                                     (selector index over the cluster)
         ├─ (Global)NetworkPolicy ──────────> ActiveRulesCalculator
+        ├─ Tier (order, defaultAction) ────> ActiveRulesCalculator (endpoints' TierInfo)
         ├─ IPPool / Node ─(network_validation)─> NetworkPassthru ──> IPAMPool / HostMetadata /
         │        │                                                   VXLANTunnelEndpoint
         │        └──────────────────────────┐
@@ -115,6 +116,7 @@ WATCHED_KINDS = (
     "Profile",
     "NetworkPolicy",
     "GlobalNetworkPolicy",
+    "Tier",
     "NetworkSet",
     "GlobalNetworkSet",
     "FelixConfiguration",
@@ -217,6 +219,9 @@ class CalcGraph:
                 case "NetworkPolicy" | "GlobalNetworkPolicy":
                     pid = m.PolicyID(ns if kind.namespaced else None, name)
                     self._on_policy(pid, validation.policy(pid, value) if value else None)
+                case "Tier":
+                    tier = validation.tier(name, value) if value else None
+                    self.active_rules.on_tier_update(name, tier)
                 case "FelixConfiguration":
                     self._on_felix_config(name, value)
                 case "IPPool":

@@ -18,8 +18,8 @@ from calico import selector
 from calico.calc import rule_scanner
 from calico.calc import selectors as sels
 from calico.dpapi import messages as m
+from calico.model import tiers, values
 from calico.model import validation as model
-from calico.model import values
 
 WEP, HEP, NETSET = "wep", "hep", "netset"
 
@@ -67,9 +67,27 @@ class PolicyData:
     egress: bool
     policy: m.Policy
     specs: tuple[rule_scanner.IPSetSpec, ...] = field(default=())
+    tier: str = tiers.DEFAULT
 
     def sort_key(self) -> tuple[bool, float, str]:
+        """Order within its tier: by ``order`` (absent last), then by name."""
         return (self.order is None, self.order or 0.0, str(self.id))
+
+
+@dataclass(frozen=True, slots=True)
+class TierData:
+    name: str
+    order: float | None
+    default_action: str
+
+    def sort_key(self) -> tuple[bool, float, str]:
+        return tiers.sort_key(self.name, self.order)
+
+
+def builtin_tier(name: str) -> TierData | None:
+    """A built-in tier as Calico fixes it (used while the datastore has no such Tier)."""
+    fixed = tiers.BUILT_IN.get(name)
+    return TierData(name, fixed[0], fixed[1]) if fixed else None
 
 
 def _parse(obj: Any, spec_type: type[model.TypedSpec]) -> values.Resource[model.TypedSpec]:
@@ -163,6 +181,12 @@ def profile(name: str, obj: Any) -> ProfileData:
     )
 
 
+def tier(name: str, obj: Any) -> TierData:
+    spec = _parse(obj, values.Tier).spec
+    order = float(spec.order) if spec.order is not None else None
+    return TierData(name=name, order=order, default_action=spec.default_action)
+
+
 def policy(pid: m.PolicyID, obj: Any) -> PolicyData:
     spec = _parse(obj, values.Policy).spec
     ns = pid.namespace
@@ -189,4 +213,5 @@ def policy(pid: m.PolicyID, obj: Any) -> PolicyData:
             apply_on_forward=spec.apply_on_forward,
         ),
         specs=tuple(s1 + s2),
+        tier=spec.tier,
     )

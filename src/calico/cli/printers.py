@@ -1,9 +1,11 @@
 """How calicoctl prints resources: tables (``ps``, ``wide``, ``custom-columns=``), YAML and JSON.
 
 Tables use calicoctl's columns per kind (IPPool: NAME CIDR SELECTOR; ``-o wide`` adds NAT, IPIPMODE,
-VXLANMODE, DISABLED; Node wide: NAME ASN IPV4 IPV6, ...), upper-case headings and columns padded by
-three spaces as Go's tabwriter does. YAML and JSON print one resource as itself, several as a
-``List`` (``apiVersion: projectcalico.org/v3``, ``items``), and a whole kind as ``<Kind>List``.
+VXLANMODE, DISABLED; Node wide: NAME ASN IPV4 IPV6; policies wide: NAME TIER ORDER SELECTOR, as
+calicoctl shows staged policies; Tier: NAME ORDER, wide adds DEFAULTACTION, ...), upper-case
+headings and columns padded by three spaces as Go's tabwriter does. YAML and JSON print one
+resource as itself, several as a ``List`` (``apiVersion: projectcalico.org/v3``, ``items``), and a
+whole kind as ``<Kind>List``.
 YAML keys are sorted, as calicoctl's JSON-to-YAML writer sorts them.
 """
 
@@ -77,6 +79,7 @@ def columns(default_asn: Callable[[], str] = lambda: "64512") -> dict[str, dict[
     policy = {
         "NAMESPACE": ns,
         "NAME": name,
+        "TIER": _s("spec", "tier", default="default"),
         "ORDER": _s("spec", "order"),
         "SELECTOR": _s("spec", "selector"),
     }
@@ -97,6 +100,8 @@ def columns(default_asn: Callable[[], str] = lambda: "64512") -> dict[str, dict[
         "Profile": {"NAME": name, "LABELS": _s("spec", "labelsToApply")},
         "NetworkPolicy": policy,
         "GlobalNetworkPolicy": policy,
+        "Tier": {"NAME": name, "ORDER": _s("spec", "order"),
+                 "DEFAULTACTION": _s("spec", "defaultAction", default="Deny")},
         "GlobalNetworkSet": {"NAME": name, "NETS": _s("spec", "nets")},
         "NetworkSet": {"NAMESPACE": ns, "NAME": name, "NETS": _s("spec", "nets")},
         "BGPPeer": {"NAME": name, "PEERIP": _s("spec", "peerIP", default="(selector)"),
@@ -118,8 +123,9 @@ HEADINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # kind -> (ps,
                           "PROFILES", "NATS")),
     "HostEndpoint": (("NAME", "NODE"), ("NAME", "NODE", "INTERFACE", "IPS", "PROFILES")),
     "Profile": (("NAME",), ("NAME", "LABELS")),
-    "NetworkPolicy": (("NAMESPACE", "NAME"), ("NAMESPACE", "NAME", "ORDER", "SELECTOR")),
-    "GlobalNetworkPolicy": (("NAME",), ("NAME", "ORDER", "SELECTOR")),
+    "NetworkPolicy": (("NAMESPACE", "NAME"), ("NAMESPACE", "NAME", "TIER", "ORDER", "SELECTOR")),
+    "GlobalNetworkPolicy": (("NAME",), ("NAME", "TIER", "ORDER", "SELECTOR")),
+    "Tier": (("NAME", "ORDER"), ("NAME", "ORDER", "DEFAULTACTION")),
     "GlobalNetworkSet": (("NAME",), ("NAME", "NETS")),
     "NetworkSet": (("NAMESPACE", "NAME"), ("NAMESPACE", "NAME", "NETS")),
     "BGPPeer": (("NAME", "PEERIP", "NODE", "ASN"), ("NAME", "PEERIP", "NODE", "ASN")),

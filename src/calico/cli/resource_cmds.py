@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from calico.cli import batch, failures, loading, pool_checks, printers, writing
+from calico.cli import batch, failures, loading, pool_checks, printers, tier_checks, writing
 from calico.datastore.client import Client, Conflict, NotFound
 from calico.model import kinds, validation
 
@@ -61,6 +61,14 @@ def _emit(stdout: list[str], stderr: list[str]) -> None:
 # ---- create / apply / replace ------------------------------------------------------------
 
 
+def _refuse(problems: list[str], what: str) -> None:
+    if problems:
+        raise CommandError(
+            f"Failed to execute command: {len(problems)} problem(s) with {what}; nothing was "
+            "written:\n  " + "\n  ".join(problems)
+        )
+
+
 def _write_command(verb: str, past: str, help_text: str, skip_flag: str) -> click.Command:
     @click.command(verb, help=help_text)
     @_file_option
@@ -78,6 +86,8 @@ def _write_command(verb: str, past: str, help_text: str, skip_flag: str) -> clic
                 f"Failed to execute command: {len(problems)} problem(s) with IPPools; nothing "
                 "was written:\n  " + "\n  ".join(problems)
             )
+        _refuse(tier_checks.check_writes(client, resources), "tiers")
+        resources = tier_checks.order_writes(resources)
         outcome = batch.write(client, resources, verb, skip_exists=flags.get("skip_exists", False))
         _emit(*writing.report(verb, past, outcome))
 
@@ -138,11 +148,18 @@ def delete(
     else:
         resources = _from_args(kind, names, namespace)
     client = _client(config_file)
+    _refuse(tier_checks.check_deletes(client, resources), "tiers")
+    resources = tier_checks.order_deletes(resources)
 
     def op(r: Resource) -> object:
         meta = r["metadata"]
+        version = str(meta.get("resourceVersion") or "")
+        if r["kind"] == "Node":  # and what it leaves: addresses, endpoints, affinities, ...
+            from calico.cli import node_delete
+
+            return node_delete.delete_node(client, meta["name"], resource_version=version)
         return client.delete(r["kind"], meta["name"], meta.get("namespace"),
-                             resource_version=str(meta.get("resourceVersion") or ""))  # fmt: skip
+                             resource_version=version)  # fmt: skip
 
     outcome = writing.run(resources, op, skip=(NotFound,) if skip_not_exists else ())
     _emit(*writing.report("delete", "deleted", outcome))
@@ -200,6 +217,8 @@ def get(
                 ]
             else:
                 list_kind = k.name
+            if k.name == "Tier":  # as calicoctl lists them: by order, unordered last
+                found.sort(key=_tier_order)
     if export:
         for r in found:
             for key in ("namespace", "uid", "resourceVersion", "creationTimestamp"):
@@ -207,6 +226,11 @@ def get(
     _print(client, found, output, list_kind=list_kind, single=bool(names) and len(names) == 1)
     if errors:
         raise CommandError("\n".join(errors))
+
+
+def _tier_order(tier: Resource) -> tuple[bool, float]:
+    order = (tier.get("spec") or {}).get("order")
+    return (order is None, float(order or 0))
 
 
 def _get_each(client: Client, wanted: list[Resource], errors: list[str]) -> list[Resource]:

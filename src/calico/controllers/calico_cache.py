@@ -1,8 +1,9 @@
 """CalicoCache: the controller's view of the Calico objects it may own, kept by a datastore Syncer.
 
-Holds every NetworkPolicy, Profile and WorkloadEndpoint (decoded, with ``resourceVersion``), and an
-index of Kubernetes WorkloadEndpoints by (namespace, pod). Reconcilers compare desired state with
-this cache and write only differences, so a restart over a converged datastore writes nothing.
+Holds every NetworkPolicy, GlobalNetworkPolicy, Profile and WorkloadEndpoint (decoded, with
+``resourceVersion``), and an index of Kubernetes WorkloadEndpoints by (namespace, pod). Reconcilers
+compare desired state with this cache and write only differences, so a restart over a converged
+datastore writes nothing.
 
 Writes by the controller itself are recorded straight away (``written`` / ``removed``), and updates
 from the Syncer are accepted only when newer than what is cached, so the echo of an older write
@@ -28,9 +29,15 @@ Resource = dict[str, Any]
 Key = tuple[str, str, str]  # (controller kind, namespace, name) of the Kubernetes object
 
 KIND_POLICY = kinds.lookup("NetworkPolicy")
+KIND_GLOBAL_POLICY = kinds.lookup("GlobalNetworkPolicy")
 KIND_PROFILE = kinds.lookup("Profile")
 KIND_WEP = kinds.lookup("WorkloadEndpoint")
-PREFIXES = (KIND_POLICY.prefix(), KIND_PROFILE.prefix(), KIND_WEP.prefix())
+PREFIXES = (
+    KIND_POLICY.prefix(),
+    KIND_GLOBAL_POLICY.prefix(),
+    KIND_PROFILE.prefix(),
+    KIND_WEP.prefix(),
+)
 
 
 def source_key(etcd_key: str, value: Resource | None) -> Key | None:
@@ -42,6 +49,9 @@ def source_key(etcd_key: str, value: Resource | None) -> Key | None:
     if kind is KIND_POLICY:
         k8s = names.policy_name_to_k8s(name)
         return ("NetworkPolicy", ns or "", k8s) if k8s else None
+    if kind is KIND_GLOBAL_POLICY:
+        src = names.global_policy_source(name)
+        return (src[0], "", src[1]) if src else None
     if kind is KIND_PROFILE:
         ns_name = names.profile_name_to_namespace(name)
         if ns_name:

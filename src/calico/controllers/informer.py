@@ -8,8 +8,19 @@
 
 The store maps ``(namespace, name)`` to the object as the API returned it (a plain dict). The
 watch asks for BOOKMARK events, which only move the resourceVersion on, so a reconnect after a quiet
-period resumes where it left off instead of hitting 410. A watch that stays silent for longer than
-the server-side timeout plus a margin is treated as a dead connection and restarted.
+period resumes where it left off instead of hitting 410.
+
+A dead watch is noticed within a bound, also one whose connection stays open while nothing comes
+(a wedged API server or proxy, a peer gone without FIN/RST): each watch asks the server to end it
+after ``timeoutSeconds`` = ``server_timeout`` × [1, 1.2] (jitter, so informers do not reconnect
+in step), and the client reads it with a deadline ``grace`` seconds past that. A watch still open
+then is presumed dead, closed and resumed from the last resourceVersion (no re-list). With the
+defaults (30 s, 5 s) a silent watch is left at most ~41 s after it opened. (lightkube's watch has
+no read timeout of its own: its httpx timeout sets ``read=None`` for watches.)
+
+AdminNetworkPolicy and BaselineAdminNetworkPolicy come from CRDs a cluster may not have: for
+them a 404 means "none exist" (synced, empty store; anything cached is deleted) and the list is
+tried again every ``absent_retry`` seconds, so installing the CRDs later is picked up.
 """
 
 from __future__ import annotations
@@ -36,6 +47,10 @@ Resource = dict[str, Any]
 StoreKey = tuple[str, str]
 
 
+class WatchStalled(Exception):
+    """A watch stayed open past its ``timeoutSeconds`` plus the grace: presumed dead."""
+
+
 class Pod(GenericNamespacedResource):
     _api_info = create_api_info("", "v1", "Pod", "pods")
 
@@ -52,6 +67,21 @@ class NetworkPolicy(GenericNamespacedResource):
     _api_info = create_api_info("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies")
 
 
+class AdminNetworkPolicy(GenericGlobalResource):
+    _api_info = create_api_info(
+        "policy.networking.k8s.io", "v1alpha1", "AdminNetworkPolicy", "adminnetworkpolicies"
+    )
+
+
+class BaselineAdminNetworkPolicy(GenericGlobalResource):
+    _api_info = create_api_info(
+        "policy.networking.k8s.io",
+        "v1alpha1",
+        "BaselineAdminNetworkPolicy",
+        "baselineadminnetworkpolicies",
+    )
+
+
 class Event(GenericNamespacedResource):
     _api_info = create_api_info("", "v1", "Event", "events")
 
@@ -63,7 +93,12 @@ RESOURCES: dict[str, type[GenericNamespacedResource] | type[GenericGlobalResourc
     "Namespace": Namespace,
     "ServiceAccount": ServiceAccount,
     "NetworkPolicy": NetworkPolicy,
+    "AdminNetworkPolicy": AdminNetworkPolicy,
+    "BaselineAdminNetworkPolicy": BaselineAdminNetworkPolicy,
 }
+# Kinds whose CRDs may not be installed: a 404 on list means "none exist" (the informer counts as
+# synced with an empty store and lists again every ``absent_retry`` seconds), not a failure.
+OPTIONAL = frozenset({"AdminNetworkPolicy", "BaselineAdminNetworkPolicy"})
 
 
 def _key(obj: Resource) -> StoreKey:
@@ -84,9 +119,11 @@ class Informer:
         enqueue: Callable[[StoreKey, float], None],
         on_restart: Callable[[str], None] = lambda reason: None,
         page_size: int = 500,
-        server_timeout: int = 300,
+        server_timeout: float = 30,
+        grace: float = 5.0,
         retry_delay: float = 0.2,
         max_retry_delay: float = 10.0,
+        absent_retry: float = 30.0,
     ) -> None:
         self.kind = kind
         self.res = RESOURCES[kind]
@@ -95,18 +132,27 @@ class Informer:
         self._on_restart = on_restart
         self._page_size = page_size
         self._server_timeout = server_timeout
+        self._grace = grace
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self.store: dict[StoreKey, Resource] = {}
         self.synced = False
         self.rv: str | None = None
         self.lists = 0
+        self.absent = False  # an optional kind the API server does not serve (CRD missing)
+        self._absent_retry = absent_retry
+        self.stalls = 0  # watches presumed dead: silent past timeoutSeconds + grace
 
     def get(self, key: StoreKey) -> Resource | None:
         return self.store.get(key)
 
     def store_keys(self) -> list[StoreKey]:
         return list(self.store)
+
+    def snapshot(self) -> list[Resource]:
+        """The cached objects, from any thread: ``list(dict.values())`` runs in one C call under
+        the GIL, so it never sees the store mid-update (order unspecified)."""
+        return list(self.store.values())
 
     def items(self) -> list[Resource]:
         """The cached objects sorted by (namespace, name): a new list (the objects themselves are
@@ -122,6 +168,11 @@ class Informer:
                 delay = self._retry_delay
                 await self._watch()
             except ApiError as exc:
+                if exc.status.code == 404 and self.kind in OPTIONAL:
+                    self.rv = None
+                    self._not_served()
+                    await asyncio.sleep(self._absent_retry)
+                    continue
                 if exc.status.code == 410:
                     logger.info(
                         "%s: watch resourceVersion %s expired (410); re-listing", self.kind, self.rv
@@ -131,6 +182,10 @@ class Informer:
                     continue
                 logger.warning("%s: API error %s; retrying in %.1fs", self.kind, exc, delay)
                 self._on_restart("error")
+            except WatchStalled as exc:
+                self.stalls += 1
+                logger.warning("%s: %s; resuming from resourceVersion %s", self.kind, exc, self.rv)
+                self._on_restart("stalled")
             except (httpx2.HTTPError, OSError, TimeoutError) as exc:
                 logger.warning(
                     "%s: connection to the API server lost (%s: %s); retrying in %.1fs",
@@ -142,6 +197,20 @@ class Informer:
                 self._on_restart("reconnect")
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._max_retry_delay)
+
+    def _not_served(self) -> None:
+        if not self.absent:
+            logger.warning(
+                "%s: not served by the API server (is its CRD installed?); treated as none, "
+                "listing again every %.0fs",
+                self.kind,
+                self._absent_retry,
+            )
+        self.absent = True
+        for key in list(self.store):  # served before, gone now (CRD deleted): all deleted
+            self.store.pop(key)
+            self._enqueue(key, time.monotonic())
+        self.synced = True
 
     async def _list(self) -> None:
         namespaced = issubclass(self.res, GenericNamespacedResource)
@@ -165,13 +234,14 @@ class Informer:
         self.rv = listing.resourceVersion
         self.lists += 1
         self.synced = True
+        self.absent = False
         logger.info("%s: listed %d objects at resourceVersion %s", self.kind, len(fresh), self.rv)
 
     async def _watch(self) -> None:
         namespaced = issubclass(self.res, GenericNamespacedResource)
         # lightkube's watch() has no allowWatchBookmarks argument; build the request the same way.
         generic = self._client._client
-        timeout = int(self._server_timeout * random.uniform(1.0, 1.2))
+        timeout = max(1, round(self._server_timeout * random.uniform(1.0, 1.2)))
         br = generic.prepare_request(
             "list",
             res=self.res,
@@ -183,11 +253,22 @@ class Informer:
                 "timeoutSeconds": timeout,
             },
         )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout + self._grace
         stream = generic.watch(br).__aiter__()
         try:
             while True:
-                # Silence beyond the server's own timeout means a dead connection.
-                kind, item = await asyncio.wait_for(stream.__anext__(), timeout + 30)
+                # The server ends the watch at ``timeout``; still open past the grace: dead.
+                remaining = deadline - loop.time()
+                try:
+                    if remaining <= 0:
+                        raise TimeoutError
+                    kind, item = await asyncio.wait_for(stream.__anext__(), remaining)
+                except TimeoutError:
+                    raise WatchStalled(
+                        f"watch still open {timeout + self._grace:.0f}s after it asked the "
+                        f"server to end it at {timeout}s: presumed dead"
+                    ) from None
                 self._on_event(kind, dict(item))
         except StopAsyncIteration:
             return

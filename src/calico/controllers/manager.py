@@ -11,7 +11,8 @@
                                                ▼
                                           EventRecorder ──> Kubernetes Event + log line
 
-Controllers (``ENABLED_CONTROLLERS``, Calico's names): ``policy`` (NetworkPolicy -> knp.default.*),
+Controllers (``ENABLED_CONTROLLERS``, Calico's names): ``policy`` (NetworkPolicy -> knp.default.*,
+AdminNetworkPolicy -> kanp.kube-admin.*, BaselineAdminNetworkPolicy -> kbanp.kube-baseline.*),
 ``namespace`` (-> kns.*), ``serviceaccount`` (-> ksa.*), ``workloadendpoint`` (pod labels -> WEP).
 Workers start once the datastore cache is in sync; after every informer has listed, a full resync
 (every key of every store, plus every owned Calico object, so orphans left while the controller was
@@ -39,11 +40,11 @@ from calico.datastore.config import DatastoreConfig
 
 logger = logging.getLogger(__name__)
 
-CONTROLLER_KINDS = {
-    "policy": "NetworkPolicy",
-    "namespace": "Namespace",
-    "serviceaccount": "ServiceAccount",
-    "workloadendpoint": "Pod",
+CONTROLLER_KINDS: dict[str, tuple[str, ...]] = {
+    "policy": ("NetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy"),
+    "namespace": ("Namespace",),
+    "serviceaccount": ("ServiceAccount",),
+    "workloadendpoint": ("Pod",),
 }
 
 
@@ -56,7 +57,9 @@ class ControllerConfig:
     resync_period: float = 300.0
     listen: tuple[str, int] | None = ("127.0.0.1", 9094)
     page_size: int = 500
-    server_timeout: int = 300
+    server_timeout: float = 30  # a watch's timeoutSeconds (jittered up to 1.2x)
+    watch_grace: float = 5.0  # still open this long after: presumed dead, resumed
+    absent_retry: float = 30.0  # how often to list a kind whose CRD is not installed
 
     def kinds(self) -> list[str]:
         unknown = set(self.controllers) - set(CONTROLLER_KINDS)
@@ -65,7 +68,7 @@ class ControllerConfig:
                 f"ENABLED_CONTROLLERS: unknown controller(s) {sorted(unknown)} "
                 f"(known: {', '.join(CONTROLLER_KINDS)})"
             )
-        return [CONTROLLER_KINDS[c] for c in self.controllers]
+        return [kind for c in self.controllers for kind in CONTROLLER_KINDS[c]]
 
 
 class KubeControllers:
@@ -117,6 +120,8 @@ class KubeControllers:
                 on_restart=self._restart_counter(kind),
                 page_size=self.config.page_size,
                 server_timeout=self.config.server_timeout,
+                absent_retry=self.config.absent_retry,
+                grace=self.config.watch_grace,
             )
             self.informers[kind] = inf
             self._tasks.append(self.loop.create_task(inf.run(), name=f"informer-{kind}"))
@@ -227,11 +232,12 @@ class KubeControllers:
                 self.queue.done(key)
         client.etcd.close()
 
-    def _report(self, obj: dict[str, Any], problems: list[str]) -> None:
+    def _report(self, obj: dict[str, Any], problems: list[str], **kw: str) -> None:
         kind = str(obj.get("kind") or "NetworkPolicy")
-        self.metrics.conversion_errors.labels(kind).inc()
+        if not kw:  # a conversion problem (not, e.g., a priority conflict)
+            self.metrics.conversion_errors.labels(kind).inc()
         if self.recorder is not None:
-            self.recorder.report(obj, problems)
+            self.recorder.report(obj, problems, **kw)
 
     def _process(self, reconciler: Reconciler, key: Key, added_at: float) -> None:
         kind = key[0]

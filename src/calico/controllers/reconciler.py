@@ -1,6 +1,8 @@
 """Reconciler: one Kubernetes key -> the Calico objects it implies, written only when they differ.
 
     ("NetworkPolicy", ns, name) -> NetworkPolicy knp.default.<name> in ns   (or its deletion)
+    ("AdminNetworkPolicy", "", name) -> GlobalNetworkPolicy kanp.kube-admin.<name>
+    ("BaselineAdminNetworkPolicy", "", name) -> GlobalNetworkPolicy kbanp.kube-baseline.<name>
     ("Namespace", "", name)     -> Profile kns.<name>                        (or its deletion)
     ("ServiceAccount", ns, sa)  -> Profile ksa.<ns>.<sa>                     (or its deletion)
     ("Pod", ns, name)           -> labels of the pod's existing k8s WorkloadEndpoints
@@ -21,15 +23,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from calico.controllers.calico_cache import KIND_POLICY, KIND_PROFILE, KIND_WEP, CalicoCache, Key
+from calico.controllers.calico_cache import (
+    KIND_GLOBAL_POLICY,
+    KIND_POLICY,
+    KIND_PROFILE,
+    KIND_WEP,
+    CalicoCache,
+    Key,
+)
 from calico.datastore.client import AlreadyExists, Client, Conflict, NotFound
-from calico.k8s import conversion, names
+from calico.k8s import admin_policy, conversion, names
 from calico.model import kinds, validation
 
 logger = logging.getLogger(__name__)
 
 Resource = dict[str, Any]
 ATTEMPTS = 4
+PRIORITY_CONFLICT = "ConflictingPriority"
 
 
 class _Unconvertible(Exception):
@@ -40,6 +50,8 @@ class Store(Protocol):
     synced: bool
 
     def get(self, key: tuple[str, str]) -> Resource | None: ...
+
+    def snapshot(self) -> list[Resource]: ...
 
 
 @dataclass
@@ -60,12 +72,13 @@ class Reconciler:
         cache: CalicoCache,
         stores: Mapping[str, Store],
         *,
-        report: Callable[[Resource, list[str]], None],
+        report: Callable[..., None],
     ) -> None:
         self.client = client
         self.cache = cache
         self.stores = stores
-        self.report = report  # (k8s object, problems) -> log line + Kubernetes Event
+        # (k8s object, problems[, reason=...]) -> log line + Kubernetes Event
+        self.report = report
 
     def reconcile(self, key: Key) -> Outcome | None:
         """Bring the Calico side of ``key`` in line; None when its informer has not synced yet."""
@@ -74,6 +87,8 @@ class Reconciler:
         if store is None or not store.synced:
             return None
         obj = store.get((ns, name))
+        if obj is not None and obj.get("kind") != kind:  # list items carry no kind
+            obj = {**obj, "kind": kind}
         out = Outcome({"create": 0, "update": 0, "delete": 0}, [])
         if kind == "Pod":
             self._pod(ns, name, obj, out)
@@ -90,7 +105,30 @@ class Reconciler:
             self._converge(
                 KIND_PROFILE, names.service_account_profile_name(ns, name), None, desired, out
             )
+        elif kind == "AdminNetworkPolicy":
+            self._converge(KIND_GLOBAL_POLICY, names.admin_policy_name(name), None, desired, out)
+            if obj is not None:
+                self._priority_conflicts(store, obj)
+        elif kind == "BaselineAdminNetworkPolicy":
+            self._converge(KIND_GLOBAL_POLICY, names.baseline_policy_name(name), None, desired, out)
         return out
+
+    def _priority_conflicts(self, store: Store, anp: Resource) -> None:
+        """Two ANPs with one priority: allowed by Kubernetes (the order between them is
+        implementation-defined; Calico's is by name), reported on each as a Warning Event."""
+        name = anp["metadata"]["name"]
+        others = admin_policy.priority_conflicts(store.snapshot()).get(name, [])
+        if others:
+            prio = anp["spec"]["priority"]
+            self.report(
+                anp,
+                [
+                    f"AdminNetworkPolicy {name}: spec.priority: {prio} is also the priority of "
+                    f"{', '.join(others)}; policies of one priority are applied in name order "
+                    f"({', '.join(sorted([name, *others]))})"
+                ],
+                reason=PRIORITY_CONFLICT,
+            )
 
     # ---- desired state -----------------------------------------------------------------------
 
@@ -103,6 +141,14 @@ class Reconciler:
         try:
             if kind == "NetworkPolicy":
                 result = conversion.convert_network_policy(obj)
+                out.problems = [str(p) for p in result.problems]
+                desired = result.policy
+            elif kind in ("AdminNetworkPolicy", "BaselineAdminNetworkPolicy"):
+                result = (
+                    admin_policy.convert_admin_network_policy(obj)
+                    if kind == "AdminNetworkPolicy"
+                    else admin_policy.convert_baseline_admin_network_policy(obj)
+                )
                 out.problems = [str(p) for p in result.problems]
                 desired = result.policy
             elif kind == "Namespace":

@@ -111,6 +111,10 @@ class NftTable:
     def chains(self) -> dict[str, tuple[str, ...]]:
         return dict(self._chains)
 
+    def sets(self) -> dict[str, frozenset[str]]:
+        """Desired set elements by set name (what ``explain`` and the tests' interpreter read)."""
+        return {name: spec.elements for name, spec in self._sets.items()}
+
     # ---- apply --------------------------------------------------------------------------------
 
     def apply(self) -> None:

@@ -36,6 +36,16 @@ class Conflict(DatastoreError):
     pass
 
 
+class NotSupported(DatastoreError):
+    """An operation Calico refuses on this resource (deleting the default tier, a non-empty one)."""
+
+
+# Tiers (Calico's clientv3 rules): a policy can only be created in a tier that exists (the
+# built-in ones always do); a built-in tier cannot be deleted, nor one that still holds policies.
+BUILT_IN_TIERS = ("default", "kube-admin", "kube-baseline")
+POLICY_KINDS = ("NetworkPolicy", "GlobalNetworkPolicy")
+
+
 def _ident(obj: Resource) -> tuple[kinds.Kind, str, str | None]:
     kind = kinds.lookup(str(obj.get("kind", "")))
     meta = obj.get("metadata") or {}
@@ -100,6 +110,8 @@ class Client:
     def create(self, obj: Resource, *, validate: bool = True) -> Resource:
         obj = self._prepare(obj, validate)
         kind, name, ns = _ident(obj)
+        if kind.name in POLICY_KINDS:
+            self._check_tier_exists(obj, describe(kind, name, ns))
         meta = obj["metadata"]
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault(
@@ -143,6 +155,36 @@ class Client:
         meta["resourceVersion"] = str(rev)
         return obj
 
+    # ---- tiers ------------------------------------------------------------------------------
+
+    def _check_tier_exists(self, obj: Resource, what: str) -> None:
+        tier = (obj.get("spec") or {}).get("tier") or "default"
+        if tier in BUILT_IN_TIERS:
+            return
+        if self.etcd.get(kinds.lookup("Tier").key(tier)) is None:
+            raise NotFound(
+                f"{what}: spec.tier: tier {tier!r} does not exist (create the Tier first)"
+            )
+
+    def tier_policies(self, tier: str) -> tuple[str, ...]:
+        """The policies ``spec.tier`` puts in ``tier``, as ``Kind(namespace/name)``."""
+        out: tuple[str, ...] = ()
+        for kind in POLICY_KINDS:
+            for pol in self.list(kind):
+                if ((pol.get("spec") or {}).get("tier") or "default") == tier:
+                    meta = pol["metadata"]
+                    out += (describe(kinds.lookup(kind), meta["name"], meta.get("namespace")),)
+        return out
+
+    def _check_tier_deletable(self, name: str) -> None:
+        what = f"operation Delete is not supported on Tier({name})"
+        if name in BUILT_IN_TIERS:
+            raise NotSupported(f"{what}: Cannot delete {name} tier")
+        held = self.tier_policies(name)
+        if held:
+            shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+            raise NotSupported(f"{what}: Cannot delete a non-empty tier (it holds {shown})")
+
     def apply(self, obj: Resource, *, validate: bool = True) -> Resource:
         """Create or replace, ignoring resourceVersion (the last writer wins)."""
         obj = self._prepare(obj, validate)
@@ -165,6 +207,8 @@ class Client:
     ) -> Resource:
         k = kinds.lookup(kind)
         ns = (namespace or "default") if k.namespaced else None
+        if k.name == "Tier":
+            self._check_tier_deletable(name)
         key = k.key(name, ns)
         current = self.etcd.get(key)
         if current is None:

@@ -105,11 +105,14 @@ class Profile:
 
 @dataclass(frozen=True, slots=True)
 class TierInfo:
-    """The ordered policies that apply to an endpoint, per direction (one tier: ``default``)."""
+    """One tier that applies to an endpoint: its ordered policies per direction (a direction
+    without policies is skipped for that direction) and its ``defaultAction`` (Deny | Pass).
+    An endpoint's tiers are in evaluation order (tier order, then name); see ``policy_plan``."""
 
     name: str = "default"
     ingress_policies: tuple[PolicyID, ...] = ()
     egress_policies: tuple[PolicyID, ...] = ()
+    default_action: str = "Deny"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Kubernetes objects -> Calico v3 resources (pure; no I/O). libcalico-go's k8s ``conversion``.
 
     NetworkPolicy N in S  -> NetworkPolicy knp.default.N in S   (network_policy_to_calico)
+    (AdminNetworkPolicy / BaselineAdminNetworkPolicy: calico.k8s.admin_policy)
     Namespace S           -> Profile kns.S                      (namespace_to_profile)
     ServiceAccount A in S -> Profile ksa.S.A                    (service_account_to_profile)
     Pod                   -> its WorkloadEndpoint's labels      (pod_to_workload_labels)
@@ -21,6 +22,7 @@ own* labels (Calico evaluates it against the ``pcns.``-prefixed labels that ``kn
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,19 +49,29 @@ class PolicyConversion:
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def _meta(obj: Any, kind: str, *, namespaced: bool) -> tuple[str, str]:
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def meta(obj: Any, kind: str, *, namespaced: bool) -> tuple[str, str]:
     if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
         raise ConversionError(f"{kind}: metadata is required, got {obj!r:.200}")
     meta = obj["metadata"]
     name, ns = meta.get("name"), meta.get("namespace")
     if not isinstance(name, str) or not name:
         raise ConversionError(f"{kind}: metadata.name is required, got {name!r}")
+    if not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
+        raise ConversionError(f"{kind}: metadata.name {name!r} is not a valid Kubernetes name")
     if namespaced and (not isinstance(ns, str) or not ns):
         raise ConversionError(f"{kind} {name}: metadata.namespace is required, got {ns!r}")
+    if namespaced and (not _DNS_LABEL.match(ns) or len(ns) > 63):
+        raise ConversionError(
+            f"{kind} {name}: metadata.namespace {ns!r} is not a valid Kubernetes namespace"
+        )
     return name, ns if namespaced else ""
 
 
-def _selector(sel: Any, where: str, *, pod: bool) -> str:
+def selector_text(sel: Any, where: str, *, pod: bool) -> str:
     """Calico form of a pod or namespace LabelSelector (pod selectors get the orchestrator term)."""
     try:
         terms = labels.selector_terms(sel, where)
@@ -94,7 +106,10 @@ def _peer(peer: Any, where: str) -> dict[str, Any]:
             raise ConversionError(f"{where}.ipBlock: want {{cidr, except}}, got {block!r}")
         net = _cidr(block.get("cidr"), f"{where}.ipBlock.cidr")
         not_nets = []
-        for i, raw in enumerate(block.get("except") or []):
+        excepts = block.get("except") or []
+        if not isinstance(excepts, list):
+            raise ConversionError(f"{where}.ipBlock.except: must be a list, got {excepts!r}")
+        for i, raw in enumerate(excepts):
             exc = _cidr(raw, f"{where}.ipBlock.except[{i}]")
             if (
                 exc.version != net.version
@@ -112,9 +127,9 @@ def _peer(peer: Any, where: str) -> dict[str, Any]:
     pod_sel, ns_sel = peer.get("podSelector"), peer.get("namespaceSelector")
     if pod_sel is None and ns_sel is None:
         raise ConversionError(f"{where}: a peer needs podSelector, namespaceSelector or ipBlock")
-    out = {"selector": _selector(pod_sel or {}, f"{where}.podSelector", pod=True)}
+    out = {"selector": selector_text(pod_sel or {}, f"{where}.podSelector", pod=True)}
     if ns_sel is not None:
-        out["namespaceSelector"] = _selector(ns_sel, f"{where}.namespaceSelector", pod=False)
+        out["namespaceSelector"] = selector_text(ns_sel, f"{where}.namespaceSelector", pod=False)
     return out
 
 
@@ -239,7 +254,7 @@ def _policy_types(spec: dict[str, Any], where: str) -> list[str]:
 
 def convert_network_policy(np: Any) -> PolicyConversion:
     """Lenient conversion: bad rules are dropped into ``problems``; policy-level errors raise."""
-    name, ns = _meta(np, "NetworkPolicy", namespaced=True)
+    name, ns = meta(np, "NetworkPolicy", namespaced=True)
     where = f"NetworkPolicy {ns}/{name}: spec"
     spec = np.get("spec") or {}
     if not isinstance(spec, dict):
@@ -247,7 +262,7 @@ def convert_network_policy(np: Any) -> PolicyConversion:
     unknown = set(spec) - {"podSelector", "policyTypes", "ingress", "egress"}
     if unknown:
         raise ConversionError(f"{where}: unsupported field(s) {sorted(unknown)}")
-    selector = _selector(spec.get("podSelector") or {}, f"{where}.podSelector", pod=True)
+    selector = selector_text(spec.get("podSelector") or {}, f"{where}.podSelector", pod=True)
     types = _policy_types(spec, where)
     problems: list[ConversionError] = []
     calico_spec: Resource = {"order": int(names.POLICY_ORDER), "selector": selector, "types": types}
@@ -291,7 +306,7 @@ def _labels(obj: dict[str, Any], where: str) -> dict[str, str]:
 
 def namespace_to_profile(ns: dict[str, Any]) -> Resource:
     """Profile ``kns.<name>``: allow in and out, labelsToApply ``pcns.<k>`` plus the name."""
-    name, _ = _meta(ns, "Namespace", namespaced=False)
+    name, _ = meta(ns, "Namespace", namespaced=False)
     apply = {
         names.NAMESPACE_LABEL_PREFIX + k: v for k, v in _labels(ns, f"Namespace {name}").items()
     }
@@ -310,7 +325,7 @@ def namespace_to_profile(ns: dict[str, Any]) -> Resource:
 
 def service_account_to_profile(sa: dict[str, Any]) -> Resource:
     """Profile ``ksa.<ns>.<name>`` with labelsToApply ``pcsa.<k>`` plus the name (no rules)."""
-    name, ns = _meta(sa, "ServiceAccount", namespaced=True)
+    name, ns = meta(sa, "ServiceAccount", namespaced=True)
     apply = {
         names.SERVICE_ACCOUNT_LABEL_PREFIX + k: v
         for k, v in _labels(sa, f"ServiceAccount {ns}/{name}").items()
@@ -326,7 +341,7 @@ def service_account_to_profile(sa: dict[str, Any]) -> Resource:
 
 def pod_to_workload_labels(pod: dict[str, Any]) -> dict[str, str]:
     """The labels of a pod's WorkloadEndpoint: the pod's, then namespace, orchestrator, SA."""
-    name, ns = _meta(pod, "Pod", namespaced=True)
+    name, ns = meta(pod, "Pod", namespaced=True)
     out = _labels(pod, f"Pod {ns}/{name}")
     out[names.LABEL_NAMESPACE] = ns
     out[names.LABEL_ORCHESTRATOR] = names.ORCHESTRATOR_K8S

@@ -1,14 +1,22 @@
 """Names and labels Calico uses for objects derived from Kubernetes (libcalico-go's constants).
 
 A Kubernetes NetworkPolicy ``N`` in namespace ``S`` becomes Calico NetworkPolicy ``knp.default.N``
-in ``S``; a Namespace ``S`` becomes Profile ``kns.S``; a ServiceAccount ``A`` in ``S`` becomes
-Profile ``ksa.S.A``. The prefixes are also how the policy controller recognises the objects it owns:
-it never touches a Calico object whose name does not carry one of them.
+in ``S``; an AdminNetworkPolicy ``N`` becomes GlobalNetworkPolicy ``kanp.kube-admin.N`` (tier
+``kube-admin``) and the BaselineAdminNetworkPolicy ``default`` becomes
+``kbanp.kube-baseline.default`` (tier ``kube-baseline``); a Namespace ``S`` becomes Profile
+``kns.S``; a ServiceAccount ``A`` in ``S`` becomes Profile ``ksa.S.A``. The prefixes are also how
+the policy controller recognises the objects it owns: it never touches a Calico object whose name
+does not carry one of them.
 """
 
 from __future__ import annotations
 
 POLICY_PREFIX = "knp.default."
+# Calico's tiers for the cluster-scoped Kubernetes policies, and the names of what we write there.
+KUBE_ADMIN_TIER = "kube-admin"
+KUBE_BASELINE_TIER = "kube-baseline"
+ADMIN_POLICY_PREFIX = "kanp.kube-admin."  # AdminNetworkPolicy N -> GNP kanp.kube-admin.N
+BASELINE_POLICY_PREFIX = "kbanp.kube-baseline."  # BaselineAdminNetworkPolicy default
 NAMESPACE_PROFILE_PREFIX = "kns."
 SERVICE_ACCOUNT_PROFILE_PREFIX = "ksa."
 
@@ -36,6 +44,25 @@ def policy_name_to_k8s(calico_name: str) -> str | None:
     """The Kubernetes NetworkPolicy name behind ``calico_name``, or None if we do not own it."""
     if calico_name.startswith(POLICY_PREFIX) and len(calico_name) > len(POLICY_PREFIX):
         return calico_name[len(POLICY_PREFIX) :]
+    return None
+
+
+def admin_policy_name(k8s_name: str) -> str:
+    return ADMIN_POLICY_PREFIX + k8s_name
+
+
+def baseline_policy_name(k8s_name: str) -> str:
+    return BASELINE_POLICY_PREFIX + k8s_name
+
+
+def global_policy_source(calico_name: str) -> tuple[str, str] | None:
+    """(Kubernetes kind, name) behind a GlobalNetworkPolicy we own, or None."""
+    for prefix, kind in (
+        (ADMIN_POLICY_PREFIX, "AdminNetworkPolicy"),
+        (BASELINE_POLICY_PREFIX, "BaselineAdminNetworkPolicy"),
+    ):
+        if calico_name.startswith(prefix) and len(calico_name) > len(prefix):
+            return kind, calico_name[len(prefix) :]
     return None
 
 

@@ -141,12 +141,12 @@ def dns_subdomain(value: Any, path: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _dns_label_ok(value: str) -> bool:
+def dns_label_ok(value: str) -> bool:
     return len(value) <= 63 and _DNS_LABEL.fullmatch(value) is not None
 
 
 def dns_label(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not _dns_label_ok(value):
+    if not isinstance(value, str) or not dns_label_ok(value):
         raise FieldError(path, f"invalid namespace {value!r} (a DNS-1123 label)")
     return value
 

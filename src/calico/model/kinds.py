@@ -68,6 +68,7 @@ KINDS: dict[str, Kind] = {
             ("globalnetworkset", "globalnetworksets", "gns"),
         ),
         Kind("NetworkSet", "networksets", True, ("networkset", "networksets", "ns-set", "netset")),
+        Kind("Tier", "tiers", False, ("tier", "tiers")),
         Kind("BGPPeer", "bgppeers", False, ("bgppeer", "bgppeers", "bgpp", "bgpps")),
         Kind(
             "BGPConfiguration",

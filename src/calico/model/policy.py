@@ -1,8 +1,10 @@
 """NetworkPolicy, GlobalNetworkPolicy, Profile and (Global)NetworkSet specs -> typed values.
 
-Defaults as Calico sets them: ``types`` is inferred when absent (Ingress if the policy has ingress
-rules or has no egress rules; Egress if it has egress rules). ``order`` is optional (absent = after
-every ordered policy). GlobalNetworkPolicy adds ``doNotTrack``, ``preDNAT`` and
+A policy belongs to ``spec.tier`` (absent: ``default``) and its name must carry the tier as Calico
+requires (:func:`calico.model.tiers.check_policy_name`). Defaults as Calico sets them: ``types`` is
+inferred when absent (Ingress if the policy has ingress rules or has no egress rules; Egress if it
+has egress rules). ``order`` is optional (absent = after every ordered policy within its tier).
+GlobalNetworkPolicy adds ``doNotTrack``, ``preDNAT`` and
 ``applyOnForward`` with Calico's constraints between them.
 """
 
@@ -10,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from calico.model import fields, rules, values
+from calico.model import fields, rules, tiers, values
 from calico.model.fields import FieldError, Obj
 
 POLICY_TYPES = ("Ingress", "Egress")
 
-_NP_FIELDS = ("order", "selector", "types", "ingress", "egress", "serviceAccountSelector")
+_NP_FIELDS = ("tier", "order", "selector", "types", "ingress", "egress", "serviceAccountSelector")
 _GNP_FIELDS = (
     *_NP_FIELDS,
     "doNotTrack",
@@ -50,7 +52,11 @@ def _selector(spec: Obj, key: str, path: str) -> str:
     return "" if value is None else fields.selector(value, f"{path}.{key}")
 
 
-def _policy(spec: Obj, path: str, *, gnp: bool = False) -> values.Policy:
+def _policy(spec: Obj, path: str, name: str, *, gnp: bool = False) -> values.Policy:
+    tier = tiers.DEFAULT
+    if spec.get("tier") is not None:
+        tier = tiers.tier_name(spec["tier"], f"{path}.tier")
+    tiers.check_policy_name(name, tier)
     order = spec.get("order")
     if order is not None:
         order = fields.number(order, f"{path}.order")
@@ -74,6 +80,7 @@ def _policy(spec: Obj, path: str, *, gnp: bool = False) -> values.Policy:
         do_not_track=untracked,
         pre_dnat=pre_dnat,
         apply_on_forward=forward,
+        tier=tier,
     )
 
 
@@ -100,14 +107,14 @@ def _flag(spec: Obj, key: str, path: str) -> bool:
     return fields.boolean(spec[key], f"{path}.{key}") if key in spec else False
 
 
-def network_policy(spec: Obj, path: str) -> values.Policy:
+def network_policy(spec: Obj, path: str, name: str) -> values.Policy:
     fields.known_keys(spec, _NP_FIELDS, path)
-    return _policy(spec, path)
+    return _policy(spec, path, name)
 
 
-def global_network_policy(spec: Obj, path: str) -> values.Policy:
+def global_network_policy(spec: Obj, path: str, name: str) -> values.Policy:
     fields.known_keys(spec, _GNP_FIELDS, path)
-    return _policy(spec, path, gnp=True)
+    return _policy(spec, path, name, gnp=True)
 
 
 def profile(spec: Obj, path: str) -> values.Profile:

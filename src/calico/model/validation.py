@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from calico.model import endpoints, felixconfig, fields, kinds, network, policy, values
+from calico.model import endpoints, felixconfig, fields, kinds, network, policy, tiers, values
 from calico.model.fields import FieldError, Obj
 
 
@@ -64,8 +64,9 @@ SPEC_CHECKERS: dict[str, SpecChecker] = {
     "WorkloadEndpoint": _named(endpoints.workload_endpoint),
     "HostEndpoint": _named(endpoints.host_endpoint),
     "Profile": _named(policy.profile),
-    "NetworkPolicy": _named(policy.network_policy),
-    "GlobalNetworkPolicy": _named(policy.global_network_policy),
+    "NetworkPolicy": policy.network_policy,
+    "GlobalNetworkPolicy": policy.global_network_policy,
+    "Tier": tiers.tier,
     "GlobalNetworkSet": _named(policy.network_set),
     "NetworkSet": _named(policy.network_set),
     "BGPPeer": _dict_named(network.bgp_peer),
@@ -114,6 +115,7 @@ TypedSpec = TypeVar(
     values.NetworkSet,
     values.WorkloadEndpoint,
     values.HostEndpoint,
+    values.Tier,
 )
 
 

@@ -175,6 +175,7 @@ class Policy(NamedTuple):
     do_not_track: bool = False  # the three flags: GlobalNetworkPolicy only
     pre_dnat: bool = False
     apply_on_forward: bool = False
+    tier: str = "default"  # spec.tier (absent = "default")
 
     @property
     def applies_ingress(self) -> bool:
@@ -186,6 +187,8 @@ class Policy(NamedTuple):
 
     def to_json(self) -> Obj:
         out: Obj = {}
+        if self.tier != "default":
+            out["tier"] = self.tier
         if self.order is not None:
             out["order"] = self.order
         for key, text in (
@@ -205,6 +208,18 @@ class Policy(NamedTuple):
         ):
             if flag:
                 out[key] = True
+        return out
+
+
+class Tier(NamedTuple):
+    """A Tier spec: ``order`` (None = after every ordered tier), ``defaultAction`` Deny | Pass."""
+
+    order: int | float | None = None
+    default_action: str = "Deny"
+
+    def to_json(self) -> Obj:
+        out: Obj = {} if self.order is None else {"order": self.order}
+        out["defaultAction"] = self.default_action
         return out
 
 
@@ -320,7 +335,7 @@ class HostEndpoint(NamedTuple):
 
 # ---- a whole resource ----------------------------------------------------------------------------
 
-Spec = Policy | Profile | NetworkSet | WorkloadEndpoint | HostEndpoint | Obj
+Spec = Policy | Profile | NetworkSet | WorkloadEndpoint | HostEndpoint | Tier | Obj
 S = TypeVar("S", bound=Spec)
 
 

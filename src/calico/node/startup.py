@@ -9,7 +9,9 @@ Steps, in order (each is idempotent, so a restart repeats them safely):
 2. default IP pools unless ``NO_DEFAULT_POOLS`` is set or a pool of that family exists (see
    :mod:`calico.node.pools`: ``CALICO_IPV4POOL_CIDR``, ``_IPIP``, ``_VXLAN``, ``_NAT_OUTGOING``);
 3. ClusterInformation ``default``: clusterGUID (kept once set), calicoVersion, datastoreReady true
-   unless an admin already set it;
+   unless an admin already set it; the built-in Tiers ``default`` (order 1,000,000, Deny),
+   ``kube-admin`` (1,000, Pass) and ``kube-baseline`` (10,000,000, Pass) when absent, as
+   Calico's start-up does;
 4. CNI binaries and config when ``CNI_BIN_DIR`` / ``CNI_NET_DIR`` / ``CNI_CONF_NAME`` are set;
 5. this node's tunnel addresses (:mod:`calico.node.tunnels`), unless the networking backend is
    ``none``; an IPAM failure here is logged, not fatal (the ``allocate-tunnel-addrs`` service
@@ -215,6 +217,26 @@ def ensure_cluster_information(client: Client) -> dict[str, Any]:
     raise StartupError("ClusterInformation default: kept changing; gave up")
 
 
+def ensure_tiers(client: Client) -> list[str]:
+    """Create the built-in tiers that are missing (Calico's fixed values); the names created."""
+    from calico.model import tiers  # the facts live with the model's Tier checks
+
+    made = []
+    for name, (order, action) in tiers.BUILT_IN.items():
+        tier = {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "Tier",
+            "metadata": {"name": name},
+            "spec": {"order": int(order), "defaultAction": action},
+        }
+        try:
+            client.create(tier)
+            made.append(name)
+        except AlreadyExists:
+            pass
+    return made
+
+
 def install_cni(env: Mapping[str, str], node_name: str) -> list[str]:
     """Install the CNI plugin and/or its network config when the CNI_* variables ask for it.
 
@@ -260,6 +282,9 @@ def run_startup(client: Client, env: Mapping[str, str] | None = None) -> dict[st
     if made:
         logger.info("created default IP pools: %s", ", ".join(made))
     ensure_cluster_information(client)
+    made = ensure_tiers(client)
+    if made:
+        logger.info("created built-in tiers: %s", ", ".join(made))
     for path in install_cni(env, s.name):
         logger.info("installed %s", path)
     if s.backend != "none":

@@ -168,8 +168,9 @@ def test_mixed_kinds_list_namespaces_and_delete(ctl: Ctl, tmp_path: Path) -> Non
     assert [ln.split() for ln in ctl.ok("get", "networkpolicy").splitlines()] == [
         ["NAMESPACE", "NAME"], ["default", "np1"]]  # fmt: skip
     wide = [ln.split() for ln in ctl.ok("get", "policy", "-A", "-o", "wide").splitlines()]
-    assert wide == [["NAMESPACE", "NAME", "ORDER", "SELECTOR"], ["default", "np1"],
-                    ["prod", "np2", "10", "app", "==", "'db'"]]  # fmt: skip
+    assert wide == [["NAMESPACE", "NAME", "TIER", "ORDER", "SELECTOR"],
+                    ["default", "np1", "default"],
+                    ["prod", "np2", "default", "10", "app", "==", "'db'"]]  # fmt: skip
     got = json.loads(ctl.ok("get", "networkpolicy", "np2", "-n", "prod", "-o", "json"))
     assert got["spec"]["types"] == ["Ingress"]
     assert "IPPool is not namespaced" in ctl.fails("get", "ippool", "-n", "prod")

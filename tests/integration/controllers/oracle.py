@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from calico.datastore.client import Client
-from calico.k8s import conversion, names
+from calico.k8s import admin_policy, conversion, names
+from calico.model import validation
 from tests.fakekube import FakeKube
 
 State = dict[str, dict[str, Any]]
@@ -37,7 +38,23 @@ def expected(fake: FakeKube, weps: dict[str, tuple[str, str]]) -> State:
     for wep, ident in weps.items():
         if ident in pods:
             labels[wep] = conversion.pod_to_workload_labels(pods[ident])
-    return {"policies": policies, "profiles": profiles, "wep_labels": labels}
+    global_policies = {}
+    for plural, convert in (
+        ("adminnetworkpolicies", admin_policy.convert_admin_network_policy),
+        ("baselineadminnetworkpolicies", admin_policy.convert_baseline_admin_network_policy),
+    ):
+        for obj in fake.list(plural):
+            try:
+                p = validation.validate(convert(obj).policy)
+            except conversion.ConversionError:
+                continue
+            global_policies[p["metadata"]["name"]] = p["spec"]
+    return {
+        "policies": policies,
+        "profiles": profiles,
+        "wep_labels": labels,
+        "global_policies": global_policies,
+    }
 
 
 def actual(ds: Client, weps: dict[str, tuple[str, str]], *, policy_ns: str | None = None) -> State:
@@ -56,7 +73,17 @@ def actual(ds: Client, weps: dict[str, tuple[str, str]], *, policy_ns: str | Non
         key = f"{w['metadata']['namespace']}/{w['metadata']['name']}"
         if key in weps:
             labels[key] = w["metadata"].get("labels") or {}
-    return {"policies": policies, "profiles": profiles, "wep_labels": labels}
+    global_policies = {
+        p["metadata"]["name"]: p["spec"]
+        for p in ds.list("GlobalNetworkPolicy")
+        if names.global_policy_source(p["metadata"]["name"])
+    }
+    return {
+        "policies": policies,
+        "profiles": profiles,
+        "wep_labels": labels,
+        "global_policies": global_policies,
+    }
 
 
 def make_wep(ds: Client, ns: str, pod: str, node: str = "node1") -> tuple[str, tuple[str, str]]:
@@ -101,6 +128,30 @@ def policy(ns: str, name: str, port: int = 80, **match: str) -> dict[str, Any]:
                 {
                     "from": [{"namespaceSelector": {"matchLabels": {"env": "prod"}}}],
                     "ports": [{"port": port}],
+                }
+            ],
+        },
+    }
+
+
+def anp(name: str, priority: int, *, subject_ns: str, deny_from_ns: str) -> dict[str, Any]:
+    """An AdminNetworkPolicy: pods in ``subject_ns`` deny ingress from ``deny_from_ns``."""
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "priority": priority,
+            "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": subject_ns}}},
+            "ingress": [
+                {
+                    "name": f"deny-{deny_from_ns}",
+                    "action": "Deny",
+                    "from": [
+                        {
+                            "namespaces": {
+                                "matchLabels": {"kubernetes.io/metadata.name": deny_from_ns}
+                            }
+                        }
+                    ],
                 }
             ],
         },

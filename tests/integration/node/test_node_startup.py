@@ -52,6 +52,12 @@ def test_first_start_registers_everything(datastore: Client) -> None:
     assert info["datastoreReady"] is True
     assert info["calicoVersion"] == startup.CALICO_VERSION
     assert len(info["clusterGUID"]) == 32
+    tiers = {t["metadata"]["name"]: t["spec"] for t in datastore.list("Tier")}
+    assert tiers == {  # Calico's built-in tiers with their fixed values
+        "default": {"order": 1000000, "defaultAction": "Deny"},
+        "kube-admin": {"order": 1000, "defaultAction": "Pass"},
+        "kube-baseline": {"order": 10000000, "defaultAction": "Pass"},
+    }
 
     # a restart changes nothing that is already right, and keeps the GUID and tunnel address
     startup.run_startup(datastore, {**calico_defaults, "IP": ""})
@@ -61,6 +67,7 @@ def test_first_start_registers_everything(datastore: Client) -> None:
         datastore.get("ClusterInformation", "default")["spec"]["clusterGUID"] == info["clusterGUID"]
     )
     assert len(datastore.list("IPPool")) == 1
+    assert {t["metadata"]["name"]: t["spec"] for t in datastore.list("Tier")} == tiers
 
 
 def test_admin_datastore_ready_false_is_kept(datastore: Client) -> None:

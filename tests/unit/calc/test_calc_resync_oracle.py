@@ -32,7 +32,14 @@ def wep(i: int, app: str, ns: str, node: str, ip_last: int, named: bool) -> dict
 
 
 def policy(
-    i: int, ns: str | None, app: str, order: int | None, peer: str, action: str, egress: bool
+    i: int,
+    ns: str | None,
+    app: str,
+    order: int | None,
+    peer: str,
+    action: str,
+    egress: bool,
+    tier: str = "default",
 ) -> dict[str, Any]:
     rule: dict[str, Any] = {
         "action": action,
@@ -45,7 +52,9 @@ def policy(
         spec["order"] = order
     if egress:
         spec["egress"] = [{"action": "Allow", "destination": {"namespaceSelector": "team == 'x'"}}]
-    meta: dict[str, Any] = {"name": f"pol{i}"}
+    meta: dict[str, Any] = {"name": f"pol{i}" if tier == "default" else f"{tier}.pol{i}"}
+    if tier != "default":
+        spec["tier"] = tier
     if ns:
         meta["namespace"] = ns
     return {
@@ -53,6 +62,13 @@ def policy(
         "metadata": meta,
         "spec": spec,
     }
+
+
+def tier(name: str, order: float | None, action: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {"defaultAction": action}
+    if order is not None:
+        spec["order"] = order
+    return {"kind": "Tier", "metadata": {"name": name}, "spec": spec}
 
 
 def profile(ns: str, team: str | None) -> dict[str, Any]:
@@ -138,6 +154,13 @@ RESOURCE = st.one_of(
         st.sampled_from(APPS),
         st.sampled_from(["Allow", "Deny", "Pass"]),
         st.booleans(),
+        st.sampled_from(["default", "default", "t1", "t2"]),
+    ),
+    st.builds(
+        tier,
+        st.sampled_from(["t1", "t2", "default"]),  # default: valid only with its fixed values
+        st.sampled_from([None, 0, 5, 1e6, 2e6]),
+        st.sampled_from(["Deny", "Pass"]),
     ),
     st.builds(profile, st.sampled_from(NAMESPACES), st.sampled_from([None, "x", "y"])),
     st.builds(

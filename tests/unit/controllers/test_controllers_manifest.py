@@ -51,3 +51,41 @@ def test_deployment_runs_the_command_with_known_settings() -> None:
         "calico-kube-controllers",
         "check-health",
     ]
+
+
+def test_crds_define_the_kinds_the_informers_watch() -> None:
+    crds = {}
+    for path in sorted((MANIFEST.parent / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        crds[crd["spec"]["names"]["kind"]] = crd
+        assert (
+            path.name
+            == f"{crd['metadata']['name'].split('.', 1)[1]}_{crd['spec']['names']['plural']}.yaml"
+        )
+    for kind in informer.OPTIONAL:
+        info = informer.RESOURCES[kind]._api_info
+        crd = crds[kind]
+        assert crd["metadata"]["name"] == f"{info.plural}.{info.resource.group}"
+        assert crd["spec"]["scope"] == "Cluster"
+        (version,) = crd["spec"]["versions"]
+        assert version["name"] == info.resource.version
+        assert version["served"]
+        assert version["storage"]
+        spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        rules = spec["properties"]["ingress"]["items"]["properties"]
+        actions = rules["action"]["enum"]
+        assert actions == (
+            ["Allow", "Deny", "Pass"] if kind == "AdminNetworkPolicy" else ["Allow", "Deny"]
+        )
+        egress_peer = spec["properties"]["egress"]["items"]["properties"]["to"]["items"]
+        assert set(egress_peer["properties"]) == {
+            "namespaces",
+            "pods",
+            "nodes",
+            "networks",
+            "domainNames",
+        }
+        assert (egress_peer["minProperties"], egress_peer["maxProperties"]) == (1, 1)
+    anp_spec = crds["AdminNetworkPolicy"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    priority = anp_spec["properties"]["spec"]["properties"]["priority"]
+    assert (priority["minimum"], priority["maximum"]) == (0, 1000)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from calico.dataplane import endpoint_manager, nft_render
+from calico.dataplane import endpoint_render, nft_render
 from calico.dpapi import messages as m
+from calico.dpapi import policy_plan
 from tests.unit.dataplane import dp_fixtures
 
 GOLDEN = Path(__file__).with_name("golden") / "table.nft"
@@ -49,39 +50,56 @@ def test_render_rule_forms() -> None:
     assert nft_render.render_rule(v6only, 4, "A") == []
 
 
+def _plan(
+    tiers: tuple[m.TierInfo, ...],
+    profiles: tuple[str, ...] | None,
+    *,
+    inbound: bool = True,
+    kind: str = policy_plan.NORMAL,
+) -> policy_plan.ChainPlan:
+    return policy_plan.chain_plan(tiers, profiles, inbound=inbound, kind=kind)
+
+
 def test_endpoint_chain_shapes() -> None:
     pids = (m.PolicyID("ns", "p1"), m.PolicyID(None, "g2"))
-    chain = strip(endpoint_manager.endpoint_chain(pids, ("kns.ns",), inbound=True))
-    assert chain == [
+    tiers = (m.TierInfo("default", pids, ()),)
+    chain = _plan(tiers, ("kns.ns",))
+    tier_name = endpoint_render.tier_chain_name(chain.steps[0], inbound=True)
+    assert tier_name.startswith("cali-ti-default-")
+    assert strip(endpoint_render.endpoint_chain(chain)) == [
         "ct state established,related accept",
         "ct state invalid counter drop",
         "meta mark set meta mark & 0xfffcffff",
+        f"jump {tier_name}",
+        "meta mark & 0x10000 == 0x10000 return",
+        "jump cali-pri-kns.ns",
+        "meta mark & 0x10000 == 0x10000 return",
+        "counter drop",
+    ]
+    assert strip(endpoint_render.tier_chains(chain)[tier_name]) == [
+        "meta mark set meta mark & 0xfffdffff",
         "jump cali-pi-ns/p1",
         "meta mark & 0x10000 == 0x10000 return",
         "meta mark & 0x20000 == 0 jump cali-pi-g2",
         "meta mark & 0x10000 == 0x10000 return",
         "meta mark & 0x20000 == 0 counter drop",
-        "jump cali-pri-kns.ns",
-        "meta mark & 0x10000 == 0x10000 return",
-        "counter drop",
     ]
-    # No policies: straight to the profiles. Forward chains: no profiles, no drop without policy.
-    assert "jump cali-pro-kns.ns" in strip(
-        endpoint_manager.endpoint_chain((), ("kns.ns",), inbound=False)
-    )
-    fwd = strip(
-        endpoint_manager.endpoint_chain((), None, inbound=True, kind=endpoint_manager.FORWARD)
-    )
+    # Egress has no policies in this tier: the tier is skipped, straight to the profiles.
+    egress = endpoint_render.endpoint_chain(_plan(tiers, ("kns.ns",), inbound=False))
+    assert not any("cali-to-" in rule for rule in egress)
+    assert "jump cali-pro-kns.ns" in strip(egress)
+    # A Pass tier has no default drop; forward chains: no profiles, no drop without policy.
+    passing = _plan((m.TierInfo("t", pids, (), "Pass"),), None, kind=policy_plan.FORWARD)
+    assert not any("drop" in rule for rule in endpoint_render.tier_chains(passing).values())
+    fwd = strip(endpoint_render.endpoint_chain(_plan((), None, kind=policy_plan.FORWARD)))
     assert not any("drop" in r and "invalid" not in r for r in fwd)
-    untracked = strip(
-        endpoint_manager.endpoint_chain(
-            pids[:1], None, inbound=True, kind=endpoint_manager.UNTRACKED
-        )
-    )
+    untracked = _plan((m.TierInfo("default", pids[:1], ()),), None, kind=policy_plan.UNTRACKED)
     assert (
         "meta mark & 0x10000 == 0x10000 meta mark set meta mark | 0x40000 notrack accept"
-        in untracked
+        in strip(endpoint_render.endpoint_chain(untracked))
     )
+    # preDNAT and doNotTrack chains never apply the tier's default drop.
+    assert not any("drop" in r for r in next(iter(endpoint_render.tier_chains(untracked).values())))
 
 
 def test_long_names_are_hashed() -> None:

@@ -4,6 +4,7 @@ alone), cgroup hierarchies from mountinfo, the one-layer image archive, the reco
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import tarfile
@@ -276,3 +277,25 @@ def test_missing_kube_binaries_are_named(tmp_path: Path) -> None:
 def test_the_apiserver_certificate_names_every_address_it_is_reached_at() -> None:
     sans = k8s_pki.apiserver_sans("10.99.0.1")
     assert {"IP:10.99.0.1", "IP:10.96.0.1", "DNS:kubernetes.default.svc"} <= set(sans)
+
+
+def test_with_etcd_tls_the_hosted_manifest_carries_the_secret_and_its_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from calico_lab import datastore, pki
+
+    made = lab(tmp_path)
+    made.etcd = datastore.EtcdOptions(members=3, tls=True)
+    made.pki_dir.mkdir(parents=True)
+    for name in ("ca", k8s_calico.ETCD_CLIENT):  # what pki.ensure_ca and pki.issue make
+        (made.pki_dir / f"{name}.crt").write_text(f"{name} certificate\n")
+        (made.pki_dir / f"{name}.key").write_text(f"{name} key\n")
+    monkeypatch.setattr(pki, "issue", lambda *a, **k: None)
+    docs = docs_of(k8s_calico.hosted_manifest(made, MANIFEST.read_text()))
+    config = docs[("ConfigMap", "calico-config")]["data"]
+    assert config["etcd_endpoints"].count("https://") == 3
+    assert config["etcd_ca"] == "/calico-secrets/etcd-ca"
+    assert config["etcd_key"] == "/calico-secrets/etcd-key"
+    secret = docs[("Secret", "calico-etcd-secrets")]["data"]
+    assert base64.b64decode(secret["etcd-cert"]) == b"calico-hosted certificate\n"
+    assert base64.b64decode(secret["etcd-ca"]) == b"ca certificate\n"
