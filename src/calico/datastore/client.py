@@ -43,7 +43,12 @@ class NotSupported(DatastoreError):
 # Tiers (Calico's clientv3 rules): a policy can only be created in a tier that exists (the
 # built-in ones always do); a built-in tier cannot be deleted, nor one that still holds policies.
 BUILT_IN_TIERS = ("default", "kube-admin", "kube-baseline")
-POLICY_KINDS = ("NetworkPolicy", "GlobalNetworkPolicy")
+POLICY_KINDS = (
+    "NetworkPolicy",
+    "GlobalNetworkPolicy",
+    "StagedNetworkPolicy",
+    "StagedGlobalNetworkPolicy",
+)
 
 
 def _ident(obj: Resource) -> tuple[kinds.Kind, str, str | None]:
