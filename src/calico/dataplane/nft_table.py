@@ -51,10 +51,12 @@ class NftTable:
         self._sets: dict[str, SetSpec] = {}
         self._maps: dict[str, dict[str, str]] = {}
         self._map_decls: dict[str, str] = {}
+        self._limits: dict[str, str] = {}  # limit object -> its declaration ("rate 10/second")
         # What the kernel has (None: unknown -> next apply replaces the table).
         self._prog_chains: dict[str, tuple[str, ...]] | None = None
         self._prog_sets: dict[str, SetSpec] = {}
         self._prog_maps: dict[str, dict[str, str]] = {}
+        self._prog_limits: dict[str, str] = {}
         self._dirty_chains: set[str] = set()
         self._dirty_sets: set[str] = set()
         self._dirty_map_keys: set[tuple[str, str]] = set()
@@ -99,10 +101,21 @@ class NftTable:
         if self._maps[name].pop(key, None) is not None:
             self._dirty_map_keys.add((name, key))
 
+    def set_limit(self, name: str, decl: str) -> None:
+        """A named ``limit`` object (rules use it with ``limit name "<name>"``). nft cannot
+        change an existing object in place, so a new declaration replaces the whole table."""
+        self._limits[name] = decl
+
+    def delete_limit(self, name: str) -> None:
+        self._limits.pop(name, None)
+
     @property
     def dirty(self) -> bool:
         return self._prog_chains is None or bool(
-            self._dirty_chains or self._dirty_sets or self._dirty_map_keys
+            self._dirty_chains
+            or self._dirty_sets
+            or self._dirty_map_keys
+            or self._limits != self._prog_limits
         )
 
     def queue_resync(self) -> None:
@@ -122,6 +135,9 @@ class NftTable:
         self.last_run_secs = 0.0
         if not self.dirty:
             return
+        changed = {k: v for k, v in self._prog_limits.items() if self._limits.get(k) != v}
+        if changed and any(name in self._limits for name in changed):
+            self._prog_chains = None  # a limit changed its rate: only a new table can say so
         script = self._full_script() if self._prog_chains is None else self._delta_script()
         self.last_script = script
         start = time.perf_counter()
@@ -136,6 +152,7 @@ class NftTable:
         self._prog_chains = dict(self._chains)
         self._prog_sets = dict(self._sets)
         self._prog_maps = {k: dict(v) for k, v in self._maps.items()}
+        self._prog_limits = dict(self._limits)
         self._dirty_chains.clear()
         self._dirty_sets.clear()
         self._dirty_map_keys.clear()
@@ -143,6 +160,8 @@ class NftTable:
     def render(self) -> str:
         """The whole table as nft text (also the body of a full replace)."""
         lines = [f"table {T} {{"]
+        for name in sorted(self._limits):
+            lines.append(f"  limit {name} {{ {self._limits[name]}; }}")
         for name in sorted(self._sets):
             spec = self._sets[name]
             elems = f" elements = {{ {', '.join(sorted(spec.elements))} }}" if spec.elements else ""
@@ -212,8 +231,18 @@ class NftTable:
                 map_deletes.append(f"delete element {T} {name} {{ {_q(key)} }}")
             if verdict is not None and verdict != old_v:
                 out.append(f"add element {T} {name} {{ {_q(key)} : {verdict} }}")
+        # Limit objects exist before the rules that name them and go after them.
+        limit_adds = [
+            f"add limit {T} {name} {{ {decl}; }}"
+            for name, decl in sorted(self._limits.items())
+            if name not in self._prog_limits
+        ]
+        limit_deletes = [
+            f"delete limit {T} {name}"
+            for name in sorted(set(self._prog_limits) - set(self._limits))
+        ]
         # Map entries go before chains are deleted; replaced entries are deleted before re-adding.
-        lines = map_deletes + out + flushes + deletes + set_deletes
+        lines = limit_adds + map_deletes + out + flushes + deletes + set_deletes + limit_deletes
         return "\n".join(lines) + "\n" if lines else ""
 
     # ---- read back ----------------------------------------------------------------------------

@@ -9,8 +9,9 @@ with a reference evaluator that never reads the product's code).
 
 It knows exactly the vocabulary of ``nft_render`` / ``endpoint_render`` (marks, jump/goto/return/
 accept/drop, address/port/protocol matches, IP sets and named-port sets, ``ct state`` for a new
-flow, ``log``/``counter``/``notrack`` as statements) and raises :class:`Unsupported` on anything
-else, so a rendering change it does not understand fails loudly instead of being misread.
+flow, ``log``/``counter``/``notrack``/``limit name`` as statements) and raises
+:class:`Unsupported` on anything else, so a rendering change it does not understand fails loudly
+instead of being misread.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 
 from calico.dataplane import (
     endpoint_manager,
+    flowlog_render,
     ipset_manager,
     nft_table,
     policy_manager,
@@ -142,6 +144,8 @@ class Interpreter:
                 return t, ""
             elif t in ("jump", "goto"):
                 return t, toks[i + 1]
+            elif t == "limit" and toks[i + 1] == "name":
+                i += 3  # a statement here: it only ever gates the log after it
             elif t == "log":
                 i = len(toks) if "level" not in toks else toks.index("level") + 2
             elif toks[i : i + 4] == ["meta", "mark", "set", "meta"]:
@@ -159,8 +163,10 @@ class Interpreter:
         if t == "ct" and toks[i + 1] == "state":
             return pkt.ct_state in toks[i + 2].split(","), i + 3
         if t == "meta" and toks[i + 1] == "mark" and toks[i + 2] == "&":
-            mask, want = int(toks[i + 3], 16), int(toks[i + 5], 16)
-            return (res.mark & mask) == want, i + 6
+            mask, op, want = int(toks[i + 3], 16), toks[i + 4], int(toks[i + 5], 16)
+            if op not in ("==", "!="):
+                raise Unsupported(f"mark comparison {op!r}")
+            return ((res.mark & mask) == want) == (op == "=="), i + 6
         if t == "meta" and toks[i + 1] == "nfproto":
             return toks[i + 2] == f"ipv{pkt.family}", i + 3
         if t == "meta" and toks[i + 1] == "l4proto":
@@ -206,7 +212,9 @@ class _NoKernel:
         raise AssertionError("render() never touches the kernel")
 
 
-def render(msgs: Iterable[m.Message]) -> nft_table.NftTable:
+def render(
+    msgs: Iterable[m.Message], *, flow_logs: flowlog_render.FlowLogConfig | None = None
+) -> nft_table.NftTable:
     """The desired ``table inet calico`` policy part (sets, policy/profile, endpoint and tier
     chains) that the dataplane's managers make of ``msgs``; no static chains, no I/O."""
     table = nft_table.NftTable(_NoKernel())
@@ -214,8 +222,11 @@ def render(msgs: Iterable[m.Message]) -> nft_table.NftTable:
         table.declare_map(name, static_chains.MAP_DECL)
     routes = route_table.RouteTable(runner=_NoKernel())
     ipsets = ipset_manager.IPSetManager(table)
-    managers = (ipsets, policy_manager.PolicyManager(table),
-                endpoint_manager.EndpointManager(table, routes))  # fmt: skip
+    policies = policy_manager.PolicyManager(table)
+    endpoints = endpoint_manager.EndpointManager(table, routes, policies)
+    if flow_logs is not None:
+        endpoints.set_flow_logs(flow_logs)
+    managers = (ipsets, policies, endpoints)
     for msg in msgs:
         for mgr in managers:
             mgr.on_update(msg)
