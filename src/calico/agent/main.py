@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any
 
-from calico.agent import calc_check, health, metrics, status
+from calico.agent import calc_check, flowlogs, health, metrics, status
 from calico.agent import config as agent_config
 from calico.calc import graph as calc_graph
 from calico.dataplane import (
@@ -62,6 +62,7 @@ def dataplane_config(cfg: agent_config.Config) -> loop.DataplaneConfig:
             vxlan_port=cfg["VXLANPort"],
         ),
         nat_outgoing_address=cfg["NATOutgoingAddress"],
+        flow_logs=flowlogs.dataplane_config(cfg),
     )
 
 
@@ -93,6 +94,7 @@ class Agent:
             on_failure=self.metrics.failures.inc,
         )
         self.checker = calc_check.CalcChecker(cfg["CalcCheckInterval"])
+        self.flowlogs = flowlogs.FlowLogs(self.hostname, env, cfg)
         self.status_file = status.StatusFile(status.path_from_env(env))
         self._problems: list[str] = []
         self.queue: queue.Queue[list[ds_syncer.Update] | ds_syncer.SyncStatus] = queue.Queue(10)
@@ -125,6 +127,7 @@ class Agent:
         self.cfg = new
         set_log_level(new["LogSeverityScreen"])
         self.dataplane.set_config(dataplane_config(new))
+        self.flowlogs.configure(new)
 
     def _handle(self, item: list[ds_syncer.Update] | ds_syncer.SyncStatus) -> None:
         if isinstance(item, ds_syncer.SyncStatus):
@@ -152,6 +155,7 @@ class Agent:
                 self.on_config(msg)
             self.dataplane.on_update(msg)
         self.dataplane.apply()
+        self.flowlogs.turn(self.dataplane, self.graph)
         self._check_calc()  # after apply: starting a check (a fork) never delays this change
         self._update_status()
         self._report_status()
@@ -193,6 +197,7 @@ class Agent:
                 "applies": self.dataplane.applies,
                 "failures": self.dataplane.failures,
                 "problems": problems,
+                "flow_logs": self.flowlogs.status(),
             }
         )
 
@@ -202,7 +207,8 @@ class Agent:
         self.syncer.start()
         try:
             while not self.stopping.is_set():
-                wait = min(self.dataplane.next_deadline() - time.monotonic(), 1.0)
+                deadline = min(self.dataplane.next_deadline(), self.flowlogs.next_deadline())
+                wait = min(deadline - time.monotonic(), 1.0)
                 if self.dataplane.dirty and self.dataplane.in_sync:
                     wait = 0.0
                 self.step(wait)
@@ -215,6 +221,8 @@ class Agent:
         finally:
             self.syncer.stop()
             self.checker.close()
+            self.flowlogs.close()
+            self.flowlogs.flush(self.dataplane, self.graph)  # the last interval is not lost
         logger.info("calico-felix stopped")
         return 0
 
