@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 
+def rotated(path: Path, max_files: int = 1000) -> list[Path]:
+    """The rotated files of the set (not ``path`` itself), oldest first."""
+    return [p for p in files(path, max_files) if p != path]
+
+
 def files(path: Path, max_files: int = 1000) -> list[Path]:
     """The existing files of the set, oldest first."""
     found = [Path(f"{path}.{i}") for i in range(max_files - 1, 0, -1)] + [path]
@@ -76,11 +81,16 @@ def _decode(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
 def read(path: Path) -> Iterator[dict[str, Any]]:
     """Every object of the set, oldest first."""
     for p in files(path):
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            continue  # rotated away while we listed
-        yield from _decode(data.splitlines())
+        yield from read_file(p)
+
+
+def read_file(path: Path) -> Iterator[dict[str, Any]]:
+    """The objects of one file (none if it went: rotated away while we listed)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    yield from _decode(data.splitlines())
 
 
 class Follower:
@@ -88,9 +98,11 @@ class Follower:
     (a new inode means the file was rotated: the rest of the old one, now ``<path>.1``, is read
     first). A line still being written (no newline yet) waits for the next poll."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, from_start: bool = False) -> None:
         self.path = path
         self._ino, self._offset = self._stat()
+        if from_start:
+            self._offset = 0
 
     def _stat(self) -> tuple[int, int]:
         try:
