@@ -206,6 +206,15 @@ ENV_ONLY_PARAMS: tuple[Param, ...] = (
         600.0,
         "period of the check: incremental output == full recompute (0: off); a mismatch exits",
     ),
+    Param(
+        "ControlPort",
+        _int_port,
+        0,
+        "TCP port of the control listener for other nodes' calicoctl (0: off; the Unix socket "
+        "$CALICO_RUN_DIR/felix-control.sock is always on)",
+        live=False,
+    ),
+    Param("ControlHost", str, "0.0.0.0", "address of the control listener", live=False),
 )
 BY_NAME = {p.name: p for p in PARAMS + ENV_ONLY_PARAMS}
 

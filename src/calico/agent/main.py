@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any
 
-from calico.agent import calc_check, health, metrics, status
+from calico.agent import calc_check, control, health, metrics, status
 from calico.agent import config as agent_config
 from calico.calc import graph as calc_graph
 from calico.dataplane import (
@@ -42,6 +42,7 @@ from calico.dataplane import (
 from calico.datastore import config as ds_config
 from calico.datastore import syncer as ds_syncer
 from calico.dpapi import messages as m
+from calico.lib import control as control_wire
 
 logger = logging.getLogger("calico.agent")
 
@@ -73,6 +74,14 @@ def set_log_level(level: str) -> None:
 CalcDiverged = calc_check.CalcDiverged
 
 
+class Wake:
+    """Queued by a control call to end the loop's wait (the call runs after the next apply)."""
+
+
+WAKE = Wake()
+QueueItem = list[ds_syncer.Update] | ds_syncer.SyncStatus | Wake
+
+
 class Agent:
     def __init__(self, cfg: agent_config.Config, env: dict[str, str], etcd: Any) -> None:
         self.env = env
@@ -95,7 +104,7 @@ class Agent:
         self.checker = calc_check.CalcChecker(cfg["CalcCheckInterval"])
         self.status_file = status.StatusFile(status.path_from_env(env))
         self._problems: list[str] = []
-        self.queue: queue.Queue[list[ds_syncer.Update] | ds_syncer.SyncStatus] = queue.Queue(10)
+        self.queue: queue.Queue[QueueItem] = queue.Queue(10)
         self.stopping = threading.Event()
         self.syncer = ds_syncer.Syncer(
             etcd,
@@ -104,7 +113,26 @@ class Agent:
             on_status=self.queue.put,
         )
 
+        self.control = control.Registry()
+        self.loop_calls = control.LoopCalls(wake=self._wake)
+        self.control_server = control.ControlServer(
+            self.control,
+            self.loop_calls,
+            path=control_wire.socket_path(env),
+            tcp=(cfg["ControlHost"], cfg["ControlPort"]) if cfg["ControlPort"] else None,
+        )
+
+    def _wake(self) -> None:
+        try:
+            self.queue.put_nowait(WAKE)
+        except queue.Full:
+            pass  # the loop has input waiting: it is about to turn anyway
+
     def start_servers(self) -> None:
+        try:
+            self.control_server.start()
+        except OSError as exc:  # diagnostics only: enforcement goes on without it
+            logger.error("control socket %s: %s", self.control_server.path, exc)
         if self.cfg["HealthEnabled"]:
             self.health.serve(self.cfg["HealthHost"], self.cfg["HealthPort"])
         if self.cfg["PrometheusMetricsEnabled"]:
@@ -126,7 +154,9 @@ class Agent:
         set_log_level(new["LogSeverityScreen"])
         self.dataplane.set_config(dataplane_config(new))
 
-    def _handle(self, item: list[ds_syncer.Update] | ds_syncer.SyncStatus) -> None:
+    def _handle(self, item: QueueItem) -> None:
+        if isinstance(item, Wake):
+            return
         if isinstance(item, ds_syncer.SyncStatus):
             logger.info("datastore status: %s", item.value)
             if item is ds_syncer.SyncStatus.IN_SYNC:
@@ -152,6 +182,7 @@ class Agent:
                 self.on_config(msg)
             self.dataplane.on_update(msg)
         self.dataplane.apply()
+        self.loop_calls.run_pending()  # control calls see the state just programmed
         self._check_calc()  # after apply: starting a check (a fork) never delays this change
         self._update_status()
         self._report_status()
@@ -215,6 +246,7 @@ class Agent:
         finally:
             self.syncer.stop()
             self.checker.close()
+            self.control_server.close()
         logger.info("calico-felix stopped")
         return 0
 
