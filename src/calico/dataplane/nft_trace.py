@@ -41,6 +41,8 @@ class Packet:
     dport: int = 0
     sport: int = 40000
     ct_state: str = "new"
+    icmp_type: int | None = None  # ICMP / ICMPv6 packets only
+    icmp_code: int | None = None
 
     @property
     def family(self) -> int:
@@ -177,6 +179,8 @@ class Interpreter:
             target = toks[i + 3 if neg else i + 2]
             items = sorted(self.sets[target[1:]]) if target.startswith("@") else _set_items(target)
             return _in_nets(addr, items) != neg, i + (4 if neg else 3)
+        if t in ("icmp", "icmpv6") and toks[i + 1] in ("type", "code"):
+            return self._icmp(toks, i, pkt)
         if t == "th" and toks[i + 1] in ("sport", "dport"):
             port = pkt.sport if toks[i + 1] == "sport" else pkt.dport
             neg = toks[i + 2] == "!="
@@ -184,6 +188,20 @@ class Interpreter:
             ok = pkt.proto in ("tcp", "udp", "sctp") and _in_ports(port, items)
             return ok != neg, i + (4 if neg else 3)
         raise Unsupported(f"unknown match at {t!r} in: {' '.join(toks)}")
+
+    def _icmp(self, toks: list[str], i: int, pkt: Packet) -> tuple[bool, int]:
+        # icmp type N | icmp code N | icmp type . icmp code != { T . C }; nft adds the
+        # protocol dependency, so neither form (nor its negation) matches a non-ICMP packet.
+        is_icmp = pkt.proto == ("icmp" if toks[i] == "icmp" else "ipv6-icmp")
+        if toks[i + 2] == ".":
+            neg = toks[i + 5] == "!="
+            want = [x.strip() for x in toks[i + (6 if neg else 5)].strip("{}").split(".")]
+            hit = [str(pkt.icmp_type), str(pkt.icmp_code)] == want
+            return is_icmp and hit != neg, i + (7 if neg else 6)
+        value = pkt.icmp_type if toks[i + 1] == "type" else pkt.icmp_code
+        neg = toks[i + 2] == "!="
+        want_v = toks[i + 3 if neg else i + 2]
+        return is_icmp and (str(value) == want_v) != neg, i + (4 if neg else 3)
 
     def _named_port(self, toks: list[str], i: int, pkt: Packet) -> tuple[bool, int]:
         # ip daddr . meta l4proto . th dport [!=] @set
