@@ -26,10 +26,11 @@ import threading
 import time
 from typing import Any
 
-from calico.agent import calc_check, control, health, metrics, status
+from calico.agent import answers, calc_check, control, health, metrics, status
 from calico.agent import config as agent_config
 from calico.calc import graph as calc_graph
 from calico.dataplane import (
+    counters,
     encap_manager,
     libnft,
     links,
@@ -92,7 +93,7 @@ class Agent:
         self.metrics = metrics.Metrics()
         self.health = health.Health()
         self.dataplane = loop.InternalDataplane(
-            nft_table.NftTable(libnft.default_runner()),
+            nft_table.NftTable(libnft.default_runner(), read_counters=counters.kernel_rules),
             route_table.RouteTable(),
             dataplane_config(cfg),
             hostname=self.hostname,
@@ -121,6 +122,12 @@ class Agent:
             path=control_wire.socket_path(env),
             tcp=(cfg["ControlHost"], cfg["ControlPort"]) if cfg["ControlPort"] else None,
         )
+        self.answers = answers.Answers(
+            hostname=self.hostname, dataplane=self.dataplane, graph=self.graph,
+            calls=self.loop_calls,
+        )  # fmt: skip
+        self.answers.register(self.control)
+        self.metrics.add_rule_counters(self.answers.rule_samples)
 
     def _wake(self) -> None:
         try:

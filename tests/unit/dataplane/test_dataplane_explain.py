@@ -142,10 +142,12 @@ def test_why_each_policy_did_not_decide() -> None:
     assert security["outcome"] == "end of tier: defaultAction Pass, next tier"
     rules = platform["policies"][0]["rules"]
     assert rules[0]["why"] == "destination port 80 is not in 8080"
-    assert rules[1]["matched"] and rules[1]["why"] == "matched"
+    assert rules[1]["matched"]
+    assert rules[1]["why"] == "matched"
     assert len(rules) == 2  # rule 2 was not looked at
     assert platform["outcome"] == "deny by policy platform.gate rule 1"
-    assert stage["ruleset"]["agrees"] and stage["ruleset"]["decided_by"] == {
+    assert stage["ruleset"]["agrees"]
+    assert stage["ruleset"]["decided_by"] == {
         "chain": "cali-pi-platform.gate",
         "rule": 1,
     }
@@ -174,12 +176,25 @@ def test_end_of_tier_and_skipped_policies() -> None:
     world = tw.World(
         tiers={"platform": (100.0, "Deny")},
         policies=[
-            tw.Policy("platform.first", "platform", 1, "all()",
-                      [tw.Rule("Pass", peer="app == 'c'"), tw.Rule("Allow", port=53,
-                                                                    protocol="UDP")], [], None),
-            tw.Policy("platform.second", "platform", 2, "all()",
-                      [tw.Rule("Allow", peer="app == 'a'")], [], None),
-        ],  # fmt: skip
+            tw.Policy(
+                "platform.first",
+                "platform",
+                1,
+                "all()",
+                [tw.Rule("Pass", peer="app == 'c'"), tw.Rule("Allow", port=53, protocol="UDP")],
+                [],
+                None,
+            ),
+            tw.Policy(
+                "platform.second",
+                "platform",
+                2,
+                "all()",
+                [tw.Rule("Allow", peer="app == 'a'")],
+                [],
+                None,
+            ),
+        ],
     )
     check(world)
     dp, prog = programmed(world)
@@ -246,14 +261,17 @@ def test_host_endpoint_stages_failsafe_and_do_not_track() -> None:
     got = at_host("10.99.0.12", 443)
     assert [s["chain"] for s in got["stages"]] == ["cali-fhraw-eth0", "cali-fhdnat-eth0",
                                                    "cali-fh-eth0"]  # fmt: skip
-    assert got["verdict"]["policy"] == "host-in" and got["agrees"]
+    assert got["verdict"]["policy"] == "host-in"
+    assert got["agrees"]
     got = at_host("10.99.0.12", 80)
     assert got["verdict"] == {"action": "deny", "by": "tier-default", "tier": "default"}
     got = at_host("10.99.0.12", 22)  # failsafe (dp_fixtures' config: tcp:22)
-    assert got["verdict"]["by"] == "failsafe" and got["agrees"], got
+    assert got["verdict"]["by"] == "failsafe", got
+    assert got["agrees"], got
     got = at_host("192.0.2.9", 443)  # doNotTrack deny: ends the walk at the raw stage
     assert [s["chain"] for s in got["stages"]] == ["cali-fhraw-eth0"]
-    assert got["verdict"]["policy"] == "raw-deny" and got["agrees"]
+    assert got["verdict"]["policy"] == "raw-deny"
+    assert got["agrees"]
 
 
 def test_icmp_and_named_ports_agree_with_the_ruleset() -> None:
