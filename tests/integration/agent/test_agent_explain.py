@@ -3,7 +3,11 @@ restart and a drift repair, the metrics carry them, the TCP listener, bad questi
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -198,3 +202,96 @@ def test_rule_metrics_tcp_listener_and_bad_questions(node: Node) -> None:
             "endpoint": {"kind": "WorkloadEndpoint", "name": "default/node1-k8s-b-eth0"},
             "direction": "ingress", "packet": {"src": "x", "dst": "10.65.0.3", "port": 1},
         })  # fmt: skip
+
+
+CALICOCTL = Path(sys.executable).with_name("calicoctl")
+
+
+def _ctl(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "ETCD_ENDPOINTS": node.etcd.endpoint, "NODENAME": "node1",
+           "CALICO_RUN_DIR": str(Path(node.tmp) / "run")}  # fmt: skip
+    return subprocess.run(["ip", "netns", "exec", node.ns, str(CALICOCTL), *args], env=env,
+                          capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+
+
+def test_calicoctl_explain(node: Node) -> None:
+    for w in tw.WORKLOADS[:2]:
+        node.add_workload(w.name, w.ip, w.labels)
+    _policy(node)
+    node.start_agent()
+    node.wait_ready()
+    _traffic(node)
+    out = _ctl(node, "explain", "default/a", "default/b", "--port", "8080")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "default/a -> default/b (TCP 10.65.0.2 -> 10.65.0.3 port 8080): DENIED"
+    assert lines[1].startswith(
+        "  ingress at default/b: DENIED by tier default, policy b-in, rule 1: Deny, protocol tcp, "
+        "destination {ports [8080]}  ["
+    ), out.stdout
+    assert "      policy b-in: rule 1 Deny: decides" in lines
+    assert "        rule 0 Log: matched: logged, evaluation goes on" in lines
+    assert "    profile kns.default: rule 0 Allow: decides" in lines  # a's egress
+    doc = json.loads(_ctl(node, "explain", "10.65.0.2", "default/b", "-p", "80", "-o",
+                          "json").stdout)  # fmt: skip
+    assert doc["verdict"] == "allow"
+    assert doc["ingress"]["verdict"]["rule"] == 2
+    assert doc["egress"]["stages"][0]["ruleset"]["agrees"]
+    icmp = json.loads(_ctl(node, "explain", "default/a", "default/b", "--protocol", "icmp",
+                           "-o", "json").stdout)  # fmt: skip
+    assert icmp["packet"]["icmp_type"] == 8
+    assert icmp["verdict"] == "allow"
+
+    # Bad input: exit 1, the message names what was not found.
+    for args, message in (
+        (("default/ghost", "default/b"), "default/ghost: no pod ghost with a network endpoint"),
+        (("8.8.8.8", "default/b"), "8.8.8.8: IP 8.8.8.8 is in no IP pool and no endpoint has it"),
+        (("default/a", "default/b", "--protocol", "gre"), "--protocol gre: expected one of"),
+        (("default/a", "default/b", "--protocol", "udp"), "--port is required for UDP"),
+    ):
+        bad = _ctl(node, "explain", *args, *(() if "--protocol" in args else ("-p", "80")))
+        assert bad.returncode == 1, bad
+        assert bad.stderr.startswith(message), bad.stderr
+    # A pod on another node whose agent cannot be reached from here.
+    far = tw.Workload("far", "10.65.0.9", {"app": "far"}, "calif0000000001")
+    remote = tw.wep(far)
+    remote["spec"]["node"] = "node9"
+    remote["metadata"]["name"] = "node9-k8s-far-eth0"
+    node.apply(remote)
+    bad = _ctl(node, "explain", "default/a", "default/far", "-p", "80")
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("node node9: no way to reach its agent from here (this is node "
+                                 "node1)"), bad.stderr  # fmt: skip
+    bad = _ctl(node, "explain", "default/a", "default/far", "-p", "80", "--agent",
+               "node9=/nonexistent/felix-control.sock")  # fmt: skip
+    assert bad.returncode == 1
+    assert "node node9: no agent answers at /nonexistent/felix-control.sock" in bad.stderr
+
+
+def test_calicoctl_get_wide_shows_rule_counters_per_node(node: Node) -> None:
+    for w in tw.WORKLOADS[:2]:
+        node.add_workload(w.name, w.ip, w.labels)
+    _policy(node)
+    for name in ("node1", "node9"):
+        node.apply({"apiVersion": "projectcalico.org/v3", "kind": "Node",
+                    "metadata": {"name": name}, "spec": {}})  # fmt: skip
+    node.start_agent()
+    node.wait_ready()
+    _traffic(node)
+    out = _ctl(node, "get", "globalnetworkpolicy", "b-in", "-o", "wide")
+    assert out.returncode == 0, out.stderr
+    rows = [ln.split() for ln in out.stdout.splitlines()]
+    assert rows[0] == ["NAME", "TIER", "ORDER", "SELECTOR"]
+    at = rows.index(["RULE", "COUNTERS", "(per", "node,", "from", "its", "agent)"])
+    assert rows[at + 1] == ["NODE", "POLICY", "DIRECTION", "RULE", "ACTION", "PACKETS", "BYTES"]
+    mine = {(r[2], r[3]): r for r in rows[at + 2 :] if r[0] == "node1"}
+    assert set(mine) == {("ingress", "0"), ("ingress", "1"), ("ingress", "2")}
+    assert mine[("ingress", "1")][4] == "Deny"
+    assert int(mine[("ingress", "1")][5]) > 0
+    far = [r for r in rows[at + 2 :] if r[0] == "node9"]
+    assert far == [["node9", "-", "-", "-", "-", "-", "(agent", "not", "reachable", "from", "here:",
+                    "run", "calicoctl", "on", "the", "node", "or", "set", "CALICO_AGENTS)"]]  # fmt: skip
+    plain = _ctl(node, "get", "globalnetworkpolicy", "b-in", "-o", "wide").stdout
+    listing = _ctl(node, "get", "globalnetworkpolicy", "-o", "wide").stdout
+    assert "RULE COUNTERS" in plain
+    assert "RULE COUNTERS" not in listing  # only for policies asked for by name
