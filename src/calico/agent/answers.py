@@ -20,6 +20,7 @@ answer: ``dataplane.explain.explain``'s record plus ``node``, ``packet`` and ``p
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,6 +134,7 @@ class Answers:
     # ---- explain ------------------------------------------------------------------------------
 
     def explain(self, params: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
         self._require_sync()
         ep_spec = params.get("endpoint")
         if not isinstance(ep_spec, dict) or ep_spec.get("kind") not in (
@@ -161,6 +163,7 @@ class Answers:
                        "icmp_code": pkt.icmp_code},
             **answer,
             "programmed": {"applies": self.dataplane.applies, "pending": self.dataplane.dirty},
+            "took_ms": round((time.perf_counter() - start) * 1000, 2),
         }  # fmt: skip
 
     # ---- counters -----------------------------------------------------------------------------

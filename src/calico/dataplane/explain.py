@@ -113,7 +113,7 @@ def _tier_record(
         outcome = "end of tier: defaultAction Pass, next tier"
     else:
         outcome = "end of tier: no default drop in this kind of chain, next tier"
-    names = [x.name for x in looked]
+    names = {x.name for x in looked}
     return {
         "tier": step.tier,
         "default_action": step.default_action,

@@ -15,10 +15,11 @@ set holds (the calculation graph's selector text), or None when unknown.
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 from collections.abc import Callable, Mapping
 
 from calico.dataplane import nft_render as r
+from calico.dataplane import nft_trace
 from calico.dataplane.nft_trace import Packet
 from calico.dpapi import messages as m
 
@@ -34,14 +35,7 @@ def _family_nets(nets: tuple[str, ...], family: int) -> list[str]:
 
 
 def _in_nets(addr: str, nets: list[str] | frozenset[str]) -> bool:
-    ip = ipaddress.ip_address(addr)
-    for net in nets:
-        if " " in net:
-            continue  # a named-port element, not an address
-        n = ipaddress.ip_network(net, strict=False)
-        if n.version == ip.version and ip in n:
-            return True
-    return False
+    return nft_trace.in_nets(addr, nets)  # exact members, then cached prefixes
 
 
 def _in_ports(port: int, items: tuple[str, ...]) -> bool:
@@ -184,7 +178,9 @@ def _side_text(rule: m.Rule, d: str, describe: Describe) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def rule_text(rule: m.Rule, describe: Describe) -> str:
+    """A rule for people (cached: a set id names its selector for good, being its hash)."""
     parts = [rule.action.capitalize()]
     if rule.ip_version is not None:
         parts.append(f"ipVersion {rule.ip_version}")
