@@ -2,7 +2,9 @@
 # The calico-lab demo (`make demo`, after `make install`): a 3-node Calico cluster in network
 # namespaces, pods in two namespaces, the connectivity matrix before and after Kubernetes
 # NetworkPolicies and a platform tier above them, and a pod reaching the `outside` host beyond the
-# lab's router. Nothing outside the lab's own namespaces is touched; `calico-lab down` removes it.
+# lab's router, and why a denied connection is denied (`calico-lab explain`, answered by the policy
+# agents from the rules they programmed). Nothing outside the lab's own namespaces is touched;
+# `calico-lab down` removes it.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -112,6 +114,13 @@ echo "shop's allow-db-from-everywhere opens db to every namespace; the platform 
 echo "dev comes first, and its Pass hands everything else to the application policies:"
 calico-lab matrix --port "$PORT"
 
+say "Why is dev/tester denied? A probe, then calico-lab explain (the agents answer from their rules)"
+calico-lab probe dev/tester shop/db --port "$PORT" || true
+calico-lab explain dev/tester shop/db --port "$PORT"
+echo
+echo "and an allowed path, with the hit counters of the rule that allowed it:"
+calico-lab explain shop/backend shop/db --port "$PORT" | head -3
+
 cat <<TXT
 
 Explore further:
@@ -125,6 +134,9 @@ Explore further:
   calico-lab exec node2 -- birdc show route              routes BIRD learnt
   calico-lab exec node1 -- nft list table inet calico    the policy agent's rules
   calico-lab probe dev/tester shop/frontend --port $PORT
+  calico-lab explain dev/tester shop/frontend --port $PORT  why allowed or denied, rule by rule
+  calico-lab exec node1 -- calicoctl get gnp platform.dev-never-reaches-db -o wide
+                                                         rule hit counters, per node
   calico-lab label pod dev/tester app=frontend           labels change live
   calico-lab matrix --port $PORT --protocol UDP
   calico-lab delete -f examples/default-deny.yaml

@@ -1,8 +1,8 @@
 """``calico-lab``: a multi-node Calico cluster on one Linux host, built from network namespaces.
 
-Commands: up, down, status, list, exec, apply, delete, label, probe, matrix. Every command takes
-``--name LAB`` (env ``CALICO_LAB``); without it, the only lab that exists, else ``lab``. Errors
-print one line and exit 1; ``probe`` exits 0 when connected, 1 when not.
+Commands: up, down, status, list, exec, apply, delete, label, probe, matrix, explain. Every
+command takes ``--name LAB`` (env ``CALICO_LAB``); without it, the only lab that exists, else
+``lab``. Errors print one line and exit 1; ``probe`` exits 0 when connected, 1 when not.
 """
 
 from __future__ import annotations
@@ -343,6 +343,29 @@ def matrix(
     else:
         click.echo(f"{protocol.upper()}/{port} (rows: from, columns: to)")
         click.echo(probes.render_table(result, colour=sys.stdout.isatty()))
+
+
+@cli.command()
+@name_option
+@click.argument("src")
+@click.argument("dst")
+@click.option("--port", "-p", type=click.IntRange(1, 65535), default=None)
+@click.option("--protocol", default="TCP", show_default=True)
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+def explain(
+    name: str | None, src: str, dst: str, port: int | None, protocol: str, output: str
+) -> None:
+    """Why SRC can or cannot reach DST: ``calicoctl explain`` run on the lab's first node, which
+    asks each node's agent (egress on SRC's node, ingress on DST's)."""
+    from calico_lab import execute
+
+    lab = state.require(resolve_name(name))
+    if not lab.nodes:
+        raise LabError(f"lab {lab.name} has no nodes")
+    argv = ["calicoctl", "explain", src, dst, "--protocol", protocol, "-o", output]
+    if port is not None:
+        argv += ["--port", str(port)]
+    execute.exec_in(lab, lab.nodes[0].name, argv)
 
 
 def main() -> None:

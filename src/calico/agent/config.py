@@ -241,6 +241,15 @@ ENV_ONLY_PARAMS: tuple[Param, ...] = (
         20_000,
         "distinct flows kept per interval (more are counted, not recorded)",
     ),
+    Param(
+        "ControlPort",
+        _int_port,
+        0,
+        "TCP port of the control listener for other nodes' calicoctl (0: off; the Unix socket "
+        "$CALICO_RUN_DIR/felix-control.sock is always on)",
+        live=False,
+    ),
+    Param("ControlHost", str, "0.0.0.0", "address of the control listener", live=False),
 )
 BY_NAME = {p.name: p for p in PARAMS + ENV_ONLY_PARAMS}
 

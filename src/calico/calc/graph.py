@@ -182,6 +182,10 @@ class CalcGraph:
         self.routes.flush()
         return self.sequencer.flush()
 
+    def describe_ipset(self, set_id: str) -> str | None:
+        """The selector (or named port) an active IP set stands for (explain's rule text)."""
+        return self.ipsets_calc.describe(set_id)
+
     def stats(self) -> CalcStats:
         endpoints, policies, profiles = self.active_rules.counts()
         return CalcStats(

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "node": "calico.cli.node_cmd:node",
     "flows": "calico.cli.flows_cmd:flows",
     "policy": "calico.cli.policy_cmd:policy",
+    "explain": "calico.cli.explain_cmd:explain_command",
 }
 
 

@@ -66,6 +66,19 @@ class EndpointManager:
             case m.HostEndpointRemove(id=ep_id):
                 self._replace(ep_id, None)
 
+    def endpoint(
+        self, name: str, *, host: bool = False
+    ) -> m.WorkloadEndpoint | m.HostEndpoint | None:
+        """The local endpoint named ``name`` (a WorkloadEndpoint's ``namespace/name``, a
+        HostEndpoint's name), as last programmed; None if this node has none by that name."""
+        eps: dict[str, m.WorkloadEndpoint] | dict[str, m.HostEndpoint] = (
+            self._heps if host else self._weps
+        )
+        for ep in eps.values():
+            if ep.name == name:
+                return ep
+        return None
+
     def tier_chain_count(self) -> int:
         return sum(1 for name in self._tier_refs if name.startswith(("cali-ti-", "cali-to-")))
 

@@ -219,11 +219,12 @@ class InternalDataplane:
         full = self.table.last_script.startswith("add table")
         logger.log(
             logging.INFO if full else logging.DEBUG,
-            "applied %s dataplane update in %.1f ms (nft %.1f ms, %d nft lines)",
+            "applied %s dataplane update in %.1f ms (nft %.1f ms, %d nft lines%s)",
             "full" if full else "delta",
             secs * 1000,
             self.table.last_run_secs * 1000,
             self.table.last_script.count("\n"),
+            f"; carried over the counters of {self.table.carried} rules" if full else "",
         )
         self._on_apply(secs)
         return True

@@ -16,9 +16,10 @@ instead of being misread.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from calico.dataplane import (
@@ -43,6 +44,8 @@ class Packet:
     dport: int = 0
     sport: int = 40000
     ct_state: str = "new"
+    icmp_type: int | None = None  # ICMP / ICMPv6 packets only
+    icmp_code: int | None = None
 
     @property
     def family(self) -> int:
@@ -66,20 +69,41 @@ def _strip_comment(rule: str) -> str:
     return rule[:i] if i >= 0 else rule
 
 
-def _set_items(tok: str) -> list[str]:
-    return [x.strip() for x in tok.strip("{}").split(",") if x.strip()]
+@functools.lru_cache(maxsize=1 << 16)
+def _tokens(rule: str) -> tuple[str, ...]:
+    """A rule's tokens (cached: the same rule texts are walked again and again)."""
+    return tuple(_TOKEN.findall(_strip_comment(rule)))
 
 
-def _in_nets(addr: str, items: list[str]) -> bool:
-    ip = ipaddress.ip_address(addr)
-    for item in items:
-        net = ipaddress.ip_network(item, strict=False)
-        if net.version == ip.version and ip in net:
-            return True
-    return False
+@functools.lru_cache(maxsize=1 << 12)
+def _set_items(tok: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in tok.strip("{}").split(",") if x.strip())
 
 
-def _in_ports(port: int, items: list[str]) -> bool:
+@functools.lru_cache(maxsize=1 << 12)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _networks(
+    items: frozenset[str] | tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The prefixes (not the single addresses) among a set's elements, parsed once."""
+    return tuple(ipaddress.ip_network(x, strict=False) for x in items if "/" in x)
+
+
+def in_nets(addr: str, items: Collection[str]) -> bool:
+    """Is ``addr`` in a set of nft address elements (addresses and prefixes)? Exact members
+    first, then the prefixes (parsed once per set and cached)."""
+    if addr in items:
+        return True
+    ip = _address(addr)
+    key = items if isinstance(items, frozenset | tuple) else tuple(items)
+    return any(net.version == ip.version and ip in net for net in _networks(key))
+
+
+def _in_ports(port: int, items: tuple[str, ...]) -> bool:
     for item in items:
         lo, _, hi = item.partition("-")
         if int(lo) <= port <= int(hi or lo):
@@ -134,7 +158,7 @@ class Interpreter:
 
     def _rule(self, rule: str, pkt: Packet, res: Result, depth: int) -> tuple[str, str] | None:
         """None if a match fails; else the rule's outcome ("next" = statements only)."""
-        toks = _TOKEN.findall(_strip_comment(rule))
+        toks = _tokens(rule)
         i = 0
         while i < len(toks):
             t = toks[i]
@@ -148,7 +172,7 @@ class Interpreter:
                 i += 3  # a statement here: it only ever gates the log after it
             elif t == "log":
                 i = len(toks) if "level" not in toks else toks.index("level") + 2
-            elif toks[i : i + 4] == ["meta", "mark", "set", "meta"]:
+            elif toks[i : i + 4] == ("meta", "mark", "set", "meta"):
                 op, value = toks[i + 5], int(toks[i + 6], 16)
                 res.mark = res.mark & value if op == "&" else res.mark | value
                 i += 7
@@ -158,7 +182,7 @@ class Interpreter:
                     return None
         return "next", ""
 
-    def _match(self, toks: list[str], i: int, pkt: Packet, res: Result) -> tuple[bool, int]:
+    def _match(self, toks: tuple[str, ...], i: int, pkt: Packet, res: Result) -> tuple[bool, int]:
         t = toks[i]
         if t == "ct" and toks[i + 1] == "state":
             return pkt.ct_state in toks[i + 2].split(","), i + 3
@@ -181,8 +205,10 @@ class Interpreter:
             addr = pkt.saddr if toks[i + 1] == "saddr" else pkt.daddr
             neg = toks[i + 2] == "!="
             target = toks[i + 3 if neg else i + 2]
-            items = sorted(self.sets[target[1:]]) if target.startswith("@") else _set_items(target)
-            return _in_nets(addr, items) != neg, i + (4 if neg else 3)
+            items = self.sets[target[1:]] if target.startswith("@") else _set_items(target)
+            return in_nets(addr, items) != neg, i + (4 if neg else 3)
+        if t in ("icmp", "icmpv6") and toks[i + 1] in ("type", "code"):
+            return self._icmp(toks, i, pkt)
         if t == "th" and toks[i + 1] in ("sport", "dport"):
             port = pkt.sport if toks[i + 1] == "sport" else pkt.dport
             neg = toks[i + 2] == "!="
@@ -191,7 +217,21 @@ class Interpreter:
             return ok != neg, i + (4 if neg else 3)
         raise Unsupported(f"unknown match at {t!r} in: {' '.join(toks)}")
 
-    def _named_port(self, toks: list[str], i: int, pkt: Packet) -> tuple[bool, int]:
+    def _icmp(self, toks: tuple[str, ...], i: int, pkt: Packet) -> tuple[bool, int]:
+        # icmp type N | icmp code N | icmp type . icmp code != { T . C }; nft adds the
+        # protocol dependency, so neither form (nor its negation) matches a non-ICMP packet.
+        is_icmp = pkt.proto == ("icmp" if toks[i] == "icmp" else "ipv6-icmp")
+        if toks[i + 2] == ".":
+            neg = toks[i + 5] == "!="
+            want = [x.strip() for x in toks[i + (6 if neg else 5)].strip("{}").split(".")]
+            hit = [str(pkt.icmp_type), str(pkt.icmp_code)] == want
+            return is_icmp and hit != neg, i + (7 if neg else 6)
+        value = pkt.icmp_type if toks[i + 1] == "type" else pkt.icmp_code
+        neg = toks[i + 2] == "!="
+        want_v = toks[i + 3 if neg else i + 2]
+        return is_icmp and (str(value) == want_v) != neg, i + (4 if neg else 3)
+
+    def _named_port(self, toks: tuple[str, ...], i: int, pkt: Packet) -> tuple[bool, int]:
         # ip daddr . meta l4proto . th dport [!=] @set
         addr = pkt.saddr if toks[i + 1] == "saddr" else pkt.daddr
         j = i + 8

@@ -8,6 +8,9 @@ Shadow chains (``cali-spi/spo-<policy>``, ``cali-spri/spro-<profile>``) are the 
 the staged walk: Allow and Deny set a staged mark bit and return (logged as staged points), Pass
 returns as in the real chain, Log rules are left out; nothing in them accepts or drops. They exist
 while some endpoint's staged plan uses them (``ref_shadow`` / ``unref_shadow``, counted).
+
+It keeps the dpapi rules it rendered (``policies``/``profiles``): the compiled rules ``explain``
+walks are the ones the chains were rendered from.
 """
 
 from __future__ import annotations
@@ -54,23 +57,23 @@ class PolicyManager:
         self.log_prefix = log_prefix
         self.points = points if points is not None else fl.Points()
         self.flow_logs = fl.OFF
-        self._policies: dict[m.PolicyID, m.Policy] = {}
-        self._profiles: dict[str, m.Profile] = {}
+        self.policies: dict[m.PolicyID, m.Policy] = {}
+        self.profiles: dict[str, m.Profile] = {}
         self._shadow_refs: Counter[Owner] = Counter()
 
     def on_update(self, msg: m.Message) -> None:
         match msg:
             case m.ActivePolicyUpdate(id=pid, policy=policy):
-                self._policies[pid] = policy
+                self.policies[pid] = policy
                 self._render(pid)
             case m.ActivePolicyRemove(id=pid):
-                self._policies.pop(pid, None)
+                self.policies.pop(pid, None)
                 self._render(pid)
             case m.ActiveProfileUpdate(id=name, profile=profile):
-                self._profiles[name] = profile
+                self.profiles[name] = profile
                 self._render(name)
             case m.ActiveProfileRemove(id=name):
-                self._profiles.pop(name, None)
+                self.profiles.pop(name, None)
                 self._render(name)
 
     def set_flow_logs(self, cfg: fl.FlowLogConfig) -> None:
@@ -78,7 +81,7 @@ class PolicyManager:
         if cfg == self.flow_logs:
             return
         self.flow_logs = cfg
-        owners: list[Owner] = [*self._policies, *self._profiles]
+        owners: list[Owner] = [*self.policies, *self.profiles]
         for owner in owners:
             self._render(owner)
 
@@ -99,9 +102,9 @@ class PolicyManager:
 
     def _rules(self, owner: Owner) -> tuple[tuple[m.Rule, ...], tuple[m.Rule, ...]] | None:
         if isinstance(owner, m.PolicyID):
-            policy = self._policies.get(owner)
+            policy = self.policies.get(owner)
             return None if policy is None else (policy.inbound_rules, policy.outbound_rules)
-        profile = self._profiles.get(owner)
+        profile = self.profiles.get(owner)
         return None if profile is None else (profile.inbound_rules, profile.outbound_rules)
 
     def _render(self, owner: Owner) -> None:
