@@ -1,6 +1,6 @@
 """``calico-lab``: a multi-node Calico cluster on one Linux host, built from network namespaces.
 
-Commands: up, down, status, list, exec, apply, delete, label, probe, matrix, explain. Every
+Commands: up, down, status, list, exec, apply, delete, label, probe, matrix, explain, flows. Every
 command takes ``--name LAB`` (env ``CALICO_LAB``); without it, the only lab that exists, else
 ``lab``. Errors print one line and exit 1; ``probe`` exits 0 when connected, 1 when not.
 """
@@ -366,6 +366,33 @@ def explain(
     if port is not None:
         argv += ["--port", str(port)]
     execute.exec_in(lab, lab.nodes[0].name, argv)
+
+
+@cli.command()
+@name_option
+@click.option("--node", default=None, help="one node's flows (default: every node's)")
+@click.option("--follow", "-F", is_flag=True, help="keep printing records as nodes write them")
+@click.option("--action", type=click.Choice(["deny", "allow"]), default=None)
+@click.option("--since", default=None, metavar="DURATION", help="e.g. 10m")
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
+def flows(
+    name: str | None,
+    node: str | None,
+    follow: bool,
+    action: str | None,
+    since: str | None,
+    output: str,
+) -> None:
+    """The flows the lab's agents logged (denied ones; allowed ones too when configured): who
+    talked to whom, the verdict and the tier/policy/rule behind it, merged from every node."""
+    from calico_lab import flows as lab_flows
+
+    lab = state.require(resolve_name(name))
+    args = [*(["--action", action] if action else []), *(["--since", since] if since else [])]
+    if follow:
+        lab_flows.follow(lab, node, args, output, click.echo)
+    else:
+        lab_flows.show(lab_flows.gather(lab, node, args), output, click.echo)
 
 
 def main() -> None:

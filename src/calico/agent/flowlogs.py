@@ -4,21 +4,30 @@ The agent's loop calls :meth:`FlowLogs.turn` every turn (at least once a second)
 ``FlowLogsFlushInterval`` it drains the collector's aggregation, names what it holds
 (``flow_records``) and appends the records to ``<FlowLogsFileDirectory>/flows.log`` (rotated at
 ``FlowLogsFileMaxFileSizeMB``, ``FlowLogsFileMaxFiles`` files kept). The last records are also
-kept in memory (``recent``) for followers.
+kept in memory for followers.
+
+Control methods (``register``; protocol in agent.md "Control socket"):
+
+* ``flows-flush`` (on the loop): write the interval's records now, so a reader of the files is
+  current (``calicoctl flows`` calls it first); answers ``{"written": N, "file": PATH, "seq":
+  S}`` (S: the last record's sequence number, where a follower's stream starts).
+* ``flows`` (a stream, in the connection's thread): the records kept in memory
+  (``params.since``: only those after that sequence number), then, with ``params.follow``, every
+  record as it is written, until the client leaves. Each item is ``{"seq": N, "record": {...}}``.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import socket
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from calico.agent import config as agent_config
-from calico.agent import flow_collect, flow_records
+from calico.agent import control, flow_collect, flow_records
 from calico.calc import graph as calc_graph
 from calico.dataplane import flowlog_render, loop
 from calico.lib import jsonlines
@@ -71,7 +80,9 @@ class FlowLogs:
         self.aggregator = flow_collect.Aggregator(cfg["FlowLogsMaxFlows"])
         self.collector: flow_collect.FlowCollector | None = None
         self.writer = jsonlines.RotatingWriter(self.path, max_bytes=1, max_files=1)
-        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT)
+        self._recent: list[tuple[int, dict[str, Any]]] = []  # (seq, record), the last RECENT
+        self._recent_lock = threading.Condition()
+        self._seq = 0
         self.written = 0
         self.overflow = 0
         self._cfg = cfg
@@ -137,9 +148,57 @@ class FlowLogs:
             self.writer.write(recs)
         except OSError as exc:
             logger.error("flow logs: cannot write %s: %s", self.path, exc)
-        self.recent.extend(recs)
+        with self._recent_lock:
+            for rec in recs:
+                self._seq += 1
+                self._recent.append((self._seq, rec))
+            del self._recent[:-RECENT]
+            self._recent_lock.notify_all()
         self.written += len(recs)
         return len(recs)
+
+    def recent(self, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
+        """The records kept in memory with a sequence number above ``after`` (thread-safe)."""
+        with self._recent_lock:
+            return [item for item in self._recent if item[0] > after]
+
+    # ---- control methods ----------------------------------------------------------------------
+
+    def register(
+        self,
+        registry: control.Registry,
+        flush: Callable[[], int],
+        *,
+        poll: float = 0.5,
+    ) -> None:
+        """``flush`` runs on the loop (it needs the graph and the dataplane)."""
+
+        def flush_now(params: dict[str, Any]) -> dict[str, Any]:
+            written = flush()
+            with self._recent_lock:
+                seq = self._seq
+            return {"written": written, "file": str(self.path), "seq": seq}
+
+        def stream(params: dict[str, Any]) -> Iterator[dict[str, Any] | None]:
+            after = params.get("since", 0)
+            if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+                raise control.MethodError(f"params.since: want a sequence number, got {after!r}")
+            follow = bool(params.get("follow"))
+            while True:
+                items = self.recent(after)
+                for seq, rec in items:
+                    yield {"seq": seq, "record": rec}
+                    after = seq
+                if not follow:
+                    return
+                if not items:
+                    with self._recent_lock:
+                        self._recent_lock.wait(poll)
+                    yield None  # lets the server notice a client that left
+
+        # flows-flush writes the interval early: no policy changes, so it is read-only here.
+        registry.register("flows-flush", flush_now)
+        registry.register("flows", stream, on_loop=False, stream=True)
 
     def close(self) -> None:
         if self.collector is not None:

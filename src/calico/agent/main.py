@@ -129,6 +129,9 @@ class Agent:
             calls=self.loop_calls,
         )  # fmt: skip
         self.answers.register(self.control)
+        self.flowlogs.register(
+            self.control, lambda: self.flowlogs.flush(self.dataplane, self.graph)
+        )
         self.metrics.add_rule_counters(self.answers.rule_samples)
 
     def _wake(self) -> None:

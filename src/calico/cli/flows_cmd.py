@@ -4,8 +4,13 @@ Where the records are, first found: ``--file`` (a ``flows.log`` or its directory
 file the running agent reports in ``<CALICO_RUN_DIR>/felix-status.json``, then
 ``$FELIX_FLOWLOGSFILEDIRECTORY``, ``$CALICO_LOG_DIR/flowlogs``, ``/var/log/calico/flowlogs``.
 Flow logs stay on the node that logged them: ``--node N`` on another node is an error that says
-so (``calico-lab flows`` gathers every node's). ``--follow`` prints what is there, then new
-records as the agent writes them (across rotations) until interrupted.
+so (``calico-lab flows`` gathers every node's).
+
+When this node's agent answers on its control socket (``$CALICO_RUN_DIR/felix-control.sock``),
+it is first asked to write the records of the interval in progress (``flows-flush``), so what is
+shown is current; ``--follow`` then takes new records from its ``flows`` stream as they are
+written. Without the socket (no agent, or a copy of someone's files) the files are read, and
+``--follow`` tails them (across rotations) until interrupted.
 """
 
 from __future__ import annotations
@@ -84,6 +89,36 @@ def _emit(recs: list[dict[str, Any]], output: str, *, header: bool) -> None:
             click.echo(text)
 
 
+def _local_agent(env: Mapping[str, str]) -> dict[str, Any] | None:
+    """Ask this node's agent to write what it holds now; None when no agent answers."""
+    from calico.lib import control
+
+    try:
+        answer = control.call(control.socket_path(env), "flows-flush", {}, timeout=10)
+    except control.ControlError:
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def _follow_agent(
+    env: Mapping[str, str], path: Path, flt: flow_view.Filter, output: str, since: int
+) -> None:
+    """The files as of the flush, then the agent's records written after it, as they come."""
+    from calico.lib import control
+
+    _emit(list(flow_view.select(records(path), flt)), output, header=True)
+    stream = control.stream(control.socket_path(env), "flows", {"follow": True, "since": since})
+    try:
+        for item in stream:
+            _emit(list(flow_view.select([item["record"]], flt)), output, header=False)
+    except KeyboardInterrupt:
+        return
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()  # closes the connection: the agent ends the stream
+
+
 @click.command()
 @click.option("--node", default=None, help="only records logged by this node (this node)")
 @click.option("--follow", "-F", is_flag=True, help="keep printing records as they are written")
@@ -107,10 +142,16 @@ def flows(
     check_node(env, node, file_)
     path = flow_file(env, file_)
     flt = flow_view.Filter(node=node, action=action, since=parse_since(since))
-    if not path.exists() and not follow:
+    agent = None if file_ else _local_agent(env)
+    if agent is not None:
+        path = Path(agent.get("file") or path)
+    if not path.exists() and not follow and agent is None:
         raise FlowsError(f"no flow logs at {path} (is the agent running with flow logs on?)")
     if not follow:
         _emit(list(flow_view.select(records(path), flt)), output, header=True)
+        return
+    if agent is not None:
+        _follow_agent(env, path, flt, output, int(agent.get("seq") or 0))
         return
     from calico.lib import jsonlines
 

@@ -168,7 +168,7 @@ def _check(obj: Any, *, namespace: str | None, full: bool) -> Resource:
     if full:
         checked = validation.validate(obj)
         if checked["kind"] == "StagedKubernetesNetworkPolicy":
-            _check_k8s_staged(checked)
+            check_staged_kubernetes(checked)
         return checked
     if obj.get("kind") != kind.name:
         raise validation.ValidationError(
@@ -182,7 +182,7 @@ def _check(obj: Any, *, namespace: str | None, full: bool) -> Resource:
     return result
 
 
-def _check_k8s_staged(obj: Resource) -> None:
+def check_staged_kubernetes(obj: Resource) -> None:
     """A StagedKubernetesNetworkPolicy is rejected as its Kubernetes NetworkPolicy would be: it
     must convert (strictly) as the controllers convert one."""
     from calico.k8s import conversion  # lazy: only this kind needs it

@@ -8,18 +8,24 @@ staged policies add their verdict without changing the real one; the file set ro
 from __future__ import annotations
 
 import json
+import os
+import select
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from calico.lib import netns
+from calico.lib import control, netns
 from tests.integration.agent.harness import Matrix, Node
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
 FAST = {"FELIX_FLOWLOGSFLUSHINTERVAL": "0.3"}
+CALICOCTL = str(Path(sys.executable).with_name("calicoctl"))
 
 
 def gnp(name: str, selector: str, ingress: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
@@ -229,3 +235,42 @@ def test_staged_policies_add_their_verdict_and_change_nothing(node: Node) -> Non
         assert time.monotonic() < deadline, node.log_tail()
         time.sleep(0.2)
     mx.check()
+
+
+def test_calicoctl_flows_asks_the_agent_and_follows(node: Node) -> None:
+    """With a long interval, ``calicoctl flows`` still shows a denial at once (it asks the agent
+    to write first), and ``--follow`` streams later ones from the agent's control socket."""
+    two_workloads(node)
+    node.apply(gnp("guard", "app == 'server'", [{"action": "Deny", **tcp_to(80)},
+                                                {"action": "Allow"}]))  # fmt: skip
+    node.start_agent(FELIX_FLOWLOGSFLUSHINTERVAL="300s")
+    node.wait_ready()
+    mx = Matrix(node)
+    mx.expect("client", "server", "tcp", 80, ok=False)
+    mx.check()
+    env = {**os.environ, "CALICO_RUN_DIR": str(node.tmp / "run"), "NODENAME": "node1"}
+    proc = subprocess.run([CALICOCTL, "flows", "--action", "deny", "-o", "json"], env=env,
+                         capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert with_ends(recs, "client", "server", 80), out
+    follow = subprocess.Popen([CALICOCTL, "flows", "--follow", "-o", "json"], env=env,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        time.sleep(1.0)
+        mx = Matrix(node)
+        mx.expect("client", "server", "tcp", 80, ok=False)
+        mx.check()
+        control.call(str(node.tmp / "run" / "felix-control.sock"), "flows-flush", {})
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not with_ends(seen, "client", "server", 80):
+            ready, _, _ = select.select([follow.stdout], [], [], 0.5)
+            if ready:
+                seen.append(json.loads(follow.stdout.readline()))
+        assert with_ends(seen, "client", "server", 80), seen
+    finally:
+        follow.terminate()
+        follow.wait(timeout=10)
