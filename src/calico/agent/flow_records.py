@@ -16,7 +16,7 @@ For each flow (``flow_collect.Batch``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,12 +99,13 @@ def _end(prefix: str, ip: str, port: int | None, owner: address_owners.AddressOw
     }
 
 
-def records(batch: flow_collect.Batch, ctx: Context) -> list[dict[str, Any]]:
-    """The flow records of ``batch`` (flows of host endpoints only when ``include_hep``)."""
+def records(batch: flow_collect.Batch, ctx: Context) -> Iterator[dict[str, Any]]:
+    """The flow records of ``batch``, oldest first, one at a time (a flood's interval may hold
+    tens of thousands: they are written as they are made, never all held at once); flows of host
+    endpoints only when ``include_hep``."""
     addrs = {ip for (key, _), _acc in batch.flows.items() for ip in (key[2], key[4])}
     owners = ctx.describe(addrs) if addrs else {}
     names: dict[int, str | None] = {}
-    out = []
     for (key, ident), acc in sorted(batch.flows.items(), key=lambda kv: kv[1].first):
         direction, proto, src, sport, dst, dport = key
         inbound = direction == flows.INGRESS
@@ -129,8 +130,7 @@ def records(batch: flow_collect.Batch, ctx: Context) -> list[dict[str, Any]]:
             "packets": acc.packets,
             "bytes": acc.bytes,
         }
-        out.append(rec)
-    return out
+        yield rec
 
 
 def _proto(number: int) -> str | int:

@@ -36,7 +36,19 @@ logger = logging.getLogger(__name__)
 
 FILENAME = "flows.log"  # Calico's name for the flow log file
 DEFAULT_DIR = "/var/log/calico/flowlogs"
-RECENT = 1000
+RECENT = 1000  # records kept in memory for the flows stream
+CHUNK = 256  # records made, written and kept at a time
+
+
+def _chunks(items: Iterator[dict[str, Any]], n: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def directory(cfg: agent_config.Config, env: Mapping[str, str]) -> Path:
@@ -143,19 +155,22 @@ class FlowLogs:
             iface_name=_iface_name,
             include_hep=self._cfg["FlowLogsEnableHostEndpoint"],
         )
-        recs = flow_records.records(batch, ctx)
-        try:
-            self.writer.write(recs)
-        except OSError as exc:
-            logger.error("flow logs: cannot write %s: %s", self.path, exc)
-        with self._recent_lock:
-            for rec in recs:
-                self._seq += 1
-                self._recent.append((self._seq, rec))
-            del self._recent[:-RECENT]
-            self._recent_lock.notify_all()
-        self.written += len(recs)
-        return len(recs)
+        count = 0
+        for chunk in _chunks(flow_records.records(batch, ctx), CHUNK):
+            try:
+                self.writer.write(chunk)
+            except OSError as exc:
+                logger.error("flow logs: cannot write %s: %s", self.path, exc)
+            with self._recent_lock:
+                for rec in chunk[-RECENT:]:
+                    self._seq += 1
+                    self._recent.append((self._seq, rec))
+                self._seq += max(0, len(chunk) - RECENT)
+                del self._recent[:-RECENT]
+                self._recent_lock.notify_all()
+            count += len(chunk)
+        self.written += count
+        return count
 
     def recent(self, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
         """The records kept in memory with a sequence number above ``after`` (thread-safe)."""

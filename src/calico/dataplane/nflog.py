@@ -18,7 +18,6 @@ is the I/O. Nothing here imports a netlink library (DEPENDENCIES.md: pyroute2 on
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
@@ -89,13 +88,26 @@ def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
     return out
 
 
+_ADDRS: dict[bytes, str] = {}  # raw address -> text: a flood repeats a few addresses
+_ADDRS_MAX = 65536
+
+
+def _addr(raw: bytes) -> str:
+    text = _ADDRS.get(raw)
+    if text is None:
+        if len(_ADDRS) >= _ADDRS_MAX:
+            _ADDRS.clear()
+        family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+        text = _ADDRS[raw] = socket.inet_ntop(family, raw)
+    return text
+
+
 def _decode_l3(payload: bytes) -> tuple[int, str, str, int, int, int, int]:
     """(family, src, dst, proto, sport, dport, length) of an IP packet's first bytes."""
     if len(payload) >= 20 and payload[0] >> 4 == 4:
         ihl = (payload[0] & 0x0F) * 4
         length, proto = struct.unpack_from("!H", payload, 2)[0], payload[9]
-        src = str(ipaddress.IPv4Address(payload[12:16]))
-        dst = str(ipaddress.IPv4Address(payload[16:20]))
+        src, dst = _addr(payload[12:16]), _addr(payload[16:20])
         sport, dport = _decode_l4(payload, ihl, proto)
         return 4, src, dst, proto, sport, dport, length
     if len(payload) >= 40 and payload[0] >> 4 == 6:
@@ -103,8 +115,7 @@ def _decode_l3(payload: bytes) -> tuple[int, str, str, int, int, int, int]:
         proto, offset = payload[6], 40
         while proto in _V6_EXT and offset + 8 <= len(payload):
             proto, offset = payload[offset], offset + (payload[offset + 1] + 1) * 8
-        src = str(ipaddress.IPv6Address(payload[8:24]))
-        dst = str(ipaddress.IPv6Address(payload[24:40]))
+        src, dst = _addr(payload[8:24]), _addr(payload[24:40])
         sport, dport = _decode_l4(payload, offset, proto)
         return 6, src, dst, proto, sport, dport, length
     return 0, "", "", 0, 0, 0, len(payload)
