@@ -25,6 +25,12 @@ from tests.integration.agent.harness import Matrix, Node
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
 FAST = {"FELIX_FLOWLOGSFLUSHINTERVAL": "0.3"}
+FLOW_LOGS_OFF = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "FelixConfiguration",
+    "metadata": {"name": "default"},
+    "spec": {"flowLogsFileEnabled": False},
+}
 CALICOCTL = str(Path(sys.executable).with_name("calicoctl"))
 
 
@@ -274,3 +280,45 @@ def test_calicoctl_flows_asks_the_agent_and_follows(node: Node) -> None:
     finally:
         follow.terminate()
         follow.wait(timeout=10)
+
+
+def test_restart_and_switching_off_sweep_what_flow_logs_made(node: Node) -> None:
+    """Flow-log objects (the limit, log twins, the staged walk and its shadow chains) are ours:
+    a restarted agent that no longer wants them sweeps them; switched off live, they go too."""
+    two_workloads(node)
+    node.apply(gnp("guard", "app == 'server'", [{"action": "Deny", **tcp_to(80)},
+                                                {"action": "Allow"}]))  # fmt: skip
+    staged = gnp("guard", "app == 'server'", [{"action": "Allow"}])
+    staged["kind"] = "StagedGlobalNetworkPolicy"
+    node.apply(staged)
+    node.start_agent(**FAST)
+    node.wait_ready()
+    table = node.nft("list", "table", "inet", "calico")
+    assert "limit cali-flowlog" in table
+    assert "cali-swi-" in table and "cali-spi-" in table  # noqa: PT018
+    node.kill_agent()
+    node.delete("StagedGlobalNetworkPolicy", "guard")
+    node.apply(FLOW_LOGS_OFF)
+    node.start_agent()
+    node.wait_ready()
+    table = node.nft("list", "table", "inet", "calico")
+    for made in ("limit cali-flowlog", "log prefix", "cali-swi-", "cali-spi-", "cali-sti-"):
+        assert made not in table, made
+    # On again (live), then off again (live): the delta path adds and removes them.
+    node.delete("FelixConfiguration", "default")
+    deadline = time.monotonic() + 10
+    while "log prefix" not in node.nft("list", "table", "inet", "calico"):
+        assert time.monotonic() < deadline, node.log_tail()
+        time.sleep(0.2)
+    node.apply(FLOW_LOGS_OFF)
+    deadline = time.monotonic() + 10
+    while "limit cali-flowlog" in node.nft("list", "table", "inet", "calico"):
+        assert time.monotonic() < deadline, node.log_tail()
+        time.sleep(0.2)
+    assert "log prefix" not in node.nft("list", "table", "inet", "calico")
+    mx = Matrix(node)
+    mx.expect("client", "server", "tcp", 80, ok=False)
+    mx.expect("client", "server", "tcp", 8080, ok=True)
+    mx.check()
+    assert node.agent is not None
+    assert node.agent.poll() is None, node.log_tail()
