@@ -9,7 +9,7 @@ PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 # Kubernetes binaries for the lab's real clusters (make kube): a cache outside the checkout
 KUBE_DIR ?= /var/cache/calico-py/kube/v1.20.2
 
-.PHONY: help install check lint fmt typecheck ut it e2e test demo clean bench images kube
+.PHONY: help install check lint fmt typecheck ut it e2e chaos chaos-short test demo clean bench images kube
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -46,15 +46,23 @@ it: install ## integration tests (root: netns, real etcd, nft, bird)
 e2e: install ## end-to-end tests (multi-node labs)
 	$(PYTEST) tests/e2e
 
-test: check ut it e2e ## everything CI runs
+chaos-short: install ## the fault scenarios' short form (part of make test); prints the table
+	rm -rf build/chaos
+	$(PYTEST) tests/chaos; rc=$$?; $(PY) -m tests.chaos.report || true; exit $$rc
+
+chaos: install ## fault scenarios, long form (more rounds, 300-pod storm, more fuzz); table + JSON
+	rm -rf build/chaos
+	CALICO_CHAOS=long $(PYTEST) tests/chaos; rc=$$?; $(PY) -m tests.chaos.report --save || true; exit $$rc
+
+test: check ut it e2e chaos-short ## everything CI runs
 
 demo: install ## bring up a 3-node lab and show policy at work
 	scripts/demo.sh
 
 # Every bench writes into one results file; the README's table is rendered from it at the end
 # (a failed bench stops the run before the README changes). A bench not in this tree is skipped.
-BENCHES := selector cli_apply cni_latency policy_latency tiers explain agent_memory controller_sync bgp_render \
-           lab_probe throughput flowlogs
+BENCHES := selector cli_apply cni_latency policy_latency tiers explain agent_memory agent_pods \
+           controller_sync bgp_render lab_probe throughput flowlogs
 BENCH_RESULTS ?= $(CURDIR)/bench/results.json
 BENCH_NOTE ?=
 

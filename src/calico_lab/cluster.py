@@ -18,11 +18,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from calico.datastore.etcd_server import EtcdServer
 from calico.lib import netns
-from calico_lab import daemons, network, nodes, outside, state, topology
+from calico_lab import daemons, datastore, etcd, network, nodes, outside, state, topology
+from calico_lab.datastore import EtcdOptions
 from calico_lab.network import Network
-from calico_lab.state import API_PORT, ETCD_PORT, LabError, LabState, NodeState, bridge_ip
+from calico_lab.state import API_PORT, LabError, LabState, NodeState, bridge_ip
 from calico_lab.store import LabStore
 
 Step = Callable[[str], None]  # progress callback: one line saying what is happening now
@@ -33,10 +33,16 @@ def _quiet(_: str) -> None:
     pass
 
 
-def new_state(name: str, n_nodes: int, net: Network | None = None) -> LabState:
+def new_state(
+    name: str, n_nodes: int, net: Network | None = None, etcd_opts: EtcdOptions | None = None
+) -> LabState:
     net = net or Network()
     lab = LabState(
-        name=name, dir=str(state.lab_dir(name)), run_root=state.run_root_for(name), network=net
+        name=name,
+        dir=str(state.lab_dir(name)),
+        run_root=state.run_root_for(name),
+        network=net,
+        etcd=etcd_opts or EtcdOptions(),
     )
     lab.nodes = [
         NodeState(
@@ -56,18 +62,26 @@ def up(
     n_nodes: int = 3,
     *,
     options: Mapping[str, object] | None = None,
+    etcd_options: Mapping[str, object] | None = None,
     step: Step = _quiet,
     timeout: float = UP_TIMEOUT,
 ) -> LabState:
     """Bring lab ``name`` up. ``options``: :func:`calico_lab.network.requested` (``--subnets``,
-    ``--ipip``, ...; absent ones keep the lab's recorded value, or the lab default)."""
+    ``--ipip``, ...), ``etcd_options``: :func:`calico_lab.datastore.requested` (``--etcd-members``,
+    ``--etcd-tls``); absent ones keep the lab's recorded value, or the lab default."""
     if not 1 <= n_nodes <= 200:
         raise LabError(f"--nodes {n_nodes}: must be between 1 and 200")
     given = dict(options or {})
+    given_etcd = dict(etcd_options or {})
     with state.locked(name):
         lab = state.load(name)
         if lab is None:
-            lab = new_state(name, n_nodes, network.resolve(given, None, lab=name))
+            lab = new_state(
+                name,
+                n_nodes,
+                network.resolve(given, None, lab=name),
+                datastore.resolve(given_etcd, None, lab=name),
+            )
         elif len(lab.nodes) != n_nodes:
             raise LabError(
                 f"lab {name!r} is already up with {len(lab.nodes)} nodes, not {n_nodes} "
@@ -75,6 +89,7 @@ def up(
             )
         else:
             network.resolve(given, lab.network, lab=name)
+            datastore.resolve(given_etcd, lab.etcd, lab=name)
             if lab.outside not in lab.netns:  # a lab made before the outside host existed
                 lab.netns.append(lab.outside)
         lab.save()  # write-ahead: down can now find everything below
@@ -91,8 +106,12 @@ def _build(lab: LabState, step: Step, timeout: float) -> None:
     )
     step(f"network namespace {lab.core}: the router ({bridges})")
     topology.ensure_core(lab.core, lab.name, net.subnets)
-    step("etcd in the core namespace")
-    _ensure_etcd(lab)
+    members = lab.etcd.members
+    step(
+        f"etcd in the core namespace ({members} member{'s' if members > 1 else ''}"
+        f"{', client mTLS' if lab.etcd.tls else ''}: {lab.etcd_endpoint})"
+    )
+    etcd.ensure(lab)
     _ensure_apiserver(lab)
     step(f"outside host: namespace {lab.outside}, {network.OUTSIDE_IP} port {outside.PORT}")
     outside.ensure(lab)
@@ -107,7 +126,7 @@ def _build(lab: LabState, step: Step, timeout: float) -> None:
             step(f"calico-node on {node.name}")
             node.pid = nodes.start(lab, node)
             lab.save()
-    store = LabStore(core_netns=lab.core, endpoint=lab.etcd_endpoint)
+    store = LabStore.of(lab)
     try:
         _wait_ready(lab, store, step, timeout)
         for pod in lab.pods.values():
@@ -122,23 +141,6 @@ def _build(lab: LabState, step: Step, timeout: float) -> None:
         objects.ensure_namespace(lab, store, "default", {})
     finally:
         store.close()
-
-
-def _ensure_etcd(lab: LabState) -> None:
-    if daemons.alive(lab.etcd_pid):
-        return
-    server = EtcdServer(
-        lab.path / "etcd",
-        host=bridge_ip(),
-        port=ETCD_PORT,
-        netns=lab.core,
-        name=f"calab-{lab.name}",
-        log_file=lab.path / "etcd.log",
-    )
-    netns.call_in(lab.core, server.start)  # waits for etcd from inside the core namespace
-    assert server.proc is not None
-    lab.etcd_pid = server.proc.pid
-    lab.save()
 
 
 def _ensure_apiserver(lab: LabState) -> None:
@@ -262,7 +264,7 @@ def _teardown(lab: LabState, step: Step) -> None:
             daemons.stop(node.pid)
     daemons.stop(lab.apiserver_pid, grace=1)
     step("stopping etcd")
-    daemons.stop(lab.etcd_pid)
+    etcd.stop(lab)
     # Pods first (their veths live in node namespaces), the core last.
     pods_ns = [p.netns for p in lab.pods.values()]
     order = [*pods_ns, *[n for n in lab.netns if n not in pods_ns and n != lab.core], lab.core]
@@ -283,7 +285,7 @@ def session(name: str, *, lock: bool = True) -> Iterator[tuple[LabState, LabStor
         lab = state.require(name)
         if not netns.exists(lab.core):
             raise LabError(f"lab {name!r}: namespace {lab.core} is gone (run: calico-lab up)")
-        store = LabStore(core_netns=lab.core, endpoint=lab.etcd_endpoint)
+        store = LabStore.of(lab)
         try:
             yield lab, store
         finally:

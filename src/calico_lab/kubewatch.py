@@ -32,11 +32,15 @@ class KubeWatch:
         on_change: Callable[[], None],
         kinds: tuple[str, ...] = KINDS,
         retry_delay: float = 0.2,
+        server_timeout: float = 30,
+        grace: float = 5.0,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.on_change = on_change
         self.kinds = kinds
         self.retry_delay = retry_delay
+        self.server_timeout = server_timeout  # the informers' dead-watch bound (see informer)
+        self.grace = grace
         self.informers: dict[str, Informer] = {}
         self.loop = asyncio.new_event_loop()
         self._client: AsyncClient | None = None
@@ -55,7 +59,14 @@ class KubeWatch:
             KubeConfig.from_file(self.kubeconfig), field_manager="calico-lab"
         )
         for kind in self.kinds:
-            inf = Informer(self._client, kind, enqueue=self._changed, retry_delay=self.retry_delay)
+            inf = Informer(
+                self._client,
+                kind,
+                enqueue=self._changed,
+                retry_delay=self.retry_delay,
+                server_timeout=self.server_timeout,
+                grace=self.grace,
+            )
             self.informers[kind] = inf
             self._tasks.append(self.loop.create_task(inf.run(), name=f"informer-{kind}"))
 

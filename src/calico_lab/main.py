@@ -101,6 +101,17 @@ MODE_HELP = "[Always|CrossSubnet|Never]"
     "--backend", metavar="[bird|vxlan|none]", default=None, help="calico-node's backend (bird)."
 )
 @click.option(
+    "--etcd-members",
+    type=int,
+    default=None,
+    help="Run a real etcd cluster of N members in the core, each on its own address (1).",
+)
+@click.option(
+    "--etcd-tls/--no-etcd-tls",
+    default=None,
+    help="etcd requires client certificates; the lab makes a CA and one per component (off).",
+)
+@click.option(
     "--kubeconfig",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -114,19 +125,29 @@ def up(
     kubeconfig: str | None,
     timeout: float,
     quiet: bool,
+    etcd_members: int | None,
+    etcd_tls: bool | None,
     **options: Any,
 ) -> None:
     """Bring the lab up (idempotent: repairs what is missing).
 
     The network options are fixed when the lab is made; a later up keeps them (and refuses
     different ones)."""
-    from calico_lab import cluster, network
+    from calico_lab import cluster, datastore, network
     from calico_lab.progress import Progress
 
     lab_name = resolve_name(name)
     given = network.requested(n_nodes, **options)  # bad values: nothing is made
+    given_etcd = datastore.requested(members=etcd_members, tls=etcd_tls)
     with Progress(f"calico-lab up {lab_name} ({n_nodes} nodes)", enabled=not quiet) as prog:
-        lab = cluster.up(lab_name, n_nodes, options=given, step=prog.step, timeout=timeout)
+        lab = cluster.up(
+            lab_name,
+            n_nodes,
+            options=given,
+            etcd_options=given_etcd,
+            step=prog.step,
+            timeout=timeout,
+        )
         if kubeconfig:
             from calico_lab import kube
 
@@ -135,7 +156,7 @@ def up(
     click.echo(
         f"lab {lab.name} is up: nodes {', '.join(n.name for n in lab.nodes)}; "
         f"etcd {lab.etcd_endpoint} (inside {lab.core}); outside {network.OUTSIDE_IP}; "
-        f"{lab.network.flags()}"
+        f"{lab.network.flags()} {lab.etcd.flags()}"
     )
 
 

@@ -1,9 +1,11 @@
 """The lab's "hosts": per-node directories, CNI install, the calico-node process and its health.
 
 Each node is configured exactly as a real host would be: environment for calico-node (``NODENAME``,
-``IP``, ``ETCD_ENDPOINTS``, ``CALICO_RUN_DIR``/``CALICO_LOG_DIR`` — per node, since every lab node
-shares one filesystem), and a CNI network config in the node's own ``net.d`` that names the node
-and the lab's etcd. The CNI binaries are installed once per lab into ``<lab>/bin``.
+``IP``, ``ETCD_ENDPOINTS`` — every member —, with ``--etcd-tls`` ``ETCD_CA_CERT_FILE``/
+``ETCD_CERT_FILE``/``ETCD_KEY_FILE``, ``CALICO_RUN_DIR``/``CALICO_LOG_DIR`` — per node, since every
+lab node shares one filesystem), and a CNI network config in the node's own ``net.d`` that names
+the node and the lab's etcd (``etcd_endpoints``, ``etcd_*_file``). The CNI binaries are installed
+once per lab into ``<lab>/bin``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def node_env(state: LabState, node: NodeState) -> dict[str, str]:
     as the default pool's settings (``CALICO_IPV4POOL_*``, ``CALICO_NETWORKING_BACKEND``)."""
     return {
         "ETCD_ENDPOINTS": state.etcd_endpoint,
+        **etcd_tls_env(state, f"calico-node-{node.name}"),
         "DATASTORE_TYPE": "etcdv3",
         "NODENAME": node.name,
         "HOSTNAME": node.name,
@@ -75,6 +78,19 @@ def node_env(state: LabState, node: NodeState) -> dict[str, str]:
     }
 
 
+def etcd_tls_env(state: LabState, component: str) -> dict[str, str]:
+    """``ETCD_CA_CERT_FILE``/``ETCD_CERT_FILE``/``ETCD_KEY_FILE`` for ``component`` with
+    ``--etcd-tls`` (else nothing)."""
+    tls = state.etcd_tls(component)
+    if tls is None:
+        return {}
+    return {
+        "ETCD_CA_CERT_FILE": str(tls.ca_file),
+        "ETCD_CERT_FILE": str(tls.cert_file),
+        "ETCD_KEY_FILE": str(tls.key_file),
+    }
+
+
 def make_dirs(state: LabState, node: str) -> None:
     for d in (run_dir(state, node), log_dir(state, node), net_dir(state, node)):
         d.mkdir(parents=True, exist_ok=True)
@@ -82,6 +98,16 @@ def make_dirs(state: LabState, node: str) -> None:
 
 def conflist(state: LabState, node: NodeState) -> dict[str, Any]:
     """The node's CNI network config list, as an admin would put in /etc/cni/net.d."""
+    tls = state.etcd_tls(f"cni-{node.name}")
+    tls_conf = (
+        {}
+        if tls is None
+        else {
+            "etcd_ca_cert_file": tls.ca_file,
+            "etcd_cert_file": tls.cert_file,
+            "etcd_key_file": tls.key_file,
+        }
+    )
     return {
         "name": NETWORK_NAME,
         "cniVersion": "0.3.1",
@@ -89,6 +115,7 @@ def conflist(state: LabState, node: NodeState) -> dict[str, Any]:
             {
                 "type": "calico",
                 "etcd_endpoints": state.etcd_endpoint,
+                **tls_conf,
                 "nodename": node.name,
                 "log_level": "info",
                 "log_file_path": str(log_dir(state, node.name) / "cni.log"),

@@ -26,6 +26,8 @@ PROTOCOLS = ("TCP", "UDP", "SCTP")
 ADD_ATTEMPTS = 5
 ADD_BACKOFF = 1.0  # seconds, times the attempt number
 ERR_DATAPLANE = 101  # the calico plugin's "kernel refused a link/address/route change"
+ERR_TRY_AGAIN = 11  # the spec's "try again later": e.g. etcd electing a leader
+RETRIED = (ERR_DATAPLANE, ERR_TRY_AGAIN)
 
 
 def container_ports(pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -89,26 +91,29 @@ def create(lab: LabState, store: LabStore, pod: dict[str, Any]) -> PodState:
 def _start(lab: LabState, store: LabStore, p: PodState) -> None:
     netns.add(p.netns)
     endpoints.publish(lab, p)
-    conflist, host = nodes.load_conflist(lab, p.node), lab.node(p.node).netns
-    for attempt in range(1, ADD_ATTEMPTS + 1):
-        try:
-            result = cni_runner.add(
-                conflist, _ref(p), cni_path=nodes.cni_path(lab), host_netns=host
-            )
-            break
-        except cni_runner.CNIError as exc:
-            if attempt == ADD_ATTEMPTS or exc.code != ERR_DATAPLANE:
-                raise
-            # As kubelet does for a failed sandbox: DEL, back off, retry.
-            print(f"calico-lab: pod {p.key}: {exc}; retrying", file=sys.stderr)
-            with contextlib.suppress(cni_runner.CNIError):
-                cni_runner.delete(conflist, _ref(p), cni_path=nodes.cni_path(lab), host_netns=host)
-            time.sleep(ADD_BACKOFF * attempt)
+    result = cni_add(lab, p)
     p.ip = cni_runner.pod_ip(result)
     lab.save()
     endpoints.sync(store, lab, p)
     start_responder(lab, p)
     lab.save()
+
+
+def cni_add(lab: LabState, p: PodState) -> dict[str, Any]:
+    """CNI ADD as kubelet runs a sandbox: a dataplane failure or "try again later" is followed
+    by DEL, a back-off (1 s × attempt) and another ADD, up to ADD_ATTEMPTS; the result."""
+    conflist, host = nodes.load_conflist(lab, p.node), lab.node(p.node).netns
+    for attempt in range(1, ADD_ATTEMPTS + 1):
+        try:
+            return cni_runner.add(conflist, _ref(p), cni_path=nodes.cni_path(lab), host_netns=host)
+        except cni_runner.CNIError as exc:
+            if attempt == ADD_ATTEMPTS or exc.code not in RETRIED:
+                raise
+            print(f"calico-lab: pod {p.key}: {exc}; retrying", file=sys.stderr)
+            with contextlib.suppress(cni_runner.CNIError):
+                cni_runner.delete(conflist, _ref(p), cni_path=nodes.cni_path(lab), host_netns=host)
+            time.sleep(ADD_BACKOFF * attempt)
+    raise AssertionError("unreachable")  # the last attempt returned or raised
 
 
 def _ref(p: PodState) -> cni_runner.PodRef:

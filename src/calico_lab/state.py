@@ -8,7 +8,9 @@ Layout (``CALICO_LAB_ROOT``, default ``/var/lib/calico-lab``)::
 
     <root>/<lab>.lock               flock held by every mutating command
     <root>/<lab>/state.json         this file
-    <root>/<lab>/etcd/              etcd data;  <root>/<lab>/etcd.log
+    <root>/<lab>/etcd/              etcd data;  <root>/<lab>/etcd.log (one member; with
+                                    --etcd-members N: etcd/member<i>/ and etcd/member<i>.log)
+    <root>/<lab>/pki/               --etcd-tls: the lab's CA and certificates (calico_lab.pki)
     <root>/<lab>/bin/               CNI plugins + lab wrappers (birdc)
     <root>/<lab>/nodes/<node>/{log,net.d}       per-node CALICO_LOG_DIR, CNI net dir
     /run/calico-lab/<hash>-<lab>/<node>/        per-node CALICO_RUN_DIR (bird.ctl must fit
@@ -29,7 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calico.datastore.etcd import TLSFiles
 from calico_lab import network
+from calico_lab.datastore import EtcdOptions
 from calico_lab.errors import LabError
 from calico_lab.network import Network
 
@@ -119,7 +123,7 @@ class LabState:
     dir: str
     netns: list[str] = field(default_factory=list)  # every namespace made (write-ahead)
     nodes: list[NodeState] = field(default_factory=list)
-    etcd_pid: int = 0
+    etcd_pids: list[int] = field(default_factory=list)  # one per member, member 0 first
     apiserver_pid: int = 0
     kube_pid: int = 0  # the --kubeconfig sync daemon (root namespace)
     pods: dict[str, PodState] = field(default_factory=dict)
@@ -130,6 +134,7 @@ class LabState:
     run_root: str = ""  # per-node run dirs (short path: BIRD's socket must fit sun_path)
     network: Network = field(default_factory=Network)  # up's --subnets/--ipip/... options
     outside_pid: int = 0  # the outside host's server
+    etcd: EtcdOptions = field(default_factory=EtcdOptions)  # up's --etcd-members/--etcd-tls
 
     # ---- paths -------------------------------------------------------------------------------
 
@@ -146,8 +151,28 @@ class LabState:
         return outside_netns(self.name)
 
     @property
+    def etcd_pid(self) -> int:
+        """Member 0's process (the only one in a one-member lab)."""
+        return self.etcd_pids[0] if self.etcd_pids else 0
+
+    @property
     def etcd_endpoint(self) -> str:
-        return f"http://{bridge_ip()}:{ETCD_PORT}"
+        """``ETCD_ENDPOINTS``: every member, comma-separated (one URL for a one-member lab)."""
+        return self.etcd.endpoints_text()
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.path / "pki"
+
+    def etcd_tls(self, component: str) -> TLSFiles | None:
+        """The CA and ``component``'s certificate and key with ``--etcd-tls`` (else None):
+        ``calico-node-<node>``, ``cni-<node>`` or ``calico-lab`` (see :mod:`calico_lab.pki`)."""
+        if not self.etcd.tls:
+            return None
+        pki = self.pki_dir
+        return TLSFiles(
+            str(pki / "ca.crt"), str(pki / f"{component}.crt"), str(pki / f"{component}.key")
+        )
 
     @property
     def api_root(self) -> str:
@@ -189,7 +214,11 @@ class LabState:
         nodes = [NodeState(**n) for n in data.pop("nodes", [])]
         pods = {k: PodState(**p) for k, p in data.pop("pods", {}).items()}
         net = Network(**data.pop("network", {}))
-        return cls(nodes=nodes, pods=pods, network=net, **data)
+        etcd = EtcdOptions(**data.pop("etcd", {}))
+        if "etcd_pid" in data:  # a state file from before --etcd-members
+            old = data.pop("etcd_pid")
+            data.setdefault("etcd_pids", [old] if old else [])
+        return cls(nodes=nodes, pods=pods, network=net, etcd=etcd, **data)
 
 
 RUN_BASE = "/run/calico-lab"

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from typing import Any
 
 from calico.lib import netns
-from calico_lab import daemons, network, nodes, state
+from calico_lab import daemons, etcd, network, nodes, state
 from calico_lab.state import LabState
 from calico_lab.store import LabStore
 
@@ -31,10 +31,10 @@ def tunnel_addresses(node: dict[str, Any]) -> dict[str, str]:
 
 def _node_resources(lab: LabState) -> tuple[dict[str, dict[str, Any]], str]:
     """Node resources by name, and "" or why they could not be read."""
-    if not netns.exists(lab.core) or not daemons.alive(lab.etcd_pid):
+    if not netns.exists(lab.core) or not any(etcd.running(lab)):
         return {}, "etcd is not running"
     try:
-        store = LabStore(core_netns=lab.core, endpoint=lab.etcd_endpoint)
+        store = LabStore.of(lab)
     except Exception as exc:
         return {}, f"etcd did not answer ({exc})"
     try:
@@ -44,6 +44,11 @@ def _node_resources(lab: LabState) -> tuple[dict[str, dict[str, Any]], str]:
     finally:
         store.close()
     return {str((n.get("metadata") or {}).get("name")): n for n in found}, ""
+
+
+def _padded(lab: LabState) -> list[bool]:
+    """Whether each member runs (a member never started: not running)."""
+    return (etcd.running(lab) + [False] * lab.etcd.members)[: lab.etcd.members]
 
 
 def snapshot(name: str) -> dict[str, Any]:
@@ -57,7 +62,15 @@ def snapshot(name: str) -> dict[str, Any]:
         "dir": lab.dir,
         "ready": lab.ready,
         "network": {**asdict(lab.network), "mtu": lab.network.mtu},
-        "etcd": {"endpoint": lab.etcd_endpoint, "running": daemons.alive(lab.etcd_pid)},
+        "etcd": {
+            "endpoint": lab.etcd_endpoint,
+            "running": any(etcd.running(lab)),
+            "members": [
+                {"endpoint": url, "running": up}
+                for url, up in zip(lab.etcd.endpoints(), _padded(lab), strict=True)
+            ],
+            "tls": lab.etcd.tls,
+        },
         "datastore_error": datastore_error,
         "nodes": [
             {

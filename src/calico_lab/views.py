@@ -66,11 +66,21 @@ def _node_row(n: dict[str, Any]) -> list[str]:
     ]
 
 
+def _etcd(etcd: dict[str, Any]) -> str:
+    members = etcd.get("members") or []
+    tls = " (client mTLS)" if etcd.get("tls") else ""
+    if len(members) <= 1:
+        return f"etcd: {etcd['endpoint']}{tls} {'running' if etcd['running'] else 'NOT RUNNING'}"
+    up = sum(1 for m in members if m["running"])
+    each = ", ".join(f"{m['endpoint']} {'up' if m['running'] else 'DOWN'}" for m in members)
+    return f"etcd: {up}/{len(members)} members{tls}: {each}"
+
+
 def status_text(snap: dict[str, Any]) -> str:
     etcd = snap["etcd"]
     lines = [
         f"lab {snap['name']} ({snap['dir']})",
-        f"etcd: {etcd['endpoint']} {'running' if etcd['running'] else 'NOT RUNNING'}",
+        _etcd(etcd),
     ]
     if "network" in snap:
         lines.append(_network(snap["network"]))

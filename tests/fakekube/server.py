@@ -7,9 +7,10 @@ Binding, as kube-scheduler does: sets ``spec.nodeName``; 409 when already bound)
 (``?watch=true``) with ``resourceVersion``, ``timeoutSeconds``, ``allowWatchBookmarks``
 (BOOKMARK events every ``bookmark_interval`` seconds and on :meth:`send_bookmarks`) and 410 Gone
 (an ERROR event) for a resourceVersion older than the last :meth:`compact`. Test hooks:
-:meth:`drop_watches` cuts every watch connection mid-stream, :meth:`stop` / :meth:`start` take the
-server away and back on the same port. Plain HTTP, or HTTPS with a throwaway CA (``tls=True``);
-optional bearer token.
+:meth:`drop_watches` cuts every watch connection mid-stream, :meth:`silence_watches` leaves
+every open watch connected but silent (no events, no bookmarks, no end), :meth:`stop` /
+:meth:`start` take the server away and back on the same port. Plain HTTP, or HTTPS with a
+throwaway CA (``tls=True``); optional bearer token.
 
 Drive it in-process (``fake.create("pods", obj)``) or over HTTP with any client.
 """
@@ -169,6 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
                     pending = [{"type": "ERROR", "object": status}]
                     rv = -1
         fake.watches_opened += 1
+        silence = fake.silence_seq
         last_bookmark = time.monotonic()
         seen_bookmark = fake.bookmark_seq
         try:
@@ -189,7 +191,11 @@ class _Handler(BaseHTTPRequestHandler):
                             if ns is None or e.obj["metadata"].get("namespace") == ns
                         ]
                     dropped = store.generation != generation or fake.stopping
+                    silenced = fake.silence_seq != silence
                     current_rv, force_bookmark = store.rv, fake.bookmark_seq
+                if silenced:
+                    self._hang()
+                    return
                 if dropped:
                     self._abort()
                     return
@@ -221,6 +227,14 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
             self.close_connection = True
 
+    def _hang(self) -> None:
+        """Send nothing more, end nothing, ignore timeoutSeconds: the connection stays open and
+        silent (a wedged server or proxy) until the fake stops."""
+        fake = self.server.fake
+        while not fake.stopping:
+            time.sleep(0.05)
+        self._abort()
+
     def _abort(self) -> None:
         """Cut the connection mid-stream (no terminating chunk): the client sees a broken read."""
         self.close_connection = True
@@ -251,6 +265,7 @@ class FakeKube:
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.bookmark_seq = 0
+        self.silence_seq = 0
         self.tls_files = tls.make_test_ca(tls_dir) if tls_dir is not None else None
         self.requests: list[tuple[str, str, str]] = []
         self.watches_opened = 0
@@ -322,6 +337,13 @@ class FakeKube:
         """Cut every open watch connection mid-stream."""
         with self.store.cond:
             self.store.generation += 1
+            self.store.cond.notify_all()
+
+    def silence_watches(self) -> None:
+        """Every watch open now goes silent without closing (no events, no bookmarks, no end,
+        whatever its timeoutSeconds); watches opened later are served normally."""
+        with self.store.cond:
+            self.silence_seq += 1
             self.store.cond.notify_all()
 
     def send_bookmarks(self) -> None:

@@ -153,8 +153,13 @@ def delete(
 
     def op(r: Resource) -> object:
         meta = r["metadata"]
+        version = str(meta.get("resourceVersion") or "")
+        if r["kind"] == "Node":  # and what it leaves: addresses, endpoints, affinities, ...
+            from calico.cli import node_delete
+
+            return node_delete.delete_node(client, meta["name"], resource_version=version)
         return client.delete(r["kind"], meta["name"], meta.get("namespace"),
-                             resource_version=str(meta.get("resourceVersion") or ""))  # fmt: skip
+                             resource_version=version)  # fmt: skip
 
     outcome = writing.run(resources, op, skip=(NotFound,) if skip_not_exists else ())
     _emit(*writing.report("delete", "deleted", outcome))

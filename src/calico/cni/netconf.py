@@ -77,6 +77,16 @@ def _str_list(value: Any, field: str) -> list[str]:
     return list(value)
 
 
+def _opt_str(raw: dict[str, Any], key: str) -> str | None:
+    """An optional string field (absent, null or "": None); anything else is an error."""
+    value = raw.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise CNIError(ERR_INVALID_CONFIG, f"{key}: expected a string, got {value!r}")
+    return value
+
+
 class NetConf:
     """The parsed network configuration (one plugin's section of a conf or conflist)."""
 
@@ -96,13 +106,13 @@ class NetConf:
             raise CNIError(
                 ERR_INVALID_CONFIG, f"datastore_type: {datastore!r} is not supported (use etcdv3)"
             )
-        self.etcd_endpoints = str(
-            raw.get("etcd_endpoints") or env.get("ETCD_ENDPOINTS") or "http://127.0.0.1:2379"
+        self.etcd_endpoints = self._endpoints(
+            _opt_str(raw, "etcd_endpoints") or env.get("ETCD_ENDPOINTS") or "http://127.0.0.1:2379"
         )
-        self.etcd_key_file = raw.get("etcd_key_file") or env.get("ETCD_KEY_FILE") or None
-        self.etcd_cert_file = raw.get("etcd_cert_file") or env.get("ETCD_CERT_FILE") or None
+        self.etcd_key_file = _opt_str(raw, "etcd_key_file") or env.get("ETCD_KEY_FILE") or None
+        self.etcd_cert_file = _opt_str(raw, "etcd_cert_file") or env.get("ETCD_CERT_FILE") or None
         self.etcd_ca_cert_file = (
-            raw.get("etcd_ca_cert_file") or env.get("ETCD_CA_CERT_FILE") or None
+            _opt_str(raw, "etcd_ca_cert_file") or env.get("ETCD_CA_CERT_FILE") or None
         )
         self.log_level = str(raw.get("log_level", "info")).lower()
         self.ipam = self._ipam(raw.get("ipam"))
@@ -119,6 +129,16 @@ class NetConf:
         self.dns = raw.get("dns") or {}
         self.prev_result = raw.get("prevResult")
         self.nodename_explicit = raw.get("nodename")
+
+    @staticmethod
+    def _endpoints(text: str) -> str:
+        from calico.datastore.etcd import parse_endpoints
+
+        try:
+            parse_endpoints(text)
+        except ValueError as exc:
+            raise CNIError(ERR_INVALID_CONFIG, f"etcd_endpoints: {exc}") from None
+        return text
 
     @staticmethod
     def _version(v: Any) -> str:

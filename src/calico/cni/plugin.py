@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from calico.cni import endpoint, invocation, shared, veth
+from calico.cni import endpoint, invocation, shared, testhook, veth
 from calico.cni.netconf import (
     ERR_DATAPLANE,
     ERR_INVALID_CONFIG,
@@ -209,6 +209,7 @@ class Call:
         mac = veth.random_mac()
         res = self.ipam_add(mac)  # calico-ipam: the WorkloadEndpoint is written with it
         invocation.mark("ipam")
+        testhook.pause(self.env.env, "after-ipam")
         addrs = [str(ip["address"]).split("/")[0] for ip in res.ips]
         v4 = [a for a in addrs if ":" not in a]
         v6 = [a for a in addrs if ":" in a]

@@ -19,6 +19,12 @@ differ (a server of another node), when no root descriptor came with the request
 launcher), or when the call needs something only the caller's own process can do (exec'ing a
 delegated IPAM plugin with the caller's environment).
 
+Calls for one container are serialised (ADD, DEL and CHECK of the same ``CNI_CONTAINERID``
+and ``CNI_IFNAME`` run one at a time, in arrival order; other containers' calls run in
+parallel): a runtime whose plugin process died or timed out mid-ADD sends DEL while this server
+is still running that ADD, and the DEL must see what the ADD made (else the ADD's veth and
+route would outlive the released address).
+
 Paths are the caller's: the thread serving a call takes a file-system context of its own
 (``unshare(CLONE_FS)``) and ``chroot``s to the caller's root, so CNI_NETNS, the kubeconfig, TLS
 files, the nodename file and the log file resolve exactly as they would in the caller's process,
@@ -32,13 +38,16 @@ the call's own files.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import socket
 import socketserver
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from calico.cni import fastpath, invocation, ipam_plugin, plugin, shared
@@ -80,6 +89,36 @@ def wants_fallback(env: dict[str, str], stdin: bytes) -> bool:
     return False
 
 
+class ContainerLocks:
+    """One lock per container (and interface) with calls in flight; forgotten when idle."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, str], tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def held(self, key: tuple[str, str]) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+CONTAINERS = ContainerLocks()
+
+
 def handle(raw: bytes, *, caller_root: int | None) -> bytes:
     """Serve one request on this thread (which it may re-root: never the main thread)."""
     env, stdin = parse_request(raw)
@@ -98,12 +137,15 @@ def handle(raw: bytes, *, caller_root: int | None) -> bytes:
         return FALLBACK
     command = env.get("CNI_COMMAND", "")
     start = time.perf_counter()
-    rc, out, err = invocation.execute(handler, command, stdin, env)
+    with CONTAINERS.held((env.get("CNI_CONTAINERID", ""), env.get("CNI_IFNAME", ""))):
+        rc, out, err = invocation.execute(handler, command, stdin, env)
     elapsed = (time.perf_counter() - start) * 1000
     sys.stderr.write(
         f"served {env.get('CALICO_PLUGIN')} {command} {env.get('CNI_CONTAINERID', '')} rc={rc}"
         f" ({elapsed:.1f} ms) [{invocation.phases()}]\n"
     )
+    if rc != 0:  # the caller may be gone: the server's log keeps why
+        sys.stderr.write("".join(f"  {line}\n" for line in err.splitlines()))
     payload = out.encode()
     return f"{rc}\n{len(payload)}\n".encode() + payload + err.encode()
 
@@ -157,7 +199,11 @@ class _Handler(socketserver.StreamRequestHandler):
         finally:
             for fd in fds:
                 os.close(fd)
-        self.request.sendall(reply)
+        try:
+            self.request.sendall(reply)
+        except (BrokenPipeError, ConnectionResetError):
+            # the caller died (killed or timed out); the call itself was completed
+            sys.stderr.write("the caller went away before the reply\n")
 
 
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

@@ -8,8 +8,15 @@
 
 The store maps ``(namespace, name)`` to the object as the API returned it (a plain dict). The
 watch asks for BOOKMARK events, which only move the resourceVersion on, so a reconnect after a quiet
-period resumes where it left off instead of hitting 410. A watch that stays silent for longer than
-the server-side timeout plus a margin is treated as a dead connection and restarted.
+period resumes where it left off instead of hitting 410.
+
+A dead watch is noticed within a bound, also one whose connection stays open while nothing comes
+(a wedged API server or proxy, a peer gone without FIN/RST): each watch asks the server to end it
+after ``timeoutSeconds`` = ``server_timeout`` × [1, 1.2] (jitter, so informers do not reconnect
+in step), and the client reads it with a deadline ``grace`` seconds past that. A watch still open
+then is presumed dead, closed and resumed from the last resourceVersion (no re-list). With the
+defaults (30 s, 5 s) a silent watch is left at most ~41 s after it opened. (lightkube's watch has
+no read timeout of its own: its httpx timeout sets ``read=None`` for watches.)
 
 AdminNetworkPolicy and BaselineAdminNetworkPolicy come from CRDs a cluster may not have: for
 them a 404 means "none exist" (synced, empty store; anything cached is deleted) and the list is
@@ -38,6 +45,10 @@ logger = logging.getLogger(__name__)
 
 Resource = dict[str, Any]
 StoreKey = tuple[str, str]
+
+
+class WatchStalled(Exception):
+    """A watch stayed open past its ``timeoutSeconds`` plus the grace: presumed dead."""
 
 
 class Pod(GenericNamespacedResource):
@@ -108,7 +119,8 @@ class Informer:
         enqueue: Callable[[StoreKey, float], None],
         on_restart: Callable[[str], None] = lambda reason: None,
         page_size: int = 500,
-        server_timeout: int = 300,
+        server_timeout: float = 30,
+        grace: float = 5.0,
         retry_delay: float = 0.2,
         max_retry_delay: float = 10.0,
         absent_retry: float = 30.0,
@@ -120,6 +132,7 @@ class Informer:
         self._on_restart = on_restart
         self._page_size = page_size
         self._server_timeout = server_timeout
+        self._grace = grace
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self.store: dict[StoreKey, Resource] = {}
@@ -128,6 +141,7 @@ class Informer:
         self.lists = 0
         self.absent = False  # an optional kind the API server does not serve (CRD missing)
         self._absent_retry = absent_retry
+        self.stalls = 0  # watches presumed dead: silent past timeoutSeconds + grace
 
     def get(self, key: StoreKey) -> Resource | None:
         return self.store.get(key)
@@ -168,6 +182,10 @@ class Informer:
                     continue
                 logger.warning("%s: API error %s; retrying in %.1fs", self.kind, exc, delay)
                 self._on_restart("error")
+            except WatchStalled as exc:
+                self.stalls += 1
+                logger.warning("%s: %s; resuming from resourceVersion %s", self.kind, exc, self.rv)
+                self._on_restart("stalled")
             except (httpx2.HTTPError, OSError, TimeoutError) as exc:
                 logger.warning(
                     "%s: connection to the API server lost (%s: %s); retrying in %.1fs",
@@ -223,7 +241,7 @@ class Informer:
         namespaced = issubclass(self.res, GenericNamespacedResource)
         # lightkube's watch() has no allowWatchBookmarks argument; build the request the same way.
         generic = self._client._client
-        timeout = int(self._server_timeout * random.uniform(1.0, 1.2))
+        timeout = max(1, round(self._server_timeout * random.uniform(1.0, 1.2)))
         br = generic.prepare_request(
             "list",
             res=self.res,
@@ -235,11 +253,22 @@ class Informer:
                 "timeoutSeconds": timeout,
             },
         )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout + self._grace
         stream = generic.watch(br).__aiter__()
         try:
             while True:
-                # Silence beyond the server's own timeout means a dead connection.
-                kind, item = await asyncio.wait_for(stream.__anext__(), timeout + 30)
+                # The server ends the watch at ``timeout``; still open past the grace: dead.
+                remaining = deadline - loop.time()
+                try:
+                    if remaining <= 0:
+                        raise TimeoutError
+                    kind, item = await asyncio.wait_for(stream.__anext__(), remaining)
+                except TimeoutError:
+                    raise WatchStalled(
+                        f"watch still open {timeout + self._grace:.0f}s after it asked the "
+                        f"server to end it at {timeout}s: presumed dead"
+                    ) from None
                 self._on_event(kind, dict(item))
         except StopAsyncIteration:
             return

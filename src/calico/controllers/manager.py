@@ -57,7 +57,8 @@ class ControllerConfig:
     resync_period: float = 300.0
     listen: tuple[str, int] | None = ("127.0.0.1", 9094)
     page_size: int = 500
-    server_timeout: int = 300
+    server_timeout: float = 30  # a watch's timeoutSeconds (jittered up to 1.2x)
+    watch_grace: float = 5.0  # still open this long after: presumed dead, resumed
     absent_retry: float = 30.0  # how often to list a kind whose CRD is not installed
 
     def kinds(self) -> list[str]:
@@ -120,6 +121,7 @@ class KubeControllers:
                 page_size=self.config.page_size,
                 server_timeout=self.config.server_timeout,
                 absent_retry=self.config.absent_retry,
+                grace=self.config.watch_grace,
             )
             self.informers[kind] = inf
             self._tasks.append(self.loop.create_task(inf.run(), name=f"informer-{kind}"))

@@ -2,8 +2,9 @@
 
 One client for every process: the CNI plugin (import cost matters), the CLI, the controllers and the
 agent. It speaks HTTP/1.1 to etcd's grpc-gateway, which etcd >= 3.4 serves on its client port:
-range, put, delete, txn (compare-and-swap), lease, compaction, status and a streaming watch
-(:mod:`calico.datastore.etcd_watch`, imported only by processes that watch).
+range (whole, or in pages at one revision), put, delete, txn (compare-and-swap), lease, compaction,
+status and a streaming watch of one key range (:mod:`calico.datastore.etcd_watch`, imported only
+by processes that watch).
 
 Failover: requests go to one member, the first of ``endpoints`` until it fails; then to the next.
 Nothing is probed up front, so a short-lived process whose first member answers pays nothing for
@@ -292,6 +293,27 @@ class EtcdClient:
         resp = self._post("/v3/kv/range", body)
         return [kv_from(d) for d in resp.get("kvs") or []], int(resp["header"]["revision"])
 
+    def get_prefix_pages(
+        self, prefix: str, *, revision: int = 0, limit: int = 500
+    ) -> Iterator[tuple[list[KV], int]]:
+        """The keys under ``prefix`` (sorted by key), ``limit`` per page, every page read at one
+        revision: ``revision``, or the store's revision when the first page is read. Yields each
+        page with that revision. A page's request fails with :class:`EtcdError` if the revision
+        is compacted meanwhile."""
+        key, end = prefix, prefix_end(prefix)
+        while True:
+            body: dict[str, Any] = {"key": b64(key), "range_end": b64(end), "limit": limit}
+            if revision:
+                body["revision"] = revision
+            resp = self._post("/v3/kv/range", body)
+            # with a revision asked for, the header's is the store's newest, not the one read at
+            revision = revision or int(resp["header"]["revision"])
+            kvs = [kv_from(d) for d in resp.get("kvs") or []]
+            yield kvs, revision
+            if not resp.get("more") or not kvs:
+                return
+            key = kvs[-1].key + "\0"
+
     def revision(self) -> int:
         resp = self._post("/v3/kv/range", {"key": b64("\0"), "limit": 1, "count_only": True})
         return int(resp["header"]["revision"])
@@ -362,23 +384,26 @@ class EtcdClient:
         prefix: str,
         start_revision: int,
         *,
+        range_end: str | None = None,
         probe_after: float = 10.0,
         probe_timeout: float = 5.0,
         stopped: Callable[[], bool] = lambda: False,
     ) -> Iterator[WatchResponse]:
-        """Yield the watch responses for keys under ``prefix`` from ``start_revision`` on: event
-        batches and progress notifications, each with the revision up to which everything has
-        been delivered. Raises :class:`EtcdCompacted` when that revision is gone, and
-        :class:`EtcdUnavailable` when the stream breaks or its member fails a liveness probe
-        (sent after ``probe_after`` s of silence, answered within ``probe_timeout`` s); the
-        caller resumes from its last revision, and the next watch goes to the next member. The
-        watch ends (at its next read timeout) once ``stopped()`` is true."""
+        """Yield the watch responses for keys under ``prefix`` (or from ``prefix`` up to
+        ``range_end``) from ``start_revision`` on: event batches and progress notifications,
+        each with the revision up to which everything has been delivered. Raises
+        :class:`EtcdCompacted` when that revision is gone, and :class:`EtcdUnavailable` when the
+        stream breaks or its member fails a liveness probe (sent after ``probe_after`` s of
+        silence, answered within ``probe_timeout`` s); the caller resumes from its last
+        revision, and the next watch goes to the next member. The watch ends (at its next read
+        timeout) once ``stopped()`` is true."""
         from calico.datastore import etcd_watch  # lazy: short-lived processes never watch
 
         yield from etcd_watch.watch(
             self,
             prefix,
             start_revision,
+            range_end=range_end or prefix_end(prefix),
             probe_after=probe_after,
             probe_timeout=probe_timeout,
             stopped=stopped,

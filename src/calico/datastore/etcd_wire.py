@@ -50,7 +50,6 @@ class WatchEvent:
     key: str
     value: bytes  # b"" for a delete
     mod_revision: int
-    prev_value: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +115,8 @@ def kv_from(d: dict[str, Any]) -> KV:
 
 def event_from(e: dict[str, Any]) -> WatchEvent:
     kv = kv_from(e["kv"])
-    prev = e.get("prev_kv")
     return WatchEvent(
-        type=e.get("type", "PUT"),
-        key=kv.key,
-        value=kv.value,
-        mod_revision=kv.mod_revision,
-        prev_value=unb64(prev.get("value")) if prev else None,
+        type=e.get("type", "PUT"), key=kv.key, value=kv.value, mod_revision=kv.mod_revision
     )
 
 

@@ -9,6 +9,15 @@ Protocol (libcalico-go's watchersyncer, simplified to one loop per prefix set)::
                 compacted: nothing watched changed since rev? resume at now+1, no re-list;
                            else re-list, emit only the differences (deletes included)
 
+What is read: the prefixes (those inside another dropped) are listed one by one, in pages of
+``LIST_PAGE`` keys, every page at the revision the first was read at; the first list hands each
+page to the consumer before reading the next, so a big datastore is never decoded all at once (a
+later re-list, after a compaction, hands over its differences in one batch, as a watch would).
+The watch is one stream (the etcd gateway takes one key range a stream) over the smallest range
+holding every prefix, from the list's revision + 1; an event for a key outside the prefixes (an
+agent's range from the IPAM blocks to the v3 resources also holds every IPAM handle) is dropped
+by its key, before its value is decoded.
+
 ``rev`` advances with every event and every progress notification, so a quiet Calico in an etcd
 busy with other keys (Kubernetes) still resumes where it can. When etcd has compacted past it
 anyway (Kubernetes compacts every 5 minutes), one transaction checks that no key under the
@@ -45,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 # The compaction check is one transaction of two reads per prefix; etcd's --max-txn-ops is 128.
 MAX_CHECKED_PREFIXES = 64
+LIST_PAGE = 250  # keys per range request of a list (memory: see docs/design/agent.md)
 
 
 class SyncStatus(enum.Enum):
@@ -70,15 +80,6 @@ def _decode(raw: bytes, key: str) -> Any | None:
         return None
 
 
-def common_prefix(prefixes: Sequence[str]) -> str:
-    """The longest common prefix of ``prefixes`` (one watch covers them all)."""
-    first, last = min(prefixes), max(prefixes)
-    i = 0
-    while i < min(len(first), len(last)) and first[i] == last[i]:
-        i += 1
-    return first[:i]
-
-
 def covering(prefixes: Sequence[str]) -> list[str]:
     """``prefixes`` without those inside another (each watched key is under exactly one)."""
     out: list[str] = []
@@ -102,8 +103,11 @@ class Syncer:
         probe_timeout: float = 5.0,
     ) -> None:
         self._etcd = etcd
-        self._prefixes = tuple(prefixes)
-        self._watch_prefix = common_prefix(self._prefixes)
+        self._prefixes = tuple(covering(prefixes))  # each wanted key is under exactly one
+        if not self._prefixes:
+            raise ValueError("a syncer needs at least one prefix")
+        # the watch: from the first prefix to the end of the last (sorted)
+        self._range = (self._prefixes[0], prefix_end(self._prefixes[-1]))
         self._on_updates = on_updates
         self._on_status = on_status
         self._retry_delay = retry_delay
@@ -167,37 +171,51 @@ class Syncer:
             self._on_status(status)
 
     def _wanted(self, key: str) -> bool:
-        return any(key.startswith(p) for p in self._prefixes)
+        return key.startswith(self._prefixes)
 
     def _list(self) -> None:
-        if self._status is not SyncStatus.IN_SYNC:
+        """Read every prefix at one revision; deliver what differs from what was delivered."""
+        first = self._status is not SyncStatus.IN_SYNC
+        if first:
             self._set_status(SyncStatus.RESYNC_IN_PROGRESS)
-        kvs, rev = self._etcd.get_prefix(self._watch_prefix)
+        rev = 0
         seen: set[str] = set()
-        updates: list[Update] = []
-        for kv in kvs:
-            if not self._wanted(kv.key):
-                continue
-            seen.add(kv.key)
-            if self._revs.get(kv.key) != kv.mod_revision:
-                self._revs[kv.key] = kv.mod_revision
-                updates.append(Update(kv.key, _decode(kv.value, kv.key), kv.mod_revision))
-        for key in sorted(set(self._revs) - seen):
-            del self._revs[key]
-            updates.append(Update(key, None, rev))
+        held: list[Update] = []  # a re-list's differences, delivered together
+        for prefix in self._prefixes:
+            pages = self._etcd.get_prefix_pages(prefix, revision=rev, limit=LIST_PAGE)
+            for kvs, read_at in pages:
+                rev = read_at  # the first page's, then the same
+                page = []
+                for kv in kvs:
+                    seen.add(kv.key)
+                    if self._revs.get(kv.key) != kv.mod_revision:
+                        page.append(Update(kv.key, _decode(kv.value, kv.key), kv.mod_revision))
+                if first:
+                    self._deliver(page)
+                else:
+                    held += page
+        self._deliver(held, gone=sorted(set(self._revs) - seen), revision=rev)
         self._rev = rev
+        self._set_status(SyncStatus.IN_SYNC)
+
+    def _deliver(self, puts: list[Update], *, gone: Sequence[str] = (), revision: int = 0) -> None:
+        """Hand over ``puts`` and the deletion of the keys ``gone`` (at ``revision``), and
+        remember them as delivered."""
+        for u in puts:
+            self._revs[u.key] = u.revision
+        for key in gone:
+            del self._revs[key]
+        updates = puts + [Update(key, None, revision) for key in gone]
         if updates:
             self._on_updates(updates)
-        self._set_status(SyncStatus.IN_SYNC)
 
     def _unchanged_at(self) -> tuple[int, str]:
         """(R, "") when no watched key was modified or deleted after ``self._rev``, as read at
         revision R; else (0, why)."""
-        cover = covering(self._prefixes)
-        if len(cover) > MAX_CHECKED_PREFIXES:
-            return 0, f"{len(cover)} prefixes are too many to check"
+        if len(self._prefixes) > MAX_CHECKED_PREFIXES:
+            return 0, f"{len(self._prefixes)} prefixes are too many to check"
         ops = []
-        for p in cover:
+        for p in self._prefixes:
             ops.append(op_get(p, prefix=True, keys_only=True, min_mod_revision=self._rev + 1))
             ops.append(op_get(p, prefix=True, count_only=True))
         try:
@@ -206,7 +224,7 @@ class Syncer:
             raise  # the run loop retries, and comes back here
         except EtcdError as exc:  # etcd refused the check: a re-list is always right
             return 0, f"the check failed: {exc}"
-        for i, p in enumerate(cover):
+        for i, p in enumerate(self._prefixes):
             known = sum(1 for k in self._revs if k.startswith(p))
             if res.responses[2 * i] or res.counts[2 * i + 1] != known:
                 return 0, f"{p} changed"
@@ -233,8 +251,9 @@ class Syncer:
 
     def _watch(self) -> None:
         for resp in self._etcd.watch(
-            self._watch_prefix,
+            self._range[0],
             self._rev + 1,
+            range_end=self._range[1],
             probe_after=self._probe_after,
             probe_timeout=self._probe_timeout,
             stopped=self.stopped.is_set,
@@ -248,7 +267,7 @@ class Syncer:
 
     def _apply(self, event: WatchEvent) -> Update | None:
         if not self._wanted(event.key):
-            return None
+            return None  # between the prefixes: never decoded
         last = self._revs.get(event.key)
         if event.type == "DELETE":
             if last is None:

@@ -22,6 +22,7 @@ own* labels (Calico evaluates it against the ``pcns.``-prefixed labels that ``kn
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,10 @@ class PolicyConversion:
 # ---- helpers ---------------------------------------------------------------------------------
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
 def meta(obj: Any, kind: str, *, namespaced: bool) -> tuple[str, str]:
     if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
         raise ConversionError(f"{kind}: metadata is required, got {obj!r:.200}")
@@ -55,8 +60,14 @@ def meta(obj: Any, kind: str, *, namespaced: bool) -> tuple[str, str]:
     name, ns = meta.get("name"), meta.get("namespace")
     if not isinstance(name, str) or not name:
         raise ConversionError(f"{kind}: metadata.name is required, got {name!r}")
+    if not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
+        raise ConversionError(f"{kind}: metadata.name {name!r} is not a valid Kubernetes name")
     if namespaced and (not isinstance(ns, str) or not ns):
         raise ConversionError(f"{kind} {name}: metadata.namespace is required, got {ns!r}")
+    if namespaced and (not _DNS_LABEL.match(ns) or len(ns) > 63):
+        raise ConversionError(
+            f"{kind} {name}: metadata.namespace {ns!r} is not a valid Kubernetes namespace"
+        )
     return name, ns if namespaced else ""
 
 
@@ -95,7 +106,10 @@ def _peer(peer: Any, where: str) -> dict[str, Any]:
             raise ConversionError(f"{where}.ipBlock: want {{cidr, except}}, got {block!r}")
         net = _cidr(block.get("cidr"), f"{where}.ipBlock.cidr")
         not_nets = []
-        for i, raw in enumerate(block.get("except") or []):
+        excepts = block.get("except") or []
+        if not isinstance(excepts, list):
+            raise ConversionError(f"{where}.ipBlock.except: must be a list, got {excepts!r}")
+        for i, raw in enumerate(excepts):
             exc = _cidr(raw, f"{where}.ipBlock.except[{i}]")
             if (
                 exc.version != net.version

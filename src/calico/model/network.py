@@ -109,17 +109,21 @@ def node(spec: Obj, path: str) -> Obj:
 def bgp_peer(spec: Obj, path: str) -> Obj:
     fields.known_keys(spec, _PEER_FIELDS, path)
     out: Obj = dict(spec)
-    if spec.get("node") and spec.get("nodeSelector"):
+
+    def given(key: str) -> bool:  # None and "" mean "not set"; anything else is checked
+        return spec.get(key) not in (None, "")
+
+    if given("node") and given("nodeSelector"):
         raise FieldError(f"{path}.nodeSelector", "node and nodeSelector cannot both be set")
-    if spec.get("peerIP") and spec.get("peerSelector"):
+    if given("peerIP") and given("peerSelector"):
         raise FieldError(f"{path}.peerSelector", "peerIP and peerSelector cannot both be set")
-    if spec.get("node"):
+    if given("node"):
         fields.dns_subdomain(spec["node"], f"{path}.node")
     for key in ("nodeSelector", "peerSelector"):
-        if spec.get(key):
+        if given(key):
             fields.selector(spec[key], f"{path}.{key}")
-    if not spec.get("peerSelector"):
-        if not spec.get("peerIP"):
+    if not given("peerSelector"):
+        if not given("peerIP"):
             raise FieldError(f"{path}.peerIP", "peerIP is required (or peerSelector)")
         out["peerIP"] = _peer_ip(spec["peerIP"], f"{path}.peerIP")
         if spec.get("asNumber") is None:

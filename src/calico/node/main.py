@@ -4,7 +4,8 @@ supervise the parts as child processes until SIGTERM::
     calico-node ─┬─ calico-felix                       (policy agent; unless CALICO_DISABLE_FELIX)
                  ├─ calico-node --allocate-tunnel-addrs (IPIP/VXLAN addresses; backend not none)
                  ├─ calico-bgp                         (datastore -> bird.cfg; backend bird)
-                 ├─ bird -f -c bird.cfg -s bird.ctl    (started once bird.cfg exists; backend bird)
+                 ├─ bird -f -R -c bird.cfg -s bird.ctl (started once bird.cfg exists; backend bird;
+                 │                                      -R: graceful restart recovery)
                  └─ python -m calico.cni.server        (when CNI_BIN_DIR or CALICO_CNI_SERVER is
                                                         set: the CNI launchers hand calls to it;
                                                         socket CALICO_CNI_SOCKET if set; unless
@@ -80,6 +81,7 @@ def services(env: Mapping[str, str], settings: startup.NodeSettings) -> list[Ser
                 [
                     env.get("CALICO_BIRD_BIN", "bird"),
                     "-f",
+                    "-R",  # graceful restart recovery: keep the kernel's routes until BGP is back
                     "-c",
                     str(cfg),
                     "-s",
@@ -87,6 +89,9 @@ def services(env: Mapping[str, str], settings: startup.NodeSettings) -> list[Ser
                 ],
                 ready_to_start=cfg.exists,
                 env=child_env,
+                # calico-node crashed: no Cease to the peers (they keep our routes, graceful
+                # restart), the kernel keeps BIRD's; an orderly stop still sends SIGTERM
+                death_signal=signal.SIGKILL,
             )
         )
     wanted = env.get("CNI_BIN_DIR") or startup.truthy(env.get("CALICO_CNI_SERVER"))

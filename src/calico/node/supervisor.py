@@ -3,9 +3,11 @@
 Each :class:`Service` is an argv plus an optional precondition (BIRD waits for its config file).
 A service that exits is restarted after a back-off (1 s doubling to 10 s, reset after 30 s of
 running); a binary that is missing is logged and retried the same way, so the node keeps serving
-the parts it has. Children get SIGTERM when calico-node dies (``PR_SET_PDEATHSIG``) and on
-:meth:`Supervisor.stop` (then SIGKILL after a grace period). Output goes to
-``<log dir>/<service>/current``, Calico's layout.
+the parts it has. Children get their ``death_signal`` when calico-node dies (``PR_SET_PDEATHSIG``:
+SIGTERM by default; BIRD gets SIGKILL, so a crashed calico-node does not make it tell its peers
+to drop this node's routes: the peers' graceful restart keeps them until the restarted BIRD is
+back) and SIGTERM on :meth:`Supervisor.stop`, an orderly stop (then SIGKILL after a grace
+period). Output goes to ``<log dir>/<service>/current``, Calico's layout.
 
 Health is ``<run dir>/health.json``: per service pid, running, restarts, last exit; ``ready`` is
 true when every service is running.
@@ -14,6 +16,7 @@ true when every service is running.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -30,9 +33,9 @@ logger = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:  # in the child, between fork and exec
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig))
     except (OSError, AttributeError):
         pass
 
@@ -43,6 +46,7 @@ class Service:
     argv: Sequence[str]
     ready_to_start: Callable[[], bool] = lambda: True
     env: dict[str, str] | None = None
+    death_signal: int = signal.SIGTERM  # what the child gets if calico-node itself dies
     # runtime state
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
@@ -90,7 +94,10 @@ class Supervisor:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=svc.env,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - calico-node has no threads
+                    # calico-node has no threads when it forks its children
+                    preexec_fn=functools.partial(  # noqa: PLW1509
+                        _die_with_parent, svc.death_signal
+                    ),
                     close_fds=True,
                 )
             except OSError as exc:

@@ -42,8 +42,13 @@ class ServerProc:
         raise RuntimeError(f"CNI server did not start: {log.read_text()}")
 
     def lines(self) -> list[str]:
-        """The server's log without the timings ("served calico ADD c1 rc=0 (12.3 ms)")."""
-        return [line.split(" (")[0] for line in self.log.read_text().splitlines()]
+        """The server's log without the timings ("served calico ADD c1 rc=0 (12.3 ms)") and
+        without the indented lines that say why a call failed."""
+        return [
+            line.split(" (")[0]
+            for line in self.log.read_text().splitlines()
+            if not line.startswith("  ")
+        ]
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -110,6 +115,8 @@ def test_calls_go_through_the_server(server, make_netns, pool, etcd) -> None:
         "fallback ADD h1",
         "fallback DEL h1",
     ]
+    # a failed call's reason is in the server's log too (its caller may be gone)
+    assert "  calico: ADD: mtu: expected an integer" in srv.log.read_text()
 
 
 def test_concurrent_calls_through_the_server(server, make_netns, pool) -> None:

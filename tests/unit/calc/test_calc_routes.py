@@ -3,12 +3,17 @@ sequences; every step is also checked against a full recompute and the ordering 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from calico.calc import route_resolver
 from calico.calc.graph import CalcGraph
+from calico.calc.network_validation import Net
 from calico.dpapi import messages as m
 from calico.dpapi.state import DataplaneState
 from tests.unit.calc import states
@@ -234,3 +239,65 @@ def test_work_per_change_grows_with_the_change() -> None:
     run.graph.flush()
     run.graph.on_update(states.key_of(nodes[3]), node("n3", "10.99.3.1/24", vxlan="10.66.3.9"))
     assert len(resolver._dirty) == 12  # n3's blocks (10.65.{3,23,43}.x), not all 200
+
+
+NETS = st.one_of(
+    st.builds(
+        lambda a, p: ipaddress.ip_network((a, p), strict=False),
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 32),
+    ),
+    st.builds(
+        lambda a, p: ipaddress.ip_network((a, p), strict=False),
+        st.integers(0, 2**128 - 1),
+        st.integers(0, 128),
+    ),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(NETS, NETS)
+def test_packed_cidrs_order_nest_and_print_like_the_networks(a: Net, b: Net) -> None:
+    """The resolver keeps each CIDR as one int: same order (IPv4 first), same nesting, same
+    text, and its supernets are the networks' supernets."""
+    ka, kb = route_resolver.cidr_key(a), route_resolver.cidr_key(b)
+    assert (ka < kb) == ((a.version, a) < (b.version, b))  # type: ignore[operator]
+    assert (ka == kb) == (a == b)
+    same = a.version == b.version
+    assert route_resolver._inside(ka, kb) == (same and a.subnet_of(b))  # type: ignore[arg-type]
+    assert route_resolver.cidr_text(ka) == str(a)
+    for plen in (0, a.prefixlen // 2, a.prefixlen):
+        sup = a.supernet(new_prefix=plen)
+        assert route_resolver._supernet(ka, plen) == route_resolver.cidr_key(sup)
+
+
+def test_an_address_two_workloads_claim_stays_until_both_are_gone() -> None:
+    run = Run()
+    run(pool("p", "10.65.0.0/16", vxlanMode="Always"), ME, SAME, OTHER, *BLOCKS)
+    first = wep(0, "a", "default", "node2", 1, False)
+    second = wep(1, "a", "default", "node3", 1, False)
+    for w in (first, second):
+        w["spec"]["ipNetworks"] = ["10.65.9.9/32"]  # in no block
+    run(first, second)
+    assert run.routes()["10.65.9.9/32"][0] == "node2"  # the first workload id decides
+    run((first, True))
+    assert run.routes()["10.65.9.9/32"][0] == "node3"
+    run((second, True))
+    assert "10.65.9.9/32" not in run.routes()
+    assert run.graph.routes._wl_by_addr == {}
+    assert run.graph.routes._wl_buckets == {}
+
+
+def test_a_workload_with_several_addresses_keeps_and_drops_each() -> None:
+    run = Run()
+    run(pool("p", "10.65.0.0/16", vxlanMode="Always"), ME, SAME, OTHER, *BLOCKS)
+    multi = wep(0, "a", "default", "node2", 1, False)
+    multi["spec"]["ipNetworks"] = ["10.65.9.1/32", "10.65.9.2/32", "fd00::1/128"]
+    run(multi)
+    assert {"10.65.9.1/32", "10.65.9.2/32"} <= set(run.routes())
+    multi["spec"]["ipNetworks"] = ["10.65.9.2/32"]
+    run(multi)
+    assert "10.65.9.1/32" not in run.routes()
+    assert run.routes()["10.65.9.2/32"][0] == "node2"
+    run((multi, True))
+    assert not any(d.startswith("10.65.9.") for d in run.routes())

@@ -6,7 +6,6 @@ import pytest
 
 from calico.datastore.config import ConfigError, load
 from calico.datastore.etcd import EtcdClient, prefix_end
-from calico.datastore.syncer import common_prefix
 from calico.model import kinds
 
 
@@ -40,10 +39,6 @@ def test_every_kind_has_a_distinct_plural() -> None:
 def test_unknown_kind_names_the_value() -> None:
     with pytest.raises(ValueError, match="'widget'"):
         kinds.lookup("widget")
-
-
-def test_common_prefix() -> None:
-    assert common_prefix(["/calico/a/x", "/calico/a/y", "/calico/b"]) == "/calico/"
 
 
 def test_config_env_wins_over_file(tmp_path: object) -> None:

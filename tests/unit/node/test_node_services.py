@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from calico.node import main, startup
 
 
@@ -17,7 +19,14 @@ def test_default_runs_felix_tunnels_bgp_and_bird() -> None:
     assert list(tunnels.argv)[1:] == ["--allocate-tunnel-addrs"]
     assert tunnels.argv[0].endswith("calico-node")
     bird = main.services(env, startup.settings_from_env(env))[3]
-    assert list(bird.argv)[1:] == ["-f", "-c", "/tmp/x/bird.cfg", "-s", "/tmp/x/bird.ctl"]
+    # -R: graceful restart recovery (the kernel keeps BIRD's routes until BGP is back, as
+    # Calico runs it); BIRD dies by SIGKILL with calico-node (no Cease: peers keep our routes)
+    assert list(bird.argv)[1:] == [
+        "-f", "-R", "-c", "/tmp/x/bird.cfg", "-s", "/tmp/x/bird.ctl"
+    ]  # fmt: skip
+    assert bird.death_signal == signal.SIGKILL
+    assert all(s.death_signal == signal.SIGTERM for s in main.services(
+        env, startup.settings_from_env(env)) if s.name != "bird")  # fmt: skip
     assert bird.env is not None
     assert bird.env["NODENAME"] == "n"
 

@@ -91,3 +91,55 @@ def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     sup.stop(grace=0.5)
     assert proc.returncode == -signal.SIGKILL
     assert time.monotonic() - t0 < 5
+
+
+PARENT = """
+import sys, time
+from pathlib import Path
+from calico.node.supervisor import Service, Supervisor
+sig = int(sys.argv[2])
+svc = Service("child", ["sh", "-c", "trap '' TERM; echo $$ > " + sys.argv[1] + "; exec sleep 60"],
+              death_signal=sig)
+Supervisor([svc], run_dir=Path(sys.argv[3]), log_dir=Path(sys.argv[3])).poll()
+time.sleep(60)
+"""
+
+
+def _orphan_after_parent_killed(tmp_path: Path, sig: int) -> tuple[int, bool]:
+    """Start a supervisor whose child ignores SIGTERM, kill -9 the supervisor; (child pid, whether
+    the child still runs a moment later)."""
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / f"child-{sig}.pid"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(pid_file), str(sig), str(tmp_path)]
+    )
+    deadline = time.monotonic() + 10
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.02)
+    time.sleep(0.2)  # the child's trap is in place before it execs sleep (which keeps it)
+    child = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    time.sleep(0.5)
+    try:
+        os.kill(child, 0)
+        state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        alive = state not in ("Z", "X")
+    except (ProcessLookupError, FileNotFoundError):
+        alive = False
+    return child, alive
+
+
+def test_a_child_gets_its_death_signal_when_calico_node_dies(tmp_path: Path) -> None:
+    """BIRD is given SIGKILL (a crashed calico-node must not make it send its peers a Cease);
+    the others SIGTERM: a child that ignores SIGTERM outlives a killed parent, with SIGKILL not."""
+    child, alive = _orphan_after_parent_killed(tmp_path, signal.SIGKILL)
+    assert not alive
+    child, alive = _orphan_after_parent_killed(tmp_path, signal.SIGTERM)
+    try:
+        assert alive  # it ignored the SIGTERM it got: the signal is what the test says
+    finally:
+        os.kill(child, signal.SIGKILL)
