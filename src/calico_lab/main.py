@@ -1,8 +1,8 @@
 """``calico-lab``: a multi-node Calico cluster on one Linux host, built from network namespaces.
 
-Commands: up, down, status, list, exec, apply, delete, label, probe, matrix. Every command takes
-``--name LAB`` (env ``CALICO_LAB``); without it, the only lab that exists, else ``lab``. Errors
-print one line and exit 1; ``probe`` exits 0 when connected, 1 when not.
+Commands: up, down, status, list, exec, apply, delete, label, probe, matrix, explain, flows. Every
+command takes ``--name LAB`` (env ``CALICO_LAB``); without it, the only lab that exists, else
+``lab``. Errors print one line and exit 1; ``probe`` exits 0 when connected, 1 when not.
 """
 
 from __future__ import annotations
@@ -453,6 +453,56 @@ def matrix(
     else:
         click.echo(f"{protocol.upper()}/{port} (rows: from, columns: to)")
         click.echo(probes.render_table(result, colour=sys.stdout.isatty()))
+
+
+@cli.command()
+@name_option
+@click.argument("src")
+@click.argument("dst")
+@click.option("--port", "-p", type=click.IntRange(1, 65535), default=None)
+@click.option("--protocol", default="TCP", show_default=True)
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+def explain(
+    name: str | None, src: str, dst: str, port: int | None, protocol: str, output: str
+) -> None:
+    """Why SRC can or cannot reach DST: ``calicoctl explain`` run on the lab's first node, which
+    asks each node's agent (egress on SRC's node, ingress on DST's)."""
+    from calico_lab import execute
+
+    lab = state.require(resolve_name(name))
+    if not lab.nodes:
+        raise LabError(f"lab {lab.name} has no nodes")
+    argv = ["calicoctl", "explain", src, dst, "--protocol", protocol, "-o", output]
+    if port is not None:
+        argv += ["--port", str(port)]
+    execute.exec_in(lab, lab.nodes[0].name, argv)
+
+
+@cli.command()
+@name_option
+@click.option("--node", default=None, help="one node's flows (default: every node's)")
+@click.option("--follow", "-F", is_flag=True, help="keep printing records as nodes write them")
+@click.option("--action", type=click.Choice(["deny", "allow"]), default=None)
+@click.option("--since", default=None, metavar="DURATION", help="e.g. 10m")
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
+def flows(
+    name: str | None,
+    node: str | None,
+    follow: bool,
+    action: str | None,
+    since: str | None,
+    output: str,
+) -> None:
+    """The flows the lab's agents logged (denied ones; allowed ones too when configured): who
+    talked to whom, the verdict and the tier/policy/rule behind it, merged from every node."""
+    from calico_lab import flows as lab_flows
+
+    lab = state.require(resolve_name(name))
+    args = [*(["--action", action] if action else []), *(["--since", since] if since else [])]
+    if follow:
+        lab_flows.follow(lab, node, args, output, click.echo)
+    else:
+        lab_flows.show(lab_flows.gather(lab, node, args), output, click.echo)
 
 
 def main() -> None:

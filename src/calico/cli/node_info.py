@@ -48,6 +48,11 @@ def services(run_dir: Path) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
+def felix_status(run_dir: Path) -> dict[str, Any] | None:
+    """The agent's felix-status.json (None when it cannot be read)."""
+    return _json(run_dir / FELIX_STATUS)
+
+
 def felix_problems(run_dir: Path) -> list[str]:
     problems = (_json(run_dir / FELIX_STATUS) or {}).get("problems") or []
     return [str(p) for p in problems] if isinstance(problems, list) else []

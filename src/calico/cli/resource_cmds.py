@@ -224,6 +224,11 @@ def get(
             for key in ("namespace", "uid", "resourceVersion", "creationTimestamp"):
                 r["metadata"].pop(key, None)
     _print(client, found, output, list_kind=list_kind, single=bool(names) and len(names) == 1)
+    policies = [r for r in found if r["kind"] in ("NetworkPolicy", "GlobalNetworkPolicy")]
+    if output == "wide" and names and policies:
+        from calico.cli import rule_counters
+
+        click.echo(rule_counters.section(client, policies), nl=False)
     if errors:
         raise CommandError("\n".join(errors))
 

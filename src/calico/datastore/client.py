@@ -43,7 +43,12 @@ class NotSupported(DatastoreError):
 # Tiers (Calico's clientv3 rules): a policy can only be created in a tier that exists (the
 # built-in ones always do); a built-in tier cannot be deleted, nor one that still holds policies.
 BUILT_IN_TIERS = ("default", "kube-admin", "kube-baseline")
-POLICY_KINDS = ("NetworkPolicy", "GlobalNetworkPolicy")
+POLICY_KINDS = (
+    "NetworkPolicy",
+    "GlobalNetworkPolicy",
+    "StagedNetworkPolicy",
+    "StagedGlobalNetworkPolicy",
+)
 
 
 def _ident(obj: Resource) -> tuple[kinds.Kind, str, str | None]:
@@ -113,16 +118,19 @@ class Client:
         if kind.name in POLICY_KINDS:
             self._check_tier_exists(obj, describe(kind, name, ns))
         meta = obj["metadata"]
-        meta.setdefault("uid", str(uuid.uuid4()))
-        meta.setdefault(
-            "creationTimestamp",
-            datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        )
+        for field, value in self.new_identity().items():
+            meta.setdefault(field, value)
         rev = self.etcd.create(kind.key(name, ns), _encode(obj))
         if rev is None:
             raise AlreadyExists(f"resource already exists: {describe(kind, name, ns)}")
         meta["resourceVersion"] = str(rev)
         return obj
+
+    @staticmethod
+    def new_identity() -> dict[str, str]:
+        """``uid`` and ``creationTimestamp`` for a resource being created."""
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"uid": str(uuid.uuid4()), "creationTimestamp": now}
 
     def update(self, obj: Resource, *, validate: bool = True) -> Resource:
         """Replace an existing resource; CAS on metadata.resourceVersion when it is set."""

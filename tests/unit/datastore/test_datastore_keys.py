@@ -30,7 +30,7 @@ def test_keys_follow_calico_layout() -> None:
 
 def test_every_kind_has_a_distinct_plural() -> None:
     plurals = [k.plural for k in kinds.KINDS.values()]
-    assert len(plurals) == len(set(plurals)) == 14
+    assert len(plurals) == len(set(plurals)) == 17
     tier = kinds.lookup("tier")
     assert tier.key("platform") == "/calico/resources/v3/projectcalico.org/tiers/platform"
     assert kinds.parse_key(tier.key("platform")) == (tier, None, "platform")
