@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from calico.datastore.backend import Backend
 from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient, TLSFiles, parse_endpoints
 
@@ -40,8 +41,12 @@ class DatastoreConfig:
             timeout=timeout,
         )
 
+    def backend(self, timeout: float = 10.0) -> Backend:
+        """A new client of the configured datastore (one per thread: none is thread-safe)."""
+        return self.etcd(timeout)
+
     def client(self) -> Client:
-        return Client(self.etcd())
+        return Client(self.backend())
 
 
 def _check_type(value: str, where: str) -> None:

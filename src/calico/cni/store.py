@@ -1,0 +1,27 @@
+"""Which datastore a CNI call talks to, from its network configuration (stdlib only).
+
+``datastore_type`` ``etcdv3`` (the default): ``etcd_endpoints`` and the ``etcd_*_file`` TLS files.
+:func:`key` names the datastore config (the CNI server keeps one pool of open clients and one
+IPAM cache per key); :func:`connect` opens a client of it. The backend modules are imported only
+here, so a call imports exactly the client it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from calico.cni.netconf import NetConf
+from calico.datastore.backend import Backend
+
+
+def key(conf: NetConf) -> Hashable:
+    """The datastore a call's configuration names (what a pooled client may be reused for)."""
+    return ("etcdv3", conf.etcd_endpoints, conf.etcd_ca_cert_file, conf.etcd_cert_file,
+            conf.etcd_key_file)  # fmt: skip
+
+
+def connect(conf: NetConf) -> Backend:
+    from calico.datastore.etcd import EtcdClient, TLSFiles
+
+    tls = TLSFiles(conf.etcd_ca_cert_file, conf.etcd_cert_file, conf.etcd_key_file)
+    return EtcdClient(conf.etcd_endpoints, tls=tls, timeout=10.0)
