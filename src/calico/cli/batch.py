@@ -227,7 +227,13 @@ def write(client: ds.Client, resources: list[Resource], verb: str, *, skip_exist
     """``verb`` (create / apply / replace) every resource, in transactions; the outcome in the
     input's order, as :func:`calico.cli.writing.run` reports it."""
     out = Outcome(total=len(resources), kinds=[str(r.get("kind")) for r in resources])
-    for batch in batches(_docs(resources)):
+    docs = _docs(resources)
+    try:
+        client.backend.preflight([d.key for d in docs])
+    except StoreError as exc:  # a CRD missing, RBAC, unreachable: before anything is written
+        out.errors.append(f"{exc} (nothing was written)")
+        return out
+    for batch in batches(docs):
         try:
             if verb == "create":
                 results = _create(client, batch, skip_exists)

@@ -20,6 +20,8 @@ record read carries its ``mod_revision``; a write may be conditional on it (:cla
   conflict undoes what it wrote, newest first (see :mod:`calico.datastore.kube_txn`); callers
   put the record that decides (an IPAM block) where a conflict is caught before anything else is
   left, and the contract says what holds in both (:attr:`Backend.atomic_txn`);
+* preflight(keys): before a command writes several records, what would refuse one of them
+  (nothing in etcd; the Kubernetes API: a CRD, an RBAC verb), so nothing is half-written;
 * sync_streams(prefixes): what :class:`~calico.datastore.syncer.Syncer` lists and watches (one
   stream over a key range in etcd; one per Kubernetes resource type).
 
@@ -247,6 +249,12 @@ class Backend(Protocol):
     ) -> TxnResult: ...
 
     def sync_streams(self, prefixes: Sequence[str]) -> list[SyncStream]: ...
+
+    def preflight(self, keys: Sequence[str]) -> None:
+        """Raise :class:`Refused`, naming what is missing, when a write of ``keys`` cannot
+        succeed for a reason retrying will not fix (Kubernetes: a CRD not installed, a verb RBAC
+        forbids, a read-only record); a multi-resource command checks first, writes after."""
+        ...
 
 
 __all__ = [

@@ -423,6 +423,9 @@ class EtcdClient:
             stopped=stopped,
         )
 
+    def preflight(self, keys: Sequence[str]) -> None:
+        """etcd holds any key: nothing to check before writing."""
+
     def sync_streams(self, prefixes: Sequence[str]) -> list[SyncStream]:
         """One stream: the prefixes listed at one revision, watched as one key range."""
         from calico.datastore.kv_stream import KVStream  # lazy: short-lived processes never sync

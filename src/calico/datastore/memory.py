@@ -266,6 +266,9 @@ class MemoryBackend:
             next_rev = upto + 1
             yield WatchResponse(events, upto)
 
+    def preflight(self, keys: Sequence[str]) -> None:
+        """Any key may be written."""
+
     def sync_streams(self, prefixes: Sequence[str]) -> list[SyncStream]:
         from calico.datastore.kv_stream import KVStream
 

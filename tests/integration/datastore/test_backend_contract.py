@@ -31,12 +31,22 @@ from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
 from calico.datastore.memory import MemoryBackend
 from calico.datastore.syncer import Syncer, SyncStatus
-from tests.integration.datastore.backends import BLOCK4, HANDLE, POOL, Store, handle, pool
+from tests.integration.controllers import kube_apiserver
+from tests.integration.datastore.backends import (
+    BLOCK4,
+    HANDLE,
+    POOL,
+    Store,
+    comparable,
+    handle,
+    kube_fake_store,
+    pool,
+)
 from tests.integration.datastore.support import Recorder, wait_until
 
 pytestmark = pytest.mark.etcd
 
-BACKENDS = ["etcd", "memory"]
+BACKENDS = ["etcd", "memory", "kube-fake", "kube-real"]
 
 
 def _etcd_store(tmp: Path) -> Store:
@@ -64,22 +74,46 @@ def _memory_store() -> Store:
                  lambda b: mem.compact(mem.current_revision))  # fmt: skip
 
 
+def _real_kube_store(api: kube_apiserver.KubeAPIServer) -> Store:
+    from calico.datastore.kube import KubeBackend
+    from calico.datastore.kube_api import Access
+    from calico.lib.kubeconfig import load_kubeconfig
+
+    def client() -> Backend:
+        acc = Access(load_kubeconfig(str(api.kubeconfig) + ".json"), "test")
+        return KubeBackend(acc, timeout=10)
+
+    def cannot() -> None:
+        pytest.skip("a real API server cannot be told to drop its watches or forget its history "
+                    "on demand (this runs against the fake API server)")  # fmt: skip
+
+    st = Store("kube-real", client(), client, cannot, lambda b: cannot())
+    for prefix in (POOL, HANDLE, BLOCK4):  # one server for the module: start empty
+        st.cleanup.append(lambda p=prefix: st.backend.delete_prefix(p))
+    return st
+
+
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "etcd":
         st = _etcd_store(tmp_path)
     elif request.param == "memory":
         st = _memory_store()
+    elif request.param == "kube-fake":
+        st = kube_fake_store()
     else:
-        kube = request.getfixturevalue("kube_store")
-        st = kube
+        st = _real_kube_store(request.getfixturevalue("real_kube"))
     yield st
     st.close()
 
 
 def value(b: Backend, key: str) -> object:
     kv = b.get(key)
-    return json.loads(kv.value) if kv else None
+    return stored(kv.value) if kv else None
+
+
+def stored(text: str | bytes) -> object:
+    return comparable(json.loads(text))
 
 
 # ---- single keys --------------------------------------------------------------------------------
@@ -93,13 +127,13 @@ def test_create_get_update_delete_with_revisions(store: Store) -> None:
     kv = b.get(key)
     assert kv is not None
     assert kv.mod_revision == rev
-    assert json.loads(kv.value) == json.loads(pool("p1"))
+    assert stored(kv.value) == stored(pool("p1"))
     assert b.create(key, pool("p1")) is None  # exists
     new = b.update(key, pool("p1", "10.2.0.0/16"), rev)
     assert new
     assert new != rev
     assert b.update(key, pool("p1", "10.3.0.0/16"), rev) is None  # stale revision
-    assert value(b, key) == json.loads(pool("p1", "10.2.0.0/16"))
+    assert value(b, key) == stored(pool("p1", "10.2.0.0/16"))
     assert not b.delete(key, mod_revision=rev)  # stale
     assert b.delete(key, mod_revision=new)
     assert b.get(key) is None
@@ -115,7 +149,7 @@ def test_put_creates_or_replaces(store: Store) -> None:
     kv = b.get(key)
     assert kv is not None
     assert kv.mod_revision == r2 != r1
-    assert json.loads(kv.value) == json.loads(handle("net.c1", {"10.1.0.0/26": 2}))
+    assert stored(kv.value) == stored(handle("net.c1", {"10.1.0.0/26": 2}))
 
 
 def test_prefix_lists_are_sorted_and_paged(store: Store) -> None:
@@ -151,7 +185,7 @@ def test_txn_runs_success_when_every_compare_holds(store: Store) -> None:
         kv = b.get(key)
         assert kv is not None
         assert kv.mod_revision == r.revision_of(key)
-    assert value(b, POOL + "a") == json.loads(pool("a", "10.9.0.0/16"))
+    assert value(b, POOL + "a") == stored(pool("a", "10.9.0.0/16"))
 
 
 def test_txn_with_a_lost_compare_writes_nothing_and_reads_the_failure_branch(store: Store) -> None:
@@ -167,7 +201,7 @@ def test_txn_with_a_lost_compare_writes_nothing_and_reads_the_failure_branch(sto
     assert not r.succeeded
     assert [[kv.key for kv in kvs] for kvs in r.responses] == [[POOL + "a"], []]
     assert b.get(HANDLE + "h1") is None  # nothing left behind
-    assert value(b, POOL + "a") == json.loads(pool("a", "10.7.0.0/16"))
+    assert value(b, POOL + "a") == stored(pool("a", "10.7.0.0/16"))
 
 
 def test_txn_whose_last_write_is_stale_leaves_nothing(store: Store) -> None:
@@ -184,7 +218,7 @@ def test_txn_whose_last_write_is_stale_leaves_nothing(store: Store) -> None:
     )
     assert not r.succeeded
     assert b.get(POOL + "new") is None
-    assert value(b, HANDLE + "h1") == json.loads(handle("h1", {"10.1.0.0/26": 3}))
+    assert value(b, HANDLE + "h1") == stored(handle("h1", {"10.1.0.0/26": 3}))
 
 
 def test_read_only_txn_reads_keys_prefixes_and_counts(store: Store) -> None:
