@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "version": "calico.cli.resource_cmds:version",
     "ipam": "calico.cli.ipam_cmd:ipam",
     "node": "calico.cli.node_cmd:node",
+    "datastore": "calico.cli.migrate:datastore",
 }
 
 

@@ -326,10 +326,13 @@ class KubeBackend:
 
     def preflight(self, keys: Sequence[str]) -> None:
         """Per collection of ``keys``: read-only records refused; the collection served (its CRD
-        installed) and listable; a dry-run create permitted (RBAC). Nothing is stored."""
+        installed) and listable; a dry-run create permitted (RBAC); a Node's or Pod's record:
+        that object exists. Nothing is stored."""
         checked: set[int] = set()
         for key in keys:
             m = mapper_for(key)
+            if m.mode == "patch":
+                self._holder(m, key)  # the Node / Pod the record is part of exists
             if id(m) in checked:
                 continue
             checked.add(id(m))
