@@ -3,6 +3,10 @@
 # namespaces, pods in two namespaces, the connectivity matrix before and after Kubernetes
 # NetworkPolicies and a platform tier above them, and a pod reaching the `outside` host beyond the
 # lab's router. Nothing outside the lab's own namespaces is touched; `calico-lab down` removes it.
+#
+# CALICO_LAB_KUBERNETES=1 runs the same demo on a real Kubernetes cluster (`calico-lab up
+# --kubernetes`: kube-apiserver, kubelets, containerd, kube-proxy; Calico from its hosted install),
+# which needs `make kube` and `make images` first.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -10,6 +14,10 @@ VENV=${VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 export CALICO_LAB=${CALICO_LAB:-demo}
 PORT=80
+UP=(--nodes 3)
+if [ "${CALICO_LAB_KUBERNETES:-0}" = 1 ]; then
+    UP+=(--kubernetes)
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "demo: calico-lab makes network namespaces; run as root (sudo make demo)" >&2
@@ -54,8 +62,12 @@ wait_stable() {
     done
 }
 
-say "Bringing up a 3-node lab ($CALICO_LAB): etcd, then calico-node (felix + BIRD) per node"
-calico-lab up --nodes 3
+if [ "${CALICO_LAB_KUBERNETES:-0}" = 1 ]; then
+    say "Bringing up a 3-node Kubernetes lab ($CALICO_LAB): control plane, kubelets, then Calico's hosted install"
+else
+    say "Bringing up a 3-node lab ($CALICO_LAB): etcd, then calico-node (felix + BIRD) per node"
+fi
+calico-lab up "${UP[@]}"
 
 # A second `make demo` starts from the same place: no policies from the last run.
 calico-lab delete -f examples/tiers.yaml -f examples/allow.yaml -f examples/default-deny.yaml \
@@ -65,6 +77,9 @@ say "Namespaces shop and dev, four pods (each serves TCP and UDP port $PORT)"
 calico-lab apply -f examples/namespaces.yaml -f examples/pods.yaml
 wait_all_connected
 calico-lab status
+if [ "${CALICO_LAB_KUBERNETES:-0}" = 1 ]; then
+    calico-lab kubectl get pods -A -o wide
+fi
 
 say "Connectivity with no policy: every pod reaches every pod, across nodes"
 calico-lab matrix --port "$PORT"
@@ -130,4 +145,6 @@ Explore further:
   calico-lab delete -f examples/default-deny.yaml
   calico-lab down                                        remove everything the lab made
   calico-lab up --subnets 2 --vxlan Always               nodes on two subnets behind a router
+  calico-lab up --kubernetes                             a real Kubernetes cluster (make kube images)
+  calico-lab kubectl get pods -A -o wide                 its API server (a --kubernetes lab)
 TXT

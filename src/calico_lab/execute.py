@@ -37,5 +37,9 @@ def exec_in(lab: LabState, target: str, command: list[str]) -> None:
     """Replace this process with ``command`` running in the target's namespace."""
     if not command:
         raise LabError("exec: no command given (calico-lab exec NODE -- COMMAND ...)")
+    if lab.kubernetes:
+        from calico_lab import k8s_pods
+
+        k8s_pods.exec_in(lab, target, command)
     ns, env = target_env(lab, target)
     os.execvpe("ip", ["ip", "netns", "exec", ns, *command], env)

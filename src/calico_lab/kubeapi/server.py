@@ -175,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         rv_text = query.get("resourceVersion", "")
         with store.cond:
-            generation = store.generation
+            generation, epoch = store.generation, fake.epoch
             if rv_text in ("", "0"):
                 items, rv = store.list_items(plural, ns)
                 pending = [{"type": "ADDED", "object": o} for o in items]
@@ -202,18 +202,18 @@ class _Handler(BaseHTTPRequestHandler):
                         for e in store.events_since(plural, rv)
                         if ns is None or e.obj["metadata"].get("namespace") == ns
                     ]
-                    if not events and store.generation == generation and not fake.stopping:
+                    if not events and store.generation == generation and fake.epoch == epoch:
                         store.cond.wait(0.05)
                         events = [
                             e
                             for e in store.events_since(plural, rv)
                             if ns is None or e.obj["metadata"].get("namespace") == ns
                         ]
-                    dropped = store.generation != generation or fake.stopping
+                    dropped = store.generation != generation or fake.epoch != epoch
                     silenced = fake.silence_seq != silence
                     current_rv, force_bookmark = store.rv, fake.bookmark_seq
                 if silenced:
-                    self._hang()
+                    self._hang(epoch)
                     return
                 if dropped:
                     self._abort()
@@ -246,11 +246,11 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
             self.close_connection = True
 
-    def _hang(self) -> None:
+    def _hang(self, epoch: int) -> None:
         """Send nothing more, end nothing, ignore timeoutSeconds: the connection stays open and
         silent (a wedged server or proxy) until the fake stops."""
         fake = self.server.fake
-        while not fake.stopping:
+        while fake.epoch == epoch:
             time.sleep(0.05)
         self._abort()
 
@@ -291,7 +291,9 @@ class FakeKube:
         self.requests: list[tuple[str, str, str]] = []
         self.watches_opened = 0
         self.bookmarks_sent = 0
-        self.stopping = False
+        # Bumped by stop(): a watch opened before it is cut even when it only gets to run after
+        # the next start() (a stopping flag, reset by start(), lost that race on a loaded machine).
+        self.epoch = 0
         self.port = port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -307,7 +309,6 @@ class FakeKube:
         return f"{'https' if self.tls_files else 'http'}://{self.host}:{self.port}"
 
     def start(self) -> FakeKube:
-        self.stopping = False
         self._server = _Server(self, self.port)
         if self.tls_files:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -326,7 +327,7 @@ class FakeKube:
     def stop(self) -> None:
         """Stop serving (same port on the next start); open watches are cut."""
         with self.store.cond:
-            self.stopping = True
+            self.epoch += 1
             self.store.cond.notify_all()
         if self._server is not None:
             self._server.shutdown()
