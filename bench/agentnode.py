@@ -169,7 +169,7 @@ class Node:
 
     def bulk_put(self, objs: list[dict[str, Any]]) -> None:
         """Raw puts, ``TXN_OPS`` to a transaction (fast set-up of big worlds)."""
-        etcd = self.client.etcd
+        etcd = self.client.backend
 
         def put_all() -> None:
             for i in range(0, len(objs), TXN_OPS):

@@ -24,7 +24,6 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
 
 from calico.agent import answers, calc_check, control, flowlogs, health, metrics, status
 from calico.agent import config as agent_config
@@ -42,6 +41,7 @@ from calico.dataplane import (
 )
 from calico.datastore import config as ds_config
 from calico.datastore import syncer as ds_syncer
+from calico.datastore.backend import Backend
 from calico.dpapi import messages as m
 from calico.lib import control as control_wire
 
@@ -85,11 +85,11 @@ QueueItem = list[ds_syncer.Update] | ds_syncer.SyncStatus | Wake
 
 
 class Agent:
-    def __init__(self, cfg: agent_config.Config, env: dict[str, str], etcd: Any) -> None:
+    def __init__(self, cfg: agent_config.Config, env: dict[str, str], backend: Backend) -> None:
         self.env = env
         self.cfg = cfg
         self.hostname: str = cfg["FelixHostname"]
-        self.etcd = etcd
+        self.backend = backend
         self.graph = calc_graph.CalcGraph(self.hostname)
         self.metrics = metrics.Metrics()
         self.health = health.Health()
@@ -110,7 +110,7 @@ class Agent:
         self.queue: queue.Queue[QueueItem] = queue.Queue(10)
         self.stopping = threading.Event()
         self.syncer = ds_syncer.Syncer(
-            etcd,
+            backend,
             calc_graph.watched_prefixes(),
             on_updates=self.queue.put,
             on_status=self.queue.put,
@@ -282,12 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = agent_config.load(env)
         datastore = ds_config.load(env=env)
-        etcd = datastore.etcd()
+        backend = datastore.backend()
     except (agent_config.ConfigError, ds_config.ConfigError, ValueError) as exc:
         print(f"calico-felix: configuration error: {exc}", file=sys.stderr)
         return 2
     set_log_level(cfg["LogSeverityScreen"])
-    agent = Agent(cfg, env, etcd)
+    agent = Agent(cfg, env, backend)
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: agent.stopping.set())
     return agent.run()

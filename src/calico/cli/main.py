@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "flows": "calico.cli.flows_cmd:flows",
     "policy": "calico.cli.policy_cmd:policy",
     "explain": "calico.cli.explain_cmd:explain_command",
+    "datastore": "calico.cli.migrate:datastore",
 }
 
 

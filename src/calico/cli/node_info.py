@@ -74,11 +74,11 @@ def tunnel_rows(node: Mapping[str, Any]) -> list[list[str]]:
 def read_node(name: str, config_file: str | None) -> tuple[dict[str, Any] | None, str]:
     """This node's Node resource, or (None, why not)."""
     from calico.datastore import config
-    from calico.datastore.client import Client, DatastoreError
-    from calico.datastore.etcd import EtcdError
+    from calico.datastore.backend import StoreError
+    from calico.datastore.client import Client
 
     try:
-        client = Client(config.load(config_file).etcd(timeout=5))
+        client = Client(config.load(config_file).backend(timeout=5))
         return client.get("Node", name), ""
-    except (DatastoreError, EtcdError, ValueError, OSError) as exc:
+    except (StoreError, ValueError, OSError) as exc:
         return None, str(exc)

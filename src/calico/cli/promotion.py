@@ -1,5 +1,6 @@
 """Promoting a staged policy: the enforced resource it stands for, written with the staged one's
-removal in one etcd transaction.
+removal in one datastore transaction (atomic in etcd; in the Kubernetes API the backend's
+checked, undo-on-conflict transaction).
 
 ::
 
@@ -20,8 +21,8 @@ import copy
 from typing import Any
 
 from calico.cli import tier_checks
+from calico.datastore import backend as store
 from calico.datastore import client as ds_client
-from calico.datastore import etcd_wire
 from calico.model import kinds, validation
 
 Resource = dict[str, Any]
@@ -82,16 +83,14 @@ def _enforced_key(staged: Resource) -> tuple[str, str]:
 def promote(client: ds_client.Client, staged: Resource) -> str:
     """Promote ``staged`` (as read, with its resourceVersion); the message to print."""
     what = validation.describe(staged)
-    etcd = client.etcd
+    db = client.backend
     staged_key, staged_rev = _key(staged), int(staged["metadata"]["resourceVersion"])
     kind, key = _enforced_key(staged)
-    current = etcd.get(key)
-    compare = [etcd_wire.cmp_mod(staged_key, staged_rev)]
-    compare.append(
-        etcd_wire.cmp_mod(key, current.mod_revision) if current else etcd_wire.cmp_absent(key)
-    )
+    current = db.get(key)
+    compare = [store.cmp_mod(staged_key, staged_rev)]
+    compare.append(store.cmp_mod(key, current.mod_revision) if current else store.cmp_absent(key))
     if (staged.get("spec") or {}).get("stagedAction") == "Delete":
-        ops = [etcd_wire.op_delete(key), etcd_wire.op_delete(staged_key)]
+        ops: list[store.Op] = [store.op_delete(key), store.op_delete(staged_key)]
         done = f"deleted {kind} {key.rsplit('/', 1)[1]}" if current else "nothing to delete"
     else:
         obj = enforced_form(staged)
@@ -106,8 +105,8 @@ def promote(client: ds_client.Client, staged: Resource) -> str:
                     meta[field] = old[field]
         else:
             meta.update(client.new_identity())
-        ops = [etcd_wire.op_put(key, ds_client._encode(obj)), etcd_wire.op_delete(staged_key)]
+        ops = [store.op_put(key, ds_client._encode(obj)), store.op_delete(staged_key)]
         done = f"{'replaced' if current else 'created'} {validation.describe(obj)}"
-    if not etcd.txn(compare, ops).succeeded:
+    if not db.txn(compare, ops).succeeded:
         raise Raced(what)
     return f"Successfully promoted {what}: {done}, staged policy removed"

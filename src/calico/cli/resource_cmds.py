@@ -348,7 +348,7 @@ def version(config_file: str | None) -> None:
 
         root = click.get_current_context().find_root().obj or {}
         cfg = config.load(config_file or root.get("config_file"))
-        client = Client(cfg.etcd(timeout=3.0))
+        client = Client(cfg.backend(timeout=3.0))
         spec = client.get("ClusterInformation", "default").get("spec") or {}
     except Exception as exc:  # report, do not fail: the client version is still useful
         click.echo(f"Unable to retrieve Cluster Version or Type: {exc}")
