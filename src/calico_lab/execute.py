@@ -7,9 +7,9 @@ lab's ``birdc`` wrapper (which talks to this node's BIRD socket) and our console
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
+from calico.lib import cmd
 from calico_lab import daemons, nodes
 from calico_lab.state import LabError, LabState
 
@@ -42,4 +42,4 @@ def exec_in(lab: LabState, target: str, command: list[str]) -> None:
 
         k8s_pods.exec_in(lab, target, command)
     ns, env = target_env(lab, target)
-    os.execvpe("ip", ["ip", "netns", "exec", ns, *command], env)
+    cmd.exec_replace(["ip", "netns", "exec", ns, *command], env)
