@@ -43,6 +43,7 @@ from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer, free_port
 from calico.k8s import conversion, names
+from calico.lib import cmd
 from calico.model import kinds
 
 BIN = Path(sys.executable).parent / "calico-kube-controllers"
@@ -195,7 +196,7 @@ def reset(ds: Client, fake: FakeKube, weps: dict[str, tuple[str, str]]) -> None:
 
 def start_controller(env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
     argv = [str(BIN), "--workers", str(workers)]
-    return subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+    return cmd.start(argv, env=env, stderr=subprocess.DEVNULL)
 
 
 def wait_ready(port: int, timeout: float = 120) -> float:

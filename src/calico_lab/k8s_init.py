@@ -32,13 +32,14 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
+from calico.lib import cmd
+
 
 def mount(*args: str, fds: tuple[int, ...] = ()) -> None:
-    proc = subprocess.run(
+    proc = cmd.run_process(
         ["mount", *args], capture_output=True, text=True, check=False, pass_fds=fds
     )
     if proc.returncode != 0:

@@ -133,7 +133,7 @@ def _resolve(setting: str, current: str, version: int, method: str, var: str) ->
 def _check_unique(client: Client, name: str, field: str, cidr: str) -> None:
     if not cidr:
         return
-    ip = cidr.split("/")[0]
+    ip = cidr.split("/", maxsplit=1)[0]
     for other in client.list("Node"):
         other_name = other["metadata"]["name"]
         other_ip = str(((other.get("spec") or {}).get("bgp") or {}).get(field) or "").split("/")[0]

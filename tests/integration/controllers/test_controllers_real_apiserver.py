@@ -57,7 +57,9 @@ def test_admin_policies_through_a_real_api_server(
 
             def converged() -> dict[str, object]:
                 try:
-                    return datastore.get("GlobalNetworkPolicy", "kanp.kube-admin.x-from-y")["spec"]
+                    gnp = datastore.get("GlobalNetworkPolicy", "kanp.kube-admin.x-from-y")
+                    spec: dict[str, object] = gnp["spec"]
+                    return spec
                 except NotFound as exc:
                     raise AssertionError(str(exc)) from None
 
