@@ -1,9 +1,10 @@
 """FakeKube: a small Kubernetes API server for tests and benchmarks (127.0.0.1 only).
 
-Serves the REST paths of Pods, Namespaces, ServiceAccounts, Events (core/v1) and NetworkPolicies
-(networking.k8s.io/v1): get, list (with ``limit``/``continue`` pages), create, update (PUT, with
-resourceVersion conflicts), merge/strategic patch, delete, the pods' ``binding`` subresource (POST a
-Binding, as kube-scheduler does: sets ``spec.nodeName``; 409 when already bound), and watch
+Serves the REST paths of Pods, Namespaces, ServiceAccounts, Events, Nodes (core/v1), Leases
+(coordination.k8s.io/v1) and NetworkPolicies (networking.k8s.io/v1), no status subresources: get,
+list (with ``limit``/``continue`` pages), create, update (PUT, with resourceVersion conflicts),
+merge/strategic patch, delete, the pods' ``binding`` subresource (POST a Binding, as
+kube-scheduler does: sets ``spec.nodeName``; 409 when already bound), and watch
 (``?watch=true``) with ``resourceVersion``, ``timeoutSeconds``, ``allowWatchBookmarks``
 (BOOKMARK events every ``bookmark_interval`` seconds and on :meth:`send_bookmarks`) and 410 Gone
 (an ERROR event) for a resourceVersion older than the last :meth:`compact`. Test hooks:

@@ -41,6 +41,8 @@ RESOURCES: dict[str, ResourceType] = {
         ResourceType("", "v1", "Namespace", "namespaces", False),
         ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True),
         ResourceType("", "v1", "Event", "events", True),
+        ResourceType("", "v1", "Node", "nodes", False),
+        ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
         ResourceType("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True),
         # The network-policy-api CRDs (served unless listed in Store.not_served).
         ResourceType(
