@@ -62,6 +62,10 @@ class Namespace(GenericGlobalResource):
     _api_info = create_api_info("", "v1", "Namespace", "namespaces")
 
 
+class Node(GenericGlobalResource):
+    _api_info = create_api_info("", "v1", "Node", "nodes")
+
+
 class ServiceAccount(GenericNamespacedResource):
     _api_info = create_api_info("", "v1", "ServiceAccount", "serviceaccounts")
 
@@ -94,6 +98,7 @@ class Event(GenericNamespacedResource):
 RESOURCES: dict[str, type[GenericNamespacedResource] | type[GenericGlobalResource]] = {
     "Pod": Pod,
     "Namespace": Namespace,
+    "Node": Node,
     "ServiceAccount": ServiceAccount,
     "NetworkPolicy": NetworkPolicy,
     "AdminNetworkPolicy": AdminNetworkPolicy,

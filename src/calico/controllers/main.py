@@ -6,7 +6,7 @@
 
 Environment, as Calico's kube-controllers reads it: ``KUBECONFIG`` (else the in-cluster service
 account), ``ETCD_ENDPOINTS`` / ``ETCD_CA_CERT_FILE`` / ``ETCD_CERT_FILE`` / ``ETCD_KEY_FILE``,
-``ENABLED_CONTROLLERS`` (default ``policy,namespace,serviceaccount,workloadendpoint``),
+``ENABLED_CONTROLLERS`` (default ``node,policy,namespace,serviceaccount,workloadendpoint``),
 ``LOG_LEVEL`` (default info), ``HEALTH_LISTEN`` (default ``127.0.0.1:9094``).
 """
 
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         enabled = os.environ.get(
-            "ENABLED_CONTROLLERS", "policy,namespace,serviceaccount,workloadendpoint"
+            "ENABLED_CONTROLLERS", "node,policy,namespace,serviceaccount,workloadendpoint"
         )
         config = ControllerConfig(
             datastore=dsconfig.load(),

@@ -13,7 +13,8 @@
 
 Controllers (``ENABLED_CONTROLLERS``, Calico's names): ``policy`` (NetworkPolicy -> knp.default.*,
 AdminNetworkPolicy -> kanp.kube-admin.*, BaselineAdminNetworkPolicy -> kbanp.kube-baseline.*),
-``namespace`` (-> kns.*), ``serviceaccount`` (-> ksa.*), ``workloadendpoint`` (pod labels -> WEP).
+``namespace`` (-> kns.*), ``serviceaccount`` (-> ksa.*), ``workloadendpoint`` (pod labels -> WEP),
+``node`` (a deleted Kubernetes Node -> its Calico Node and IPAM cleaned up: :mod:`.nodes`).
 Workers start once the datastore cache is in sync; after every informer has listed, a full resync
 (every key of every store, plus every owned Calico object, so orphans left while the controller was
 down are deleted) runs once and then every ``resync_period`` seconds.
@@ -30,6 +31,7 @@ from typing import Any
 
 from lightkube import AsyncClient, KubeConfig
 
+from calico.controllers import nodes
 from calico.controllers.calico_cache import CalicoCache, Key
 from calico.controllers.events import EventRecorder
 from calico.controllers.health import HealthServer, Metrics
@@ -45,6 +47,7 @@ CONTROLLER_KINDS: dict[str, tuple[str, ...]] = {
     "namespace": ("Namespace",),
     "serviceaccount": ("ServiceAccount",),
     "workloadendpoint": ("Pod",),
+    "node": ("Node",),  # see calico.controllers.nodes
 }
 
 
@@ -209,6 +212,8 @@ class KubeControllers:
         for key in self.cache.owned_keys():
             if key[0] in self.informers:
                 self.queue.add(key)
+        if "Node" in self.informers:
+            self.queue.add(nodes.SWEEP)  # Calico Nodes whose Kubernetes Node went meanwhile
         self.resyncs += 1
 
     def _resync_loop(self) -> None:
@@ -223,7 +228,12 @@ class KubeControllers:
             pass
         client = self.config.datastore.client()
         assert self.recorder is not None
-        reconciler = Reconciler(client, self.cache, self.informers, report=self._report)
+        reconciler: Any = Reconciler(client, self.cache, self.informers, report=self._report)
+        if "Node" in self.informers:
+            lister = nodes.pod_lister(self._client, self.loop)
+            node_ctl = nodes.NodeController(client, self.informers["Node"], self.queue,
+                                            list_pods=lister)  # fmt: skip
+            reconciler = nodes.Dispatch(node_ctl, reconciler)
         while (item := self.queue.get()) is not None:
             key, added_at = item
             try:
