@@ -315,6 +315,9 @@ def main() -> None:
 
         rec = results.Recorder("controller_sync")
         n_np = len(fake.list("networkpolicies"))
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=False).stdout.strip()  # fmt: skip
+        rec.fact("commit", head)  # this section's; the file's header names the full run's
         rec.fact("world", f"{len(weps):,} pods, {args.namespaces} namespaces, {n_np:,} "
                  f"NetworkPolicies: {len(want):,} Calico objects")  # fmt: skip
         rec.fact("cold_start_etcd_puts", {"puts": puts, "transactions": txns, "objects": len(want)})
