@@ -6,7 +6,8 @@
     etcd ──Syncer──> CalicoCache ──owned ───> WorkQueue (coalescing, per-key backoff)
        ▲             (policies, profiles,      │
        │              WEPs by pod)             ▼
-       └──── datastore.Client CAS writes ── worker threads: Reconciler.reconcile(key)
+       └── Client.write_many (CAS, ── worker threads: Reconciler.reconcile_many(keys)
+           128 per etcd txn)           (up to ``batch`` due keys at a time)
                                                │ conversion problems
                                                ▼
                                           EventRecorder ──> Kubernetes Event + log line

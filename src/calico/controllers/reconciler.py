@@ -9,9 +9,14 @@
 
 Level-triggered: the desired state comes from the informer cache (the latest object), the actual
 state from :class:`CalicoCache`; a missing Kubernetes object means "delete what we made for it",
-which is only decided once that kind's informer has listed (never from a partial cache). Writes are
-compare-and-swap on the cached resourceVersion; on a conflict the object is re-read from etcd and
-the comparison repeated, a few times, before the key goes back to the queue with backoff.
+which is only decided once that kind's informer has listed (never from a partial cache).
+
+Keys are reconciled in batches: :meth:`Reconciler.plan` computes each key's writes (``Intent``)
+without writing; :meth:`Reconciler.reconcile_many` sends every intent of the batch through
+:meth:`Client.write_many` (compare-and-swap on the cached resourceVersion, 128 writes an etcd
+transaction). A write whose compare fails takes that key alone down the one-write path: the object
+re-read and the comparison repeated, a few times, before the key goes back to the queue with
+backoff.
 WorkloadEndpoints are never created or deleted here (the CNI plugin owns them); only their labels.
 """
 
@@ -145,21 +150,11 @@ class Reconciler:
             self._priority_conflicts(store, obj)
         return Plan(out, intents)
 
-    def reconcile(self, key: Key) -> Outcome | None:
-        """Bring the Calico side of ``key`` in line, one write at a time; None when its
-        informer has not synced yet."""
-        plan = self.plan(key)
-        if plan is None:
-            return None
-        for intent in plan.intents:
-            intent.again(plan.outcome)
-        return plan.outcome
-
     def reconcile_many(self, keys: Sequence[Key]) -> dict[Key, Outcome | Exception | None]:
         """Reconcile ``keys`` (distinct) with their writes batched (:meth:`Client.write_many`):
         each key's outcome, None (informer not synced) or the exception that failed it. A write
-        that lost a race (its object changed since cached) is retried alone, as
-        :meth:`reconcile` does, from what the failed compare read."""
+        that lost a race (its object changed since cached) is retried alone, from what the
+        failed compare read: re-read and compared again, a few times (``Intent.again``)."""
         results: dict[Key, Outcome | Exception | None] = {}
         plans: dict[Key, Plan] = {}
         for key in keys:
