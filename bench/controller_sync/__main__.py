@@ -36,7 +36,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tests.fakekube import FakeKube  # the Kubernetes API stand-in; the controller runs as shipped
 
@@ -115,7 +115,7 @@ def populate(fake: FakeKube, ds: Client, args: argparse.Namespace) -> dict[str, 
                 },
             )
             wep = names.workload_endpoint_name(f"node-{n % 20}", pod)
-            ds.etcd.put(
+            ds.backend.put(
                 WEP.key(wep, ns),
                 json.dumps(
                     {
@@ -170,9 +170,9 @@ def run_baseline(mode: str, kubeconfig: Path, endpoint: str, watcher: Watcher,
 
 def reset(ds: Client, fake: FakeKube, weps: dict[str, tuple[str, str]]) -> None:
     """Back to the world before a cold start: no policies or profiles, stale WEP labels."""
-    ds.etcd.delete_prefix(NP.prefix())
-    ds.etcd.delete_prefix(PROFILE.prefix())
-    kvs, _ = ds.etcd.get_prefix(WEP.prefix())
+    ds.backend.delete_prefix(NP.prefix())
+    ds.backend.delete_prefix(PROFILE.prefix())
+    kvs, _ = ds.backend.get_prefix(WEP.prefix())
     puts = []
     for kv in kvs:
         if kv.key in weps:
@@ -180,7 +180,7 @@ def reset(ds: Client, fake: FakeKube, weps: dict[str, tuple[str, str]]) -> None:
             obj["metadata"]["labels"] = {"stale": "yes"}
             puts.append(op_put(kv.key, json.dumps(obj)))
     for i in range(0, len(puts), 128):  # etcd's default --max-txn-ops
-        ds.etcd.txn([], puts[i : i + 128])
+        ds.backend.txn([], puts[i : i + 128])
 
 
 def _phases(phase: dict[str, float]) -> str:
@@ -264,19 +264,19 @@ def main() -> None:
             "ETCD_ENDPOINTS": etcd_server.endpoint,
             "HEALTH_LISTEN": f"127.0.0.1:{port}",
         }
-        watcher = Watcher(etcd_server.endpoint, ds.etcd.revision() + 1)
+        watcher = Watcher(etcd_server.endpoint, cast(EtcdClient, ds.backend).revision() + 1)
         bases: list[float] = []
         bulks: list[float] = []
         readies, colds, puts, txns = [], [], [], []
         phases: dict[str, list[dict[str, float]]] = {"one": [], "bulk": []}
         for rep in range(args.reps):  # alternate: the baselines, then the controller, same world
             for mode, times in (("one", bases), ("bulk", bulks)):
-                watcher.forget(ds.etcd.revision() + 1)
+                watcher.forget(cast(EtcdClient, ds.backend).revision() + 1)
                 took, phase = run_baseline(mode, kubeconfig, etcd_server.endpoint, watcher, want)
                 times.append(took)
                 phases[mode].append(phase)
                 reset(ds, fake, weps)
-            watcher.forget(ds.etcd.revision() + 1)
+            watcher.forget(cast(EtcdClient, ds.backend).revision() + 1)
             start = time.monotonic()
             procs.append(start_controller(env, args.workers))
             readies.append(wait_ready(port) - start)
@@ -300,18 +300,18 @@ def main() -> None:
         want = expected(fake, weps)
         for key, spec in want.items():
             if key.startswith(NP.prefix()):
-                kv = ds.etcd.get(key)
+                kv = ds.backend.get(key)
                 assert kv is not None
                 obj = json.loads(kv.value)
                 if obj["spec"] != spec:
                     obj["spec"] = spec
-                    ds.etcd.put(key, json.dumps(obj))
-        rev = ds.etcd.revision()
+                    ds.backend.put(key, json.dumps(obj))
+        rev = cast(EtcdClient, ds.backend).revision()
         start = time.monotonic()
         procs.append(start_controller(env, args.workers))
         warm_ready = wait_ready(port) - start
         time.sleep(2.0)
-        warm_writes = ds.etcd.revision() - rev
+        warm_writes = cast(EtcdClient, ds.backend).revision() - rev
 
         rec = results.Recorder("controller_sync")
         n_np = len(fake.list("networkpolicies"))

@@ -1,4 +1,4 @@
-"""Bulk compare-and-swap writes: many independent resources in few etcd transactions.
+"""Bulk compare-and-swap writes: many independent resources in few datastore transactions.
 
 Each :class:`Write` is conditional on what its writer last saw of its key: the key's mod revision
 (``revision``), or its absence (``revision`` 0). The writes go in chunks of at most
@@ -6,14 +6,16 @@ Each :class:`Write` is conditional on what its writer last saw of its key: the k
 transaction per chunk: "every compare holds -> write them all", whose failure branch reads every
 key of the chunk. So:
 
-* a chunk is applied whole or not at all (etcd transactions are atomic): nothing half-applied;
+* a chunk is applied whole or not at all: etcd transactions are atomic (so is the memory
+  backend's); the Kubernetes backend checks every compare first and undoes what it wrote on a
+  late conflict (:attr:`calico.datastore.backend.Backend.atomic_txn`): nothing half-applied;
 * a write whose compare fails is never applied (a value changed concurrently is not clobbered).
   The failure branch's reads say which compares failed: those writes are answered :class:`Lost`
   with what the key holds now (the caller re-reads nothing), and the rest of the chunk is sent
   again, up to :data:`RETRIES` times, so one lost race never holds the others back;
-* a chunk etcd refuses whole (:class:`EtcdError`: too many operations, too large) is split in
+* a chunk the store refuses whole (:class:`StoreError`: too many operations, too large) is split in
   halves until it fits; a single write refused alone is answered with the error;
-* :class:`EtcdUnavailable` (no answer: the chunk may or may not have been applied) answers every
+* :class:`Unavailable` (no answer: the chunk may or may not have been applied) answers every
   write not yet known applied with that error; no later chunk is sent. Sending one again is safe:
   its compare fails if it was applied, and the caller learns the new revision.
 
@@ -25,11 +27,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from calico.datastore.etcd import (
+from calico.datastore.backend import (
     KV,
-    EtcdClient,
-    EtcdError,
-    EtcdUnavailable,
+    Backend,
+    StoreError,
+    Unavailable,
     cmp_absent,
     cmp_mod,
     op_delete,
@@ -95,20 +97,20 @@ def _holds(w: Write, found: list[KV]) -> bool:
     return current == w.revision
 
 
-def _txn(etcd: EtcdClient, writes: Sequence[Write], run: list[int], out: list[Result | None]
+def _txn(store: Backend, writes: Sequence[Write], run: list[int], out: list[Result | None]
          ) -> None:  # fmt: skip
     """One chunk: the transaction, sent again without the writes whose compare failed."""
     pending = run
     for _ in range(RETRIES):
         ws = [writes[i] for i in pending]
-        r = etcd.txn(
+        r = store.txn(
             [cmp_absent(w.key) if not w.revision else cmp_mod(w.key, w.revision) for w in ws],
             [op_put(w.key, w.value) if w.value is not None else op_delete(w.key) for w in ws],
             [op_get(w.key) for w in ws],
         )
         if r.succeeded:
             for i in pending:
-                out[i] = Written(r.revision)
+                out[i] = Written(r.revision_of(writes[i].key))
             return
         still = []
         for i, w, found in zip(pending, ws, r.responses, strict=True):
@@ -121,38 +123,42 @@ def _txn(etcd: EtcdClient, writes: Sequence[Write], run: list[int], out: list[Re
         pending = still
     # Lost races every time (a key changing under us as fast as we write): one by one.
     for i in pending:
-        _txn_single(etcd, writes, i, out)
+        _txn_single(store, writes, i, out)
 
 
-def _txn_single(etcd: EtcdClient, writes: Sequence[Write], i: int, out: list[Result | None]
+def _txn_single(store: Backend, writes: Sequence[Write], i: int, out: list[Result | None]
                 ) -> None:  # fmt: skip
     w = writes[i]
-    r = etcd.txn(
+    r = store.txn(
         [cmp_absent(w.key) if not w.revision else cmp_mod(w.key, w.revision)],
         [op_put(w.key, w.value) if w.value is not None else op_delete(w.key)],
         [op_get(w.key)],
     )
     found = r.responses[0] if r.responses else []
-    out[i] = Written(r.revision) if r.succeeded else Lost(found[0] if found else None, r.revision)
+    out[i] = (
+        Written(r.revision_of(w.key))
+        if r.succeeded
+        else Lost(found[0] if found else None, r.revision)
+    )
 
 
-def _chunk(etcd: EtcdClient, writes: Sequence[Write], run: list[int], out: list[Result | None]
+def _chunk(store: Backend, writes: Sequence[Write], run: list[int], out: list[Result | None]
            ) -> None:  # fmt: skip
-    """A chunk, split in halves while etcd refuses it whole."""
+    """A chunk, split in halves while the store refuses it whole."""
     try:
-        _txn(etcd, writes, run, out)
-    except EtcdUnavailable:
+        _txn(store, writes, run, out)
+    except Unavailable:
         raise
-    except EtcdError as exc:
+    except StoreError as exc:
         if len(run) == 1:
             out[run[0]] = exc
             return
         half = len(run) // 2
-        _chunk(etcd, writes, run[:half], out)
-        _chunk(etcd, writes, run[half:], out)
+        _chunk(store, writes, run[:half], out)
+        _chunk(store, writes, run[half:], out)
 
 
-def write_many(etcd: EtcdClient, writes: Sequence[Write]) -> list[Result]:
+def write_many(store: Backend, writes: Sequence[Write]) -> list[Result]:
     """Apply ``writes`` (see the module's docstring); one result per write, in order."""
     keys = [w.key for w in writes]
     if len(set(keys)) != len(keys):
@@ -160,8 +166,8 @@ def write_many(etcd: EtcdClient, writes: Sequence[Write]) -> list[Result]:
     out: list[Result | None] = [None] * len(writes)
     for run in chunks(writes):
         try:
-            _chunk(etcd, writes, run, out)
-        except EtcdUnavailable as exc:
+            _chunk(store, writes, run, out)
+        except Unavailable as exc:
             return [exc if r is None else r for r in out]
     assert all(r is not None for r in out)
     return [r for r in out if r is not None]
