@@ -6,7 +6,8 @@
     etcd ──Syncer──> CalicoCache ──owned ───> WorkQueue (coalescing, per-key backoff)
        ▲             (policies, profiles,      │
        │              WEPs by pod)             ▼
-       └──── datastore.Client CAS writes ── worker threads: Reconciler.reconcile(key)
+       └── Client.write_many (CAS, ── worker threads: Reconciler.reconcile_many(keys)
+           128 per etcd txn)           (up to ``batch`` due keys at a time)
                                                │ conversion problems
                                                ▼
                                           EventRecorder ──> Kubernetes Event + log line
@@ -36,7 +37,7 @@ from calico.controllers.calico_cache import CalicoCache, Key
 from calico.controllers.events import EventRecorder
 from calico.controllers.health import HealthServer, Metrics
 from calico.controllers.informer import Informer, StoreKey
-from calico.controllers.reconciler import Reconciler
+from calico.controllers.reconciler import Outcome, Reconciler
 from calico.controllers.workqueue import WorkQueue
 from calico.datastore.config import DatastoreConfig
 
@@ -57,6 +58,7 @@ class ControllerConfig:
     kubeconfig: str | None = None  # None: in-cluster service account, else $KUBECONFIG / ~/.kube
     controllers: tuple[str, ...] = tuple(CONTROLLER_KINDS)
     workers: int = 8
+    batch: int = 128  # keys a worker reconciles at once, their writes in few etcd transactions
     resync_period: float = 300.0
     listen: tuple[str, int] | None = ("127.0.0.1", 9094)
     page_size: int = 500
@@ -234,12 +236,12 @@ class KubeControllers:
             node_ctl = nodes.NodeController(client, self.informers["Node"], self.queue,
                                             list_pods=lister)  # fmt: skip
             reconciler = nodes.Dispatch(node_ctl, reconciler)
-        while (item := self.queue.get()) is not None:
-            key, added_at = item
+        while items := self.queue.get_many(self.config.batch):
             try:
-                self._process(reconciler, key, added_at)
+                self._process(reconciler, items)
             finally:
-                self.queue.done(key)
+                for key, _ in items:
+                    self.queue.done(key)
         client.backend.close()
 
     def _report(self, obj: dict[str, Any], problems: list[str], **kw: str) -> None:
@@ -249,28 +251,37 @@ class KubeControllers:
         if self.recorder is not None:
             self.recorder.report(obj, problems, **kw)
 
-    def _process(self, reconciler: Reconciler, key: Key, added_at: float) -> None:
-        kind = key[0]
+    def _process(
+        self, reconciler: Reconciler | nodes.Dispatch, items: list[tuple[Key, float]]
+    ) -> None:
+        """Reconcile a batch of keys (their writes batched), then account for each."""
         try:
-            outcome = reconciler.reconcile(key)
-        except Exception as exc:
+            results = reconciler.reconcile_many([key for key, _ in items])
+        except Exception as exc:  # a failure of the batch as a whole: every key is retried
+            results = dict.fromkeys((key for key, _ in items), exc)
+        for key, added_at in items:
+            self._account(key, added_at, results[key])
+
+    def _account(self, key: Key, added_at: float, result: Outcome | Exception | None) -> None:
+        kind = key[0]
+        if isinstance(result, Exception):
             self.metrics.sync_errors.labels(kind).inc()
             delay = self.queue.retry(key, added_at)
             logger.warning(
                 "sync of %s failed (%s: %s); retry %d in %.2fs",
                 key,
-                type(exc).__name__,
-                exc,
+                type(result).__name__,
+                result,
                 self.queue.failures(key),
                 delay,
             )
             return
         self.queue.forget(key)
-        if outcome is None:
+        if result is None:
             return
         self.metrics.reconciles.labels(kind).inc()
-        for op, n in outcome.writes.items():
+        for op, n in result.writes.items():
             if n:
                 self.metrics.writes.labels(kind, op).inc(n)
-        if outcome.wrote():
+        if result.wrote():
             self.metrics.latency.labels(kind).observe(time.monotonic() - added_at)

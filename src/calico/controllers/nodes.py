@@ -30,10 +30,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from calico.controllers.calico_cache import Key
+from calico.controllers.reconciler import Outcome
 from calico.datastore.client import Client, NotFound
 from calico.ipam import node_cleanup
 from calico.ipam.client import IPAMClient
@@ -58,17 +59,6 @@ class Queue(Protocol):
     def add(self, key: Key, added_at: float | None = None) -> None: ...
 
     def add_after(self, key: Key, delay: float, added_at: float | None = None) -> None: ...
-
-
-class Outcome:
-    """What one reconcile did, in the shape the manager's metrics read."""
-
-    def __init__(self) -> None:
-        self.writes = {"create": 0, "update": 0, "delete": 0}
-        self.problems: list[str] = []
-
-    def wrote(self) -> bool:
-        return any(self.writes.values())
 
 
 def k8s_node_name(node: Resource) -> str | None:
@@ -184,8 +174,19 @@ class Dispatch:
         self.nodes = nodes
         self.other = other
 
-    def reconcile(self, key: Key) -> Any:
-        return self.nodes.reconcile(key) if key[0] == "Node" else self.other.reconcile(key)
+    def reconcile_many(self, keys: Sequence[Key]) -> dict[Key, Outcome | Exception | None]:
+        """Node keys one by one (each its own outcome or failure), the rest as one batch."""
+        results: dict[Key, Outcome | Exception | None] = {}
+        for key in keys:
+            if key[0] == "Node":
+                try:
+                    results[key] = self.nodes.reconcile(key)
+                except Exception as exc:  # this key is retried; the others go on
+                    results[key] = exc
+        others = [key for key in keys if key[0] != "Node"]
+        if others:
+            results.update(self.other.reconcile_many(others))
+        return results
 
 
 def pod_lister(client: Any, loop: asyncio.AbstractEventLoop) -> Callable[[str], list[Resource]]:
