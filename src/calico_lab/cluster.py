@@ -314,26 +314,38 @@ def _teardown(lab: LabState, step: Step) -> None:
             netns.delete(ns)
 
 
+def _relay_up(lab: LabState, step: Step) -> bool:
+    if daemons.alive(int(lab.kdd.get("relay_pid") or 0)):
+        return True
+    step("the API relay is not running: leaving the lab's objects in the API server")
+    return False
+
+
 def _leave_external(lab: LabState, step: Step) -> None:
     """The user's API server outlives the lab: its pods get CNI DEL (addresses released) and are
-    deleted there, then the Nodes the lab registered."""
-    if not daemons.alive(int(lab.kdd.get("relay_pid") or 0)):
-        step("the API relay is not running: leaving the lab's objects in the API server")
+    deleted there (the Nodes follow once calico-node has stopped: :func:`_teardown_kdd`)."""
+    if not _relay_up(lab, step):
         return
-    step("removing the lab's pods and Nodes from the API server")
+    step("removing the lab's pods from the API server")
     from calico_lab import pods
 
     try:
         with session(lab.name, lock=False) as (_, store):
             for key in list(lab.pods):
                 pods.delete(lab, store, key)
-        kdd.remove_nodes(lab)
     except Exception as exc:  # down goes on: the namespaces must go whatever the server says
-        step(f"could not clean the API server: {exc}")
+        step(f"could not remove the pods: {exc}")
 
 
 def _teardown_kdd(lab: LabState, step: Step) -> None:
     from calico_lab import kdd_server
+
+    if lab.kdd.get("apiserver") == "external" and _relay_up(lab, step):
+        step("removing the lab's Nodes (and their Calico addresses and blocks) from the API server")
+        try:
+            kdd.remove_nodes(lab)
+        except Exception as exc:
+            step(f"could not remove the Nodes: {exc}")
 
     step(f"stopping the datastore's API server ({lab.kdd.get('apiserver')})")
     kdd_server.stop(lab)

@@ -176,13 +176,23 @@ def ensure_node(store: LabStore, lab: LabState, name: str, ip: str) -> None:
 
 
 def remove_nodes(lab: LabState) -> None:
-    """``down`` with the user's API server: delete the Nodes this lab registered."""
+    """``down`` with the user's API server (calico-node stopped): each Node this lab registered is
+    cleaned up as ``calicoctl delete node`` does (tunnel addresses released, affine blocks
+    released, Calico's annotations removed), then deleted."""
+    from calico.cli.node_delete import delete_node
+    from calico.datastore.client import NotFound
+
     store = LabStore.of(lab)
     try:
         for node in lab.nodes:
             status, doc = store.kube("GET", f"/api/v1/nodes/{node.name}")
             labels = (doc.get("metadata") or {}).get("labels") or {}
-            if status == 200 and labels.get(LAB_LABEL) == lab.name:
-                store.kube("DELETE", f"/api/v1/nodes/{node.name}")
+            if status != 200 or labels.get(LAB_LABEL) != lab.name:
+                continue  # gone already, or not this lab's
+            try:
+                store.call(delete_node, store.client, node.name)
+            except NotFound:
+                pass
+            store.kube("DELETE", f"/api/v1/nodes/{node.name}")
     finally:
         store.close()

@@ -104,7 +104,9 @@ class KubeSync:
         nss, nps, pods = self.snapshot()
         pods = self._schedule(pods)
         with cluster.session(self.name) as (lab, store):
-            if not lab.kdd:  # a Kubernetes-datastore lab's Calico reads these directly
+            if lab.kdd:  # a Kubernetes-datastore lab's Calico reads these directly
+                self._known_namespaces(lab, nss)
+            else:
                 self._namespaces(lab, store, nss)
                 self._policies(lab, store, nps)
             statuses, confirm = self._pods(lab, store, pods)
@@ -125,6 +127,14 @@ class KubeSync:
         except (LabError, ValueError, OSError) as exc:
             logger.error("%s: %s", key, exc)
             self.failed[key] = version
+
+    @staticmethod
+    def _known_namespaces(lab: LabState, nss: list[dict[str, Any]]) -> None:
+        """Recorded only (pods are started in known namespaces); nothing is written."""
+        known = {n["metadata"]["name"]: dict(n["metadata"].get("labels") or {}) for n in nss}
+        if known != lab.namespaces:
+            lab.namespaces = known
+            lab.save()
 
     def _namespaces(self, lab: LabState, store: Any, nss: list[dict[str, Any]]) -> None:
         seen = set()
