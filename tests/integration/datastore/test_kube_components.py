@@ -2,9 +2,9 @@
 calico-node's start-up registers into the Kubernetes Node's annotations, the BGP side renders its
 BIRD config from those Nodes and the host's block affinities, and the calico CNI plugin's ADD
 annotates the pod (``cni.projectcalico.org/podIP(s)``, ``containerID``: its WorkloadEndpoint in
-this mode) and DEL takes the annotations and the address back. The lab's e2e suite
-(tests/e2e/test_lab_netpol.py, ``kubernetes``) and tests/integration/agent/test_agent_kdd.py run the agent enforcing
-NetworkPolicies read from the API server."""
+this mode) and DEL takes the annotations and the address back. The agent enforcing NetworkPolicies
+read from the API server: tests/integration/agent/test_agent_kdd.py, and the lab's e2e suite
+(tests/e2e/test_lab_netpol.py, ``kubernetes``)."""
 
 from __future__ import annotations
 
