@@ -596,6 +596,11 @@ def test_status_shows_bgp_mesh_and_pods(lab: LabHandle) -> None:
         assert sum("Established" in s["info"] for s in node["bgp"]) == 2, node
     assert sorted(p["pod"] for p in snap["pods"]) == sorted(ALL)
     assert all(p["responder"] for p in snap["pods"])
+    kdd = lab.state().kdd
+    assert snap["datastore"]["type"] == ("kubernetes" if kdd else "etcdv3")
+    if kdd:
+        assert snap["datastore"]["running"], snap["datastore"]
+        assert "datastore kubernetes" in lab.cli("status").stdout
 
 
 def test_exec_runs_calicoctl_and_birdc_in_a_node(lab: LabHandle) -> None:
