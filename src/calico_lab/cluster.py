@@ -288,7 +288,11 @@ def _teardown(lab: LabState, step: Step) -> None:
         step("stopping the Kubernetes sync")
         daemons.stop(lab.kube_pid)
     if lab.kdd.get("apiserver") == "external":
-        _leave_external(lab, step)
+        _leave_external(lab, step)  # its Nodes (and Leases) go once calico-node stopped
+    elif lab.kube_config:
+        from calico_lab import kube
+
+        kube.unregister(lab, step)
     for pod in lab.pods.values():
         daemons.stop(pod.responder_pid, grace=1)
     daemons.stop(lab.outside_pid, grace=1)

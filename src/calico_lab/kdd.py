@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from calico_lab import kdd_server
+from calico_lab.kubenode import LAB_LABEL, LEASE_NAMESPACE  # the Nodes (Leases) labs register
 from calico_lab.state import LabError, LabState
 from calico_lab.store import LabStore
 
-LAB_LABEL = "calico-lab.projectcalico.org/lab"  # the Nodes this lab registered (as kubenode)
 DATASTORES = ("etcdv3", "kubernetes")
 APISERVERS = ("kube-apiserver", "stand-in")
 CRDS = Path(__file__).resolve().parents[2] / "manifests" / "kdd" / "crds.yaml"
@@ -178,9 +178,9 @@ def ensure_node(store: LabStore, lab: LabState, name: str, ip: str) -> None:
 def remove_nodes(lab: LabState) -> None:
     """``down`` with the user's API server (calico-node stopped): each Node this lab registered is
     cleaned up as ``calicoctl delete node`` does (tunnel addresses released, affine blocks
-    released, Calico's annotations removed), then deleted."""
-    from calico.cli.node_delete import delete_node
+    released, Calico's annotations removed), then deleted with its Lease."""
     from calico.datastore.client import NotFound
+    from calico.ipam.node_cleanup import delete_node
 
     store = LabStore.of(lab)
     try:
@@ -194,5 +194,7 @@ def remove_nodes(lab: LabState) -> None:
             except NotFound:
                 pass
             store.kube("DELETE", f"/api/v1/nodes/{node.name}")
+            lease = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{node.name}"
+            store.kube("DELETE", lease)  # the sync daemon's heartbeat (404: none)
     finally:
         store.close()

@@ -52,6 +52,13 @@ class LabStore:
             return cls(core_netns=lab.core, kubeconfig=kdd_server.kubeconfig(lab))
         return cls(core_netns=lab.core, endpoint=lab.etcd_endpoint, tls=lab.etcd_tls("calico-lab"))
 
+    @property
+    def etcd(self) -> EtcdClient:
+        """The raw etcd client of an etcd lab (call it through :meth:`call`: it lives on the
+        worker thread)."""
+        assert isinstance(self.backend, EtcdClient), "not an etcd-datastore lab"
+        return self.backend
+
     def kube(
         self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
     ) -> tuple[int, dict[str, Any]]:

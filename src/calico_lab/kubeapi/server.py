@@ -1,22 +1,22 @@
 """FakeKube: a small Kubernetes API server: the lab's stand-in, the tests' and benchmarks' fake.
 
 Listens on 127.0.0.1 unless given another host (the lab: its core namespace's address). Serves the
-REST paths of Pods, Namespaces, ServiceAccounts, Nodes, Events (core/v1), NetworkPolicies
-(networking.k8s.io/v1), CustomResourceDefinitions (apiextensions.k8s.io/v1) and Calico's custom
-resources (crd.projectcalico.org/v1, while their CRD exists; 404 otherwise, as the real server):
-get, list (with ``limit``/``continue`` pages), create, update (PUT, with
-resourceVersion conflicts), merge/strategic patch (a ``metadata.resourceVersion`` in it is a
-precondition), delete (``preconditions.resourceVersion``), the pods' ``binding`` subresource (POST a
-Binding, as kube-scheduler does: sets ``spec.nodeName``; 409 when already bound), and watch
-(``?watch=true``) with ``resourceVersion``, ``timeoutSeconds``, ``allowWatchBookmarks``
-(BOOKMARK events every ``bookmark_interval`` seconds and on :meth:`send_bookmarks`) and 410 Gone
-(an ERROR event) for a resourceVersion older than the last :meth:`compact`. Test hooks:
-:meth:`drop_watches` cuts every watch connection mid-stream, :meth:`silence_watches` leaves
-every open watch connected but silent (no events, no bookmarks, no end), :meth:`stop` /
-:meth:`start` take the server away and back on the same port. Plain HTTP, or HTTPS with a
-throwaway CA (``tls=True``); optional bearer token; :attr:`FakeKube.forbidden` answers chosen
-(verb, resource) pairs 403 as RBAC would. A list with ``resourceVersionMatch=Exact`` is served
-when nothing of that resource changed since (410 otherwise; no history is kept).
+REST paths of Pods, Namespaces, ServiceAccounts, Nodes, Events (core/v1), Leases
+(coordination.k8s.io/v1), NetworkPolicies (networking.k8s.io/v1), CustomResourceDefinitions
+(apiextensions.k8s.io/v1) and Calico's custom resources (crd.projectcalico.org/v1, while their CRD
+exists; 404 otherwise, as the real server): get, list (with ``limit``/``continue`` pages), create,
+update (PUT, with resourceVersion conflicts), merge/strategic patch (a ``metadata.resourceVersion``
+in it is a precondition), delete (``preconditions.resourceVersion``), the pods' ``binding``
+subresource (POST a Binding, as kube-scheduler does: sets ``spec.nodeName``; 409 when already
+bound), and watch (``?watch=true``) with ``resourceVersion``, ``timeoutSeconds``,
+``allowWatchBookmarks`` (BOOKMARK events every ``bookmark_interval`` seconds and on
+:meth:`send_bookmarks`) and 410 Gone (an ERROR event) for a resourceVersion older than the last
+:meth:`compact`. Test hooks: :meth:`drop_watches` cuts every watch connection mid-stream,
+:meth:`silence_watches` leaves every open watch connected but silent (no events, no bookmarks, no
+end), :meth:`stop` / :meth:`start` take the server away and back on the same port. Plain HTTP, or
+HTTPS with a throwaway CA (``tls=True``); optional bearer token; :attr:`FakeKube.forbidden` answers
+chosen (verb, resource) pairs 403 as RBAC would. A list with ``resourceVersionMatch=Exact`` is
+served when nothing of that resource changed since (410 otherwise; no history is kept).
 
 Drive it in-process (``fake.create("pods", obj)``) or over HTTP with any client.
 """
@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from calico_lab.kubeapi import tls
-from calico_lab.kubeapi.store import GROUP_VERSIONS, RESOURCES, ApiError, Obj, Store, resource_id
+from calico_lab.kubeapi.store import (
+    GROUP_VERSIONS,
+    RESOURCES,
+    ApiError,
+    Obj,
+    Store,
+    WatchEvent,
+    resource_id,
+)
 
 GROUP_PATHS = {("api", "v1"): "", ("apis", "networking.k8s.io/v1"): "networking.k8s.io"}
 
@@ -73,6 +81,43 @@ def _verb(method: str, name: str | None, query: dict[str, str]) -> str:
     if method == "GET":
         return "get" if name else ("watch" if query.get("watch") in ("true", "1") else "list")
     return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+
+
+def _watch_start(store: Store, plural: str, ns: str | None, rv_text: str) -> tuple[list[Obj], int]:
+    """(the events a new watch sends first, the resourceVersion it follows from; -1 when it
+    ends at once). From "" or "0": every object as ADDED, then what follows the list's version;
+    from a version older than the last compaction: one ERROR event (410 Gone). Called holding
+    ``store.cond``."""
+    if rv_text in ("", "0"):
+        items, rv = store.list_items(plural, ns)
+        return [{"type": "ADDED", "object": o} for o in items], rv
+    rv = int(rv_text)
+    if rv < store.compacted_rv:
+        status = ApiError(
+            410, "Expired", f"too old resource version: {rv} ({store.compacted_rv})"
+        ).status()
+        return [{"type": "ERROR", "object": status}], -1
+    return [], rv
+
+
+def _events_since(store: Store, plural: str, ns: str | None, rv: int) -> list[WatchEvent]:
+    """The events after ``rv`` of ``plural`` (in namespace ``ns``, or all). Holding store.cond."""
+    return [
+        e
+        for e in store.events_since(plural, rv)
+        if ns is None or e.obj["metadata"].get("namespace") == ns
+    ]
+
+
+def _bookmark(kind: str, api_version: str, rv: int) -> Obj:
+    return {
+        "type": "BOOKMARK",
+        "object": {
+            "kind": kind,
+            "apiVersion": api_version,
+            "metadata": {"resourceVersion": str(rv)},
+        },
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -175,21 +220,9 @@ class _Handler(BaseHTTPRequestHandler):
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         timeout = float(query.get("timeoutSeconds") or 0) or None
         started = time.monotonic()
-        rv_text = query.get("resourceVersion", "")
         with store.cond:
             generation, epoch = store.generation, fake.epoch
-            if rv_text in ("", "0"):
-                items, rv = store.list_items(plural, ns)
-                pending = [{"type": "ADDED", "object": o} for o in items]
-            else:
-                rv = int(rv_text)
-                pending = []
-                if rv < store.compacted_rv:
-                    status = ApiError(
-                        410, "Expired", f"too old resource version: {rv} ({store.compacted_rv})"
-                    ).status()
-                    pending = [{"type": "ERROR", "object": status}]
-                    rv = -1
+            pending, rv = _watch_start(store, plural, ns, query.get("resourceVersion", ""))
         fake.watches_opened += 1
         silence = fake.silence_seq
         last_bookmark = time.monotonic()
@@ -199,18 +232,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chunk(ev)
             while rv >= 0:
                 with store.cond:
-                    events = [
-                        e
-                        for e in store.events_since(plural, rv)
-                        if ns is None or e.obj["metadata"].get("namespace") == ns
-                    ]
+                    events = _events_since(store, plural, ns, rv)
                     if not events and store.generation == generation and fake.epoch == epoch:
                         store.cond.wait(0.05)
-                        events = [
-                            e
-                            for e in store.events_since(plural, rv)
-                            if ns is None or e.obj["metadata"].get("namespace") == ns
-                        ]
+                        events = _events_since(store, plural, ns, rv)
                     dropped = store.generation != generation or fake.epoch != epoch
                     silenced = fake.silence_seq != silence
                     current_rv, force_bookmark = store.rv, fake.bookmark_seq
@@ -229,16 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ):
                     seen_bookmark = force_bookmark
                     rv = max(rv, current_rv)
-                    self._chunk(
-                        {
-                            "type": "BOOKMARK",
-                            "object": {
-                                "kind": rt.kind,
-                                "apiVersion": rt.api_version,
-                                "metadata": {"resourceVersion": str(rv)},
-                            },
-                        }
-                    )
+                    self._chunk(_bookmark(rt.kind, rt.api_version, rv))
                     fake.bookmarks_sent += 1
                     last_bookmark = now
                 if timeout and now - started >= timeout:

@@ -6,7 +6,7 @@ address (no IPAMHandle left)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from calico.datastore.client import Client
 from calico.datastore.kube import KubeBackend
 from calico.datastore.kube_api import Access
 from tests.fakekube import FakeKube
+from tests.integration.cni.conftest import Node
 from tests.integration.datastore.backends import install_crds
 from tests.nsnet import Forwarder
 
@@ -27,7 +28,7 @@ HANDLES = "ipamhandles.crd.projectcalico.org"
 
 
 @pytest.fixture
-def kube(make_node, tmp_path: Path) -> Iterator[tuple[object, FakeKube, Path]]:
+def kube(make_node: Callable[[str], Node], tmp_path: Path) -> Iterator[tuple[Node, FakeKube, Path]]:
     node = make_node("node1")
     with FakeKube() as fake:
         install_crds(lambda d: fake.create("customresourcedefinitions", d))
@@ -52,7 +53,9 @@ def kube(make_node, tmp_path: Path) -> Iterator[tuple[object, FakeKube, Path]]:
             fwd.close()
 
 
-def test_add_annotates_the_pod_and_del_takes_it_back(kube, make_netns) -> None:
+def test_add_annotates_the_pod_and_del_takes_it_back(
+    kube: tuple[Node, FakeKube, Path], make_netns: Callable[[], str]
+) -> None:
     node, fake, kubeconfig = kube
     conf = node.conf(datastore_type="kubernetes", kubernetes={"kubeconfig": str(kubeconfig)},
                      policy={"type": "k8s"})  # fmt: skip
@@ -61,7 +64,7 @@ def test_add_annotates_the_pod_and_del_takes_it_back(kube, make_netns) -> None:
     args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web"
     r = node.run("ADD", conf, container_id="c0ffee", netns=f"/var/run/netns/{ns}", args=args)
     assert r.rc == 0, r.stdout + r.stderr
-    address = r.out["ips"][0]["address"]
+    address = r.answer["ips"][0]["address"]
     assert address.startswith("10.66.")
     notes = fake.get("pods", "web", "shop")["metadata"]["annotations"]
     assert notes[PODIP] == address  # CIDR form, as Calico writes it: "10.66.x.y/32"

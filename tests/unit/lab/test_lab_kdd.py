@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from calico_lab import cluster, kdd, kdd_objects, kdd_server, nodes
+from calico_lab import cluster, kdd, kdd_objects, kdd_server, kubenode, nodes
 from calico_lab.state import LabError, LabState, PodState
 
 
@@ -136,5 +136,5 @@ def test_a_pod_object_is_bound_to_its_node_with_its_service_account() -> None:
 
 def test_a_node_object_carries_the_labs_label_and_address() -> None:
     node = kdd.node_object("t", "node1", "10.99.0.11")
-    assert node["metadata"]["labels"][kdd.LAB_LABEL] == "t"
+    assert node["metadata"]["labels"][kubenode.LAB_LABEL] == "t"
     assert {"type": "InternalIP", "address": "10.99.0.11"} in node["status"]["addresses"]
