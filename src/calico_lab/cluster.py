@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from calico.lib import netns
-from calico_lab import daemons, datastore, etcd, network, nodes, outside, state, topology
+from calico_lab import daemons, datastore, etcd, kdd, network, nodes, outside, state, topology
 from calico_lab.datastore import EtcdOptions
 from calico_lab.network import Network
 from calico_lab.state import API_PORT, LabError, LabState, NodeState, bridge_ip
@@ -66,11 +66,13 @@ def up(
     step: Step = _quiet,
     timeout: float = UP_TIMEOUT,
     kubernetes: dict[str, object] | None = None,
+    kdd_options: dict[str, object] | None = None,
 ) -> LabState:
     """Bring lab ``name`` up. ``options``: :func:`calico_lab.network.requested` (``--subnets``,
     ``--ipip``, ...), ``etcd_options``: :func:`calico_lab.datastore.requested` (``--etcd-members``,
     ``--etcd-tls``); absent ones keep the lab's recorded value, or the lab default.
-    ``kubernetes``: a new lab's :mod:`calico_lab.k8s_state` (``up --kubernetes``)."""
+    ``kubernetes``: a new lab's :mod:`calico_lab.k8s_state` (``up --kubernetes``);
+    ``kdd_options``: :func:`calico_lab.kdd.requested` (``--datastore``), None: not given."""
     if not 1 <= n_nodes <= 200:
         raise LabError(f"--nodes {n_nodes}: must be between 1 and 200")
     given = dict(options or {})
@@ -85,6 +87,7 @@ def up(
                 datastore.resolve(given_etcd, None, lab=name),
             )
             lab.kubernetes = dict(kubernetes or {})
+            kdd.resolve(lab, kdd_options, new=True)
         elif len(lab.nodes) != n_nodes:
             raise LabError(
                 f"lab {name!r} is already up with {len(lab.nodes)} nodes, not {n_nodes} "
@@ -94,6 +97,7 @@ def up(
             network.resolve(given, lab.network, lab=name)
             datastore.resolve(given_etcd, lab.etcd, lab=name)
             _same_kubernetes(lab, kubernetes)
+            kdd.resolve(lab, kdd_options, new=False)
             if lab.outside not in lab.netns:  # a lab made before the outside host existed
                 lab.netns.append(lab.outside)
         lab.save()  # write-ahead: down can now find everything below
@@ -125,7 +129,7 @@ def _build(lab: LabState, step: Step, timeout: float) -> None:
         f"{', client mTLS' if lab.etcd.tls else ''}: {lab.etcd_endpoint})"
     )
     etcd.ensure(lab)
-    if not lab.kubernetes:  # a Kubernetes lab's CNI plugin reads its real API server
+    if not lab.kubernetes and not lab.kdd:  # else the CNI plugin reads a real API server
         _ensure_apiserver(lab)
     step(f"outside host: namespace {lab.outside}, {network.OUTSIDE_IP} port {outside.PORT}")
     outside.ensure(lab)
@@ -138,6 +142,8 @@ def _build(lab: LabState, step: Step, timeout: float) -> None:
 
         k8s_cluster.build(lab, step, timeout)
         return
+    if lab.kdd:
+        kdd.ensure(lab, step, timeout=timeout)
     step(f"CNI plugins and network configs (mtu {net.mtu})")
     nodes.install_cni(lab)
     for node in lab.nodes:
@@ -242,7 +248,10 @@ def _registered(lab: LabState, store: LabStore) -> bool:
                 f"calico-node on {node.name} exited; see "
                 f"{nodes.log_dir(lab, node.name) / 'calico-node.log'}"
             )
-    names = {n.get("metadata", {}).get("name") for n in store.list("nodes")}
+    found = store.list("nodes")
+    if lab.kdd:  # the Kubernetes Nodes exist first: registered is calico-node's annotation
+        found = [n for n in found if ((n.get("spec") or {}).get("bgp") or {}).get("ipv4Address")]
+    names = {n.get("metadata", {}).get("name") for n in found}
     return all(node.name in names for node in lab.nodes)
 
 
@@ -278,7 +287,9 @@ def _teardown(lab: LabState, step: Step) -> None:
     if daemons.alive(lab.kube_pid):
         step("stopping the Kubernetes sync")
         daemons.stop(lab.kube_pid)
-    if lab.kube_config:
+    if lab.kdd.get("apiserver") == "external":
+        _leave_external(lab, step)  # its Nodes (and Leases) go once calico-node stopped
+    elif lab.kube_config:
         from calico_lab import kube
 
         kube.unregister(lab, step)
@@ -290,6 +301,8 @@ def _teardown(lab: LabState, step: Step) -> None:
             step(f"stopping calico-node on {node.name}")
             daemons.stop(node.pid)
     daemons.stop(lab.apiserver_pid, grace=1)
+    if lab.kdd:
+        _teardown_kdd(lab, step)
     step("stopping etcd")
     etcd.stop(lab)
     # Pods first (their veths live in node namespaces), the core last.
@@ -303,6 +316,43 @@ def _teardown(lab: LabState, step: Step) -> None:
         if netns.exists(ns):
             step(f"deleting namespace {ns}")
             netns.delete(ns)
+
+
+def _relay_up(lab: LabState, step: Step) -> bool:
+    if daemons.alive(int(lab.kdd.get("relay_pid") or 0)):
+        return True
+    step("the API relay is not running: leaving the lab's objects in the API server")
+    return False
+
+
+def _leave_external(lab: LabState, step: Step) -> None:
+    """The user's API server outlives the lab: its pods get CNI DEL (addresses released) and are
+    deleted there (the Nodes follow once calico-node has stopped: :func:`_teardown_kdd`)."""
+    if not _relay_up(lab, step):
+        return
+    step("removing the lab's pods from the API server")
+    from calico_lab import pods
+
+    try:
+        with session(lab.name, lock=False) as (_, store):
+            for key in list(lab.pods):
+                pods.delete(lab, store, key)
+    except Exception as exc:  # down goes on: the namespaces must go whatever the server says
+        step(f"could not remove the pods: {exc}")
+
+
+def _teardown_kdd(lab: LabState, step: Step) -> None:
+    from calico_lab import kdd_server
+
+    if lab.kdd.get("apiserver") == "external" and _relay_up(lab, step):
+        step("removing the lab's Nodes (and their Calico addresses and blocks) from the API server")
+        try:
+            kdd.remove_nodes(lab)
+        except Exception as exc:
+            step(f"could not remove the Nodes: {exc}")
+
+    step(f"stopping the datastore's API server ({lab.kdd.get('apiserver')})")
+    kdd_server.stop(lab)
 
 
 @contextlib.contextmanager

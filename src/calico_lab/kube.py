@@ -5,7 +5,8 @@ it listens on nothing) follows Namespaces, NetworkPolicies and Pods with the kub
 informers (:mod:`calico_lab.kubewatch`: list, then watch from the list's resourceVersion; 410 Gone
 lists again) and reconciles the lab with those caches, level-triggered, whenever any changes:
 
-- namespaces and policies through the same conversions as ``calico-lab apply``;
+- namespaces and policies through the same conversions as ``calico-lab apply`` (not in a
+  Kubernetes-datastore lab, whose Calico reads them from the API server itself);
 - scheduler: each pending pod the lab may schedule (:mod:`calico_lab.scheduler`) is bound to the
   lab node with the fewest pods by POSTing a Binding, as kube-scheduler does;
 - kubelet: pods bound to a lab node are started (namespace, CNI ADD, responder), then
@@ -120,8 +121,11 @@ class KubeSync:
         nss, nps, pods = self.snapshot()
         pods = self._schedule(pods)
         with cluster.session(self.name) as (lab, store):
-            self._namespaces(lab, store, nss)
-            self._policies(lab, store, nps)
+            if lab.kdd:  # a Kubernetes-datastore lab's Calico reads these directly
+                self._known_namespaces(lab, nss)
+            else:
+                self._namespaces(lab, store, nss)
+                self._policies(lab, store, nps)
             statuses, confirm = self._pods(lab, store, pods)
         for ns, name, status in statuses:
             try:  # compared with the cache on every pass: a failed write is retried on the next
@@ -140,6 +144,14 @@ class KubeSync:
         except (LabError, ValueError, OSError) as exc:
             logger.error("%s: %s", key, exc)
             self.failed[key] = version
+
+    @staticmethod
+    def _known_namespaces(lab: LabState, nss: list[dict[str, Any]]) -> None:
+        """Recorded only (pods are started in known namespaces); nothing is written."""
+        known = {n["metadata"]["name"]: dict(n["metadata"].get("labels") or {}) for n in nss}
+        if known != lab.namespaces:
+            lab.namespaces = known
+            lab.save()
 
     def _namespaces(self, lab: LabState, store: Any, nss: list[dict[str, Any]]) -> None:
         seen = set()

@@ -47,6 +47,7 @@ def _fail(exc: Exception) -> None:
 
 class LabGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        from calico.datastore.backend import StoreError
         from calico.datastore.client import DatastoreError
         from calico.lib.cmd import CmdError
         from calico_lab.cni_runner import CNIError
@@ -56,6 +57,7 @@ class LabGroup(click.Group):
         except (
             LabError,
             DatastoreError,
+            StoreError,
             CNIError,
             CmdError,
             TimeoutError,
@@ -115,7 +117,21 @@ MODE_HELP = "[Always|CrossSubnet|Never]"
     "--kubeconfig",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Take Namespaces, Pods and NetworkPolicies from this cluster's API server.",
+    help="Take Namespaces, Pods and NetworkPolicies from this cluster's API server (with "
+    "--datastore kubernetes: also Calico's datastore).",
+)
+@click.option(
+    "--datastore",
+    metavar="[etcdv3|kubernetes]",
+    default=None,
+    help="Calico's datastore (etcdv3): kubernetes keeps it in an API server, as CRDs.",
+)
+@click.option(
+    "--apiserver",
+    metavar="[kube-apiserver|stand-in]",
+    default=None,
+    help="With --datastore kubernetes and no --kubeconfig: a real kube-apiserver in the core "
+    "(default when make kube built it) or the lab's stand-in.",
 )
 @click.option(
     "--kubernetes",
@@ -148,18 +164,24 @@ def up(
     quiet: bool,
     etcd_members: int | None,
     etcd_tls: bool | None,
+    datastore: str | None,
+    apiserver: str | None,
     **options: Any,
 ) -> None:
     """Bring the lab up (idempotent: repairs what is missing).
 
     The network options are fixed when the lab is made; a later up keeps them (and refuses
     different ones)."""
-    from calico_lab import cluster, datastore, network
+    from calico_lab import cluster, kdd, network
+    from calico_lab import datastore as etcd_options
     from calico_lab.progress import Progress
 
     lab_name = resolve_name(name)
     given = network.requested(n_nodes, **options)  # bad values: nothing is made
-    given_etcd = datastore.requested(members=etcd_members, tls=etcd_tls)
+    given_etcd = etcd_options.requested(members=etcd_members, tls=etcd_tls)
+    given_kdd = kdd.requested(datastore, kubeconfig=kubeconfig, apiserver=apiserver)
+    if given_kdd and kubernetes:
+        raise LabError("--datastore kubernetes: --kubernetes installs Calico its own way; use one")
     recorded = state.load(lab_name)
     if recorded is not None and recorded.kubernetes and not calico:
         calico = str(recorded.kubernetes.get("calico"))  # up again keeps the lab's form
@@ -174,6 +196,7 @@ def up(
             step=prog.step,
             timeout=wait,
             kubernetes=k8s,
+            kdd_options=(given_kdd or {}) if datastore else None,
         )
         if kubeconfig:
             from calico_lab import kube
@@ -183,7 +206,7 @@ def up(
     click.echo(
         f"lab {lab.name} is up: nodes {', '.join(n.name for n in lab.nodes)}; "
         f"etcd {lab.etcd_endpoint} (inside {lab.core}); outside {network.OUTSIDE_IP}; "
-        f"{lab.network.flags()} {lab.etcd.flags()}"
+        f"{lab.network.flags()} {lab.etcd.flags()}; {kdd.describe(lab)}"
     )
 
 

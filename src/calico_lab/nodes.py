@@ -59,9 +59,7 @@ def node_env(state: LabState, node: NodeState) -> dict[str, str]:
     with its prefix (it defines the node's subnet for CrossSubnet) and the lab's network options
     as the default pool's settings (``CALICO_IPV4POOL_*``, ``CALICO_NETWORKING_BACKEND``)."""
     return {
-        "ETCD_ENDPOINTS": state.etcd_endpoint,
-        **etcd_tls_env(state, f"calico-node-{node.name}"),
-        "DATASTORE_TYPE": "etcdv3",
+        **datastore_env(state, node),
         "NODENAME": node.name,
         "HOSTNAME": node.name,
         "IP": f"{node.ip}/{network.PREFIX_LEN}",
@@ -75,6 +73,20 @@ def node_env(state: LabState, node: NodeState) -> dict[str, str]:
         # the lab installs the CNI plugins itself; calico-node only runs the per-node CNI server
         "CALICO_CNI_SERVER": "true",
         "CALICO_CNI_SOCKET": cni_socket(state),
+    }
+
+
+def datastore_env(state: LabState, node: NodeState) -> dict[str, str]:
+    """etcd (every member, the node's certificate) or, in a Kubernetes-datastore lab,
+    ``DATASTORE_TYPE=kubernetes`` and the lab's kubeconfig (nothing of etcd)."""
+    if state.kdd:
+        from calico_lab import kdd_server
+
+        return {"DATASTORE_TYPE": "kubernetes", "KUBECONFIG": kdd_server.kubeconfig(state)}
+    return {
+        "ETCD_ENDPOINTS": state.etcd_endpoint,
+        **etcd_tls_env(state, f"calico-node-{node.name}"),
+        "DATASTORE_TYPE": "etcdv3",
     }
 
 
@@ -98,6 +110,8 @@ def make_dirs(state: LabState, node: str) -> None:
 
 def conflist(state: LabState, node: NodeState) -> dict[str, Any]:
     """The node's CNI network config list, as an admin would put in /etc/cni/net.d."""
+    if state.kdd:
+        return _conflist(state, node, _kdd_conf(state))
     tls = state.etcd_tls(f"cni-{node.name}")
     tls_conf = (
         {}
@@ -108,21 +122,35 @@ def conflist(state: LabState, node: NodeState) -> dict[str, Any]:
             "etcd_key_file": tls.key_file,
         }
     )
+    store_conf = {
+        "etcd_endpoints": state.etcd_endpoint,
+        **tls_conf,
+        "kubernetes": {"k8s_api_root": state.api_root},
+    }
+    return _conflist(state, node, store_conf)
+
+
+def _kdd_conf(state: LabState) -> dict[str, Any]:
+    from calico_lab import kdd_server
+
+    return {"datastore_type": "kubernetes",
+            "kubernetes": {"kubeconfig": kdd_server.kubeconfig(state)}}  # fmt: skip
+
+
+def _conflist(state: LabState, node: NodeState, store_conf: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": NETWORK_NAME,
         "cniVersion": "0.3.1",
         "plugins": [
             {
                 "type": "calico",
-                "etcd_endpoints": state.etcd_endpoint,
-                **tls_conf,
+                **store_conf,
                 "nodename": node.name,
                 "log_level": "info",
                 "log_file_path": str(log_dir(state, node.name) / "cni.log"),
                 "mtu": state.network.mtu,
                 "ipam": {"type": "calico-ipam"},
                 "policy": {"type": "k8s"},
-                "kubernetes": {"k8s_api_root": state.api_root},
             }
         ],
     }

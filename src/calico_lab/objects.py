@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calico.datastore.client import DatastoreError
-from calico_lab import pods
+from calico_lab import kdd_objects, pods
 from calico_lab.state import LabError, LabState
 from calico_lab.store import LabStore
 
@@ -254,7 +254,10 @@ def _apply_one(lab: LabState, store: LabStore, doc: Doc, policy: dict[str, Any] 
         key = f"{doc.namespace}/{doc.name}"
         before = lab.policies.get(key)
         assert policy is not None
-        store.apply(policy)
+        if lab.kdd:  # read directly by the datastore, as knp.default.<name>
+            kdd_objects.put_policy(store, doc.obj, doc.namespace)
+        else:
+            store.apply(policy)
         lab.policies[key] = doc.obj
         lab.save()
         verb = _verb(before, doc.obj)
@@ -283,6 +286,11 @@ def ensure_namespace(lab: LabState, store: LabStore, name: str, labels: dict[str
     from calico.k8s import conversion
 
     labels = {**labels, NS_NAME_LABEL: name}
+    if lab.kdd:  # profiles kns.<ns> and ksa.<ns>.default come from these objects directly
+        kdd_objects.ensure_namespace(store, name, labels)
+        lab.namespaces[name] = labels
+        lab.save()
+        return
     ns_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
     sa_obj = {
         "apiVersion": "v1",
@@ -344,7 +352,10 @@ def _delete_one(lab: LabState, store: LabStore, doc: Doc) -> str:
     if doc.kind == "NetworkPolicy":
         key = f"{doc.namespace}/{doc.name}"
         policy = _convert_policy(Doc(lab.policies.get(key, doc.obj), doc.where))
-        found = store.delete("networkpolicies", policy["metadata"]["name"], doc.namespace)
+        if lab.kdd:
+            found = kdd_objects.delete_policy(store, doc.namespace, doc.name)
+        else:
+            found = store.delete("networkpolicies", policy["metadata"]["name"], doc.namespace)
         found = lab.policies.pop(key, None) is not None or found
         lab.save()
         return f"networkpolicy.networking.k8s.io/{doc.name} -n {doc.namespace} {_gone(found)}"
@@ -358,8 +369,11 @@ def delete_namespace(lab: LabState, store: LabStore, name: str) -> str:
         pods.delete(lab, store, key)
     for key in [k for k in lab.policies if k.startswith(f"{name}/")]:
         _delete_one(lab, store, Doc(lab.policies[key], f"namespace {name}"))
-    store.delete("profiles", f"kns.{name}")
-    store.delete("profiles", f"ksa.{name}.default")
+    if lab.kdd:
+        kdd_objects.delete_namespace(store, name)
+    else:
+        store.delete("profiles", f"kns.{name}")
+        store.delete("profiles", f"ksa.{name}.default")
     del lab.namespaces[name]
     lab.save()
     return f"namespace/{name} deleted"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from calico.lib import netns
-from calico_lab import cni_runner, daemons, endpoints, nodes
+from calico_lab import cni_runner, daemons, endpoints, kdd_objects, nodes
 from calico_lab.state import LabError, LabState, PodState, pod_netns
 from calico_lab.store import LabStore
 
@@ -79,7 +79,7 @@ def create(lab: LabState, store: LabStore, pod: dict[str, Any]) -> PodState:
         lab.netns.append(p.netns)
     lab.save()
     try:
-        _start(lab, store, p)
+        _start(lab, store, p, pod.get("spec"))
     except BaseException:
         # Undo what was made (CNI DEL releases the address) so a retry starts clean.
         with contextlib.suppress(Exception):
@@ -88,13 +88,17 @@ def create(lab: LabState, store: LabStore, pod: dict[str, Any]) -> PodState:
     return p
 
 
-def _start(lab: LabState, store: LabStore, p: PodState) -> None:
+def _start(lab: LabState, store: LabStore, p: PodState, spec: dict[str, Any] | None) -> None:
     netns.add(p.netns)
-    endpoints.publish(lab, p)
+    if lab.kdd:  # the Pod object the plugin reads and annotates (its endpoint, in this mode)
+        kdd_objects.create_pod(store, lab, p, spec)
+    else:
+        endpoints.publish(lab, p)
     result = cni_add(lab, p)
     p.ip = cni_runner.pod_ip(result)
     lab.save()
-    endpoints.sync(store, lab, p)
+    if not lab.kdd:
+        endpoints.sync(store, lab, p)
     start_responder(lab, p)
     lab.save()
 
@@ -186,7 +190,9 @@ def delete(lab: LabState, store: LabStore | None, key: str) -> None:
             )
         except (cni_runner.CNIError, OSError) as exc:
             errors.append(str(exc))
-    if store is not None:
+    if store is not None and lab.kdd:
+        kdd_objects.delete_pod(store, p)
+    elif store is not None:
         endpoints.remove(store, lab, p)
     endpoints.unpublish(lab, p)
     netns.delete(p.netns)
@@ -215,7 +221,7 @@ def update(lab: LabState, store: LabStore, existing: PodState, pod: dict[str, An
     ports_changed = ports != existing.ports
     existing.labels, existing.ports = labels, ports
     lab.save()
-    endpoints.sync(store, lab, existing)
+    _sync_labels(store, lab, existing)
     if ports_changed:
         start_responder(lab, existing)
     return True
@@ -236,5 +242,12 @@ def relabel(lab: LabState, store: LabStore, key: str, changes: dict[str, str | N
         p.labels = old
         raise LabError(f"pod {key}: {exc}") from None
     lab.save()
-    endpoints.sync(store, lab, p)
+    _sync_labels(store, lab, p)
     return p
+
+
+def _sync_labels(store: LabStore, lab: LabState, p: PodState) -> None:
+    if lab.kdd:
+        kdd_objects.relabel_pod(store, p)  # the datastore derives the endpoint's labels
+    else:
+        endpoints.sync(store, lab, p)

@@ -137,6 +137,7 @@ class LabState:
     outside_pid: int = 0  # the outside host's server
     etcd: EtcdOptions = field(default_factory=EtcdOptions)  # up's --etcd-members/--etcd-tls
     kubernetes: dict[str, Any] = field(default_factory=dict)  # up --kubernetes (k8s_state)
+    kdd: dict[str, Any] = field(default_factory=dict)  # up --datastore kubernetes (calico_lab.kdd)
 
     # ---- paths -------------------------------------------------------------------------------
 

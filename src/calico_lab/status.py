@@ -51,6 +51,17 @@ def _padded(lab: LabState) -> list[bool]:
     return (etcd.running(lab) + [False] * lab.etcd.members)[: lab.etcd.members]
 
 
+def _datastore(lab: LabState) -> dict[str, Any]:
+    """Calico's datastore: etcd, or (``--datastore kubernetes``) which API server, running."""
+    if not lab.kdd:
+        return {"type": "etcdv3"}
+    from calico_lab import kdd
+
+    pid = int(lab.kdd.get("relay_pid" if lab.kdd["apiserver"] == "external" else "pid") or 0)
+    return {"type": "kubernetes", "apiserver": lab.kdd["apiserver"], "where": kdd.describe(lab),
+            "running": daemons.alive(pid)}  # fmt: skip
+
+
 def snapshot(name: str) -> dict[str, Any]:
     """Nodes (process, subnet, BGP sessions, tunnel addresses), etcd, outside, pods."""
     lab = state.require(name)
@@ -71,6 +82,7 @@ def snapshot(name: str) -> dict[str, Any]:
             ],
             "tls": lab.etcd.tls,
         },
+        "datastore": _datastore(lab),
         "datastore_error": datastore_error,
         "nodes": [
             {

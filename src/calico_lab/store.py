@@ -1,9 +1,11 @@
-"""LabStore: the lab's etcd, reached from the root namespace through a thread in the core namespace.
+"""LabStore: the lab's datastore, reached from the root namespace through a thread in the core
+namespace.
 
-The lab's etcd (every member) listens on bridge addresses inside ``calab-<lab>-core`` only. Every
-call here runs on one worker thread that entered that namespace
-(:class:`calico.lib.netns.NetnsExecutor`), so the connection is made there; the caller's thread
-stays where it is.
+The lab's etcd (every member) and, in a Kubernetes-datastore lab, its API server (or the relay to
+the user's) listen on addresses inside ``calab-<lab>-core`` only. Every call here runs on one
+worker thread that entered that namespace (:class:`calico.lib.netns.NetnsExecutor`), so the
+connection is made there; the caller's thread stays where it is. :meth:`LabStore.kube` is a raw
+Kubernetes API request (a Kubernetes-datastore lab writes its Namespaces, Pods and Nodes so).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from calico.datastore.backend import Backend
 from calico.datastore.client import Client, NotFound, Resource
 from calico.datastore.etcd import EtcdClient, TLSFiles
 from calico.lib.netns import NetnsExecutor
@@ -20,21 +23,51 @@ T = TypeVar("T")
 
 
 class LabStore:
-    def __init__(self, *, core_netns: str, endpoint: str, tls: TLSFiles | None = None) -> None:
-        """``endpoint``: one URL or the comma-separated list of the lab's etcd members."""
+    def __init__(
+        self, *, core_netns: str, endpoint: str = "", tls: TLSFiles | None = None,
+        kubeconfig: str | None = None,
+    ) -> None:  # fmt: skip
+        """``endpoint``: one URL or the comma-separated list of the lab's etcd members;
+        ``kubeconfig``: the Kubernetes datastore instead."""
         self._exec = NetnsExecutor(core_netns)
-        self._etcd = self._exec.call(EtcdClient, endpoint, tls=tls, timeout=5)
-        self.client = Client(self._etcd)
+        self.backend: Backend = self._exec.call(self._open, endpoint, tls, kubeconfig)
+        self.client = Client(self.backend)
+
+    @staticmethod
+    def _open(endpoint: str, tls: TLSFiles | None, kubeconfig: str | None) -> Backend:
+        if kubeconfig:
+            from calico.datastore.kube import KubeBackend
+            from calico.datastore.kube_api import access
+
+            return KubeBackend(access(kubeconfig=kubeconfig), timeout=10)
+        return EtcdClient(endpoint, tls=tls, timeout=5)
 
     @classmethod
     def of(cls, lab: LabState) -> LabStore:
-        """A store on every member of ``lab``'s etcd, with the lab's own certificate (TLS)."""
+        """A store on every member of ``lab``'s etcd, with the lab's own certificate (TLS); in a
+        Kubernetes-datastore lab, on its API server."""
+        if lab.kdd:
+            from calico_lab import kdd_server
+
+            return cls(core_netns=lab.core, kubeconfig=kdd_server.kubeconfig(lab))
         return cls(core_netns=lab.core, endpoint=lab.etcd_endpoint, tls=lab.etcd_tls("calico-lab"))
 
     @property
     def etcd(self) -> EtcdClient:
-        """The raw etcd client (call it through :meth:`call`: it lives on the worker thread)."""
-        return self._etcd
+        """The raw etcd client of an etcd lab (call it through :meth:`call`: it lives on the
+        worker thread)."""
+        assert isinstance(self.backend, EtcdClient), "not an etcd-datastore lab"
+        return self.backend
+
+    def kube(
+        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
+    ) -> tuple[int, dict[str, Any]]:
+        """One Kubernetes API request (a Kubernetes-datastore lab only): (status, body)."""
+        from calico.datastore.kube import KubeBackend
+
+        assert isinstance(self.backend, KubeBackend), "not a Kubernetes-datastore lab"
+        api = self.backend.api
+        return self.call(lambda: api.request(method, path, body=body, content_type=content_type))
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return self._exec.call(fn, *args, **kwargs)
@@ -67,13 +100,16 @@ class LabStore:
 
     def ready(self) -> bool:
         try:
-            self.call(self._etcd.revision)
+            if isinstance(self.backend, EtcdClient):
+                self.call(self.backend.revision)
+            else:
+                self.kube("GET", "/readyz")
         except Exception:
             return False
         return True
 
     def close(self) -> None:
         try:
-            self.call(self._etcd.close)
+            self.call(self.backend.close)
         finally:
             self._exec.close()

@@ -93,6 +93,9 @@ def status_text(snap: dict[str, Any]) -> str:
         f"lab {snap['name']} ({snap['dir']})",
         _etcd(etcd),
     ]
+    ds = snap.get("datastore") or {}
+    if ds.get("type") == "kubernetes":
+        lines.append(f"{ds['where']}: {'running' if ds['running'] else 'NOT RUNNING'}")
     if "network" in snap:
         lines.append(_network(snap["network"]))
     if "outside" in snap:

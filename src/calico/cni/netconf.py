@@ -32,6 +32,7 @@ ERR_IPAM = 100  # no address could be assigned (pool exhausted, no usable pool)
 ERR_DATAPLANE = 101  # the kernel refused a link/address/route change
 ERR_CHECK = 102  # CHECK found the pod's network differs from what ADD built
 ERR_UNEXPECTED = 999  # a bug: an exception nothing above expected
+SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # in-cluster credentials
 
 KNOWN_ARGS = (
     "IgnoreUnknown",
@@ -130,9 +131,26 @@ class NetConf:
         self.kubeconfig = kube.get("kubeconfig")
         self.k8s_api_root = kube.get("k8s_api_root")
         self.k8s_auth_token = policy.get("k8s_auth_token")
+        self._check_api_server()
         self.dns = raw.get("dns") or {}
         self.prev_result = raw.get("prevResult")
         self.nodename_explicit = raw.get("nodename")
+
+    def _check_api_server(self) -> None:
+        """The Kubernetes datastore needs an API server named somewhere (as Calico finds one)."""
+        if self.datastore_type != "kubernetes" or self.kubeconfig or self.k8s_api_root:
+            return
+        env = self.env
+        if env.get("KUBECONFIG") or env.get("K8S_API_ENDPOINT"):
+            return
+        if env.get("KUBERNETES_SERVICE_HOST") and os.path.exists(SA_TOKEN):
+            return
+        raise CNIError(
+            ERR_INVALID_CONFIG,
+            "datastore_type: kubernetes names no API server (set kubernetes.kubeconfig or "
+            "kubernetes.k8s_api_root; or KUBECONFIG / K8S_API_ENDPOINT, or run with a service "
+            "account)",
+        )
 
     @staticmethod
     def _endpoints(text: str) -> str:

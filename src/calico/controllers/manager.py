@@ -16,9 +16,14 @@ Controllers (``ENABLED_CONTROLLERS``, Calico's names): ``policy`` (NetworkPolicy
 AdminNetworkPolicy -> kanp.kube-admin.*, BaselineAdminNetworkPolicy -> kbanp.kube-baseline.*),
 ``namespace`` (-> kns.*), ``serviceaccount`` (-> ksa.*), ``workloadendpoint`` (pod labels -> WEP),
 ``node`` (a deleted Kubernetes Node -> its Calico Node and IPAM cleaned up: :mod:`.nodes`).
-Workers start once the datastore cache is in sync; after every informer has listed, a full resync
-(every key of every store, plus every owned Calico object, so orphans left while the controller was
-down are deleted) runs once and then every ``resync_period`` seconds.
+With the Kubernetes datastore (``DATASTORE_TYPE=kubernetes``) Calico's datastore reads
+NetworkPolicies, Namespaces, ServiceAccounts and Pods itself, so, as Calico's docs say of those
+controllers ("only valid when using etcd"), their kinds are not watched or written
+(:data:`READ_BY_DATASTORE`); the policy controller keeps the AdminNetworkPolicy kinds, which this
+datastore does not read, and the node controller runs. Workers start once the datastore cache is
+in sync; after every informer has listed, a full resync (every key of every store, plus every
+owned Calico object, so orphans left while the controller was down are deleted) runs once and then
+every ``resync_period`` seconds.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ CONTROLLER_KINDS: dict[str, tuple[str, ...]] = {
     "node": ("Node",),  # see calico.controllers.nodes
 }
 
+# Kinds the Kubernetes datastore reads directly (kube_map): no controller converts them there.
+READ_BY_DATASTORE = frozenset({"NetworkPolicy", "Namespace", "ServiceAccount", "Pod"})
+
 
 @dataclass
 class ControllerConfig:
@@ -73,13 +81,20 @@ class ControllerConfig:
                 f"ENABLED_CONTROLLERS: unknown controller(s) {sorted(unknown)} "
                 f"(known: {', '.join(CONTROLLER_KINDS)})"
             )
-        return [kind for c in self.controllers for kind in CONTROLLER_KINDS[c]]
+        kinds = [kind for c in self.controllers for kind in CONTROLLER_KINDS[c]]
+        if self.datastore.datastore_type == "kubernetes":
+            kinds = [k for k in kinds if k not in READ_BY_DATASTORE]
+        return kinds
 
 
 class KubeControllers:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self.kinds = config.kinds()
+        if config.datastore.datastore_type == "kubernetes":
+            direct, kinds = ", ".join(sorted(READ_BY_DATASTORE)), ", ".join(self.kinds)
+            logger.info("Kubernetes datastore: it reads %s itself; watching %s", direct,
+                        kinds or "nothing")  # fmt: skip
         self.metrics = Metrics()
         self.queue: WorkQueue[Key] = WorkQueue()
         self.informers: dict[str, Informer] = {}

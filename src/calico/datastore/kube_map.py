@@ -335,7 +335,7 @@ class PodMapper(Mapper):
 
     def body(self, key: str, value: bytes) -> dict[str, Any]:
         spec = json.loads(value).get("spec") or {}
-        nets = [str(n).split("/")[0] for n in spec.get("ipNetworks") or []]
+        nets = [_net(str(n)) for n in spec.get("ipNetworks") or []]  # Calico's: "10.1.2.3/32"
         return {"metadata": {"annotations": {
             POD_IP: nets[0] if nets else None, POD_IPS: ",".join(nets) or None,
             CONTAINER_ID: spec.get("containerID") or None}}}  # fmt: skip

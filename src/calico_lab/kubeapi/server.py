@@ -154,6 +154,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             url = urllib.parse.urlsplit(self.path)
             query = dict(urllib.parse.parse_qsl(url.query))
+            if method == "GET" and url.path in ("/readyz", "/healthz", "/livez"):
+                return self._send(200, {"status": "ok"})
             plural, ns, name, sub = _parse_path(url.path)
             fake.requests.append((method, url.path, query.get("watch", "")))
             if plural in fake.store.not_served:

@@ -90,7 +90,8 @@ def test_a_pod_is_an_endpoint_once_annotated() -> None:
     patch = m.body(key, json.dumps(wep).encode())
     pod["metadata"]["annotations"] = {k: v for k, v in patch["metadata"]["annotations"].items()
                                       if v is not None}  # fmt: skip
-    assert pod["metadata"]["annotations"][POD_IPS] == "10.0.0.65,fd00::5"
+    # Calico's form: each address with its prefix ("podIP: 10.0.0.65/32")
+    assert pod["metadata"]["annotations"][POD_IPS] == "10.0.0.65/32,fd00::5/128"
     got_key, raw = m.record(pod) or ("", b"")
     value = json.loads(raw)
     assert got_key == key
