@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.etcd]
             "ipam.assign_ipv4",
         ),
         (lambda c: c.update(datastore_type="consul"), 7, "datastore_type: 'consul'"),
+        (lambda c: c.update(datastore_type="kubernetes"), 7, "kubeconfig"),
         (lambda c: c.pop("name"), 7, "name:"),
     ],
 )
