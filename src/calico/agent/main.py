@@ -2,7 +2,7 @@
 
 ::
 
-    datastore.Syncer (thread) ──list[Update] / SyncStatus──> queue.Queue(10)  (back-pressure)
+    datastore.Syncer or TyphaSyncer (thread) ──list[Update] / SyncStatus──> queue.Queue(10)
         main thread: drain queue -> calc.CalcGraph.on_updates (sync, pure)
                      -> graph.flush() (EventSequencer: coalesced, ordered dpapi messages)
                      -> ConfigUpdate: merge config (env > node.<name> > default), live params
@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any
 
-from calico.agent import calc_check, health, metrics, status
+from calico.agent import calc_check, health, metrics, status, typha
 from calico.agent import config as agent_config
 from calico.calc import graph as calc_graph
 from calico.dataplane import (
@@ -97,12 +97,22 @@ class Agent:
         self._problems: list[str] = []
         self.queue: queue.Queue[list[ds_syncer.Update] | ds_syncer.SyncStatus] = queue.Queue(10)
         self.stopping = threading.Event()
-        self.syncer = ds_syncer.Syncer(
-            etcd,
-            calc_graph.watched_prefixes(),
-            on_updates=self.queue.put,
-            on_status=self.queue.put,
-        )
+        self.syncer: typha.Feed
+        if typha.wanted(cfg):  # the same updates and statuses, through Typha
+            self.syncer = typha.feed(
+                cfg,
+                env,
+                prefixes=calc_graph.watched_prefixes(),
+                on_updates=self.queue.put,
+                on_status=self.queue.put,
+            )
+        else:
+            self.syncer = ds_syncer.Syncer(
+                etcd,
+                calc_graph.watched_prefixes(),
+                on_updates=self.queue.put,
+                on_status=self.queue.put,
+            )
 
     def start_servers(self) -> None:
         if self.cfg["HealthEnabled"]:
@@ -231,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = agent_config.load(env)
-        datastore = ds_config.load(env=env)
-        etcd = datastore.etcd()
+        typha.check(cfg)
+        etcd = None if typha.wanted(cfg) else ds_config.load(env=env).etcd()
     except (agent_config.ConfigError, ds_config.ConfigError, ValueError) as exc:
         print(f"calico-felix: configuration error: {exc}", file=sys.stderr)
         return 2

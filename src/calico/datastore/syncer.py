@@ -136,6 +136,12 @@ class Syncer:
         when its watch is quiet."""
         self.stopped.set()
 
+    @property
+    def revision(self) -> int:
+        """The datastore revision up to which every change has been delivered (read it from a
+        callback: it is the syncer thread's)."""
+        return self._rev
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread ``start()`` made to end; True if it has."""
         if self._thread is not None:
