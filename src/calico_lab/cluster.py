@@ -1,11 +1,11 @@
 """Lab lifecycle: ``up`` (idempotent) and ``down`` (removes everything recorded).
 
 ``up`` order: check the options → record names → core namespace as the router (a bridge per
-subnet, firewall) → etcd → pod API → the outside host and its server → node namespaces + veths →
-CNI install → calico-node per node → wait for every Node resource (and, with BIRD, a full BGP
-mesh) → the ``default`` namespace. Each step checks before it acts, so running ``up`` again
-repairs what is missing (a dead calico-node is restarted) and changes nothing else. ``down`` reads
-the state file and removes exactly what it lists.
+subnet, firewall) → etcd → calico-typha (``--typha``) → pod API → the outside host and its
+server → node namespaces + veths → CNI install → calico-node per node → wait for every Node
+resource (and, with BIRD, a full BGP mesh) → the ``default`` namespace. Each step checks before
+it acts, so running ``up`` again repairs what is missing (a dead calico-node is restarted) and
+changes nothing else. ``down`` reads the state file and removes exactly what it lists.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from calico.lib import netns
 from calico_lab import daemons, datastore, etcd, network, nodes, outside, state, topology
+from calico_lab import typha as lab_typha
 from calico_lab.datastore import EtcdOptions
 from calico_lab.network import Network
 from calico_lab.state import API_PORT, LabError, LabState, NodeState, bridge_ip
@@ -63,12 +64,14 @@ def up(
     *,
     options: Mapping[str, object] | None = None,
     etcd_options: Mapping[str, object] | None = None,
+    typha: bool | None = None,
     step: Step = _quiet,
     timeout: float = UP_TIMEOUT,
 ) -> LabState:
     """Bring lab ``name`` up. ``options``: :func:`calico_lab.network.requested` (``--subnets``,
     ``--ipip``, ...), ``etcd_options``: :func:`calico_lab.datastore.requested` (``--etcd-members``,
-    ``--etcd-tls``); absent ones keep the lab's recorded value, or the lab default."""
+    ``--etcd-tls``), ``typha``: ``--typha``/``--no-typha``; absent ones keep the lab's recorded
+    value, or the lab default."""
     if not 1 <= n_nodes <= 200:
         raise LabError(f"--nodes {n_nodes}: must be between 1 and 200")
     given = dict(options or {})
@@ -82,6 +85,7 @@ def up(
                 network.resolve(given, None, lab=name),
                 datastore.resolve(given_etcd, None, lab=name),
             )
+            lab.typha = lab_typha.resolve(typha, None, lab=name)
         elif len(lab.nodes) != n_nodes:
             raise LabError(
                 f"lab {name!r} is already up with {len(lab.nodes)} nodes, not {n_nodes} "
@@ -90,6 +94,7 @@ def up(
         else:
             network.resolve(given, lab.network, lab=name)
             datastore.resolve(given_etcd, lab.etcd, lab=name)
+            lab_typha.resolve(typha, lab.typha, lab=name)
             if lab.outside not in lab.netns:  # a lab made before the outside host existed
                 lab.netns.append(lab.outside)
         lab.save()  # write-ahead: down can now find everything below
@@ -112,6 +117,9 @@ def _build(lab: LabState, step: Step, timeout: float) -> None:
         f"{', client mTLS' if lab.etcd.tls else ''}: {lab.etcd_endpoint})"
     )
     etcd.ensure(lab)
+    if lab.typha and not daemons.alive(lab.typha_pid):
+        step(f"calico-typha in the core namespace ({lab_typha.address()})")
+        lab_typha.ensure(lab)
     _ensure_apiserver(lab)
     step(f"outside host: namespace {lab.outside}, {network.OUTSIDE_IP} port {outside.PORT}")
     outside.ensure(lab)
@@ -263,6 +271,9 @@ def _teardown(lab: LabState, step: Step) -> None:
             step(f"stopping calico-node on {node.name}")
             daemons.stop(node.pid)
     daemons.stop(lab.apiserver_pid, grace=1)
+    if daemons.alive(lab.typha_pid):
+        step("stopping calico-typha")
+        lab_typha.stop(lab)
     step("stopping etcd")
     etcd.stop(lab)
     # Pods first (their veths live in node namespaces), the core last.

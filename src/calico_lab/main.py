@@ -112,6 +112,11 @@ MODE_HELP = "[Always|CrossSubnet|Never]"
     help="etcd requires client certificates; the lab makes a CA and one per component (off).",
 )
 @click.option(
+    "--typha/--no-typha",
+    default=None,
+    help="Run a calico-typha in the core; the agents sync from it, not from etcd (off).",
+)
+@click.option(
     "--kubeconfig",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -127,6 +132,7 @@ def up(
     quiet: bool,
     etcd_members: int | None,
     etcd_tls: bool | None,
+    typha: bool | None,
     **options: Any,
 ) -> None:
     """Bring the lab up (idempotent: repairs what is missing).
@@ -134,6 +140,7 @@ def up(
     The network options are fixed when the lab is made; a later up keeps them (and refuses
     different ones)."""
     from calico_lab import cluster, datastore, network
+    from calico_lab import typha as lab_typha
     from calico_lab.progress import Progress
 
     lab_name = resolve_name(name)
@@ -145,6 +152,7 @@ def up(
             n_nodes,
             options=given,
             etcd_options=given_etcd,
+            typha=typha,
             step=prog.step,
             timeout=timeout,
         )
@@ -157,6 +165,7 @@ def up(
         f"lab {lab.name} is up: nodes {', '.join(n.name for n in lab.nodes)}; "
         f"etcd {lab.etcd_endpoint} (inside {lab.core}); outside {network.OUTSIDE_IP}; "
         f"{lab.network.flags()} {lab.etcd.flags()}"
+        + (f"; typha {lab_typha.address()}" if lab.typha else "")
     )
 
 

@@ -51,6 +51,23 @@ def _padded(lab: LabState) -> list[bool]:
     return (etcd.running(lab) + [False] * lab.etcd.members)[: lab.etcd.members]
 
 
+def _typha(lab: state.LabState) -> dict[str, Any] | None:
+    """``--typha``: where it listens, whether it runs, is ready and how many agents it serves."""
+    if not lab.typha:
+        return None
+    from calico_lab import typha
+
+    running = daemons.alive(lab.typha_pid)
+    code, detail = typha.readiness(lab) if running else (0, {})
+    return {
+        "address": typha.address(),
+        "running": running,
+        "ready": code == 200,
+        "connections": detail.get("connections", 0),
+        "tls": lab.etcd.tls,
+    }
+
+
 def snapshot(name: str) -> dict[str, Any]:
     """Nodes (process, subnet, BGP sessions, tunnel addresses), etcd, outside, pods."""
     lab = state.require(name)
@@ -72,6 +89,7 @@ def snapshot(name: str) -> dict[str, Any]:
             "tls": lab.etcd.tls,
         },
         "datastore_error": datastore_error,
+        "typha": _typha(lab),
         "nodes": [
             {
                 "name": n.name,

@@ -76,12 +76,22 @@ def _etcd(etcd: dict[str, Any]) -> str:
     return f"etcd: {up}/{len(members)} members{tls}: {each}"
 
 
+def _typha(t: dict[str, Any]) -> str:
+    tls = " (mTLS)" if t.get("tls") else ""
+    if not t["running"]:
+        return f"typha: {t['address']}{tls} NOT RUNNING"
+    ready = "ready" if t["ready"] else "NOT READY"
+    return f"typha: {t['address']}{tls} {ready}, {t['connections']} agent(s) connected"
+
+
 def status_text(snap: dict[str, Any]) -> str:
     etcd = snap["etcd"]
     lines = [
         f"lab {snap['name']} ({snap['dir']})",
         _etcd(etcd),
     ]
+    if snap.get("typha"):
+        lines.append(_typha(snap["typha"]))
     if "network" in snap:
         lines.append(_network(snap["network"]))
     if "outside" in snap:
