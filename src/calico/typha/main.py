@@ -40,6 +40,13 @@ logger = logging.getLogger("calico.typha")
 SYNCER_PREFIXES: dict[str, Callable[[], list[str]]] = {"felix": calc_graph.watched_prefixes}
 
 
+def store(datastore: ds_config.DatastoreConfig) -> Any:
+    """The configured datastore's client for the syncer: whatever backend the configuration
+    selects (``backend()`` where the datastore seam provides it), so Typha serves either mode."""
+    backend = getattr(datastore, "backend", None)
+    return backend() if callable(backend) else datastore.etcd()
+
+
 def server_config(cfg: typha_config.Config, name: str) -> ServerConfig:
     return ServerConfig(
         name=name,
@@ -78,9 +85,10 @@ class Typha:
         }
         self.server = Server(self.caches, server_config(cfg, self.name), self.metrics)
         self.loop = asyncio.new_event_loop()
+        self._top: dict[str, int] = dict.fromkeys(SYNCER_PREFIXES, 0)  # newest revision seen
         self.syncers = {
             t: Syncer(
-                datastore.etcd(),
+                store(datastore),
                 prefixes(),
                 on_updates=self._on_updates(t),
                 on_status=self._on_status(t),
@@ -104,13 +112,16 @@ class Typha:
                 for u in updates
             ]
             rev = max(u.revision for u in updates)
+            self._top[syncer_type] = max(self._top[syncer_type], rev)
             self.loop.call_soon_threadsafe(self.server.on_changes, syncer_type, entries, rev)
 
         return on_updates
 
     def _on_status(self, syncer_type: str) -> Callable[[SyncStatus], None]:
         def on_status(status: SyncStatus) -> None:
-            rev = self.syncers[syncer_type].revision if syncer_type in self.syncers else 0
+            rev = self._top[syncer_type]
+            if syncer_type in self.syncers:  # the syncer's own mark: past the newest key's
+                rev = max(rev, getattr(self.syncers[syncer_type], "revision", 0))
             self.loop.call_soon_threadsafe(self.server.on_status, syncer_type, status.value, rev)
 
         return on_status
