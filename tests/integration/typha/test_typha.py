@@ -1,5 +1,5 @@
 """calico-typha against a real etcd, with TyphaSyncer clients: late joiners get the state then
-the stream exactly once; a slow client is dropped while the others keep up; a Typha killed mid-
+the stream exactly once, equal to what a syncer on etcd itself sees side by side; a slow client is dropped while the others keep up; a Typha killed mid-
 stream: its clients move to the other and resync without a duplicate; Typha up before etcd;
 health and metrics."""
 
@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from calico.calc.graph import watched_prefixes
 from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
-from calico.datastore.syncer import SyncStatus
-from tests.integration.datastore.support import PREFIX, history, snapshot, wait_until
+from calico.datastore.syncer import Syncer, SyncStatus
+from tests.integration.datastore.support import PREFIX, Recorder, history, snapshot, wait_until
 from tests.integration.typha.support import Agent, TyphaProcess
 
 pytestmark = pytest.mark.etcd
@@ -76,6 +77,11 @@ def test_early_and_late_clients_get_the_state_then_the_stream_exactly_once(
 ) -> None:
     for i in range(30):
         etcd.put(POL + f"p{i}", policy(i))
+    seeded = etcd.revision()
+    direct = Recorder()  # what an agent syncing from etcd itself sees, side by side
+    syncer = Syncer(EtcdClient(etcd.endpoints), watched_prefixes(),
+                    on_updates=direct.on_updates, on_status=direct.statuses.append)  # fmt: skip
+    syncer.start()
     early = Agent([typha.addr], "early")
     writer = Writer(EtcdClient(etcd.endpoints))
     time.sleep(0.3)
@@ -96,9 +102,16 @@ def test_early_and_late_clients_get_the_state_then_the_stream_exactly_once(
         # the early one saw the whole stream: every event etcd holds after its snapshot
         events = history(etcd, POL, etcd.revision())
         assert set(early.deliveries) <= events
-        assert {e for e in events if e[1] > 31} <= set(early.deliveries)
+        assert {e for e in events if e[1] > seeded} <= set(early.deliveries)
         assert writer.writes > 50
+        # and exactly what the direct syncer saw: the same state, the same changes after the seed
+        direct.wait_for(want)
+        assert direct.state == early.state == late.state == last.state
+        after = {e for e in direct.deliveries if e[1] > seeded}
+        assert {e for e in early.deliveries if e[1] > seeded} == after
+        assert {e for e in late.deliveries if e[0].startswith(POL)} <= set(direct.deliveries)
     finally:
+        syncer.stop()
         for agent in (early, late, last):
             agent.stop()
 
