@@ -1,7 +1,7 @@
 """calico-typha against a real etcd, with TyphaSyncer clients: late joiners get the state then
-the stream exactly once, equal to what a syncer on etcd itself sees side by side; a slow client is dropped while the others keep up; a Typha killed mid-
-stream: its clients move to the other and resync without a duplicate; Typha up before etcd;
-health and metrics."""
+the stream exactly once, equal to what a syncer on etcd itself sees side by side; a slow client is
+dropped while the others keep up; a Typha killed mid-stream: its clients move to the other and
+resync without a duplicate; Typha up before etcd; health and metrics."""
 
 from __future__ import annotations
 
