@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 DEBS  := iproute2 nftables ipset iptables bird2 etcd-server util-linux containernetworking-plugins openssl \
-         podman containerd runc busybox-static iperf3
+         podman containerd runc busybox-static iperf3 conntrack gcc libc6-dev
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 # Kubernetes binaries for the lab's real clusters (make kube): a cache outside the checkout
 KUBE_DIR ?= /var/cache/calico-py/kube/v1.20.2
@@ -61,8 +61,8 @@ demo: install ## bring up a 3-node lab and show policy at work
 
 # Every bench writes into one results file; the README's table is rendered from it at the end
 # (a failed bench stops the run before the README changes). A bench not in this tree is skipped.
-BENCHES := selector cli_apply cni_latency policy_latency tiers agent_memory agent_pods controller_sync \
-           bgp_render lab_probe throughput typha_fanout
+BENCHES := selector cli_apply cni_latency policy_latency tiers explain agent_memory agent_pods \
+           controller_sync bgp_render lab_probe throughput flowlogs k8s typha_fanout
 BENCH_RESULTS ?= $(CURDIR)/bench/results.json
 BENCH_NOTE ?=
 

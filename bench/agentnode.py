@@ -1,11 +1,11 @@
 """A node for the agent benchmarks: a network namespace with its own etcd, workloads behind veths,
 and ``calico-felix`` started the way a user starts it.
 
-The agent's environment is built from nothing: ``PATH``, ``ETCD_ENDPOINTS``, ``NODENAME`` (what
-running it needs) and whatever the bench passes explicitly, so no ``FELIX_*`` variable from the
-caller's shell or a test harness changes what is measured; a bench that passes one must say so
-(``Recorder.setting``). Everything lives in namespaces named ``calbench-<hex>-N`` that this module
-creates and deletes by name.
+The agent's environment is built from nothing: ``PATH``, ``ETCD_ENDPOINTS``, ``NODENAME``,
+``CALICO_LOG_DIR`` (what running it needs, as calico-node gives it) and whatever the bench passes
+explicitly, so no ``FELIX_*`` variable from the caller's shell or a test harness changes what is
+measured; a bench that passes one must say so (``Recorder.setting``). Everything lives in
+namespaces named ``calbench-<hex>-N`` that this module creates and deletes by name.
 
 ::
 
@@ -169,7 +169,7 @@ class Node:
 
     def bulk_put(self, objs: list[dict[str, Any]]) -> None:
         """Raw puts, ``TXN_OPS`` to a transaction (fast set-up of big worlds)."""
-        etcd = self.client.etcd
+        etcd = self.client.backend
 
         def put_all() -> None:
             for i in range(0, len(objs), TXN_OPS):
@@ -227,7 +227,8 @@ class Node:
     def start_agent(self, extra_env: dict[str, str] | None = None, *, argv: list[str] | None = None
                     ) -> None:  # fmt: skip
         """``calico-felix`` (or ``argv``) in the node namespace with :func:`agent_env`."""
-        env = agent_env(self.etcd.endpoint, extra_env)
+        # Where the node keeps its logs (calico-node sets it): flow logs go to <it>/flowlogs.
+        env = {"CALICO_LOG_DIR": str(self.tmp / "log"), **agent_env(self.etcd.endpoint, extra_env)}
         with self.agent_log.open("ab") as log:
             self.agent = subprocess.Popen(
                 ["ip", "netns", "exec", self.ns, *(argv or [str(FELIX)])],

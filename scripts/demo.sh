@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # The calico-lab demo (`make demo`, after `make install`): a 3-node Calico cluster in network
 # namespaces, pods in two namespaces, the connectivity matrix before and after Kubernetes
-# NetworkPolicies and a platform tier above them, and a pod reaching the `outside` host beyond the
-# lab's router. Nothing outside the lab's own namespaces is touched; `calico-lab down` removes it.
+# NetworkPolicies and a platform tier above them, a pod reaching the `outside` host beyond the
+# lab's router, why a denied connection is denied (`calico-lab explain`, answered by the policy
+# agents from the rules they programmed; `calico-lab flows`, the agents' flow logs) and what a
+# staged policy would change. Nothing outside the lab's own namespaces is touched;
+# `calico-lab down` removes it.
+#
+# CALICO_LAB_KUBERNETES=1 runs the same demo on a real Kubernetes cluster (`calico-lab up
+# --kubernetes`: kube-apiserver, kubelets, containerd, kube-proxy; Calico from its hosted install),
+# which needs `make kube` and `make images` first.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -10,6 +17,10 @@ VENV=${VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 export CALICO_LAB=${CALICO_LAB:-demo}
 PORT=80
+UP=(--nodes 3)
+if [ "${CALICO_LAB_KUBERNETES:-0}" = 1 ]; then
+    UP+=(--kubernetes)
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "demo: calico-lab makes network namespaces; run as root (sudo make demo)" >&2
@@ -54,17 +65,25 @@ wait_stable() {
     done
 }
 
-say "Bringing up a 3-node lab ($CALICO_LAB): etcd, then calico-node (felix + BIRD) per node"
-calico-lab up --nodes 3
+if [ "${CALICO_LAB_KUBERNETES:-0}" = 1 ]; then
+    say "Bringing up a 3-node Kubernetes lab ($CALICO_LAB): control plane, kubelets, then Calico's hosted install"
+else
+    say "Bringing up a 3-node lab ($CALICO_LAB): etcd, then calico-node (felix + BIRD) per node"
+fi
+calico-lab up "${UP[@]}"
 
 # A second `make demo` starts from the same place: no policies from the last run.
-calico-lab delete -f examples/tiers.yaml -f examples/allow.yaml -f examples/default-deny.yaml \
+calico-lab delete -f examples/staged.yaml -f examples/tiers.yaml -f examples/allow.yaml \
+    -f examples/default-deny.yaml \
     >/dev/null 2>&1 || true
 
 say "Namespaces shop and dev, four pods (each serves TCP and UDP port $PORT)"
 calico-lab apply -f examples/namespaces.yaml -f examples/pods.yaml
 wait_all_connected
 calico-lab status
+if [ "${CALICO_LAB_KUBERNETES:-0}" = 1 ]; then
+    calico-lab kubectl get pods -A -o wide
+fi
 
 say "Connectivity with no policy: every pod reaches every pod, across nodes"
 calico-lab matrix --port "$PORT"
@@ -112,6 +131,28 @@ echo "shop's allow-db-from-everywhere opens db to every namespace; the platform 
 echo "dev comes first, and its Pass hands everything else to the application policies:"
 calico-lab matrix --port "$PORT"
 
+say "Why is dev/tester denied? A probe, then calico-lab explain (the agents answer from their rules)"
+calico-lab probe dev/tester shop/db --port "$PORT" || true
+calico-lab explain dev/tester shop/db --port "$PORT"
+echo
+echo "and an allowed path, with the hit counters of the rule that allowed it:"
+calico-lab explain shop/backend shop/db --port "$PORT" | head -3
+
+say "Flow logs: each node's agent logs denied flows (nft log group -> NFLOG, rate-limited)"
+# the header and the last three records of dev/tester -> shop/db (the newest: the platform tier's)
+calico-lab flows --action deny \
+    | awk 'NR == 1 { print; next } /dev\/tester +shop\/db/ { last[n++ % 3] = $0 }
+           END { for (i = (n > 3 ? n - 3 : 0); i < n; i++) print last[i % 3] }'
+
+say "A staged policy (examples/staged.yaml): what if shop deleted allow-db-from-everywhere?"
+sed -n '1,4p' examples/staged.yaml
+calico-lab apply -f examples/staged.yaml
+sleep 1  # the agents program the staged walk; verdicts do not change
+calico-lab matrix --port "$PORT"
+echo "its impact on the flows just seen (allowed flows into db now carry their staged verdict):"
+calico-lab flows -o json \
+    | calico-lab exec node1 -- calicoctl policy impact allow-db-from-everywhere -n shop --flows -
+
 cat <<TXT
 
 Explore further:
@@ -125,9 +166,17 @@ Explore further:
   calico-lab exec node2 -- birdc show route              routes BIRD learnt
   calico-lab exec node1 -- nft list table inet calico    the policy agent's rules
   calico-lab probe dev/tester shop/frontend --port $PORT
+  calico-lab explain dev/tester shop/frontend --port $PORT  why allowed or denied, rule by rule
+  calico-lab exec node1 -- calicoctl get gnp platform.dev-never-reaches-db -o wide
+                                                         rule hit counters, per node
+  calico-lab flows --follow                              flows as the agents log them
+  calico-lab exec node1 -- calicoctl policy promote allow-db-from-everywhere -n shop
+                                                         enforce the staged policy
   calico-lab label pod dev/tester app=frontend           labels change live
   calico-lab matrix --port $PORT --protocol UDP
   calico-lab delete -f examples/default-deny.yaml
   calico-lab down                                        remove everything the lab made
   calico-lab up --subnets 2 --vxlan Always               nodes on two subnets behind a router
+  calico-lab up --kubernetes                             a real Kubernetes cluster (make kube images)
+  calico-lab kubectl get pods -A -o wide                 its API server (a --kubernetes lab)
 TXT

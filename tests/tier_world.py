@@ -179,10 +179,15 @@ def _ordered(items: list[tuple[str, float | None]]) -> list[str]:
     return [n for n, _ in sorted(items, key=lambda t: (t[1] is None, t[1] or 0.0, t[0]))]
 
 
-def direction_verdict(
+Decision = tuple[bool, tuple[object, ...]]  # allowed?, what decided
+
+
+def direction_decision(
     world: World, ep: str, peer: str, port: int, proto: str, *, ingress: bool
-) -> bool:
-    """Does the policy at endpoint ``ep`` allow this packet in this direction?"""
+) -> Decision:
+    """Does the policy at endpoint ``ep`` allow this packet in this direction, and what decided:
+    ``("rule", tier, policy, index)``, ``("tier-default", tier)``, ``("profile", "kns.default",
+    0)`` or ``("no-profile",)``."""
     tier_names = {p.tier for p in world.policies}
     for tier in _ordered([(t, _tier(world, t)[0]) for t in tier_names]):
         pols = [
@@ -195,19 +200,27 @@ def direction_verdict(
         by_name = {p.sort_name: p for p in pols}
         outcome = None
         for name in _ordered([(p.sort_name, p.order) for p in pols]):
-            for rule in by_name[name].ingress if ingress else by_name[name].egress:
+            rules = by_name[name].ingress if ingress else by_name[name].egress
+            for index, rule in enumerate(rules):
                 if rule.matches(peer, port, proto) and rule.action != "Log":
-                    outcome = rule.action
+                    outcome = (rule.action, ("rule", tier, name, index))
                     break
             if outcome is not None:
                 break
-        if outcome == "Allow":
-            return True
-        if outcome == "Deny":
-            return False
+        if outcome is not None and outcome[0] in ("Allow", "Deny"):
+            return outcome[0] == "Allow", outcome[1]
         if outcome is None and _tier(world, tier)[1] == "Deny":
-            return False
-    return world.profile_allows  # the profile: allow everything, or nothing
+            return False, ("tier-default", tier)
+    if world.profile_allows:  # the profile: allow everything, or nothing
+        return True, ("profile", f"kns.{NAMESPACE}", 0)
+    return False, ("no-profile",)
+
+
+def direction_verdict(
+    world: World, ep: str, peer: str, port: int, proto: str, *, ingress: bool
+) -> bool:
+    """Does the policy at endpoint ``ep`` allow this packet in this direction?"""
+    return direction_decision(world, ep, peer, port, proto, ingress=ingress)[0]
 
 
 def verdict(world: World, src: str, dst: str, port: int, proto: str) -> bool:

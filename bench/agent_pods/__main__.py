@@ -34,7 +34,7 @@ from typing import Any
 
 from bench import agentnode, results
 from bench.agent_memory.__main__ import GROUPS, LOCAL, POLICIES, policy, wep
-from calico.datastore.etcd import EtcdClient
+from calico.datastore.backend import Backend
 from calico.ipam import atomic, keys
 from calico.model import kinds
 
@@ -87,7 +87,7 @@ def wep_key(obj: dict[str, Any]) -> str:
 class Pods:
     """Pods added and deleted the CNI plugin's way, through one etcd client."""
 
-    def __init__(self, etcd: EtcdClient) -> None:
+    def __init__(self, etcd: Backend) -> None:
         self.etcd = etcd
         self.cache = atomic.Cache()
 
@@ -123,10 +123,10 @@ def add_pods(node: agentnode.Node, n: int) -> dict[int, str]:
     """``n`` pods the CNI's way; their addresses."""
 
     def add_all() -> dict[int, str]:
-        pods = Pods(node.client.etcd)
+        pods = Pods(node.client.backend)
         for i in range(n):
             pods.add(i)
-        kvs, _ = node.client.etcd.get_prefix(kinds.KINDS["WorkloadEndpoint"].prefix())
+        kvs, _ = node.client.backend.get_prefix(kinds.KINDS["WorkloadEndpoint"].prefix())
         specs = [json.loads(kv.value)["spec"] for kv in kvs]
         return {int(s["pod"][3:]): s["ipNetworks"][0].split("/")[0] for s in specs
                 if s["node"] != agentnode.NODENAME}  # fmt: skip
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> tuple[Samples, Samples]:
             bare = agentnode.Node(nss, Path(tmp) / "bare")
             build(bare)
             bare.bulk_put([pod_wep(i, ip) for i, ip in addresses.items()])
-            cni = Pods(full.client.etcd)
+            cni = Pods(full.client.backend)
             for rep in range(args.reps):
                 starts["bare"].append(start(bare))
                 bare.stop_agent()

@@ -33,7 +33,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tests.fakekube import FakeKube  # the Kubernetes API stand-in; the controller runs as shipped
 
@@ -112,7 +112,7 @@ def populate(fake: FakeKube, ds: Client, args: argparse.Namespace) -> dict[str, 
                 },
             )
             wep = names.workload_endpoint_name(f"node-{n % 20}", pod)
-            ds.etcd.put(
+            ds.backend.put(
                 WEP.key(wep, ns),
                 json.dumps(
                     {
@@ -183,14 +183,14 @@ def baseline_full_sync(fake: FakeKube, ds: Client, kubeconfig: Path) -> float:
 
 
 def reset(ds: Client, fake: FakeKube, weps: dict[str, tuple[str, str]]) -> None:
-    ds.etcd.delete_prefix(NP.prefix())
-    ds.etcd.delete_prefix(PROFILE.prefix())
+    ds.backend.delete_prefix(NP.prefix())
+    ds.backend.delete_prefix(PROFILE.prefix())
     for key in weps:
-        kv = ds.etcd.get(key)
+        kv = ds.backend.get(key)
         assert kv is not None
         obj = json.loads(kv.value)
         obj["metadata"]["labels"] = {"stale": "yes"}
-        ds.etcd.put(key, json.dumps(obj))
+        ds.backend.put(key, json.dumps(obj))
 
 
 def start_controller(env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
@@ -269,7 +269,7 @@ def main() -> None:
             "ETCD_ENDPOINTS": etcd_server.endpoint,
             "HEALTH_LISTEN": f"127.0.0.1:{port}",
         }
-        watcher = Watcher(etcd_server.endpoint, ds.etcd.revision() + 1)
+        watcher = Watcher(etcd_server.endpoint, cast(EtcdClient, ds.backend).revision() + 1)
         bases, readies, colds, puts = [], [], [], []
         for rep in range(args.reps):  # alternate: baseline, then the controller, same world
             bases.append(baseline_full_sync(fake, ds, kubeconfig))
@@ -296,18 +296,18 @@ def main() -> None:
         want = expected(fake, weps)
         for key, spec in want.items():
             if key.startswith(NP.prefix()):
-                kv = ds.etcd.get(key)
+                kv = ds.backend.get(key)
                 assert kv is not None
                 obj = json.loads(kv.value)
                 if obj["spec"] != spec:
                     obj["spec"] = spec
-                    ds.etcd.put(key, json.dumps(obj))
-        rev = ds.etcd.revision()
+                    ds.backend.put(key, json.dumps(obj))
+        rev = cast(EtcdClient, ds.backend).revision()
         start = time.monotonic()
         procs.append(start_controller(env, args.workers))
         warm_ready = wait_ready(port) - start
         time.sleep(2.0)
-        warm_writes = ds.etcd.revision() - rev
+        warm_writes = cast(EtcdClient, ds.backend).revision() - rev
 
         rec = results.Recorder("controller_sync")
         n_np = len(fake.list("networkpolicies"))

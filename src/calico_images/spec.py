@@ -6,9 +6,11 @@
     calico-py/cni               cni                      install-cni (calico.cni.install_cni)
 
 ``debian`` is bookworm's Essential set plus python3 and ca-certificates; ``node-debs`` adds BIRD 2,
-nftables, iproute2 and ipset; ``app`` is the project's wheel and its PyPI dependencies. The node and
-kube-controllers images share the ``debian`` and ``app`` layer blobs. The cni image has no Debian
-tree at all: only what install-cni copies to hosts (see calico_images.cni_bundle) and itself.
+nftables, iproute2, ipset and netbase (``/etc/protocols``: nft resolves the protocol names in
+felix's rules with it, and fails without it); ``app`` is the project's wheel and its PyPI
+dependencies. The node and kube-controllers images share the ``debian`` and ``app`` layer blobs. The
+cni image has no Debian tree at all: only what install-cni copies to hosts (see
+calico_images.cni_bundle) and itself.
 The tag is the project's version (``pyproject.toml``).
 """
 
@@ -22,7 +24,7 @@ from calico_images.docker_archive import ContainerConfig
 
 REPO = "calico-py"
 BASE_PACKAGES = ("python3", "ca-certificates")
-NODE_PACKAGES = ("bird2", "nftables", "iproute2", "ipset")
+NODE_PACKAGES = ("bird2", "nftables", "iproute2", "ipset", "netbase")
 SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"  # where pip puts the app in the tree
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CNI_PAYLOAD = "opt/calico-py/cni"  # calico.cni.install_cni.PAYLOAD, relative

@@ -67,13 +67,17 @@ def up(
     typha: bool | None = None,
     step: Step = _quiet,
     timeout: float = UP_TIMEOUT,
+    kubernetes: dict[str, object] | None = None,
 ) -> LabState:
     """Bring lab ``name`` up. ``options``: :func:`calico_lab.network.requested` (``--subnets``,
     ``--ipip``, ...), ``etcd_options``: :func:`calico_lab.datastore.requested` (``--etcd-members``,
     ``--etcd-tls``), ``typha``: ``--typha``/``--no-typha``; absent ones keep the lab's recorded
-    value, or the lab default."""
+    value, or the lab default. ``kubernetes``: a new lab's :mod:`calico_lab.k8s_state`
+    (``up --kubernetes``)."""
     if not 1 <= n_nodes <= 200:
         raise LabError(f"--nodes {n_nodes}: must be between 1 and 200")
+    if typha and kubernetes:
+        raise LabError("--typha with --kubernetes: not supported yet (a lab's own agents only)")
     given = dict(options or {})
     given_etcd = dict(etcd_options or {})
     with state.locked(name):
@@ -85,6 +89,7 @@ def up(
                 network.resolve(given, None, lab=name),
                 datastore.resolve(given_etcd, None, lab=name),
             )
+            lab.kubernetes = dict(kubernetes or {})
             lab.typha = lab_typha.resolve(typha, None, lab=name)
         elif len(lab.nodes) != n_nodes:
             raise LabError(
@@ -94,6 +99,7 @@ def up(
         else:
             network.resolve(given, lab.network, lab=name)
             datastore.resolve(given_etcd, lab.etcd, lab=name)
+            _same_kubernetes(lab, kubernetes)
             lab_typha.resolve(typha, lab.typha, lab=name)
             if lab.outside not in lab.netns:  # a lab made before the outside host existed
                 lab.netns.append(lab.outside)
@@ -102,6 +108,15 @@ def up(
         lab.ready = True
         lab.save()
         return lab
+
+
+def _same_kubernetes(lab: LabState, kubernetes: dict[str, object] | None) -> None:
+    """``up`` again keeps the lab's kind: with or without Kubernetes, and the same Calico form."""
+    had = lab.kubernetes.get("calico") if lab.kubernetes else None
+    want = kubernetes.get("calico") if kubernetes else None
+    if kubernetes is not None and had != want:
+        made = f"--kubernetes --calico {had}" if had else "without --kubernetes"
+        raise LabError(f"lab {lab.name!r} was made {made} (run: calico-lab down --name {lab.name})")
 
 
 def _build(lab: LabState, step: Step, timeout: float) -> None:
@@ -120,13 +135,19 @@ def _build(lab: LabState, step: Step, timeout: float) -> None:
     if lab.typha and not daemons.alive(lab.typha_pid):
         step(f"calico-typha in the core namespace ({lab_typha.address()})")
         lab_typha.ensure(lab)
-    _ensure_apiserver(lab)
+    if not lab.kubernetes:  # a Kubernetes lab's CNI plugin reads its real API server
+        _ensure_apiserver(lab)
     step(f"outside host: namespace {lab.outside}, {network.OUTSIDE_IP} port {outside.PORT}")
     outside.ensure(lab)
     for node in lab.nodes:
         step(f"host {node.name}: namespace {node.netns}, eth0 {node.ip}/24")
         topology.ensure_node(lab.core, node.name, node.netns, node.ip, subnet=node.subnet)
         nodes.make_dirs(lab, node.name)
+    if lab.kubernetes:
+        from calico_lab import k8s_cluster
+
+        k8s_cluster.build(lab, step, timeout)
+        return
     step(f"CNI plugins and network configs (mtu {net.mtu})")
     nodes.install_cni(lab)
     for node in lab.nodes:
@@ -260,6 +281,10 @@ def down(name: str, *, step: Step = _quiet) -> bool:
 
 
 def _teardown(lab: LabState, step: Step) -> None:
+    if lab.kubernetes:
+        from calico_lab import k8s_cluster
+
+        k8s_cluster.teardown(lab, step)
     if daemons.alive(lab.kube_pid):
         step("stopping the Kubernetes sync")
         daemons.stop(lab.kube_pid)

@@ -2,7 +2,9 @@
 
 In a node the command sees what that host's Calico processes see: ``ETCD_ENDPOINTS``, ``NODENAME``,
 ``CALICO_RUN_DIR`` (so ``calicoctl node status`` finds this node's BIRD) and a ``PATH`` with the
-lab's ``birdc`` wrapper (which talks to this node's BIRD socket) and our console scripts first.
+lab's ``birdc`` wrapper (which talks to this node's BIRD socket) and our console scripts first,
+plus ``CALICO_AGENTS``: where every node's agent answers (all run dirs are on the one shared
+filesystem), so ``calicoctl explain`` and ``get ... -o wide`` reach every node from any node.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from calico.lib import control
 from calico_lab import daemons, nodes
 from calico_lab.state import LabError, LabState
 
@@ -30,12 +33,22 @@ def target_env(lab: LabState, target: str) -> tuple[str, dict[str, str]]:
     node = lab.node(target)
     env = daemons.child_env(nodes.node_env(lab, node))
     env["PATH"] = f"{lab.bin_dir}:{env['PATH']}"
+    env[control.ENV_AGENTS] = agents_template(lab)
     return node.netns, env
+
+
+def agents_template(lab: LabState) -> str:
+    """Every lab node's agent socket, as a ``{node}`` template (``CALICO_AGENTS``)."""
+    return str(nodes.run_dir(lab, "{node}") / control.SOCKET_NAME)
 
 
 def exec_in(lab: LabState, target: str, command: list[str]) -> None:
     """Replace this process with ``command`` running in the target's namespace."""
     if not command:
         raise LabError("exec: no command given (calico-lab exec NODE -- COMMAND ...)")
+    if lab.kubernetes:
+        from calico_lab import k8s_pods
+
+        k8s_pods.exec_in(lab, target, command)
     ns, env = target_env(lab, target)
     os.execvpe("ip", ["ip", "netns", "exec", ns, *command], env)

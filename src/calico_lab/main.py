@@ -1,8 +1,8 @@
 """``calico-lab``: a multi-node Calico cluster on one Linux host, built from network namespaces.
 
-Commands: up, down, status, list, exec, apply, delete, label, probe, matrix. Every command takes
-``--name LAB`` (env ``CALICO_LAB``); without it, the only lab that exists, else ``lab``. Errors
-print one line and exit 1; ``probe`` exits 0 when connected, 1 when not.
+Commands: up, down, status, list, exec, apply, delete, label, probe, matrix, explain, flows. Every
+command takes ``--name LAB`` (env ``CALICO_LAB``); without it, the only lab that exists, else
+``lab``. Errors print one line and exit 1; ``probe`` exits 0 when connected, 1 when not.
 """
 
 from __future__ import annotations
@@ -122,13 +122,34 @@ MODE_HELP = "[Always|CrossSubnet|Never]"
     default=None,
     help="Take Namespaces, Pods and NetworkPolicies from this cluster's API server.",
 )
-@click.option("--timeout", type=float, default=90, show_default=True)
+@click.option(
+    "--kubernetes",
+    is_flag=True,
+    help="A real Kubernetes cluster: control plane in the core, kubelet + containerd + "
+    "kube-proxy on every node, Calico by its hosted install (docs/design/kubernetes.md).",
+)
+@click.option(
+    "--calico",
+    metavar="[hosted|host]",
+    default=None,
+    help="With --kubernetes: manifests/calico.yaml (hosted, default) or the lab's processes.",
+)
+@click.option(
+    "--kube-bin",
+    metavar="DIR",
+    default=None,
+    help="With --kubernetes: the Kubernetes 1.20+ binaries (default: make kube's cache).",
+)
+@click.option("--timeout", type=float, default=None, help="Seconds (90; 600 with --kubernetes).")
 @click.option("--quiet", "-q", is_flag=True)
 def up(
     name: str | None,
     n_nodes: int,
     kubeconfig: str | None,
-    timeout: float,
+    kubernetes: bool,
+    calico: str | None,
+    kube_bin: str | None,
+    timeout: float | None,
     quiet: bool,
     etcd_members: int | None,
     etcd_tls: bool | None,
@@ -146,6 +167,11 @@ def up(
     lab_name = resolve_name(name)
     given = network.requested(n_nodes, **options)  # bad values: nothing is made
     given_etcd = datastore.requested(members=etcd_members, tls=etcd_tls)
+    recorded = state.load(lab_name)
+    if recorded is not None and recorded.kubernetes and not calico:
+        calico = str(recorded.kubernetes.get("calico"))  # up again keeps the lab's form
+    k8s = _kubernetes_options(kubernetes, calico, kube_bin, kubeconfig)
+    wait = timeout if timeout is not None else (600.0 if k8s else 90.0)
     with Progress(f"calico-lab up {lab_name} ({n_nodes} nodes)", enabled=not quiet) as prog:
         lab = cluster.up(
             lab_name,
@@ -154,7 +180,8 @@ def up(
             etcd_options=given_etcd,
             typha=typha,
             step=prog.step,
-            timeout=timeout,
+            timeout=wait,
+            kubernetes=k8s,
         )
         if kubeconfig:
             from calico_lab import kube
@@ -166,6 +193,23 @@ def up(
         f"etcd {lab.etcd_endpoint} (inside {lab.core}); outside {network.OUTSIDE_IP}; "
         f"{lab.network.flags()} {lab.etcd.flags()}"
         + (f"; typha {lab_typha.address()}" if lab.typha else "")
+    )
+
+
+def _kubernetes_options(
+    kubernetes: bool, calico: str | None, kube_bin: str | None, kubeconfig: str | None
+) -> dict[str, Any] | None:
+    """``up --kubernetes``'s state for a new lab (checked before anything is made)."""
+    if not kubernetes:
+        if calico or kube_bin:
+            raise LabError("--calico and --kube-bin go with --kubernetes")
+        return None
+    if kubeconfig:
+        raise LabError("--kubeconfig follows another cluster; --kubernetes makes one: use one")
+    from calico_lab import k8s_cluster
+
+    return k8s_cluster.new_state(
+        kube_bin=kube_bin or k8s_cluster.default_kube_bin(), calico=calico or "hosted"
     )
 
 
@@ -223,6 +267,19 @@ def exec(name: str | None, target: str, command: tuple[str, ...]) -> None:
     execute.exec_in(state.require(resolve_name(name)), target, argv)
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@name_option
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def kubectl(name: str | None, args: tuple[str, ...]) -> None:
+    """Run kubectl against an ``up --kubernetes`` lab (as its admin, from the core namespace).
+
+    Example: calico-lab kubectl get pods -A -o wide
+    """
+    from calico_lab import k8s_api
+
+    k8s_api.exec_kubectl(state.require(resolve_name(name)), list(args))
+
+
 def _read(files: tuple[str, ...]) -> list[tuple[str, str]]:
     out = []
     for f in files:
@@ -250,9 +307,16 @@ def _docs(files: tuple[str, ...]) -> list[Any]:
 @name_option
 @click.option("--filename", "-f", "files", multiple=True, required=True, help="FILE or -")
 def apply(name: str | None, files: tuple[str, ...]) -> None:
-    """Create or update Namespaces, Pods, NetworkPolicies and Calico v3 resources."""
+    """Create or update Namespaces, Pods, NetworkPolicies and Calico v3 resources.
+
+    On a --kubernetes lab: any Kubernetes object (through the API server)."""
     from calico_lab import cluster, objects
 
+    if lab := _kubernetes_lab(name):
+        from calico_lab import k8s_pods
+
+        k8s_pods.apply(lab, _read(files), click.echo)
+        return
     docs = _docs(files)
     with cluster.session(resolve_name(name)) as (lab, store):
         _refuse_if_following(lab, [d for d in docs if not d.is_calico])
@@ -266,10 +330,28 @@ def delete(name: str | None, files: tuple[str, ...]) -> None:
     """Delete what the manifests name."""
     from calico_lab import cluster, objects
 
+    if lab := _kubernetes_lab(name):
+        from calico_lab import k8s_pods
+
+        k8s_pods.delete(lab, _read(files), click.echo)
+        return
     docs = _docs(files)
     with cluster.session(resolve_name(name)) as (lab, store):
         _refuse_if_following(lab, [d for d in docs if not d.is_calico])
         objects.delete(lab, store, docs, click.echo)
+
+
+def _kubernetes_lab(name: str | None) -> state.LabState | None:
+    """The lab when it was made with ``up --kubernetes`` (its API server owns the objects)."""
+    lab = state.load(resolve_name(name))
+    return lab if lab is not None and lab.kubernetes else None
+
+
+def _with_pods(name: str | None) -> state.LabState:
+    """The lab, with a --kubernetes lab's pods read from its API server."""
+    from calico_lab import k8s_pods
+
+    return k8s_pods.with_live_pods(state.require(resolve_name(name)))
 
 
 def _refuse_if_following(lab: state.LabState, what: list[Any]) -> None:
@@ -306,6 +388,13 @@ def label(name: str | None, kind: str, target: str, changes: tuple[str, ...]) ->
     from calico_lab import cluster, objects, pods
 
     parsed = parse_label_changes(changes)
+    if k8s_lab := _kubernetes_lab(name):
+        from calico_lab import k8s_pods
+
+        labels = k8s_pods.label(k8s_lab, "pod" if kind == "pod" else "namespace", target, parsed)
+        click.echo(f"{'pod' if kind == 'pod' else 'namespace'}/{target} labeled: "
+                   f"{_fmt_labels(labels)}")  # fmt: skip
+        return
     with cluster.session(resolve_name(name)) as (lab, store):
         _refuse_if_following(lab, [target])
         if kind == "pod":
@@ -334,7 +423,7 @@ def probe(name: str | None, src: str, dst: str, port: int, protocol: str, timeou
     ``outside``, whose answer (the source address it saw) is printed."""
     from calico_lab import probe as probes
 
-    lab = state.require(resolve_name(name))
+    lab = _with_pods(name)
     if dst == "outside":
         seen = probes.probe_outside(lab, src, port=port, protocol=protocol, timeout=timeout)
         result = f"connected, outside saw {seen}" if seen else "no connection"
@@ -362,7 +451,7 @@ def matrix(
 
     wanted = [n for n in namespaces.split(",") if n] or None
     result = probes.matrix(
-        state.require(resolve_name(name)),
+        _with_pods(name),
         port=port,
         protocol=protocol,
         timeout=timeout,
@@ -373,6 +462,56 @@ def matrix(
     else:
         click.echo(f"{protocol.upper()}/{port} (rows: from, columns: to)")
         click.echo(probes.render_table(result, colour=sys.stdout.isatty()))
+
+
+@cli.command()
+@name_option
+@click.argument("src")
+@click.argument("dst")
+@click.option("--port", "-p", type=click.IntRange(1, 65535), default=None)
+@click.option("--protocol", default="TCP", show_default=True)
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+def explain(
+    name: str | None, src: str, dst: str, port: int | None, protocol: str, output: str
+) -> None:
+    """Why SRC can or cannot reach DST: ``calicoctl explain`` run on the lab's first node, which
+    asks each node's agent (egress on SRC's node, ingress on DST's)."""
+    from calico_lab import execute
+
+    lab = state.require(resolve_name(name))
+    if not lab.nodes:
+        raise LabError(f"lab {lab.name} has no nodes")
+    argv = ["calicoctl", "explain", src, dst, "--protocol", protocol, "-o", output]
+    if port is not None:
+        argv += ["--port", str(port)]
+    execute.exec_in(lab, lab.nodes[0].name, argv)
+
+
+@cli.command()
+@name_option
+@click.option("--node", default=None, help="one node's flows (default: every node's)")
+@click.option("--follow", "-F", is_flag=True, help="keep printing records as nodes write them")
+@click.option("--action", type=click.Choice(["deny", "allow"]), default=None)
+@click.option("--since", default=None, metavar="DURATION", help="e.g. 10m")
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
+def flows(
+    name: str | None,
+    node: str | None,
+    follow: bool,
+    action: str | None,
+    since: str | None,
+    output: str,
+) -> None:
+    """The flows the lab's agents logged (denied ones; allowed ones too when configured): who
+    talked to whom, the verdict and the tier/policy/rule behind it, merged from every node."""
+    from calico_lab import flows as lab_flows
+
+    lab = state.require(resolve_name(name))
+    args = [*(["--action", action] if action else []), *(["--since", since] if since else [])]
+    if follow:
+        lab_flows.follow(lab, node, args, output, click.echo)
+    else:
+        lab_flows.show(lab_flows.gather(lab, node, args), output, click.echo)
 
 
 def main() -> None:

@@ -99,7 +99,11 @@ def _check(doc: Doc) -> None:
 
         try:
             kinds.lookup(str(kind))
-            validation.validate(copy.deepcopy(doc.obj))
+            checked = validation.validate(copy.deepcopy(doc.obj))
+            if checked["kind"] == "StagedKubernetesNetworkPolicy":
+                from calico.cli import loading
+
+                loading.check_staged_kubernetes(checked)
         except (KeyError, ValueError, DatastoreError) as exc:
             raise LabError(f"{doc.where}: {exc}") from None
     elif (api, kind) not in K8S_KINDS:

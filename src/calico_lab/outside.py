@@ -11,6 +11,7 @@ VPC's source/destination check does).
 from __future__ import annotations
 
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from calico.lib import netns
 from calico_lab import daemons, network, pods, topology
@@ -64,4 +65,9 @@ def ask(
                 return None
         return line.decode(errors="replace").strip() or None
 
-    return netns.call_in(source_netns, body)
+    def there() -> str | None:
+        netns.enter_any(source_netns)  # a --kubernetes lab's pods: /proc/<pid>/ns/net
+        return body()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(there).result()

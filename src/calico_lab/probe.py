@@ -63,7 +63,7 @@ def _connect(target: str, port: int, protocol: str, timeout: float) -> bool:
 
 
 def _run(probe: Probe) -> bool:
-    netns.enter(probe.src.netns)
+    netns.enter_any(probe.src.netns)  # a --kubernetes lab's pods: /proc/<pid>/ns/net
     return _connect(probe.dst.ip, probe.port, probe.protocol, probe.timeout)
 
 

@@ -136,6 +136,7 @@ class LabState:
     network: Network = field(default_factory=Network)  # up's --subnets/--ipip/... options
     outside_pid: int = 0  # the outside host's server
     etcd: EtcdOptions = field(default_factory=EtcdOptions)  # up's --etcd-members/--etcd-tls
+    kubernetes: dict[str, Any] = field(default_factory=dict)  # up --kubernetes (k8s_state)
     typha: bool = False  # up's --typha: the agents sync from a calico-typha in the core
     typha_pid: int = 0
 

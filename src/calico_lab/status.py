@@ -74,7 +74,7 @@ def snapshot(name: str) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=max(1, len(lab.nodes))) as pool:
         sessions = list(pool.map(lambda n: nodes.bgp_sessions(lab, n), lab.nodes))
     resources, datastore_error = _node_resources(lab)
-    return {
+    snap = {
         "name": lab.name,
         "dir": lab.dir,
         "ready": lab.ready,
@@ -121,3 +121,8 @@ def snapshot(name: str) -> dict[str, Any]:
             for p in sorted(lab.pods.values(), key=lambda p: p.key)
         ],
     }
+    if lab.kubernetes:  # nodes and pods as the API server sees them
+        from calico_lab import k8s_cluster
+
+        k8s_cluster.amend_status(lab, snap)
+    return snap

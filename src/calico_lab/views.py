@@ -50,6 +50,17 @@ def _outside(out: dict[str, Any]) -> str:
     return f"outside: {out.get('ip')} ({out.get('netns')}) {serving}"
 
 
+def _kubernetes(kube: dict[str, Any]) -> str:
+    if kube.get("error"):
+        return f"kubernetes: {kube['apiserver']} NOT ANSWERING ({kube['error']})"
+    ready = kube.get("nodes_ready") or {}
+    up = ", ".join(n for n, ok in sorted(ready.items()) if ok) or "none"
+    return (
+        f"kubernetes: {kube['apiserver']} (calico-lab kubectl ...); Calico {kube['calico']}; "
+        f"nodes Ready: {up}"
+    )
+
+
 def _node_row(n: dict[str, Any]) -> list[str]:
     sessions = n["bgp"]
     up = sum(1 for s in sessions if "Established" in s["info"])
@@ -96,6 +107,8 @@ def status_text(snap: dict[str, Any]) -> str:
         lines.append(_network(snap["network"]))
     if "outside" in snap:
         lines.append(_outside(snap["outside"]))
+    if "kubernetes" in snap:
+        lines.append(_kubernetes(snap["kubernetes"]))
     lines.append("")
     header = ["NODE", "IP", "SUBNET", "CALICO-NODE", "SERVICES", "BGP", "TUNNELS", "SESSIONS"]
     lines += _table(header, [_node_row(n) for n in snap["nodes"]])

@@ -1,6 +1,6 @@
-"""A small fake Kubernetes API server (see :mod:`tests.fakekube.server`), for tests and bench."""
+"""The fake Kubernetes API server for tests and bench: the lab's stand-in (calico_lab.kubeapi)."""
 
-from tests.fakekube.server import FakeKube
-from tests.fakekube.store import RESOURCES, ApiError
+from calico_lab.kubeapi.server import FakeKube
+from calico_lab.kubeapi.store import RESOURCES, ApiError
 
 __all__ = ["RESOURCES", "ApiError", "FakeKube"]

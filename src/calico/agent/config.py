@@ -197,6 +197,27 @@ PARAMS: tuple[Param, ...] = (
         "natOutgoing SNATs to this address (empty: masquerade to the outgoing interface's)",
         field_name="natOutgoingAddress",
     ),
+    # Flow logs (issue #12): Calico's field names; defaults differ where agent.md says why.
+    Param("FlowLogsFileEnabled", _bool, True, "log flows (NFLOG) and write them to files"),
+    Param("FlowLogsFileEnabledForDenied", _bool, True, "log denied flows"),
+    Param("FlowLogsFileEnabledForAllowed", _bool, False, "log allowed flows (first packet)"),
+    Param("FlowLogsFlushInterval", _seconds, 15.0, "aggregation interval of flow records"),
+    Param(
+        "FlowLogsFileDirectory",
+        str,
+        "",
+        "directory of flows.log (empty: $CALICO_LOG_DIR/flowlogs, else /var/log/calico/flowlogs)",
+        live=False,
+    ),
+    Param("FlowLogsFileMaxFiles", _int_range(1, 1000), 5, "flows.log files kept when rotating"),
+    Param(
+        "FlowLogsFileMaxFileSizeMB",
+        _int_range(1, 1 << 20),
+        100,
+        "size at which flows.log is rotated",
+        field_name="flowLogsFileMaxFileSizeMB",
+    ),
+    Param("FlowLogsEnableHostEndpoint", _bool, False, "also write flows of host endpoints"),
 )
 
 
@@ -222,6 +243,29 @@ ENV_ONLY_PARAMS: tuple[Param, ...] = (
         600.0,
         "period of the check: incremental output == full recompute (0: off); a mismatch exits",
     ),
+    Param(
+        "FlowLogsRateLimit",
+        _int_range(1, 1_000_000),
+        1000,
+        "flow log messages the kernel sends per second, all verdict points together (burst: same)",
+        live=False,
+    ),
+    Param("FlowLogsNflogGroup", _int_range(1, 65535), 1, "NFLOG group of flow logs", live=False),
+    Param(
+        "FlowLogsMaxFlows",
+        _int_range(1, 10_000_000),
+        20_000,
+        "distinct flows kept per interval (more are counted, not recorded)",
+    ),
+    Param(
+        "ControlPort",
+        _int_port,
+        0,
+        "TCP port of the control listener for other nodes' calicoctl (0: off; the Unix socket "
+        "$CALICO_RUN_DIR/felix-control.sock is always on)",
+        live=False,
+    ),
+    Param("ControlHost", str, "0.0.0.0", "address of the control listener", live=False),
     Param(
         "TyphaAddr",
         _typha_addrs,

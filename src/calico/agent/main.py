@@ -24,12 +24,12 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
 
-from calico.agent import calc_check, health, metrics, status, typha
+from calico.agent import answers, calc_check, control, flowlogs, health, metrics, status, typha
 from calico.agent import config as agent_config
 from calico.calc import graph as calc_graph
 from calico.dataplane import (
+    counters,
     encap_manager,
     libnft,
     links,
@@ -41,7 +41,9 @@ from calico.dataplane import (
 )
 from calico.datastore import config as ds_config
 from calico.datastore import syncer as ds_syncer
+from calico.datastore.backend import Backend
 from calico.dpapi import messages as m
+from calico.lib import control as control_wire
 
 logger = logging.getLogger("calico.agent")
 
@@ -62,6 +64,7 @@ def dataplane_config(cfg: agent_config.Config) -> loop.DataplaneConfig:
             vxlan_port=cfg["VXLANPort"],
         ),
         nat_outgoing_address=cfg["NATOutgoingAddress"],
+        flow_logs=flowlogs.dataplane_config(cfg),
     )
 
 
@@ -73,17 +76,27 @@ def set_log_level(level: str) -> None:
 CalcDiverged = calc_check.CalcDiverged
 
 
+class Wake:
+    """Queued by a control call to end the loop's wait (the call runs after the next apply)."""
+
+
+WAKE = Wake()
+QueueItem = list[ds_syncer.Update] | ds_syncer.SyncStatus | Wake
+
+
 class Agent:
-    def __init__(self, cfg: agent_config.Config, env: dict[str, str], etcd: Any) -> None:
+    def __init__(
+        self, cfg: agent_config.Config, env: dict[str, str], backend: Backend | None
+    ) -> None:
         self.env = env
         self.cfg = cfg
         self.hostname: str = cfg["FelixHostname"]
-        self.etcd = etcd
+        self.backend = backend
         self.graph = calc_graph.CalcGraph(self.hostname)
         self.metrics = metrics.Metrics()
         self.health = health.Health()
         self.dataplane = loop.InternalDataplane(
-            nft_table.NftTable(libnft.default_runner()),
+            nft_table.NftTable(libnft.default_runner(), read_counters=counters.kernel_rules),
             route_table.RouteTable(),
             dataplane_config(cfg),
             hostname=self.hostname,
@@ -93,9 +106,10 @@ class Agent:
             on_failure=self.metrics.failures.inc,
         )
         self.checker = calc_check.CalcChecker(cfg["CalcCheckInterval"])
+        self.flowlogs = flowlogs.FlowLogs(self.hostname, env, cfg)
         self.status_file = status.StatusFile(status.path_from_env(env))
         self._problems: list[str] = []
-        self.queue: queue.Queue[list[ds_syncer.Update] | ds_syncer.SyncStatus] = queue.Queue(10)
+        self.queue: queue.Queue[QueueItem] = queue.Queue(10)
         self.stopping = threading.Event()
         self.syncer: typha.Feed
         if typha.wanted(cfg):  # the same updates and statuses, through Typha
@@ -107,14 +121,43 @@ class Agent:
                 on_status=self.queue.put,
             )
         else:
+            assert backend is not None, "without Typha the agent needs the datastore"
             self.syncer = ds_syncer.Syncer(
-                etcd,
+                backend,
                 calc_graph.watched_prefixes(),
                 on_updates=self.queue.put,
                 on_status=self.queue.put,
             )
 
+        self.control = control.Registry()
+        self.loop_calls = control.LoopCalls(wake=self._wake)
+        self.control_server = control.ControlServer(
+            self.control,
+            self.loop_calls,
+            path=control_wire.socket_path(env),
+            tcp=(cfg["ControlHost"], cfg["ControlPort"]) if cfg["ControlPort"] else None,
+        )
+        self.answers = answers.Answers(
+            hostname=self.hostname, dataplane=self.dataplane, graph=self.graph,
+            calls=self.loop_calls,
+        )  # fmt: skip
+        self.answers.register(self.control)
+        self.flowlogs.register(
+            self.control, lambda: self.flowlogs.flush(self.dataplane, self.graph)
+        )
+        self.metrics.add_rule_counters(self.answers.rule_samples)
+
+    def _wake(self) -> None:
+        try:
+            self.queue.put_nowait(WAKE)
+        except queue.Full:
+            pass  # the loop has input waiting: it is about to turn anyway
+
     def start_servers(self) -> None:
+        try:
+            self.control_server.start()
+        except OSError as exc:  # diagnostics only: enforcement goes on without it
+            logger.error("control socket %s: %s", self.control_server.path, exc)
         if self.cfg["HealthEnabled"]:
             self.health.serve(self.cfg["HealthHost"], self.cfg["HealthPort"])
         if self.cfg["PrometheusMetricsEnabled"]:
@@ -135,8 +178,11 @@ class Agent:
         self.cfg = new
         set_log_level(new["LogSeverityScreen"])
         self.dataplane.set_config(dataplane_config(new))
+        self.flowlogs.configure(new)
 
-    def _handle(self, item: list[ds_syncer.Update] | ds_syncer.SyncStatus) -> None:
+    def _handle(self, item: QueueItem) -> None:
+        if isinstance(item, Wake):
+            return
         if isinstance(item, ds_syncer.SyncStatus):
             logger.info("datastore status: %s", item.value)
             if item is ds_syncer.SyncStatus.IN_SYNC:
@@ -162,6 +208,8 @@ class Agent:
                 self.on_config(msg)
             self.dataplane.on_update(msg)
         self.dataplane.apply()
+        self.flowlogs.turn(self.dataplane, self.graph)
+        self.loop_calls.run_pending()  # control calls see the state just programmed
         self._check_calc()  # after apply: starting a check (a fork) never delays this change
         self._update_status()
         self._report_status()
@@ -203,6 +251,7 @@ class Agent:
                 "applies": self.dataplane.applies,
                 "failures": self.dataplane.failures,
                 "problems": problems,
+                "flow_logs": self.flowlogs.status(),
             }
         )
 
@@ -212,7 +261,8 @@ class Agent:
         self.syncer.start()
         try:
             while not self.stopping.is_set():
-                wait = min(self.dataplane.next_deadline() - time.monotonic(), 1.0)
+                deadline = min(self.dataplane.next_deadline(), self.flowlogs.next_deadline())
+                wait = min(deadline - time.monotonic(), 1.0)
                 if self.dataplane.dirty and self.dataplane.in_sync:
                     wait = 0.0
                 self.step(wait)
@@ -225,6 +275,9 @@ class Agent:
         finally:
             self.syncer.stop()
             self.checker.close()
+            self.control_server.close()
+            self.flowlogs.close()
+            self.flowlogs.flush(self.dataplane, self.graph)  # the last interval is not lost
         logger.info("calico-felix stopped")
         return 0
 
@@ -242,12 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = agent_config.load(env)
         typha.check(cfg)
-        etcd = None if typha.wanted(cfg) else ds_config.load(env=env).etcd()
+        backend = None if typha.wanted(cfg) else ds_config.load(env=env).backend()
     except (agent_config.ConfigError, ds_config.ConfigError, ValueError) as exc:
         print(f"calico-felix: configuration error: {exc}", file=sys.stderr)
         return 2
     set_log_level(cfg["LogSeverityScreen"])
-    agent = Agent(cfg, env, etcd)
+    agent = Agent(cfg, env, backend)
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: agent.stopping.set())
     return agent.run()

@@ -1,8 +1,40 @@
-"""Prometheus metrics of the agent (Felix's names where Felix has one), on a private registry."""
+"""Prometheus metrics of the agent (Felix's names where Felix has one), on a private registry.
+
+Per-rule counters (``felix_policy_rule_packets_total`` / ``_bytes_total``, labels ``kind``
+(policy | profile), ``tier``, ``policy``, ``direction``, ``rule``) are read from the kernel when
+scraped (:class:`RuleCollector`); like every metric here they are served only when
+``PrometheusMetricsEnabled`` is on (off by default, as Felix's).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+RULE_LABELS = ["kind", "tier", "policy", "direction", "rule"]
+Samples = Callable[[], Iterable[tuple[dict[str, str], int, int]]]
+
+
+class RuleCollector(Collector):
+    def __init__(self, samples: Samples) -> None:
+        self._samples = samples
+
+    def collect(self) -> Iterator[Metric]:
+        packets = CounterMetricFamily(
+            "felix_policy_rule_packets", "Packets that matched a policy rule", labels=RULE_LABELS
+        )
+        nbytes = CounterMetricFamily(
+            "felix_policy_rule_bytes", "Bytes that matched a policy rule", labels=RULE_LABELS
+        )
+        for labels, p, b in self._samples():
+            values = [labels[k] for k in RULE_LABELS]
+            packets.add_metric(values, p)
+            nbytes.add_metric(values, b)
+        yield packets
+        yield nbytes
 
 
 class Metrics:
@@ -37,6 +69,9 @@ class Metrics:
         self.updates = Counter(
             "felix_calc_graph_updates_processed", "Datastore updates processed", registry=r
         )
+
+    def add_rule_counters(self, samples: Samples) -> None:
+        self.registry.register(RuleCollector(samples))
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -28,7 +28,7 @@ from typing import Any
 
 from calico.bgp import birdctl, model, render
 from calico.datastore import config as ds_config
-from calico.datastore.etcd import EtcdClient
+from calico.datastore.backend import Backend
 from calico.datastore.syncer import Syncer, SyncStatus, Update
 from calico.model import kinds
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     name = args.node_name or node_name_from_env()
     try:
-        etcd: EtcdClient = ds_config.load().etcd()
+        backend: Backend = ds_config.load().backend()
     except ds_config.ConfigError as exc:
         print(f"calico-bgp: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -206,7 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     stop = threading.Event()
     syncer = Syncer(
-        etcd, watched_prefixes(name), on_updates=renderer.on_updates, on_status=renderer.on_status
+        backend,
+        watched_prefixes(name),
+        on_updates=renderer.on_updates,
+        on_status=renderer.on_status,
     )
     syncer.start()
     if args.once:

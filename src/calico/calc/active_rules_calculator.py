@@ -12,6 +12,13 @@ the built-in tiers (``default``, ``kube-admin``, ``kube-baseline``) count as pre
 fixed values while the datastore lacks them; any other tier a policy names but the datastore lacks
 is treated as unordered with defaultAction Deny (fail closed) and listed in ``missing_tiers``. A
 Tier change re-renders only the endpoints some policy of that tier selects.
+
+Staged policies (``staged:``-named ids) never enter an endpoint's ``tiers``. An endpoint that a
+staged ``Set`` policy selects, or that a policy with a staged counterpart (``Set`` or ``Delete``)
+selects, also gets ``staged_tiers``: its tiers with every staged ``Set`` in place of the policy it
+stages and every staged ``Delete``'s policy removed. A staged ``Set`` is indexed and activated like
+a policy (the dataplane renders it for the staged walk only); a staged ``Delete`` is not indexed:
+it only changes the staged view of the endpoints its counterpart selects.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ class ActiveRulesCalculator:
         self._dirty: set[str] = set()
         self._tiers: dict[str, validation.TierData] = {}  # from the datastore
         self._tier_keys: dict[str, set[str]] = {}  # tier -> selector keys of its policies
+        self._staged_deletes: dict[m.PolicyID, validation.PolicyData] = {}
+        self._staged_for: dict[m.PolicyID, set[m.PolicyID]] = {}  # enforced -> staged ids
 
     # ---- tiers --------------------------------------------------------------------------------
 
@@ -79,8 +88,17 @@ class ActiveRulesCalculator:
     # ---- policies -----------------------------------------------------------------------------
 
     def on_policy_update(self, data: validation.PolicyData) -> None:
+        if data.staged_action == "Delete":
+            if data.id in self._policies:
+                self.on_policy_remove(data.id)  # was a staged Set
+            self._on_staged_delete(data.id, data)
+            return
+        if data.id in self._staged_deletes:
+            self._on_staged_delete(data.id, None)  # was a staged Delete
+        if data.staged_action:
+            self._staged_link(data, add=True)
         pid = data.id
-        key = str(pid) if pid.namespace else f"/{pid.name}"
+        key = _key(pid)
         self._pid_by_key[key] = pid
         old = self._policies.get(pid)
         self._policies[pid] = data
@@ -99,12 +117,41 @@ class ActiveRulesCalculator:
         self.index.update_selector(key, data.selector)
 
     def on_policy_remove(self, pid: m.PolicyID) -> None:
-        key = str(pid) if pid.namespace else f"/{pid.name}"
-        if pid not in self._policies:
+        if pid in self._staged_deletes:
+            self._on_staged_delete(pid, None)
+            return
+        key = _key(pid)
+        data = self._policies.get(pid)
+        if data is None:
             return
         self.index.delete_selector(key)
-        self._tier_key(self._policies[pid].tier, key, add=False)
+        self._tier_key(data.tier, key, add=False)
         del self._policies[pid]
+        if data.staged_action:
+            self._staged_link(data, add=False)
+
+    # ---- staged policies ----------------------------------------------------------------------
+
+    def _on_staged_delete(self, pid: m.PolicyID, data: validation.PolicyData | None) -> None:
+        old = self._staged_deletes.pop(pid, None)
+        if old is not None:
+            self._staged_link(old, add=False)
+        if data is not None:
+            self._staged_deletes[pid] = data
+            self._staged_link(data, add=True)
+
+    def _staged_link(self, data: validation.PolicyData, *, add: bool) -> None:
+        """Record (or forget) that ``data`` stages its counterpart; the counterpart's endpoints
+        get a new staged view."""
+        enforced = data.enforced_id
+        linked = self._staged_for.setdefault(enforced, set())
+        if add:
+            linked.add(data.id)
+        else:
+            linked.discard(data.id)
+            if not linked:
+                del self._staged_for[enforced]
+        self._dirty |= self.index.matches_by_sel.get(_key(enforced), set())
 
     # ---- profiles -----------------------------------------------------------------------------
 
@@ -214,11 +261,24 @@ class ActiveRulesCalculator:
         datas = [self._policies[self._pid_by_key[k]] for k in keys]
         return sorted(datas, key=validation.PolicyData.sort_key)
 
+    def _staged_view(
+        self, real: list[validation.PolicyData], staged_sets: list[validation.PolicyData]
+    ) -> list[validation.PolicyData] | None:
+        """The endpoint's policies with the staged ones enforced, or None if none is in play."""
+        replaced = {p.id for p in real if p.id in self._staged_for}
+        if not staged_sets and not replaced:
+            return None
+        kept = [p for p in real if p.id not in replaced]
+        return sorted(kept + staged_sets, key=validation.PolicyData.sort_key)
+
     def _render(self, item: validation.Item) -> m.WorkloadEndpoint | m.HostEndpoint:
-        pols = self._sorted_policies(item.id)
+        matched = self._sorted_policies(item.id)
+        pols = [p for p in matched if not p.staged_action]
+        staged = self._staged_view(pols, [p for p in matched if p.staged_action])
+        staged_tiers = None if staged is None else self._tiers_of(_normal(staged))
         v4 = tuple(n for n in item.nets if ":" not in n)
         v6 = tuple(n for n in item.nets if ":" in n)
-        normal = [p for p in pols if not p.policy.untracked and not p.policy.pre_dnat]
+        normal = _normal(pols)
         if item.kind == validation.WEP:
             return m.WorkloadEndpoint(
                 name=item.id.split(":", 1)[1],
@@ -228,6 +288,7 @@ class ActiveRulesCalculator:
                 ipv6_nets=v6,
                 tiers=self._tiers_of(normal),
                 profile_ids=item.parents,
+                staged_tiers=staged_tiers,
             )
         return m.HostEndpoint(
             name=item.id.split(":", 1)[1],
@@ -241,6 +302,7 @@ class ActiveRulesCalculator:
             ),
             forward_tiers=self._tiers_of([p for p in normal if p.policy.apply_on_forward]),
             profile_ids=item.parents,
+            staged_tiers=staged_tiers,
         )
 
     def _tiers_of(self, pols: list[validation.PolicyData]) -> tuple[m.TierInfo, ...]:
@@ -256,6 +318,15 @@ class ActiveRulesCalculator:
             if ingress or egress:
                 out.append(m.TierInfo(data.name, ingress, egress, data.default_action))
         return tuple(out)
+
+
+def _key(pid: m.PolicyID) -> str:
+    """A policy's key in the selector index."""
+    return str(pid) if pid.namespace else f"/{pid.name}"
+
+
+def _normal(pols: list[validation.PolicyData]) -> list[validation.PolicyData]:
+    return [p for p in pols if not p.policy.untracked and not p.policy.pre_dnat]
 
 
 def _kind(policy: m.Policy) -> tuple[bool, bool, bool]:

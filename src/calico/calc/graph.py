@@ -14,6 +14,7 @@
         │                        all items ─> IPSetCalculator <─────┘
         │                                     (selector index over the cluster)
         ├─ (Global)NetworkPolicy ──────────> ActiveRulesCalculator
+        ├─ Staged(Global|Kubernetes)NetworkPolicy ─> ActiveRulesCalculator (staged tiers)
         ├─ Tier (order, defaultAction) ────> ActiveRulesCalculator (endpoints' TierInfo)
         ├─ IPPool / Node ─(network_validation)─> NetworkPassthru ──> IPAMPool / HostMetadata /
         │        │                                                   VXLANTunnelEndpoint
@@ -45,6 +46,7 @@ import msgspec
 
 from calico.calc import (
     active_rules_calculator,
+    address_owners,
     event_sequencer,
     ipset_calculator,
     network_passthru,
@@ -116,6 +118,9 @@ WATCHED_KINDS = (
     "Profile",
     "NetworkPolicy",
     "GlobalNetworkPolicy",
+    "StagedNetworkPolicy",
+    "StagedGlobalNetworkPolicy",
+    "StagedKubernetesNetworkPolicy",
     "Tier",
     "NetworkSet",
     "GlobalNetworkSet",
@@ -177,6 +182,10 @@ class CalcGraph:
         self.routes.flush()
         return self.sequencer.flush()
 
+    def describe_ipset(self, set_id: str) -> str | None:
+        """The selector (or named port) an active IP set stands for (explain's rule text)."""
+        return self.ipsets_calc.describe(set_id)
+
     def stats(self) -> CalcStats:
         endpoints, policies, profiles = self.active_rules.counts()
         return CalcStats(
@@ -186,6 +195,19 @@ class CalcGraph:
             active_ipsets=self.ipsets_calc.active_count(),
             invalid_resources=len(self.invalid),
         )
+
+    def describe_addresses(self, ips: Iterable[str]) -> dict[str, address_owners.AddressOwner]:
+        """The endpoint or network set holding each address (flow logs; O(cluster) a call)."""
+        return address_owners.owners(self._items, ips, self._item_resource)
+
+    def _item_resource(self, item_id: str) -> Any | None:
+        kind, _, ident = item_id.partition(":")
+        ns, _, name = ident.rpartition("/")
+        kind_name = {"wep": "WorkloadEndpoint", "hep": "HostEndpoint"}.get(kind)
+        if kind_name is None:
+            return None
+        raw = self.resources.get(kinds.KINDS[kind_name].key(name, ns or None))
+        return _unpack(raw) if raw is not None else None
 
     def on_update(self, key: str, value: Any | None) -> None:
         parsed = kinds.parse_key(key)
@@ -219,6 +241,12 @@ class CalcGraph:
                 case "NetworkPolicy" | "GlobalNetworkPolicy":
                     pid = m.PolicyID(ns if kind.namespaced else None, name)
                     self._on_policy(pid, validation.policy(pid, value) if value else None)
+                case (
+                    "StagedNetworkPolicy"
+                    | "StagedGlobalNetworkPolicy"
+                    | "StagedKubernetesNetworkPolicy"
+                ):
+                    self._on_staged(kind.name, ns if kind.namespaced else None, name, value)
                 case "Tier":
                     tier = validation.tier(name, value) if value else None
                     self.active_rules.on_tier_update(name, tier)
@@ -304,6 +332,15 @@ class CalcGraph:
             self.active_rules.on_profile_remove(name)
         else:
             self.active_rules.on_profile_update(data)
+
+    def _on_staged(self, kind: str, ns: str | None, name: str, value: Any | None) -> None:
+        pid = validation.staged_id(kind, ns, name)
+        if value is None:
+            self._on_policy(pid, None)
+        elif kind == "StagedKubernetesNetworkPolicy":
+            self._on_policy(pid, validation.staged_kubernetes_policy(pid, value))
+        else:
+            self._on_policy(pid, validation.policy(pid, value))
 
     def _on_policy(self, pid: m.PolicyID, data: validation.PolicyData | None) -> None:
         if data is None:

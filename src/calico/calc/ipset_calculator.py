@@ -31,6 +31,16 @@ class IPSetCalculator:
     def active_count(self) -> int:
         return len(self._specs)
 
+    def describe(self, set_id: str) -> str | None:
+        """What an active set holds, for people: its selector, or the named port it resolves."""
+        spec = self._specs.get(set_id)
+        if spec is None:
+            return None
+        if spec.kind == m.IPSET_NET:
+            return str(spec.selector)
+        proto = f"/{spec.protocol}" if spec.protocol else ""
+        return f'named port "{spec.port_name}"{proto} of {spec.selector}'
+
     # ---- references from rules ----------------------------------------------------------------
 
     def ref(self, spec: rule_scanner.IPSetSpec) -> None:

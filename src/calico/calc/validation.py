@@ -17,7 +17,9 @@ from typing import Any
 from calico import selector
 from calico.calc import rule_scanner
 from calico.calc import selectors as sels
+from calico.dpapi import flows
 from calico.dpapi import messages as m
+from calico.k8s import conversion, names
 from calico.model import tiers, values
 from calico.model import validation as model
 
@@ -68,10 +70,19 @@ class PolicyData:
     policy: m.Policy
     specs: tuple[rule_scanner.IPSetSpec, ...] = field(default=())
     tier: str = tiers.DEFAULT
+    staged_action: str = ""  # staged policies: "Set" | "Delete"
+
+    @property
+    def enforced_id(self) -> m.PolicyID:
+        """The policy this one stages (itself for a real policy)."""
+        if not self.staged_action:
+            return self.id
+        return m.PolicyID(self.id.namespace, self.id.name.removeprefix(flows.STAGED_PREFIX))
 
     def sort_key(self) -> tuple[bool, float, str]:
-        """Order within its tier: by ``order`` (absent last), then by name."""
-        return (self.order is None, self.order or 0.0, str(self.id))
+        """Order within its tier: by ``order`` (absent last), then by name (a staged policy
+        sorts as the policy it stages would)."""
+        return (self.order is None, self.order or 0.0, str(self.enforced_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +198,49 @@ def tier(name: str, obj: Any) -> TierData:
     return TierData(name=name, order=order, default_action=spec.default_action)
 
 
+def staged_id(kind: str, namespace: str | None, name: str) -> m.PolicyID:
+    """The dataplane id of a staged policy: its enforced counterpart's name, ``staged:``-prefixed
+    (a StagedKubernetesNetworkPolicy stages ``knp.default.<name>``)."""
+    if kind == "StagedKubernetesNetworkPolicy":
+        name = names.policy_name(name)
+    return m.PolicyID(namespace, flows.STAGED_PREFIX + name)
+
+
+def staged_kubernetes_policy(pid: m.PolicyID, obj: Any) -> PolicyData:
+    """A StagedKubernetesNetworkPolicy: checked and converted as the controllers convert the
+    Kubernetes NetworkPolicy it stages (strict: a rule that does not convert makes it invalid)."""
+    spec = _parse_k8s_staged(obj)
+    action = spec["stagedAction"]
+    if action == "Delete":
+        empty = values.Policy(types=(), staged_action="Delete")
+        return _policy_data(pid, empty)
+    np = {
+        "metadata": {"name": obj["metadata"]["name"], "namespace": pid.namespace},
+        "spec": {k: v for k, v in spec.items() if k != "stagedAction"},
+    }
+    try:
+        converted = conversion.network_policy_to_calico(np)
+    except conversion.ConversionError as exc:
+        raise InvalidResource(str(exc).removesuffix(" (rule dropped)")) from None
+    converted["kind"] = "NetworkPolicy"
+    real = _parse(converted, values.Policy).spec
+    return _policy_data(pid, real._replace(staged_action=action))
+
+
+def _parse_k8s_staged(obj: Any) -> dict[str, Any]:
+    try:
+        res = model.parse(obj)
+    except model.ValidationError as exc:
+        raise InvalidResource(str(exc).removeprefix(f"{exc.resource}: ")) from None
+    assert isinstance(res.spec, dict)
+    return res.spec
+
+
 def policy(pid: m.PolicyID, obj: Any) -> PolicyData:
-    spec = _parse(obj, values.Policy).spec
+    return _policy_data(pid, _parse(obj, values.Policy).spec)
+
+
+def _policy_data(pid: m.PolicyID, spec: values.Policy) -> PolicyData:
     ns = pid.namespace
     sel = sels.policy_selector(
         spec.selector,
@@ -214,4 +266,5 @@ def policy(pid: m.PolicyID, obj: Any) -> PolicyData:
         ),
         specs=tuple(s1 + s2),
         tier=spec.tier,
+        staged_action=spec.staged_action,
     )

@@ -29,10 +29,10 @@ from typing import Any
 
 from calico.cli.writing import Outcome
 from calico.datastore import client as ds
-from calico.datastore.etcd import (
+from calico.datastore.backend import (
     KV,
-    EtcdError,
-    EtcdUnavailable,
+    StoreError,
+    Unavailable,
     cmp_absent,
     cmp_mod,
     op_get,
@@ -103,7 +103,7 @@ def _one(fn: Callable[[], object], skip: tuple[type[Exception], ...] = ()) -> Re
         fn()
     except skip:
         return SKIPPED
-    except (ds.DatastoreError, EtcdError) as exc:
+    except (ds.DatastoreError, StoreError) as exc:
         return exc
     return None
 
@@ -114,7 +114,7 @@ def _create(client: ds.Client, batch: list[Doc], skip_exists: bool) -> dict[int,
     for _ in range(RETRIES):
         if not pending:
             return out
-        r = client.etcd.txn(
+        r = client.backend.txn(
             [cmp_absent(d.key) for d in pending],
             [op_put(d.key, _value(d, None)) for d in pending],
             [op_get(d.key) for d in pending],
@@ -146,7 +146,7 @@ def _apply(client: ds.Client, batch: list[Doc]) -> dict[int, Result]:
             compares.append(
                 cmp_absent(doc.key) if old is None else cmp_mod(doc.key, old.mod_revision)
             )
-        r = client.etcd.txn(
+        r = client.backend.txn(
             compares,
             [op_put(d.key, _value(d, stored.get(d.key))) for d in batch],
             [op_get(d.key) for d in batch],
@@ -174,7 +174,7 @@ def _replace(client: ds.Client, batch: list[Doc]) -> dict[int, Result]:
     unknown = [d for d in batch if not known(d)]
     current: dict[str, KV | None] = {}
     if unknown:
-        r = client.etcd.txn([], [op_get(d.key) for d in unknown])
+        r = client.backend.txn([], [op_get(d.key) for d in unknown])
         current = {d.key: (f[0] if f else None) for d, f in zip(unknown, r.responses, strict=True)}
     writes: list[tuple[Doc, int, str]] = []
     for doc in batch:
@@ -194,7 +194,7 @@ def _replace(client: ds.Client, batch: list[Doc]) -> dict[int, Result]:
         else:
             writes.append((doc, cur.mod_revision, _value(doc, cur)))
     if writes:
-        r = client.etcd.txn(
+        r = client.backend.txn(
             [cmp_mod(d.key, rev) for d, rev, _ in writes], [op_put(d.key, v) for d, _, v in writes]
         )
         for doc, _, _ in writes:
@@ -217,7 +217,7 @@ def _fallback(
     out: dict[int, Result] = {}
     for doc in batch:
         out[doc.index] = _one(functools.partial(ops[verb], doc.res), skip)
-        if isinstance(out[doc.index], EtcdUnavailable):
+        if isinstance(out[doc.index], Unavailable):
             break
     return out
 
@@ -227,7 +227,13 @@ def write(client: ds.Client, resources: list[Resource], verb: str, *, skip_exist
     """``verb`` (create / apply / replace) every resource, in transactions; the outcome in the
     input's order, as :func:`calico.cli.writing.run` reports it."""
     out = Outcome(total=len(resources), kinds=[str(r.get("kind")) for r in resources])
-    for batch in batches(_docs(resources)):
+    docs = _docs(resources)
+    try:
+        client.backend.preflight([d.key for d in docs])
+    except StoreError as exc:  # a CRD missing, RBAC, unreachable: before anything is written
+        out.errors.append(f"{exc} (nothing was written)")
+        return out
+    for batch in batches(docs):
         try:
             if verb == "create":
                 results = _create(client, batch, skip_exists)
@@ -235,10 +241,10 @@ def write(client: ds.Client, resources: list[Resource], verb: str, *, skip_exist
                 results = _apply(client, batch)
             else:
                 results = _replace(client, batch)
-        except EtcdUnavailable as exc:
+        except Unavailable as exc:
             out.errors.append(str(exc))
             return out
-        except EtcdError:  # refused whole (too big, too many operations): one at a time
+        except StoreError:  # refused whole (too big, too many operations): one at a time
             results = _fallback(client, verb, batch, skip_exists)
         for doc in batch:
             if doc.index not in results:
@@ -246,7 +252,7 @@ def write(client: ds.Client, resources: list[Resource], verb: str, *, skip_exist
             result = results[doc.index]
             if isinstance(result, Exception):
                 out.errors.append(str(result))
-                if isinstance(result, EtcdUnavailable):
+                if isinstance(result, Unavailable):
                     return out
             else:
                 out.done += 1

@@ -29,9 +29,8 @@ def fails_cleanly(
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> None:
-            from calico.datastore.client import DatastoreError
+            from calico.datastore.backend import StoreError
             from calico.datastore.config import ConfigError
-            from calico.datastore.etcd import EtcdError
 
             plain: tuple[type[Exception], ...] = (ConfigError, ValueError, *user_errors)
             try:
@@ -40,7 +39,7 @@ def fails_cleanly(
                 click.echo(f"Failed to execute command: {exc}", err=True)
             except plain as exc:
                 click.echo(str(exc), err=True)
-            except (DatastoreError, EtcdError) as exc:
+            except StoreError as exc:
                 click.echo(f"Failed: {exc}", err=True)
             else:
                 return

@@ -21,7 +21,7 @@ from calico.ipam.errors import IPAMError
 def _ipam(config_file: str | None) -> Any:
     from calico.ipam.client import IPAMClient
 
-    return IPAMClient(failures.datastore_config(config_file).etcd())
+    return IPAMClient(failures.datastore_config(config_file).backend())
 
 
 def _check_ip(text: str) -> str:

@@ -166,7 +166,10 @@ def _check(obj: Any, *, namespace: str | None, full: bool) -> Resource:
         obj["metadata"] = dict(obj["metadata"])
     resolve_namespace(obj, namespace=namespace)
     if full:
-        return validation.validate(obj)
+        checked = validation.validate(obj)
+        if checked["kind"] == "StagedKubernetesNetworkPolicy":
+            check_staged_kubernetes(checked)
+        return checked
     if obj.get("kind") != kind.name:
         raise validation.ValidationError(
             f"{validation.describe(obj)}: kind: invalid kind {obj['kind']!r} (want {kind.name!r})"
@@ -177,3 +180,21 @@ def _check(obj: Any, *, namespace: str | None, full: bool) -> Resource:
         raise validation.ValidationError(f"{validation.describe(obj)}: metadata.name: required")
     result: Resource = obj
     return result
+
+
+def check_staged_kubernetes(obj: Resource) -> None:
+    """A StagedKubernetesNetworkPolicy is rejected as its Kubernetes NetworkPolicy would be: it
+    must convert (strictly) as the controllers convert one."""
+    from calico.k8s import conversion  # lazy: only this kind needs it
+
+    spec = {k: v for k, v in obj["spec"].items() if k != "stagedAction"}
+    if obj["spec"]["stagedAction"] == "Delete":
+        return
+    meta = obj["metadata"]
+    np = {"metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "spec": spec}
+    try:
+        conversion.network_policy_to_calico(np)
+    except conversion.ConversionError as exc:
+        what = validation.describe(obj)
+        reason = str(exc).removesuffix(" (rule dropped)")
+        raise validation.ValidationError(f"{what}: {reason}", resource=what) from None

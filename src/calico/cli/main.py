@@ -23,6 +23,10 @@ SUBCOMMANDS: dict[str, str] = {
     "version": "calico.cli.resource_cmds:version",
     "ipam": "calico.cli.ipam_cmd:ipam",
     "node": "calico.cli.node_cmd:node",
+    "flows": "calico.cli.flows_cmd:flows",
+    "policy": "calico.cli.policy_cmd:policy",
+    "explain": "calico.cli.explain_cmd:explain_command",
+    "datastore": "calico.cli.migrate:datastore",
 }
 
 

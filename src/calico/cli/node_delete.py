@@ -49,7 +49,7 @@ def _tunnel_ips(node: Resource | None) -> list[str]:
 def delete_node(client: Client, name: str, *, resource_version: str = "") -> NodeCleanup:
     """Delete Node ``name`` and clean up after it (see the module docstring); NotFound when
     there is no such Node and nothing of it was left to clean."""
-    ipam = IPAMClient(client.etcd, client=client)
+    ipam = IPAMClient(client.backend, client=client)
     done = NodeCleanup()
     try:
         node: Resource | None = client.get("Node", name)
@@ -71,7 +71,7 @@ def delete_node(client: Client, name: str, *, resource_version: str = "") -> Nod
         except NotFound:
             continue
         done.endpoints.append(f"{meta.get('namespace')}/{meta['name']}")
-    released = hosts.remove_host(client.etcd, name)
+    released = hosts.remove_host(client.backend, name)
     done.blocks_deleted, done.blocks_kept = released.deleted_blocks, released.kept_blocks
     for peer in client.list("BGPPeer"):
         if (peer.get("spec") or {}).get("node") == name:

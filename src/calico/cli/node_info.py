@@ -48,6 +48,11 @@ def services(run_dir: Path) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
+def felix_status(run_dir: Path) -> dict[str, Any] | None:
+    """The agent's felix-status.json (None when it cannot be read)."""
+    return _json(run_dir / FELIX_STATUS)
+
+
 def felix_problems(run_dir: Path) -> list[str]:
     problems = (_json(run_dir / FELIX_STATUS) or {}).get("problems") or []
     return [str(p) for p in problems] if isinstance(problems, list) else []
@@ -69,11 +74,11 @@ def tunnel_rows(node: Mapping[str, Any]) -> list[list[str]]:
 def read_node(name: str, config_file: str | None) -> tuple[dict[str, Any] | None, str]:
     """This node's Node resource, or (None, why not)."""
     from calico.datastore import config
-    from calico.datastore.client import Client, DatastoreError
-    from calico.datastore.etcd import EtcdError
+    from calico.datastore.backend import StoreError
+    from calico.datastore.client import Client
 
     try:
-        client = Client(config.load(config_file).etcd(timeout=5))
+        client = Client(config.load(config_file).backend(timeout=5))
         return client.get("Node", name), ""
-    except (DatastoreError, EtcdError, ValueError, OSError) as exc:
+    except (StoreError, ValueError, OSError) as exc:
         return None, str(exc)

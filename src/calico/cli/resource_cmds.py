@@ -224,6 +224,11 @@ def get(
             for key in ("namespace", "uid", "resourceVersion", "creationTimestamp"):
                 r["metadata"].pop(key, None)
     _print(client, found, output, list_kind=list_kind, single=bool(names) and len(names) == 1)
+    policies = [r for r in found if r["kind"] in ("NetworkPolicy", "GlobalNetworkPolicy")]
+    if output == "wide" and names and policies:
+        from calico.cli import rule_counters
+
+        click.echo(rule_counters.section(client, policies), nl=False)
     if errors:
         raise CommandError("\n".join(errors))
 
@@ -343,7 +348,7 @@ def version(config_file: str | None) -> None:
 
         root = click.get_current_context().find_root().obj or {}
         cfg = config.load(config_file or root.get("config_file"))
-        client = Client(cfg.etcd(timeout=3.0))
+        client = Client(cfg.backend(timeout=3.0))
         spec = client.get("ClusterInformation", "default").get("spec") or {}
     except Exception as exc:  # report, do not fail: the client version is still useful
         click.echo(f"Unable to retrieve Cluster Version or Type: {exc}")

@@ -23,7 +23,7 @@ def _tier_of(res: Resource) -> str:
 
 def _ident(res: Resource) -> tuple[str, str | None, str]:
     meta = res["metadata"]
-    ns = meta.get("namespace") if res["kind"] == "NetworkPolicy" else None
+    ns = meta.get("namespace") if res["kind"] in ("NetworkPolicy", "StagedNetworkPolicy") else None
     return res["kind"], ns, meta["name"]
 
 

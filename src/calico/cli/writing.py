@@ -3,8 +3,8 @@ fallback of :mod:`calico.cli.batch`), keep going past per-resource failures (as 
 and summarise any command's :class:`Outcome` in calicoctl's words.
 
 By the time resources reach here they have all been validated (see :mod:`calico.cli.loading`), so a
-failure is a datastore answer (already exists, does not exist, conflict) or an unreachable etcd.
-An unreachable etcd stops the loop: every later write would fail the same way.
+failure is a datastore answer (already exists, does not exist, conflict) or an unreachable
+datastore, which stops the loop: every later write would fail the same way.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from calico.datastore.client import DatastoreError
-from calico.datastore.etcd import EtcdError, EtcdUnavailable
+from calico.datastore.backend import StoreError, Unavailable
 
 Resource = dict[str, Any]
 
@@ -46,9 +45,9 @@ def run(
         except skip:
             out.skipped += 1
             out.done += 1
-        except (DatastoreError, EtcdError) as exc:
+        except StoreError as exc:
             out.errors.append(str(exc))
-            if isinstance(exc, EtcdUnavailable):
+            if isinstance(exc, Unavailable):
                 break
         else:
             out.done += 1

@@ -52,7 +52,7 @@ def run(call: Call) -> None:
     if call.calico_ipam:
         held = {
             f"{ip}/{128 if ':' in ip else 32}"
-            for ip in IPAMClient(call.etcd, client=call.client).ips_by_handle(call.handle_id)
+            for ip in IPAMClient(call.store, client=call.client).ips_by_handle(call.handle_id)
         }
         problems += [
             f"address {a} is not assigned to {call.handle_id}"

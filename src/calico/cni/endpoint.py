@@ -206,12 +206,12 @@ def delete_if_ours(client: Client, w: Workload) -> bool:
     """
     key = WEP_KIND.key(w.wep_name, w.namespace)
     for _ in range(10):
-        kv = client.etcd.get(key)
+        kv = client.backend.get(key)
         if kv is None:
             return True
         owner = (json.loads(kv.value).get("spec") or {}).get("containerID")
         if owner and owner != w.container_id:
             return False
-        if client.etcd.delete(key, mod_revision=kv.mod_revision):
+        if client.backend.delete(key, mod_revision=kv.mod_revision):
             return True
     return False  # it kept changing under us: someone else owns it now

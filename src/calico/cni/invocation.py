@@ -24,8 +24,7 @@ from calico.cni.netconf import (
     SUPPORTED_VERSIONS,
     CNIError,
 )
-from calico.datastore.client import DatastoreError
-from calico.datastore.etcd import EtcdError, EtcdUnavailable
+from calico.datastore.backend import StoreError, Unavailable
 from calico.ipam.errors import IPAMError
 
 Handler = Callable[[str, bytes, Mapping[str, str]], "dict[str, Any] | None"]
@@ -117,11 +116,11 @@ def _execute(
         out = handler(command, data, env)
     except CNIError as exc:
         err = exc
-    except EtcdUnavailable as exc:
+    except Unavailable as exc:
         err = CNIError(ERR_TRY_AGAIN, f"datastore unavailable: {exc}")
     except IPAMError as exc:
         err = CNIError(ERR_IPAM, f"IPAM: {exc}")
-    except (EtcdError, DatastoreError) as exc:
+    except StoreError as exc:
         err = CNIError(ERR_TRY_AGAIN, f"datastore: {exc}")
     except Exception as exc:  # still the spec's error JSON, never a bare traceback
         err = CNIError(ERR_UNEXPECTED, f"unexpected error: {type(exc).__name__}: {exc}")

@@ -37,7 +37,7 @@ def dispatch(command: str, data: bytes, env: Mapping[str, str]) -> dict[str, Any
             call.ipam_del()
             return None
         prev = Result.parse(conf.prev_result)
-        held = IPAMClient(call.etcd, client=call.client).ips_by_handle(call.handle_id)
+        held = IPAMClient(call.store, client=call.client).ips_by_handle(call.handle_id)
         want = [a.split("/")[0] for a in prev.addresses()]
         missing = [a for a in want if a not in held]
         if missing or not held:
@@ -46,7 +46,7 @@ def dispatch(command: str, data: bytes, env: Mapping[str, str]) -> dict[str, Any
             )
         return None
     finally:
-        call.etcd.close()
+        call.store.close()
 
 
 def main() -> int:

@@ -101,11 +101,15 @@ class NetConf:
             )
         self.plugin_type = str(raw.get("type", ""))
         self.mtu = self._mtu(raw.get("mtu", 1500))
-        datastore = str(raw.get("datastore_type", "etcdv3") or "etcdv3")
-        if datastore not in ("etcdv3", "etcd"):
+        datastore = str(raw.get("datastore_type") or env.get("DATASTORE_TYPE") or "etcdv3")
+        if datastore not in ("etcdv3", "etcd", "kubernetes"):
             raise CNIError(
-                ERR_INVALID_CONFIG, f"datastore_type: {datastore!r} is not supported (use etcdv3)"
+                ERR_INVALID_CONFIG,
+                f"datastore_type: {datastore!r} is not supported (use etcdv3 or kubernetes)",
             )
+        self.datastore_type = "kubernetes" if datastore == "kubernetes" else "etcdv3"
+        # the Kubernetes datastore's settings from the environment (KUBECONFIG, K8S_API_*)
+        self.env = {k: v for k, v in env.items() if k.startswith(("KUBE", "K8S_"))}
         self.etcd_endpoints = self._endpoints(
             _opt_str(raw, "etcd_endpoints") or env.get("ETCD_ENDPOINTS") or "http://127.0.0.1:2379"
         )

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from calico.cni import endpoint, invocation, shared, testhook, veth
+from calico.cni import endpoint, invocation, shared, store, testhook, veth
 from calico.cni.netconf import (
     ERR_DATAPLANE,
     ERR_INVALID_CONFIG,
@@ -42,8 +42,8 @@ from calico.cni.netconf import (
     parse_conf,
 )
 from calico.cni.result import Result
+from calico.datastore.backend import Backend, op_get
 from calico.datastore.client import Client
-from calico.datastore.etcd import EtcdClient, TLSFiles, op_get
 from calico.ipam import atomic, keys
 from calico.lib.cmd import run
 
@@ -55,9 +55,9 @@ class Call:
         self.conf = conf
         self.env = env
         self.netns_fd = netns_fd  # CNI_NETNS opened by the caller (the CNI server's launchers)
-        self.tls = TLSFiles(conf.etcd_ca_cert_file, conf.etcd_cert_file, conf.etcd_key_file)
-        self.etcd: EtcdClient = shared.etcd_client(conf.etcd_endpoints, self.tls)
-        self.client = Client(self.etcd)
+        self.store_key = store.key(conf)
+        self.store: Backend = shared.borrow(self.store_key, lambda: store.connect(conf))
+        self.client = Client(self.store)
         self.node = conf.nodename(env.env)
         k8s = env.is_k8s
         self.workload = endpoint.Workload(
@@ -98,7 +98,7 @@ class Call:
             ensure = {endpoint.profile_key(network): endpoint.encode_new(
                 endpoint.network_profile(network))}  # fmt: skip
         ips, _ = atomic.assign(
-            self.etcd,
+            self.store,
             handle_id=self.handle_id,
             host=self.node,
             num_v4=1 if self.conf.ipam["assign_ipv4"] else 0,
@@ -106,7 +106,7 @@ class Call:
             pools=self.conf.ipam["ipv4_pools"] or None,
             pools_v6=self.conf.ipam["ipv6_pools"] or None,
             attrs=attrs,
-            cache=shared.ipam_cache(self.conf.etcd_endpoints),
+            cache=shared.ipam_cache(self.store_key),
             extra=(lambda got: {endpoint.key(self.workload): self._wep_json(got, mac)})
             if mac
             else None,
@@ -122,7 +122,7 @@ class Call:
             self.delegate("DEL")
             return
         for handle_id in (self.handle_id, self.env.container_id):  # then older Calico's handle
-            if atomic.release(self.etcd, self.etcd.get(keys.handle_key(handle_id))):
+            if atomic.release(self.store, self.store.get(keys.handle_key(handle_id))):
                 return
 
     def delegate(self, command: str) -> dict[str, Any] | None:
@@ -295,9 +295,9 @@ class Call:
             return
         wkey = endpoint.key(self.workload)
         legacy = keys.handle_key(self.env.container_id)
-        cache = shared.ipam_cache(self.conf.etcd_endpoints)
+        cache = shared.ipam_cache(self.store_key)
         guess = cache.block_keys(self.node) if cache is not None else []  # the handle's, likely
-        wep, handle, old, *read = self.etcd.txn(
+        wep, handle, old, *read = self.store.txn(
             [],
             [op_get(wkey), op_get(keys.handle_key(self.handle_id)), op_get(legacy)]
             + [op_get(k) for k in guess],
@@ -306,11 +306,11 @@ class Call:
         owner = (json.loads(wep[0].value).get("spec") or {}).get("containerID") if wep else None
         if owner and owner != self.env.container_id:
             self.log(f"{self.workload.wep_name} belongs to another container; releasing only")
-            if not atomic.release(self.etcd, handle[0] if handle else None) and old:
-                atomic.release(self.etcd, old[0])  # the handle of older Calico versions
+            if not atomic.release(self.store, handle[0] if handle else None) and old:
+                atomic.release(self.store, old[0])  # the handle of older Calico versions
             return
         released = atomic.release(
-            self.etcd,
+            self.store,
             (handle or old)[0] if handle or old else None,
             guards={wkey: wep[0].mod_revision} if wep else {},
             blocks=blocks,
@@ -318,7 +318,7 @@ class Call:
             host=self.node,
         )
         if handle and old and not released:
-            released = atomic.release(self.etcd, old[0])
+            released = atomic.release(self.store, old[0])
         invocation.mark("etcd")
         # The kernel's veth teardown (~20 ms) is most of a DEL: the CNI server finishes it after
         # replying (a later ADD meeting its leftovers waits for it). By interface index: a newer
@@ -377,7 +377,7 @@ def dispatch(command: str, data: bytes, env: Mapping[str, str]) -> dict[str, Any
             call.check()
         return None
     finally:
-        shared.release_etcd(conf.etcd_endpoints, call.tls, call.etcd)
+        shared.give_back(call.store_key, call.store)
 
 
 def main() -> int:

@@ -1,10 +1,11 @@
 """What the CNI server keeps between calls (a fresh plugin process keeps nothing).
 
-* Open etcd connections, one idle pool per datastore config (endpoints + TLS files): a call
-  borrows a client and gives it back, so a served call skips the TCP (and TLS) handshake. A client
-  is used by one call at a time (``http.client`` connections are not thread-safe).
+* Open datastore connections, one idle pool per datastore config (:func:`calico.cni.store.key`:
+  etcd endpoints + TLS files, or the Kubernetes API's): a call borrows a client and gives it back,
+  so a served call skips the TCP (and TLS) handshake. A client is used by one call at a time
+  (``http.client`` connections are not thread-safe).
 * The IPAM records the last call read or wrote per host (:class:`calico.ipam.atomic.Cache`), so
-  an ADD in steady state is one etcd transaction (every record it relies on is compared by
+  an ADD in steady state is one transaction (every record it relies on is compared by
   revision in that transaction, so a stale one is never written; a miss returns fresh ones).
 * Host veths being deleted in the background. The kernel's veth teardown (≈ 20 ms: the RCU
   grace periods of unregistering two devices) is the bulk of a DEL; in the server it finishes after
@@ -19,17 +20,17 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
-from calico.datastore.etcd import EtcdClient, TLSFiles
+from calico.datastore.backend import Backend
 from calico.ipam.atomic import Cache
 
 _lock = threading.Lock()
 _enabled = False
-_idle: dict[tuple[str, TLSFiles], list[EtcdClient]] = {}
+_idle: dict[Hashable, list[Backend]] = {}
 _Pending = tuple[str, frozenset[str], threading.Thread]
 _deleting: list[_Pending] = []
-_caches: dict[str, Cache] = {}
+_caches: dict[Hashable, Cache] = {}
 MAX_IDLE = 8
 
 
@@ -42,28 +43,28 @@ def enabled() -> bool:
     return _enabled
 
 
-def ipam_cache(endpoints: str) -> Cache | None:
+def ipam_cache(store: Hashable) -> Cache | None:
     """The IPAM records remembered for this datastore (server), else None."""
     if not _enabled:
         return None
     with _lock:
-        return _caches.setdefault(endpoints, Cache())
+        return _caches.setdefault(store, Cache())
 
 
-def etcd_client(endpoints: str, tls: TLSFiles) -> EtcdClient:
-    """An idle client for this datastore config (server), else a new one."""
+def borrow(store: Hashable, connect: Callable[[], Backend]) -> Backend:
+    """An idle client for this datastore config (server), else ``connect()``'s new one."""
     with _lock:
-        idle = _idle.get((endpoints, tls))
+        idle = _idle.get(store)
         if idle:
             return idle.pop()
-    return EtcdClient(endpoints, tls=tls, timeout=10.0)
+    return connect()
 
 
-def release_etcd(endpoints: str, tls: TLSFiles, client: EtcdClient) -> None:
+def give_back(store: Hashable, client: Backend) -> None:
     """Give the client back after a call (server: kept open), else close it."""
     if _enabled:
         with _lock:
-            idle = _idle.setdefault((endpoints, tls), [])
+            idle = _idle.setdefault(store, [])
             if len(idle) < MAX_IDLE:
                 idle.append(client)
                 return

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from calico.datastore.etcd import EtcdClient
+from calico.datastore.backend import Backend
 from calico.datastore.syncer import Syncer, SyncStatus, Update
 from calico.k8s import names
 from calico.model import kinds
@@ -69,7 +69,7 @@ def source_key(etcd_key: str, value: Resource | None) -> Key | None:
 class CalicoCache:
     def __init__(
         self,
-        etcd: EtcdClient,
+        backend: Backend,
         *,
         on_owned_change: Callable[[Key], None],
         on_status: Callable[[SyncStatus], None] = lambda s: None,
@@ -82,7 +82,9 @@ class CalicoCache:
         self._on_owned_change = on_owned_change
         self._on_status = on_status
         self.in_sync = threading.Event()
-        self._syncer = Syncer(etcd, PREFIXES, on_updates=self._on_updates, on_status=self._status)
+        self._syncer = Syncer(
+            backend, PREFIXES, on_updates=self._on_updates, on_status=self._status
+        )
 
     def start(self) -> None:
         self._syncer.start()

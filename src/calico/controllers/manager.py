@@ -78,7 +78,7 @@ class KubeControllers:
         self.metrics = Metrics()
         self.queue: WorkQueue[Key] = WorkQueue()
         self.informers: dict[str, Informer] = {}
-        self.cache = CalicoCache(config.datastore.etcd(), on_owned_change=self._owned_changed)
+        self.cache = CalicoCache(config.datastore.backend(), on_owned_change=self._owned_changed)
         self.loop = asyncio.new_event_loop()
         self.recorder: EventRecorder | None = None
         self.health: HealthServer | None = None
@@ -230,7 +230,7 @@ class KubeControllers:
                 self._process(reconciler, key, added_at)
             finally:
                 self.queue.done(key)
-        client.etcd.close()
+        client.backend.close()
 
     def _report(self, obj: dict[str, Any], problems: list[str], **kw: str) -> None:
         kind = str(obj.get("kind") or "NetworkPolicy")

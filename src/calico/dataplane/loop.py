@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from calico.dataplane import (
     encap_manager,
     endpoint_manager,
+    flowlog_render,
     hostip_manager,
     ipset_manager,
     libnft,
@@ -49,6 +50,7 @@ class DataplaneConfig:
     refresh_interval: float = 90.0
     encap: encap_manager.EncapConfig = field(default_factory=encap_manager.EncapConfig)
     nat_outgoing_address: str = ""
+    flow_logs: flowlog_render.FlowLogConfig = flowlog_render.OFF
 
 
 class InternalDataplane:
@@ -76,7 +78,8 @@ class InternalDataplane:
             table.declare_map(name, static_chains.MAP_DECL)
         self.ipsets = ipset_manager.IPSetManager(table)
         self.policies = policy_manager.PolicyManager(table)
-        self.endpoints = endpoint_manager.EndpointManager(table, routes)
+        self.endpoints = endpoint_manager.EndpointManager(table, routes, self.policies)
+        self.points = self.policies.points  # flow-log prefix ids -> verdict points
         self.hostips = hostip_manager.HostIPManager(table)
         self.masq = masq_manager.MasqManager(table)
         self.encap = encap_manager.EncapManager(table, hostname)
@@ -93,6 +96,11 @@ class InternalDataplane:
         self.config = config
         self.policies.log_prefix = config.log_prefix
         self.masq.set_nat_address(config.nat_outgoing_address)
+        if config.flow_logs.enabled:
+            self.table.set_limit(flowlog_render.LIMIT, config.flow_logs.limit_decl())
+        self.endpoints.set_flow_logs(config.flow_logs)
+        if not config.flow_logs.enabled:
+            self.table.delete_limit(flowlog_render.LIMIT)
         self.encap.set_config(config.encap)
         for name, chain in static_chains.chains(config.static).items():
             if chain.base:
@@ -211,11 +219,12 @@ class InternalDataplane:
         full = self.table.last_script.startswith("add table")
         logger.log(
             logging.INFO if full else logging.DEBUG,
-            "applied %s dataplane update in %.1f ms (nft %.1f ms, %d nft lines)",
+            "applied %s dataplane update in %.1f ms (nft %.1f ms, %d nft lines%s)",
             "full" if full else "delta",
             secs * 1000,
             self.table.last_run_secs * 1000,
             self.table.last_script.count("\n"),
+            f"; carried over the counters of {self.table.carried} rules" if full else "",
         )
         self._on_apply(secs)
         return True

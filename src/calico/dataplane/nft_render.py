@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable
 
 from calico.dpapi import messages as m
 
@@ -27,6 +28,11 @@ MARK_ACCEPT = 0x10000
 MARK_PASS = 0x20000
 MARK_UNTRACKED = 0x40000
 MARK_ALL = MARK_ACCEPT | MARK_PASS | MARK_UNTRACKED
+# The staged walk's verdict (flowlog_render): set before the real walk, read by the agent from
+# the mark that later log messages of the same packet carry; never tested by a real rule.
+MARK_STAGED_ALLOW = 0x80000
+MARK_STAGED_DENY = 0x100000
+MARK_STAGED = MARK_STAGED_ALLOW | MARK_STAGED_DENY
 CLEAR_VERDICT = f"meta mark set meta mark & {0xFFFFFFFF & ~(MARK_ACCEPT | MARK_PASS):#x}"
 IF_ACCEPTED = f"meta mark & {MARK_ACCEPT:#x} == {MARK_ACCEPT:#x}"
 IF_NOT_PASSED = f"meta mark & {MARK_PASS:#x} == 0"
@@ -148,10 +154,9 @@ def _not_ports(
     return out
 
 
-def render_rule(
-    rule: m.Rule, family: int, action: str, *, guard: bool = False, index: int | None = None
-) -> list[str]:
-    """nft rule texts (with counter and action) for one dpapi rule in one family; [] if none.
+def rule_matches(rule: m.Rule, family: int, *, guard: bool = False) -> list[str]:
+    """The match texts of one dpapi rule in one family (one per port alternative; a text may be
+    empty: matches everything); [] if the rule cannot match in this family.
 
     ``guard`` prefixes ``meta nfproto ipvN`` so the rule cannot match the other family (needed
     when the rule's meaning differs by family, e.g. notNets given for one family only).
@@ -168,13 +173,24 @@ def render_rule(
     base = ([f"meta nfproto ipv{family}"] if guard else []) + proto + src + dst
     base += _not_ports(family, "s", rule.not_src_ports, rule.not_src_named_port_ipset_ids)
     base += _not_ports(family, "d", rule.not_dst_ports, rule.not_dst_named_port_ipset_ids)
-    out = []
     src_alts = _port_alternatives(family, "s", rule.src_ports, rule.src_named_port_ipset_ids)
     dst_alts = _port_alternatives(family, "d", rule.dst_ports, rule.dst_named_port_ipset_ids)
-    for s_alt, d_alt in itertools.product(src_alts, dst_alts):
-        parts = [*base, s_alt, d_alt, "counter", action]
-        out.append(with_comment(" ".join(p for p in parts if p), index))
-    return out
+    return [
+        " ".join(p for p in (*base, s_alt, d_alt) if p)
+        for s_alt, d_alt in itertools.product(src_alts, dst_alts)
+    ]
+
+
+def with_action(matches: str, action: str, index: int | None = None) -> str:
+    """A rule: its matches, a counter and the action, with its comment."""
+    return with_comment(" ".join(p for p in (matches, "counter", action) if p), index)
+
+
+def render_rule(
+    rule: m.Rule, family: int, action: str, *, guard: bool = False, index: int | None = None
+) -> list[str]:
+    """nft rule texts (with counter and action) for one dpapi rule in one family; [] if none."""
+    return [with_action(t, action, index) for t in rule_matches(rule, family, guard=guard)]
 
 
 def policy_action(action: str, *, log_prefix: str = LOG_PREFIX) -> str:
@@ -187,16 +203,37 @@ def policy_action(action: str, *, log_prefix: str = LOG_PREFIX) -> str:
     return f'log prefix "{log_prefix}: " level info'
 
 
-def rules_chain(rules: tuple[m.Rule, ...], *, log_prefix: str = LOG_PREFIX) -> tuple[str, ...]:
-    """The body of a policy or profile chain: every rule, v4 then v6 forms, in order."""
+# A log twin for rule ``i`` (flowlog_render): the statement to log with, or None.
+Twin = Callable[[int, m.Rule], str | None]
+Action = Callable[[str], str | None]  # a rule action -> nft statements (None: not rendered)
+
+
+def rules_chain(
+    rules: tuple[m.Rule, ...],
+    *,
+    log_prefix: str = LOG_PREFIX,
+    twin: Twin | None = None,
+    action: Action | None = None,
+) -> tuple[str, ...]:
+    """The body of a policy or profile chain: every rule, v4 then v6 forms, in order.
+
+    ``twin(i, rule)`` gives the log statement of rule ``i``'s verdict point (flow logs): each of
+    its nft rules is then preceded by a rule with the same matches and only that statement.
+    ``action`` replaces the rule actions (the staged walk's shadow chains)."""
     out: list[str] = []
     for i, rule in enumerate(rules):
-        action = policy_action(rule.action, log_prefix=log_prefix)
-        v4 = render_rule(rule, 4, action, index=i)
-        v6 = render_rule(rule, 6, action, index=i)
+        act = (action or (lambda a: policy_action(a, log_prefix=log_prefix)))(rule.action)
+        if act is None:
+            continue
+        stmt = twin(i, rule) if twin is not None else None
+        v4 = rule_matches(rule, 4)
+        v6 = rule_matches(rule, 6)
         if v4 == v6:
-            out.extend(v4)  # family-neutral: once
+            forms = v4  # family-neutral: once
         else:
-            out.extend(render_rule(rule, 4, action, guard=True, index=i))
-            out.extend(render_rule(rule, 6, action, guard=True, index=i))
+            forms = rule_matches(rule, 4, guard=True) + rule_matches(rule, 6, guard=True)
+        for matches in forms:
+            if stmt is not None:
+                out.append(with_comment(" ".join(p for p in (matches, stmt) if p)))
+            out.append(with_action(matches, act, i))
     return tuple(out)

@@ -10,6 +10,14 @@ Managers set the desired chains, sets and map elements (in memory, cheap). ``app
 
 ``check_drift()`` reads the table back (JSON) and compares chain names and rule comments (every
 rule carries a content hash) with what was programmed; a mismatch schedules a full replace.
+
+Counters survive a full replace when a ``read_counters`` is given (the agent's: the kernel's
+rules over nfnetlink, ``nft_netlink.dump_rules``): right before the replace the counters of the
+table being replaced are read and written into the new table's rules as ``counter packets P
+bytes B``, for every rule with the same comment (content hash, rule index) in the same chain, so
+the kernel keeps the totals (an agent restart carries them too: the old agent's table is what
+the new one reads). A rule whose text changed starts from zero, as a chain flushed by a delta
+does (its policy changed).
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter as Tally
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from calico.dataplane import libnft
@@ -43,18 +53,52 @@ def _q(key: str) -> str:
     return '"' + key + '"'
 
 
+# (chain, comment, occurrence of that comment in the chain) -> (packets, bytes)
+CounterKey = tuple[str, str, int]
+CounterValues = dict[CounterKey, tuple[int, int]]
+CounterReader = Callable[[], list[tuple[str, str, int, int]]]  # (chain, comment, packets, bytes)
+
+
+def counter_values(rules: list[tuple[str, str, int, int]]) -> CounterValues:
+    seen: Tally[tuple[str, str]] = Tally()
+    out: CounterValues = {}
+    for chain, comment, packets, nbytes in rules:
+        if comment:
+            out[(chain, comment, seen[(chain, comment)])] = (packets, nbytes)
+            seen[(chain, comment)] += 1
+    return out
+
+
+def _with_counts(rule: str, counts: tuple[int, int]) -> str:
+    """``rule`` with its ``counter`` statement starting at ``counts`` (packets, bytes)."""
+    if rule.startswith("counter "):
+        i = 0
+    else:
+        i = rule.find(" counter ")
+        if i < 0:
+            return rule
+        i += 1
+    return f"{rule[:i]}counter packets {counts[0]} bytes {counts[1]}{rule[i + 7 :]}"
+
+
 class NftTable:
-    def __init__(self, runner: libnft.NftRunner) -> None:
+    def __init__(
+        self, runner: libnft.NftRunner, *, read_counters: CounterReader | None = None
+    ) -> None:
         self._runner = runner
+        self._read_counters = read_counters
+        self.carried = 0  # rules whose counters the last full replace carried over
         self._chains: dict[str, tuple[str, ...]] = {}
         self._bases: dict[str, str] = {}
         self._sets: dict[str, SetSpec] = {}
         self._maps: dict[str, dict[str, str]] = {}
         self._map_decls: dict[str, str] = {}
+        self._limits: dict[str, str] = {}  # limit object -> its declaration ("rate 10/second")
         # What the kernel has (None: unknown -> next apply replaces the table).
         self._prog_chains: dict[str, tuple[str, ...]] | None = None
         self._prog_sets: dict[str, SetSpec] = {}
         self._prog_maps: dict[str, dict[str, str]] = {}
+        self._prog_limits: dict[str, str] = {}
         self._dirty_chains: set[str] = set()
         self._dirty_sets: set[str] = set()
         self._dirty_map_keys: set[tuple[str, str]] = set()
@@ -99,10 +143,21 @@ class NftTable:
         if self._maps[name].pop(key, None) is not None:
             self._dirty_map_keys.add((name, key))
 
+    def set_limit(self, name: str, decl: str) -> None:
+        """A named ``limit`` object (rules use it with ``limit name "<name>"``). nft cannot
+        change an existing object in place, so a new declaration replaces the whole table."""
+        self._limits[name] = decl
+
+    def delete_limit(self, name: str) -> None:
+        self._limits.pop(name, None)
+
     @property
     def dirty(self) -> bool:
         return self._prog_chains is None or bool(
-            self._dirty_chains or self._dirty_sets or self._dirty_map_keys
+            self._dirty_chains
+            or self._dirty_sets
+            or self._dirty_map_keys
+            or self._limits != self._prog_limits
         )
 
     def queue_resync(self) -> None:
@@ -122,6 +177,9 @@ class NftTable:
         self.last_run_secs = 0.0
         if not self.dirty:
             return
+        changed = {k: v for k, v in self._prog_limits.items() if self._limits.get(k) != v}
+        if changed and any(name in self._limits for name in changed):
+            self._prog_chains = None  # a limit changed its rate: only a new table can say so
         script = self._full_script() if self._prog_chains is None else self._delta_script()
         self.last_script = script
         start = time.perf_counter()
@@ -136,13 +194,17 @@ class NftTable:
         self._prog_chains = dict(self._chains)
         self._prog_sets = dict(self._sets)
         self._prog_maps = {k: dict(v) for k, v in self._maps.items()}
+        self._prog_limits = dict(self._limits)
         self._dirty_chains.clear()
         self._dirty_sets.clear()
         self._dirty_map_keys.clear()
 
-    def render(self) -> str:
-        """The whole table as nft text (also the body of a full replace)."""
+    def render(self, counts: CounterValues | None = None) -> str:
+        """The whole table as nft text (also the body of a full replace), the rules' counters
+        starting from ``counts`` where given."""
         lines = [f"table {T} {{"]
+        for name in sorted(self._limits):
+            lines.append(f"  limit {name} {{ {self._limits[name]}; }}")
         for name in sorted(self._sets):
             spec = self._sets[name]
             elems = f" elements = {{ {', '.join(sorted(spec.elements))} }}" if spec.elements else ""
@@ -156,13 +218,39 @@ class NftTable:
             lines.append(f"  chain {name} {{")
             if name in self._bases:
                 lines.append(f"    {self._bases[name]}")
-            lines.extend(f"    {rule}" for rule in self._chains[name])
+            if counts:
+                lines.extend(f"    {rule}" for rule in self._counted(name, counts))
+            else:
+                lines.extend(f"    {rule}" for rule in self._chains[name])
             lines.append("  }")
         lines.append("}")
         return "\n".join(lines) + "\n"
 
+    def _counted(self, name: str, counts: CounterValues) -> list[str]:
+        seen: Tally[str] = Tally()
+        out = []
+        for rule in self._chains[name]:
+            comment = _comment_of(rule)
+            value = counts.get((name, comment, seen[comment])) if comment else None
+            seen[comment] += 1
+            if value is not None and value != (0, 0):
+                self.carried += 1
+                rule = _with_counts(rule, value)
+            out.append(rule)
+        return out
+
+    def _kernel_counts(self) -> CounterValues:
+        if self._read_counters is None:
+            return {}
+        try:
+            return counter_values(self._read_counters())
+        except OSError as exc:  # no table yet (ENOENT), or the read failed: start from zero
+            logger.debug("no counters to carry over: %s", exc)
+            return {}
+
     def _full_script(self) -> str:
-        return f"add table {T}\ndelete table {T}\n" + self.render()
+        self.carried = 0
+        return f"add table {T}\ndelete table {T}\n" + self.render(self._kernel_counts())
 
     def _delta_script(self) -> str:  # noqa: C901 - creation order, then deletion order
         assert self._prog_chains is not None
@@ -212,8 +300,18 @@ class NftTable:
                 map_deletes.append(f"delete element {T} {name} {{ {_q(key)} }}")
             if verdict is not None and verdict != old_v:
                 out.append(f"add element {T} {name} {{ {_q(key)} : {verdict} }}")
+        # Limit objects exist before the rules that name them and go after them.
+        limit_adds = [
+            f"add limit {T} {name} {{ {decl}; }}"
+            for name, decl in sorted(self._limits.items())
+            if name not in self._prog_limits
+        ]
+        limit_deletes = [
+            f"delete limit {T} {name}"
+            for name in sorted(set(self._prog_limits) - set(self._limits))
+        ]
         # Map entries go before chains are deleted; replaced entries are deleted before re-adding.
-        lines = map_deletes + out + flushes + deletes + set_deletes
+        lines = limit_adds + map_deletes + out + flushes + deletes + set_deletes + limit_deletes
         return "\n".join(lines) + "\n" if lines else ""
 
     # ---- read back ----------------------------------------------------------------------------

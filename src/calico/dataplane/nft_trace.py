@@ -9,19 +9,22 @@ with a reference evaluator that never reads the product's code).
 
 It knows exactly the vocabulary of ``nft_render`` / ``endpoint_render`` (marks, jump/goto/return/
 accept/drop, address/port/protocol matches, IP sets and named-port sets, ``ct state`` for a new
-flow, ``log``/``counter``/``notrack`` as statements) and raises :class:`Unsupported` on anything
-else, so a rendering change it does not understand fails loudly instead of being misread.
+flow, ``log``/``counter``/``notrack``/``limit name`` as statements) and raises
+:class:`Unsupported` on anything else, so a rendering change it does not understand fails loudly
+instead of being misread.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from calico.dataplane import (
     endpoint_manager,
+    flowlog_render,
     ipset_manager,
     nft_table,
     policy_manager,
@@ -41,6 +44,8 @@ class Packet:
     dport: int = 0
     sport: int = 40000
     ct_state: str = "new"
+    icmp_type: int | None = None  # ICMP / ICMPv6 packets only
+    icmp_code: int | None = None
 
     @property
     def family(self) -> int:
@@ -64,20 +69,41 @@ def _strip_comment(rule: str) -> str:
     return rule[:i] if i >= 0 else rule
 
 
-def _set_items(tok: str) -> list[str]:
-    return [x.strip() for x in tok.strip("{}").split(",") if x.strip()]
+@functools.lru_cache(maxsize=1 << 16)
+def _tokens(rule: str) -> tuple[str, ...]:
+    """A rule's tokens (cached: the same rule texts are walked again and again)."""
+    return tuple(_TOKEN.findall(_strip_comment(rule)))
 
 
-def _in_nets(addr: str, items: list[str]) -> bool:
-    ip = ipaddress.ip_address(addr)
-    for item in items:
-        net = ipaddress.ip_network(item, strict=False)
-        if net.version == ip.version and ip in net:
-            return True
-    return False
+@functools.lru_cache(maxsize=1 << 12)
+def _set_items(tok: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in tok.strip("{}").split(",") if x.strip())
 
 
-def _in_ports(port: int, items: list[str]) -> bool:
+@functools.lru_cache(maxsize=1 << 12)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _networks(
+    items: frozenset[str] | tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The prefixes (not the single addresses) among a set's elements, parsed once."""
+    return tuple(ipaddress.ip_network(x, strict=False) for x in items if "/" in x)
+
+
+def in_nets(addr: str, items: Collection[str]) -> bool:
+    """Is ``addr`` in a set of nft address elements (addresses and prefixes)? Exact members
+    first, then the prefixes (parsed once per set and cached)."""
+    if addr in items:
+        return True
+    ip = _address(addr)
+    key = items if isinstance(items, frozenset | tuple) else tuple(items)
+    return any(net.version == ip.version and ip in net for net in _networks(key))
+
+
+def _in_ports(port: int, items: tuple[str, ...]) -> bool:
     for item in items:
         lo, _, hi = item.partition("-")
         if int(lo) <= port <= int(hi or lo):
@@ -132,7 +158,7 @@ class Interpreter:
 
     def _rule(self, rule: str, pkt: Packet, res: Result, depth: int) -> tuple[str, str] | None:
         """None if a match fails; else the rule's outcome ("next" = statements only)."""
-        toks = _TOKEN.findall(_strip_comment(rule))
+        toks = _tokens(rule)
         i = 0
         while i < len(toks):
             t = toks[i]
@@ -142,9 +168,11 @@ class Interpreter:
                 return t, ""
             elif t in ("jump", "goto"):
                 return t, toks[i + 1]
+            elif t == "limit" and toks[i + 1] == "name":
+                i += 3  # a statement here: it only ever gates the log after it
             elif t == "log":
                 i = len(toks) if "level" not in toks else toks.index("level") + 2
-            elif toks[i : i + 4] == ["meta", "mark", "set", "meta"]:
+            elif toks[i : i + 4] == ("meta", "mark", "set", "meta"):
                 op, value = toks[i + 5], int(toks[i + 6], 16)
                 res.mark = res.mark & value if op == "&" else res.mark | value
                 i += 7
@@ -154,13 +182,15 @@ class Interpreter:
                     return None
         return "next", ""
 
-    def _match(self, toks: list[str], i: int, pkt: Packet, res: Result) -> tuple[bool, int]:
+    def _match(self, toks: tuple[str, ...], i: int, pkt: Packet, res: Result) -> tuple[bool, int]:
         t = toks[i]
         if t == "ct" and toks[i + 1] == "state":
             return pkt.ct_state in toks[i + 2].split(","), i + 3
         if t == "meta" and toks[i + 1] == "mark" and toks[i + 2] == "&":
-            mask, want = int(toks[i + 3], 16), int(toks[i + 5], 16)
-            return (res.mark & mask) == want, i + 6
+            mask, op, want = int(toks[i + 3], 16), toks[i + 4], int(toks[i + 5], 16)
+            if op not in ("==", "!="):
+                raise Unsupported(f"mark comparison {op!r}")
+            return ((res.mark & mask) == want) == (op == "=="), i + 6
         if t == "meta" and toks[i + 1] == "nfproto":
             return toks[i + 2] == f"ipv{pkt.family}", i + 3
         if t == "meta" and toks[i + 1] == "l4proto":
@@ -175,8 +205,10 @@ class Interpreter:
             addr = pkt.saddr if toks[i + 1] == "saddr" else pkt.daddr
             neg = toks[i + 2] == "!="
             target = toks[i + 3 if neg else i + 2]
-            items = sorted(self.sets[target[1:]]) if target.startswith("@") else _set_items(target)
-            return _in_nets(addr, items) != neg, i + (4 if neg else 3)
+            items = self.sets[target[1:]] if target.startswith("@") else _set_items(target)
+            return in_nets(addr, items) != neg, i + (4 if neg else 3)
+        if t in ("icmp", "icmpv6") and toks[i + 1] in ("type", "code"):
+            return self._icmp(toks, i, pkt)
         if t == "th" and toks[i + 1] in ("sport", "dport"):
             port = pkt.sport if toks[i + 1] == "sport" else pkt.dport
             neg = toks[i + 2] == "!="
@@ -185,7 +217,21 @@ class Interpreter:
             return ok != neg, i + (4 if neg else 3)
         raise Unsupported(f"unknown match at {t!r} in: {' '.join(toks)}")
 
-    def _named_port(self, toks: list[str], i: int, pkt: Packet) -> tuple[bool, int]:
+    def _icmp(self, toks: tuple[str, ...], i: int, pkt: Packet) -> tuple[bool, int]:
+        # icmp type N | icmp code N | icmp type . icmp code != { T . C }; nft adds the
+        # protocol dependency, so neither form (nor its negation) matches a non-ICMP packet.
+        is_icmp = pkt.proto == ("icmp" if toks[i] == "icmp" else "ipv6-icmp")
+        if toks[i + 2] == ".":
+            neg = toks[i + 5] == "!="
+            want = [x.strip() for x in toks[i + (6 if neg else 5)].strip("{}").split(".")]
+            hit = [str(pkt.icmp_type), str(pkt.icmp_code)] == want
+            return is_icmp and hit != neg, i + (7 if neg else 6)
+        value = pkt.icmp_type if toks[i + 1] == "type" else pkt.icmp_code
+        neg = toks[i + 2] == "!="
+        want_v = toks[i + 3 if neg else i + 2]
+        return is_icmp and (str(value) == want_v) != neg, i + (4 if neg else 3)
+
+    def _named_port(self, toks: tuple[str, ...], i: int, pkt: Packet) -> tuple[bool, int]:
         # ip daddr . meta l4proto . th dport [!=] @set
         addr = pkt.saddr if toks[i + 1] == "saddr" else pkt.daddr
         j = i + 8
@@ -206,7 +252,9 @@ class _NoKernel:
         raise AssertionError("render() never touches the kernel")
 
 
-def render(msgs: Iterable[m.Message]) -> nft_table.NftTable:
+def render(
+    msgs: Iterable[m.Message], *, flow_logs: flowlog_render.FlowLogConfig | None = None
+) -> nft_table.NftTable:
     """The desired ``table inet calico`` policy part (sets, policy/profile, endpoint and tier
     chains) that the dataplane's managers make of ``msgs``; no static chains, no I/O."""
     table = nft_table.NftTable(_NoKernel())
@@ -214,8 +262,11 @@ def render(msgs: Iterable[m.Message]) -> nft_table.NftTable:
         table.declare_map(name, static_chains.MAP_DECL)
     routes = route_table.RouteTable(runner=_NoKernel())
     ipsets = ipset_manager.IPSetManager(table)
-    managers = (ipsets, policy_manager.PolicyManager(table),
-                endpoint_manager.EndpointManager(table, routes))  # fmt: skip
+    policies = policy_manager.PolicyManager(table)
+    endpoints = endpoint_manager.EndpointManager(table, routes, policies)
+    if flow_logs is not None:
+        endpoints.set_flow_logs(flow_logs)
+    managers = (ipsets, policies, endpoints)
     for msg in msgs:
         for mgr in managers:
             mgr.on_update(msg)

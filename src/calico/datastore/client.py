@@ -1,6 +1,7 @@
-"""Client: Calico v3 resources in etcd — get/list/create/update/apply/delete with revisions.
+"""Client: Calico v3 resources in the datastore: get/list/create/update/apply/delete, revisions.
 
-``metadata.resourceVersion`` is the etcd mod revision of the resource's key. ``update`` with a
+``metadata.resourceVersion`` is the mod revision of the resource's key (etcd's; the Kubernetes
+API's resourceVersion in KDD mode). ``update`` with a
 resourceVersion is a compare-and-swap: a stale version fails with :class:`Conflict`. ``create`` sets
 ``metadata.uid`` and ``metadata.creationTimestamp``. Every write validates first (see
 :mod:`calico.model.validation`) unless the caller passes ``validate=False`` (the CNI plugin, which
@@ -14,13 +15,13 @@ import json
 import uuid
 from typing import Any
 
-from calico.datastore.etcd import EtcdClient
+from calico.datastore.backend import Backend, StoreError
 from calico.model import kinds
 
 Resource = dict[str, Any]
 
 
-class DatastoreError(Exception):
+class DatastoreError(StoreError):
     """A datastore operation failed."""
 
 
@@ -43,7 +44,12 @@ class NotSupported(DatastoreError):
 # Tiers (Calico's clientv3 rules): a policy can only be created in a tier that exists (the
 # built-in ones always do); a built-in tier cannot be deleted, nor one that still holds policies.
 BUILT_IN_TIERS = ("default", "kube-admin", "kube-baseline")
-POLICY_KINDS = ("NetworkPolicy", "GlobalNetworkPolicy")
+POLICY_KINDS = (
+    "NetworkPolicy",
+    "GlobalNetworkPolicy",
+    "StagedNetworkPolicy",
+    "StagedGlobalNetworkPolicy",
+)
 
 
 def _ident(obj: Resource) -> tuple[kinds.Kind, str, str | None]:
@@ -79,15 +85,20 @@ def _encode(obj: Resource) -> str:
 
 
 class Client:
-    def __init__(self, etcd: EtcdClient) -> None:
-        self.etcd = etcd
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    @property
+    def etcd(self) -> Backend:
+        """The old name of :attr:`backend` (kept for code written before the seam)."""
+        return self.backend
 
     # ---- reads ------------------------------------------------------------------------------
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> Resource:
         k = kinds.lookup(kind)
         ns = (namespace or "default") if k.namespaced else None
-        kv = self.etcd.get(k.key(name, ns))
+        kv = self.backend.get(k.key(name, ns))
         if kv is None:
             raise NotFound(f"resource does not exist: {describe(k, name, ns)}")
         return decode(kv.value, kv.mod_revision)
@@ -95,7 +106,7 @@ class Client:
     def list(self, kind: str, namespace: str | None = None) -> list[Resource]:
         """All resources of ``kind`` (namespaced kinds: in ``namespace``, or all when None)."""
         k = kinds.lookup(kind)
-        kvs, _ = self.etcd.get_prefix(k.prefix(namespace))
+        kvs, _ = self.backend.get_prefix(k.prefix(namespace))
         return [decode(kv.value, kv.mod_revision) for kv in kvs]
 
     # ---- writes -----------------------------------------------------------------------------
@@ -113,16 +124,19 @@ class Client:
         if kind.name in POLICY_KINDS:
             self._check_tier_exists(obj, describe(kind, name, ns))
         meta = obj["metadata"]
-        meta.setdefault("uid", str(uuid.uuid4()))
-        meta.setdefault(
-            "creationTimestamp",
-            datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        )
-        rev = self.etcd.create(kind.key(name, ns), _encode(obj))
+        for field, value in self.new_identity().items():
+            meta.setdefault(field, value)
+        rev = self.backend.create(kind.key(name, ns), _encode(obj))
         if rev is None:
             raise AlreadyExists(f"resource already exists: {describe(kind, name, ns)}")
         meta["resourceVersion"] = str(rev)
         return obj
+
+    @staticmethod
+    def new_identity() -> dict[str, str]:
+        """``uid`` and ``creationTimestamp`` for a resource being created."""
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"uid": str(uuid.uuid4()), "creationTimestamp": now}
 
     def update(self, obj: Resource, *, validate: bool = True) -> Resource:
         """Replace an existing resource; CAS on metadata.resourceVersion when it is set."""
@@ -132,11 +146,11 @@ class Client:
         meta = obj["metadata"]
         if meta.get("resourceVersion") and meta.get("uid"):
             # The caller read this object (it carries uid and resourceVersion): one CAS, no re-read.
-            rev = self.etcd.update(key, _encode(obj), int(meta["resourceVersion"]))
+            rev = self.backend.update(key, _encode(obj), int(meta["resourceVersion"]))
             if rev is not None:
                 meta["resourceVersion"] = str(rev)
                 return obj
-        current = self.etcd.get(key)
+        current = self.backend.get(key)
         if current is None:
             raise NotFound(f"resource does not exist: {describe(kind, name, ns)}")
         want_rev = int(meta["resourceVersion"]) if meta.get("resourceVersion") else None
@@ -149,7 +163,7 @@ class Client:
         for field in ("uid", "creationTimestamp"):
             if field in old_meta:
                 meta.setdefault(field, old_meta[field])
-        rev = self.etcd.update(key, _encode(obj), current.mod_revision)
+        rev = self.backend.update(key, _encode(obj), current.mod_revision)
         if rev is None:
             raise Conflict(f"update conflict: {describe(kind, name, ns)} changed concurrently")
         meta["resourceVersion"] = str(rev)
@@ -161,7 +175,7 @@ class Client:
         tier = (obj.get("spec") or {}).get("tier") or "default"
         if tier in BUILT_IN_TIERS:
             return
-        if self.etcd.get(kinds.lookup("Tier").key(tier)) is None:
+        if self.backend.get(kinds.lookup("Tier").key(tier)) is None:
             raise NotFound(
                 f"{what}: spec.tier: tier {tier!r} does not exist (create the Tier first)"
             )
@@ -210,11 +224,11 @@ class Client:
         if k.name == "Tier":
             self._check_tier_deletable(name)
         key = k.key(name, ns)
-        current = self.etcd.get(key)
+        current = self.backend.get(key)
         if current is None:
             raise NotFound(f"resource does not exist: {describe(k, name, ns)}")
         if resource_version and int(resource_version) != current.mod_revision:
             raise Conflict(f"delete conflict: {describe(k, name, ns)} has changed")
-        if not self.etcd.delete(key, mod_revision=current.mod_revision):
+        if not self.backend.delete(key, mod_revision=current.mod_revision):
             raise Conflict(f"delete conflict: {describe(k, name, ns)} changed concurrently")
         return decode(current.value, current.mod_revision)

@@ -1,20 +1,25 @@
 """Datastore configuration, as Calico reads it.
 
-Environment (``DATASTORE_TYPE=etcdv3``, ``ETCD_ENDPOINTS``, ``ETCD_CA_CERT_FILE``,
-``ETCD_CERT_FILE``, ``ETCD_KEY_FILE``) wins over a calicoctl config file
-(``apiVersion: projectcalico.org/v3``, ``kind: CalicoAPIConfig``; default
-``/etc/calico/calicoctl.cfg``). ``ETCD_ENDPOINTS`` / ``etcdEndpoints`` is a comma-separated list
-of an etcd cluster's members; clients fail over between them (see :mod:`calico.datastore.etcd`).
+Environment (``DATASTORE_TYPE``: ``etcdv3``, the default, or ``kubernetes``; ``ETCD_ENDPOINTS``,
+``ETCD_CA_CERT_FILE``, ``ETCD_CERT_FILE``, ``ETCD_KEY_FILE``; ``KUBECONFIG``, ``K8S_API_ENDPOINT``,
+``K8S_API_TOKEN``, ``K8S_CA_FILE``, ``K8S_CERT_FILE``, ``K8S_KEY_FILE``,
+``K8S_INSECURE_SKIP_TLS_VERIFY``) wins over a calicoctl config file (``apiVersion:
+projectcalico.org/v3``, ``kind: CalicoAPIConfig``, ``spec.datastoreType``, ``etcdEndpoints``...,
+``kubeconfig``, ``k8sAPIEndpoint``...; default ``/etc/calico/calicoctl.cfg``).
+``ETCD_ENDPOINTS`` / ``etcdEndpoints`` is a comma-separated list of an etcd cluster's members;
+clients fail over between them (see :mod:`calico.datastore.etcd`). The Kubernetes API server is
+found as :func:`calico.datastore.kube_api.access` says (kubeconfig, endpoint, in-cluster).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calico.datastore.backend import Backend
 from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient, TLSFiles, parse_endpoints
 
@@ -32,6 +37,9 @@ class DatastoreConfig:
     ca_cert_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    datastore_type: str = "etcdv3"
+    kube: dict[str, Any] = field(default_factory=dict)  # calicoctl.cfg's kubeconfig / k8s* fields
+    env: dict[str, str] = field(default_factory=dict)
 
     def etcd(self, timeout: float = 10.0) -> EtcdClient:
         return EtcdClient(
@@ -40,13 +48,32 @@ class DatastoreConfig:
             timeout=timeout,
         )
 
+    def backend(self, timeout: float = 10.0) -> Backend:
+        """A new client of the configured datastore (one per thread: none is thread-safe)."""
+        if self.datastore_type == "kubernetes":
+            from calico.datastore.kube import KubeBackend
+            from calico.datastore.kube_api import access
+
+            return KubeBackend(access(env=self.env, settings=self.kube), timeout=timeout)
+        return self.etcd(timeout)
+
     def client(self) -> Client:
-        return Client(self.etcd())
+        return Client(self.backend())
+
+
+TYPES = ("etcdv3", "kubernetes")
+KUBE_FIELDS = ("kubeconfig", "k8sAPIEndpoint", "k8sAPIToken", "k8sCAFile", "k8sCertFile",
+               "k8sKeyFile", "k8sInsecureSkipTLSVerify")  # fmt: skip
+KUBE_ENV = ("KUBECONFIG", "K8S_API_ENDPOINT", "K8S_API_TOKEN", "K8S_CA_FILE", "K8S_CERT_FILE",
+            "K8S_KEY_FILE", "K8S_INSECURE_SKIP_TLS_VERIFY", "KUBERNETES_SERVICE_HOST",
+            "KUBERNETES_SERVICE_PORT")  # fmt: skip
 
 
 def _check_type(value: str, where: str) -> None:
-    if value and value != "etcdv3":
-        raise ConfigError(f"{where}: datastore type {value!r} is not supported (use etcdv3)")
+    if value and value not in TYPES:
+        raise ConfigError(
+            f"{where}: datastore type {value!r} is not supported (use etcdv3 or kubernetes)"
+        )
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -74,6 +101,17 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
     if path.exists():
         spec = _from_file(path)
     _check_type(env.get("DATASTORE_TYPE", ""), "DATASTORE_TYPE")
+    dtype = env.get("DATASTORE_TYPE") or str(spec.get("datastoreType") or "") or "etcdv3"
+    if dtype == "kubernetes":
+        kubeconfig = env.get("KUBECONFIG") or spec.get("kubeconfig")
+        if kubeconfig and not Path(str(kubeconfig).split(os.pathsep)[0]).exists():
+            where = "KUBECONFIG" if env.get("KUBECONFIG") else f"config file {path}: kubeconfig"
+            raise ConfigError(f"{where}: {kubeconfig}: no such file")
+        return DatastoreConfig(
+            datastore_type="kubernetes",
+            kube={k: spec[k] for k in KUBE_FIELDS if spec.get(k) not in (None, "")},
+            env={k: env[k] for k in KUBE_ENV if env.get(k)},
+        )
     cfg = DatastoreConfig(
         endpoints=env.get("ETCD_ENDPOINTS") or spec.get("etcdEndpoints") or DEFAULT_ENDPOINTS,
         ca_cert_file=env.get("ETCD_CA_CERT_FILE") or spec.get("etcdCACertFile"),

@@ -27,31 +27,38 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from calico.datastore.etcd_wire import (
+from calico.datastore.backend import (
     KV,
+    Cmp,
+    Op,
+    SyncStream,
+    TxnResult,
+    WatchEvent,
+    WatchResponse,
+    cmp_absent,
+    cmp_mod,
+    op_delete,
+    op_get,
+    op_put,
+    prefix_end,
+)
+from calico.datastore.etcd_wire import (
     EtcdCompacted,
     EtcdError,
     EtcdTLSError,
     EtcdUnavailable,
     MemberStatus,
     TLSFiles,
-    TxnResult,
-    WatchEvent,
-    WatchResponse,
     b64,
-    cmp_absent,
-    cmp_mod,
     kv_from,
-    op_delete,
-    op_get,
-    op_put,
     parse_endpoints,
-    prefix_end,
     tls_problem,
     txn_result,
+    wire_cmp,
+    wire_op,
 )
 
 # etcd's answers meaning "this member cannot serve now, another may"; each is given before the
@@ -89,7 +96,11 @@ class _MemberFailed(Exception):
 
 class EtcdClient:
     """Talks to one of ``endpoints`` (``http(s)://host:port``, a list or a comma-separated
-    string), failing over in order. Not thread-safe: one client per thread."""
+    string), failing over in order. Not thread-safe: one client per thread. The etcd
+    :class:`~calico.datastore.backend.Backend`."""
+
+    atomic_txn = True
+    datastore_type = "etcdv3"
 
     def __init__(
         self,
@@ -118,6 +129,9 @@ class EtcdClient:
 
     def endpoints_text(self) -> str:
         return ",".join(self.endpoints)
+
+    def where(self) -> str:
+        return f"etcd {self.endpoints_text()}"
 
     def member_url(self, index: int) -> str:
         return urllib.parse.urlunsplit(self._endpoints[index])
@@ -329,22 +343,22 @@ class EtcdClient:
         )
 
     def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
-        resp = self._post("/v3/kv/put", op_put(key, value, lease=lease)["request_put"])
+        resp = self._post("/v3/kv/put", wire_op(op_put(key, value, lease=lease))["request_put"])
         return int(resp["header"]["revision"])
 
     def txn(
-        self,
-        compare: list[dict[str, Any]],
-        success: list[dict[str, Any]],
-        failure: list[dict[str, Any]] | None = None,
+        self, compare: Sequence[Cmp], success: Sequence[Op], failure: Sequence[Op] | None = None
     ) -> TxnResult:
         """One multi-operation transaction: if every ``compare`` holds, run ``success``, else
         ``failure``; build them with :func:`cmp_mod`, :func:`cmp_absent`, :func:`op_get`,
         :func:`op_put`, :func:`op_delete`. ``responses[i]`` is the KVs read by the i-th operation
         of the branch that ran (empty for a put or delete), ``counts[i]`` its range's count."""
-        body: dict[str, Any] = {"compare": compare, "success": success}
+        body: dict[str, Any] = {
+            "compare": [wire_cmp(c) for c in compare],
+            "success": [wire_op(op) for op in success],
+        }
         if failure:
-            body["failure"] = failure
+            body["failure"] = [wire_op(op) for op in failure]
         return txn_result(self._post("/v3/kv/txn", body))
 
     def create(self, key: str, value: bytes | str, *, lease: int = 0) -> int | None:
@@ -409,6 +423,15 @@ class EtcdClient:
             stopped=stopped,
         )
 
+    def preflight(self, keys: Sequence[str]) -> None:
+        """etcd holds any key: nothing to check before writing."""
+
+    def sync_streams(self, prefixes: Sequence[str]) -> list[SyncStream]:
+        """One stream: the prefixes listed at one revision, watched as one key range."""
+        from calico.datastore.kv_stream import KVStream  # lazy: short-lived processes never sync
+
+        return [KVStream(self, prefixes)]
+
     def watch_prefix(
         self, prefix: str, start_revision: int, *, probe_after: float = 10.0
     ) -> Iterator[list[WatchEvent]]:
@@ -420,12 +443,14 @@ class EtcdClient:
 
 __all__ = [
     "KV",
+    "Cmp",
     "EtcdClient",
     "EtcdCompacted",
     "EtcdError",
     "EtcdTLSError",
     "EtcdUnavailable",
     "MemberStatus",
+    "Op",
     "TLSFiles",
     "TxnResult",
     "WatchEvent",

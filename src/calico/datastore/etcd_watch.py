@@ -34,11 +34,11 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from calico.datastore.backend import WatchResponse
 from calico.datastore.etcd_wire import (
     EtcdCompacted,
     EtcdError,
     EtcdUnavailable,
-    WatchResponse,
     b64,
     event_from,
 )

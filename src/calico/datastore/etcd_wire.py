@@ -1,8 +1,8 @@
 """What etcd v3's JSON gateway speaks: errors, records and request builders (no I/O here).
 
 Keys and values are ``str``/``bytes`` in Python and base64 on the wire; revisions are ints (the
-gateway sends int64s as strings). :mod:`calico.datastore.etcd` re-exports every public name, so
-callers import from there.
+gateway sends int64s as strings). The records and transaction operations are the datastore
+seam's (:mod:`calico.datastore.backend`); here they are put on the wire.
 """
 
 from __future__ import annotations
@@ -10,15 +10,29 @@ from __future__ import annotations
 import base64
 import ssl
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from calico.datastore.backend import (
+    KV,
+    Cmp,
+    Compacted,
+    Delete,
+    Op,
+    Put,
+    StoreError,
+    TxnResult,
+    Unavailable,
+    WatchEvent,
+    prefix_end,
+)
 
-class EtcdError(Exception):
+
+class EtcdError(StoreError):
     """etcd answered with an error."""
 
 
-class EtcdUnavailable(EtcdError):
+class EtcdUnavailable(EtcdError, Unavailable):
     """No endpoint could be reached (or the one that was stopped answering)."""
 
 
@@ -26,48 +40,11 @@ class EtcdTLSError(EtcdUnavailable):
     """A TLS problem between this client and etcd: certificate files, trust or client auth."""
 
 
-class EtcdCompacted(EtcdError):
+class EtcdCompacted(EtcdError, Compacted):
     """A watch asked for a revision that etcd has compacted away."""
 
     def __init__(self, compact_revision: int) -> None:
-        super().__init__(
-            f"required revision has been compacted (compact revision {compact_revision})"
-        )
-        self.compact_revision = compact_revision
-
-
-@dataclass(frozen=True, slots=True)
-class KV:
-    key: str
-    value: bytes
-    mod_revision: int
-    create_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    type: str  # "PUT" or "DELETE"
-    key: str
-    value: bytes  # b"" for a delete
-    mod_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class WatchResponse:
-    """One message of a watch stream: its events (none for a progress notification) and
-    ``revision``, the newest revision up to which this stream has delivered every event in the
-    watched range (0 when the message says nothing about that, e.g. "created")."""
-
-    events: list[WatchEvent]
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class TxnResult:
-    succeeded: bool
-    revision: int
-    responses: list[list[KV]]
-    counts: list[int] = field(default_factory=list)  # response_range.count per operation
+        Compacted.__init__(self, compact_revision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +69,6 @@ def b64(s: str | bytes) -> str:
 
 def unb64(s: str | None) -> bytes:
     return base64.b64decode(s) if s else b""
-
-
-def prefix_end(prefix: str) -> str:
-    """The range_end that selects every key starting with ``prefix``."""
-    raw = bytearray(prefix.encode())
-    for i in range(len(raw) - 1, -1, -1):
-        if raw[i] < 0xFF:
-            raw[i] += 1
-            return bytes(raw[: i + 1]).decode("latin-1")
-    return "\0"
 
 
 def kv_from(d: dict[str, Any]) -> KV:
@@ -130,50 +97,36 @@ def txn_result(resp: dict[str, Any]) -> TxnResult:
     return TxnResult(bool(resp.get("succeeded")), int(resp["header"]["revision"]), out, counts)
 
 
-# ---- transaction building blocks ------------------------------------------------------------
+# ---- transactions on the wire -----------------------------------------------------------------
 
 
-def cmp_mod(key: str, mod_revision: int) -> dict[str, Any]:
-    """Txn compare: ``key``'s mod revision is ``mod_revision``."""
-    return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}
+def wire_cmp(c: Cmp) -> dict[str, Any]:
+    """A :class:`Cmp` as the gateway's compare: mod revision equal, or create revision 0."""
+    if c.mod_revision:
+        return {"key": b64(c.key), "target": "MOD", "result": "EQUAL",
+                "mod_revision": str(c.mod_revision)}  # fmt: skip
+    return {"key": b64(c.key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
 
 
-def cmp_absent(key: str) -> dict[str, Any]:
-    """Txn compare: ``key`` does not exist."""
-    return {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
-
-
-def op_get(
-    key: str,
-    *,
-    prefix: bool = False,
-    keys_only: bool = False,
-    count_only: bool = False,
-    min_mod_revision: int = 0,
-) -> dict[str, Any]:
-    """Txn operation: read ``key`` (every key under it with ``prefix``); ``min_mod_revision``
-    keeps only keys modified at or after it (``count`` still counts the whole range)."""
-    rng: dict[str, Any] = {"key": b64(key)}
-    if prefix:
-        rng["range_end"] = b64(prefix_end(key))
-    if keys_only:
+def wire_op(op: Op) -> dict[str, Any]:
+    """A :class:`Get`, :class:`Put` or :class:`Delete` as the gateway's request operation."""
+    if isinstance(op, Put):
+        put: dict[str, Any] = {"key": b64(op.key), "value": b64(op.value)}
+        if op.lease:
+            put["lease"] = op.lease
+        return {"request_put": put}
+    if isinstance(op, Delete):
+        return {"request_delete_range": {"key": b64(op.key)}}
+    rng: dict[str, Any] = {"key": b64(op.key)}
+    if op.prefix:
+        rng["range_end"] = b64(prefix_end(op.key))
+    if op.keys_only:
         rng["keys_only"] = True
-    if count_only:
+    if op.count_only:
         rng["count_only"] = True
-    if min_mod_revision:
-        rng["min_mod_revision"] = str(min_mod_revision)
+    if op.min_mod_revision:
+        rng["min_mod_revision"] = str(op.min_mod_revision)
     return {"request_range": rng}
-
-
-def op_put(key: str, value: bytes | str, *, lease: int = 0) -> dict[str, Any]:
-    put: dict[str, Any] = {"key": b64(key), "value": b64(value)}
-    if lease:
-        put["lease"] = lease
-    return {"request_put": put}
-
-
-def op_delete(key: str) -> dict[str, Any]:
-    return {"request_delete_range": {"key": b64(key)}}
 
 
 # ---- endpoints and TLS, in words -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Syncer: a consistent, exactly-once stream of datastore changes under a set of etcd prefixes.
+"""Syncer: a consistent, exactly-once stream of datastore changes under a set of key prefixes.
 
 Protocol (libcalico-go's watchersyncer, simplified to one loop per prefix set)::
 
@@ -27,7 +27,15 @@ of (so none was deleted); if so the watch resumes from that transaction's revisi
 Each key's last delivered mod revision is remembered, so an event is delivered once even when
 a reconnect replays it, and a re-list after compaction turns into exactly the missing puts and
 deletes.
-Callbacks run on the syncer's thread; they receive ``list[Update]`` batches and ``SyncStatus``.
+Any backend (:mod:`calico.datastore.backend`): the syncer asks it for its sync streams. etcd (and
+the memory backend) give one (:class:`~calico.datastore.kv_stream.KVStream`: everything above);
+the Kubernetes API one per resource type (:mod:`calico.datastore.kube_stream`), each listed at its
+own resourceVersion and watched from there, a 410 Gone taking that one type back to a list. Each
+stream runs the loop above on its own (the first on the syncer's thread, the others on threads of
+their own); InSync comes once every stream has listed.
+
+Callbacks run on a syncer thread, one call at a time; they receive ``list[Update]`` batches and
+``SyncStatus``.
 """
 
 from __future__ import annotations
@@ -40,20 +48,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from calico.datastore.etcd import (
-    EtcdClient,
-    EtcdCompacted,
-    EtcdError,
-    EtcdUnavailable,
+from calico.datastore.backend import (
+    Backend,
+    Compacted,
+    StoreError,
+    SyncStream,
     WatchEvent,
-    op_get,
     prefix_end,
 )
+from calico.datastore.kv_stream import MAX_CHECKED_PREFIXES, covering
 
 logger = logging.getLogger(__name__)
 
-# The compaction check is one transaction of two reads per prefix; etcd's --max-txn-ops is 128.
-MAX_CHECKED_PREFIXES = 64
 LIST_PAGE = 250  # keys per range request of a list (memory: see docs/design/agent.md)
 
 
@@ -80,19 +86,34 @@ def _decode(raw: bytes, key: str) -> Any | None:
         return None
 
 
-def covering(prefixes: Sequence[str]) -> list[str]:
-    """``prefixes`` without those inside another (each watched key is under exactly one)."""
-    out: list[str] = []
-    for p in sorted(set(prefixes)):
-        if not out or not p.startswith(out[-1]):
-            out.append(p)
-    return out
+class _Source:
+    """One stream and what the syncer delivered from it."""
+
+    def __init__(self, stream: SyncStream) -> None:
+        self.stream = stream
+        self.prefixes = stream.prefixes
+        self.revs: dict[str, int] = {}  # key -> last delivered mod revision
+        self.rev = 0  # everything up to here has been delivered
+        self.listed = False  # a whole first list has been delivered
+
+    def wanted(self, key: str) -> bool:
+        return key.startswith(self.prefixes)
+
+    def known(self) -> dict[str, int]:
+        """Per prefix, how many keys under it were delivered (and not deleted since)."""
+        out = dict.fromkeys(self.prefixes, 0)
+        for key in self.revs:
+            for p in self.prefixes:
+                if key.startswith(p):
+                    out[p] += 1
+                    break
+        return out
 
 
 class Syncer:
     def __init__(
         self,
-        etcd: EtcdClient,
+        backend: Backend,
         prefixes: Sequence[str],
         *,
         on_updates: Callable[[list[Update]], None],
@@ -102,21 +123,19 @@ class Syncer:
         probe_after: float = 10.0,
         probe_timeout: float = 5.0,
     ) -> None:
-        self._etcd = etcd
+        self._backend = backend
         self._prefixes = tuple(covering(prefixes))  # each wanted key is under exactly one
         if not self._prefixes:
             raise ValueError("a syncer needs at least one prefix")
-        # the watch: from the first prefix to the end of the last (sorted)
-        self._range = (self._prefixes[0], prefix_end(self._prefixes[-1]))
+        self._sources = [_Source(s) for s in backend.sync_streams(self._prefixes)]
         self._on_updates = on_updates
         self._on_status = on_status
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._probe_after = probe_after  # a silent watch's member is probed after this long
         self._probe_timeout = probe_timeout
-        self._revs: dict[str, int] = {}  # key -> last delivered mod revision
-        self._rev = 0  # everything up to here has been delivered
         self._status: SyncStatus | None = None
+        self._lock = threading.RLock()  # callbacks and the shared state, one stream at a time
         # metrics: re-lists forced by a compaction, compactions resumed from without one,
         # and broken connections (each followed by a resume)
         self.relists = 0
@@ -138,9 +157,9 @@ class Syncer:
 
     @property
     def revision(self) -> int:
-        """The datastore revision up to which every change has been delivered (read it from a
-        callback: it is the syncer thread's)."""
-        return self._rev
+        """The datastore revision up to which every change has been delivered, on every stream
+        (the lowest stream's mark; read it from a callback: it is the syncer threads')."""
+        return min((src.rev for src in self._sources), default=0)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread ``start()`` made to end; True if it has."""
@@ -150,22 +169,36 @@ class Syncer:
 
     def run(self) -> None:
         self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
+        others = []
+        for src in self._sources[1:]:
+            name = f"syncer-{src.stream.name}"
+            others.append(threading.Thread(target=self._run_source, args=(src,), name=name,
+                                           daemon=True))  # fmt: skip
+        for t in others:
+            t.start()
+        self._run_source(self._sources[0])
+        for t in others:
+            t.join()
+
+    def _run_source(self, src: _Source) -> None:
         delay = self._retry_delay
         need_list = True
         while not self.stopped.is_set():
             try:
                 if need_list:
-                    self._list()
+                    self._list(src)
                     need_list = False
                 delay = self._retry_delay
-                self._watch()
-            except EtcdCompacted as exc:
-                need_list = not self._resume_after_compaction(exc.compact_revision)
-            except EtcdError as exc:
-                self.disconnects += 1
-                logger.warning("datastore connection lost (%s); retrying in %.1fs", exc, delay)
-                if self._status is not SyncStatus.IN_SYNC:
-                    self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
+                self._watch(src)
+            except Compacted as exc:
+                need_list = not self._resume_after_compaction(src, exc.compact_revision)
+            except StoreError as exc:
+                with self._lock:
+                    self.disconnects += 1
+                    logger.warning("datastore connection lost (%s, %s); retrying in %.1fs",
+                                   src.stream.name, exc, delay)  # fmt: skip
+                    if self._status is not SyncStatus.IN_SYNC:
+                        self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
                 self.stopped.wait(delay)
                 delay = min(delay * 2, self._max_retry_delay)
 
@@ -176,114 +209,92 @@ class Syncer:
             self._status = status
             self._on_status(status)
 
-    def _wanted(self, key: str) -> bool:
-        return key.startswith(self._prefixes)
-
-    def _list(self) -> None:
-        """Read every prefix at one revision; deliver what differs from what was delivered."""
-        first = self._status is not SyncStatus.IN_SYNC
+    def _list(self, src: _Source) -> None:
+        """Read the stream's keys at one revision; deliver what differs from what was delivered."""
+        first = not src.listed
         if first:
-            self._set_status(SyncStatus.RESYNC_IN_PROGRESS)
+            with self._lock:
+                self._set_status(SyncStatus.RESYNC_IN_PROGRESS)
         rev = 0
         seen: set[str] = set()
         held: list[Update] = []  # a re-list's differences, delivered together
-        for prefix in self._prefixes:
-            pages = self._etcd.get_prefix_pages(prefix, revision=rev, limit=LIST_PAGE)
-            for kvs, read_at in pages:
-                rev = read_at  # the first page's, then the same
-                page = []
-                for kv in kvs:
-                    seen.add(kv.key)
-                    if self._revs.get(kv.key) != kv.mod_revision:
-                        page.append(Update(kv.key, _decode(kv.value, kv.key), kv.mod_revision))
-                if first:
-                    self._deliver(page)
-                else:
-                    held += page
-        self._deliver(held, gone=sorted(set(self._revs) - seen), revision=rev)
-        self._rev = rev
-        self._set_status(SyncStatus.IN_SYNC)
+        for kvs, read_at in src.stream.list_pages(limit=LIST_PAGE):
+            rev = read_at
+            page = []
+            for kv in kvs:
+                seen.add(kv.key)
+                if src.revs.get(kv.key) != kv.mod_revision:
+                    page.append(Update(kv.key, _decode(kv.value, kv.key), kv.mod_revision))
+            if first:
+                self._deliver(src, page)
+            else:
+                held += page
+        self._deliver(src, held, gone=sorted(set(src.revs) - seen), revision=rev)
+        src.rev = rev
+        with self._lock:
+            src.listed = True
+            if all(s.listed for s in self._sources):
+                self._set_status(SyncStatus.IN_SYNC)
 
-    def _deliver(self, puts: list[Update], *, gone: Sequence[str] = (), revision: int = 0) -> None:
+    def _deliver(
+        self, src: _Source, puts: list[Update], *, gone: Sequence[str] = (), revision: int = 0
+    ) -> None:
         """Hand over ``puts`` and the deletion of the keys ``gone`` (at ``revision``), and
         remember them as delivered."""
         for u in puts:
-            self._revs[u.key] = u.revision
+            src.revs[u.key] = u.revision
         for key in gone:
-            del self._revs[key]
+            del src.revs[key]
         updates = puts + [Update(key, None, revision) for key in gone]
         if updates:
-            self._on_updates(updates)
+            with self._lock:
+                self._on_updates(updates)
 
-    def _unchanged_at(self) -> tuple[int, str]:
-        """(R, "") when no watched key was modified or deleted after ``self._rev``, as read at
-        revision R; else (0, why)."""
-        if len(self._prefixes) > MAX_CHECKED_PREFIXES:
-            return 0, f"{len(self._prefixes)} prefixes are too many to check"
-        ops = []
-        for p in self._prefixes:
-            ops.append(op_get(p, prefix=True, keys_only=True, min_mod_revision=self._rev + 1))
-            ops.append(op_get(p, prefix=True, count_only=True))
-        try:
-            res = self._etcd.txn([], ops)
-        except EtcdUnavailable:
-            raise  # the run loop retries, and comes back here
-        except EtcdError as exc:  # etcd refused the check: a re-list is always right
-            return 0, f"the check failed: {exc}"
-        for i, p in enumerate(self._prefixes):
-            known = sum(1 for k in self._revs if k.startswith(p))
-            if res.responses[2 * i] or res.counts[2 * i + 1] != known:
-                return 0, f"{p} changed"
-        return res.revision, ""
-
-    def _resume_after_compaction(self, compact_revision: int) -> bool:
-        """True when the watch can resume without a re-list (``self._rev`` then moves on)."""
-        revision, why = self._unchanged_at()
-        if not revision:
+    def _resume_after_compaction(self, src: _Source, compact_revision: int) -> bool:
+        """True when the watch can resume without a re-list (``src.rev`` then moves on)."""
+        revision, why = src.stream.unchanged_since(src.rev, src.known())
+        with self._lock:
+            if not revision:
+                logger.info("watch (%s) compacted at %d, %s since %d: re-listing",
+                            src.stream.name, compact_revision, why, src.rev)  # fmt: skip
+                self.relists += 1
+                return False
             logger.info(
-                "watch compacted at %d, %s since %d: re-listing", compact_revision, why, self._rev
-            )
-            self.relists += 1
-            return False
-        logger.info(
-            "watch compacted at %d; nothing watched changed since %d: resuming at %d",
-            compact_revision,
-            self._rev,
-            revision,
-        )
-        self._rev = max(self._rev, revision)
-        self.compaction_resumes += 1
+                "watch (%s) compacted at %d; nothing watched changed since %d: resuming at %d",
+                src.stream.name, compact_revision, src.rev, revision,
+            )  # fmt: skip
+            self.compaction_resumes += 1
+        src.rev = max(src.rev, revision)
         return True
 
-    def _watch(self) -> None:
-        for resp in self._etcd.watch(
-            self._range[0],
-            self._rev + 1,
-            range_end=self._range[1],
+    def _watch(self, src: _Source) -> None:
+        for resp in src.stream.watch(
+            src.rev + 1,
             probe_after=self._probe_after,
             probe_timeout=self._probe_timeout,
             stopped=self.stopped.is_set,
         ):
             if self.stopped.is_set():
                 return
-            updates = [u for u in (self._apply(e) for e in resp.events) if u is not None]
-            self._rev = max(self._rev, resp.revision)
+            updates = [u for u in (self._apply(src, e) for e in resp.events) if u is not None]
+            src.rev = max(src.rev, resp.revision)
             if updates:
-                self._on_updates(updates)
+                with self._lock:
+                    self._on_updates(updates)
 
-    def _apply(self, event: WatchEvent) -> Update | None:
-        if not self._wanted(event.key):
+    def _apply(self, src: _Source, event: WatchEvent) -> Update | None:
+        if not src.wanted(event.key):
             return None  # between the prefixes: never decoded
-        last = self._revs.get(event.key)
+        last = src.revs.get(event.key)
         if event.type == "DELETE":
             if last is None:
                 return None
-            del self._revs[event.key]
+            del src.revs[event.key]
             return Update(event.key, None, event.mod_revision)
         if last is not None and last >= event.mod_revision:
             return None  # already delivered (replayed after a reconnect)
-        self._revs[event.key] = event.mod_revision
+        src.revs[event.key] = event.mod_revision
         return Update(event.key, _decode(event.value, event.key), event.mod_revision)
 
 
-__all__ = ["SyncStatus", "Syncer", "Update", "prefix_end"]
+__all__ = ["MAX_CHECKED_PREFIXES", "SyncStatus", "Syncer", "Update", "covering", "prefix_end"]

@@ -124,6 +124,10 @@ class WorkloadEndpoint:
     ipv6_nets: tuple[str, ...] = ()
     tiers: tuple[TierInfo, ...] = ()
     profile_ids: tuple[str, ...] = ()
+    # The tiers as they would be with the staged policies enforced (a staged Set replaces the
+    # policy of the same name, a staged Delete removes it); None when no staged policy is in play
+    # for this endpoint. Staged policies' ids carry the ``staged:`` name prefix.
+    staged_tiers: tuple[TierInfo, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,7 @@ class HostEndpoint:
     pre_dnat_tiers: tuple[TierInfo, ...] = ()  # preDNAT (ingress only)
     forward_tiers: tuple[TierInfo, ...] = ()  # applyOnForward (forwarded traffic)
     profile_ids: tuple[str, ...] = ()
+    staged_tiers: tuple[TierInfo, ...] | None = None  # staged view of ``tiers`` (host traffic)
 
 
 # ---- the messages --------------------------------------------------------------------------

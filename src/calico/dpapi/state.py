@@ -72,12 +72,15 @@ class DataplaneState:
     def _apply_endpoint(self, msg: m.Message) -> bool:
         match msg:
             case m.WorkloadEndpointUpdate(id=i, endpoint=ep):
-                self._check_endpoint(ep.tiers, ep.profile_ids, f"endpoint {i}")
+                self._check_endpoint(
+                    ep.tiers + (ep.staged_tiers or ()), ep.profile_ids, f"endpoint {i}"
+                )
                 self.workload_endpoints[i] = ep
             case m.WorkloadEndpointRemove(id=i):
                 self.workload_endpoints.pop(i, None)
             case m.HostEndpointUpdate(id=i, endpoint=hep):
                 tiers = hep.tiers + hep.untracked_tiers + hep.pre_dnat_tiers + hep.forward_tiers
+                tiers += hep.staged_tiers or ()
                 self._check_endpoint(tiers, hep.profile_ids, f"host endpoint {i}")
                 self.host_endpoints[i] = hep
             case m.HostEndpointRemove(id=i):
@@ -175,9 +178,10 @@ class DataplaneState:
     def _all_tiers(self) -> list[m.TierInfo]:
         tiers: list[m.TierInfo] = []
         for ep in self.workload_endpoints.values():
-            tiers.extend(ep.tiers)
+            tiers.extend(ep.tiers + (ep.staged_tiers or ()))
         for hep in self.host_endpoints.values():
             tiers.extend(hep.tiers + hep.untracked_tiers + hep.pre_dnat_tiers + hep.forward_tiers)
+            tiers.extend(hep.staged_tiers or ())
         return tiers
 
     def _check_unused_policy(self, pid: m.PolicyID) -> None:

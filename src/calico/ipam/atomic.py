@@ -1,4 +1,4 @@
-"""Calico IPAM's writes: each one etcd transaction that compares every record it rests on.
+"""Calico IPAM's writes: each one transaction that compares every record it rests on.
 
 This is the one allocation path: the CNI plugin, ``calico-ipam``, ``calicoctl ipam`` and
 :class:`~calico.ipam.client.IPAMClient` all assign and release here::
@@ -8,11 +8,16 @@ This is the one allocation path: the CNI plugin, ``calico-ipam``, ``calicoctl ip
              block of the family by stages, only when a step needs them)
              ─► txn( handle absent (or at its revision) ∧ every used block at its revision ∧ every
                      claimed block absent ∧ IPPools ∧ Node [∧ config] ∧ ensured keys
-                     ⇒ put blocks, confirmed affinities of claimed blocks, handle, ensured keys
+                     ⇒ put handle, blocks, confirmed affinities of claimed blocks, ensured keys
                        that were absent, the caller's keys (the WorkloadEndpoint)
                      else ⇒ read the whole view again ) ─► plan again with the fresh records
-    release: txn( handle ∧ its blocks ∧ the caller's guards at the revisions read
+    release: txn( its blocks ∧ handle ∧ the caller's guards at the revisions read
                   ⇒ put blocks, delete handle, delete guards  else ⇒ read them again )
+
+The writes are listed in the order a store without multi-key transactions (the Kubernetes API)
+makes them, each a compare-and-swap, undoing the earlier ones when a later one loses
+(:mod:`calico.datastore.kube_txn`): the handle first on assignment, the blocks first on release.
+Either way two writers can never both win one block revision, so no address is handed out twice.
 
 A claimed block is created together with its addresses and its confirmed affinity, so there is no
 "pending" state to clean up. A handle that already holds addresses keeps them (``reuse``: a
@@ -26,7 +31,18 @@ import ipaddress
 import json
 from collections.abc import Callable, Mapping
 
-from calico.datastore.etcd import KV, EtcdClient, cmp_absent, cmp_mod, op_delete, op_get, op_put
+from calico.datastore.backend import (
+    KV,
+    Backend,
+    Cmp,
+    Op,
+    TxnResult,
+    cmp_absent,
+    cmp_mod,
+    op_delete,
+    op_get,
+    op_put,
+)
 from calico.ipam import keys, plan
 from calico.ipam.block import Block
 from calico.ipam.errors import IPAMError
@@ -39,7 +55,7 @@ __all__ = ["Cache", "Extra", "assign", "release"]
 
 
 def assign(
-    etcd: EtcdClient,
+    store: Backend,
     *,
     handle_id: str,
     host: str,
@@ -65,14 +81,14 @@ def assign(
         if view is None:
             view = View(host, versions, hkey)
             view.ensure = dict.fromkeys(ensure)
-            view.read(etcd)
+            view.read(store)
         missing = [k for k in ensure if k not in view.ensure]
         if missing:
-            view.read_more(etcd, ensure=missing)
+            view.read_more(store, ensure=missing)
         try:
             held = plan.held(view, handle_id) if reuse else []
             if held:
-                if _write_reused(etcd, view, held, extra, ensure):
+                if _write_reused(store, view, held, extra, ensure):
                     return held, True
                 continue
             chosen = plan.assignment(view, wanted, handle_id=handle_id, host=host,
@@ -81,7 +97,7 @@ def assign(
             if need.family_wide and view.remembered:
                 view = None  # a remembered view may lack a block freed since: no claims from it
                 continue
-            view.read_more(etcd, blocks=need.blocks, index=need.index, all_blocks=need.all_blocks)
+            view.read_more(store, blocks=need.blocks, index=need.index, all_blocks=need.all_blocks)
             continue
         except IPAMError:
             if view.remembered:
@@ -89,9 +105,9 @@ def assign(
                 continue
             raise
         compare, success = _assign_ops(view, chosen, handle_id, extra, ensure)
-        r = etcd.txn(compare, success, view.read_ops())
+        r = store.txn(compare, success, view.read_ops())
         if r.succeeded:
-            _remember(view, chosen, ensure, r.revision)
+            _remember(view, chosen, ensure, r)
             if cache is not None:
                 cache.put(view)
             return chosen.ips, False
@@ -101,8 +117,9 @@ def assign(
     raise IPAMError(f"handle {handle_id}: gave up after {MAX_ATTEMPTS} conflicting attempts")
 
 
-def _ensure_ops(view: View, ensure: Mapping[str, str]) -> tuple[list[dict[str, object]], ...]:
-    compare, success = [], []
+def _ensure_ops(view: View, ensure: Mapping[str, str]) -> tuple[list[Cmp], list[Op]]:
+    compare: list[Cmp] = []
+    success: list[Op] = []
     for k, value in ensure.items():
         kv = view.ensure.get(k)
         compare.append(cmp_mod(k, kv.mod_revision) if kv is not None else cmp_absent(k))
@@ -113,10 +130,18 @@ def _ensure_ops(view: View, ensure: Mapping[str, str]) -> tuple[list[dict[str, o
 
 def _assign_ops(
     view: View, chosen: plan.Plan, handle_id: str, extra: Extra | None, ensure: Mapping[str, str]
-) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+) -> tuple[list[Cmp], list[Op]]:
+    """The compares and writes of an assignment. Written in this order (it matters where a
+    transaction is a sequence of compare-and-swaps, the Kubernetes API): the handle (so a
+    concurrent call for the same handle loses before anything else is written), then the
+    blocks (the writes that decide who gets an address), their new affinities, the ensured
+    keys, the caller's keys."""
     hkey = view.handle_key
     compare = [cmp_mod(hkey, view.handle.mod_revision) if view.handle else cmp_absent(hkey)]
-    success = []
+    record = plan.handle_record(view.handle, handle_id, chosen.counts)
+    if record is None:
+        raise IPAMError(f"handle {handle_id}: an assignment without addresses")
+    success: list[Op] = [op_put(hkey, record)]
     for key, (kv, block) in chosen.writes().items():
         compare.append(cmp_mod(key, kv.mod_revision) if kv is not None else cmp_absent(key))
         success.append(op_put(key, block.to_json()))
@@ -128,10 +153,6 @@ def _assign_ops(
     compare.append(_cmp(view.node_key, view.node))
     if chosen.used_config:
         compare.append(_cmp(keys.CONFIG_KEY, view.config))
-    record = plan.handle_record(view.handle, handle_id, chosen.counts)
-    if record is None:
-        raise IPAMError(f"handle {handle_id}: an assignment without addresses")
-    success.append(op_put(hkey, record))
     more_compare, more_success = _ensure_ops(view, ensure)
     success += more_success + [
         op_put(k, v) for k, v in (extra(chosen.ips) if extra else {}).items()
@@ -139,26 +160,28 @@ def _assign_ops(
     return compare + more_compare, success
 
 
-def _cmp(key: str, kv: KV | None) -> dict[str, object]:
+def _cmp(key: str, kv: KV | None) -> Cmp:
     return cmp_mod(key, kv.mod_revision) if kv is not None else cmp_absent(key)
 
 
-def _remember(view: View, chosen: plan.Plan, ensure: Mapping[str, str], revision: int) -> None:
+def _remember(view: View, chosen: plan.Plan, ensure: Mapping[str, str], r: TxnResult) -> None:
     """What the successful transaction wrote becomes the view (for the next call's Cache)."""
     for key, (kv, block) in chosen.writes().items():
-        view.blocks[key] = KV(key, block.to_json().encode(), revision,
-                              kv.create_revision if kv is not None else revision)  # fmt: skip
+        rev = r.revision_of(key)
+        view.blocks[key] = KV(key, block.to_json().encode(), rev,
+                              kv.create_revision if kv is not None else rev)  # fmt: skip
         if kv is None:
             akey = keys.affinity_key(view.host, block.cidr)
-            aff = KV(akey, keys.AFFINITY_CONFIRMED.encode(), revision, revision)
+            arev = r.revision_of(akey)
+            aff = KV(akey, keys.AFFINITY_CONFIRMED.encode(), arev, arev)
             view.affinity[block.cidr.version] = [*view.affinity.get(block.cidr.version, []), aff]
     for k, value in ensure.items():
         if view.ensure.get(k) is None:
-            view.ensure[k] = KV(k, value.encode(), revision, revision)
+            view.ensure[k] = KV(k, value.encode(), r.revision_of(k), r.revision_of(k))
 
 
 def _write_reused(
-    etcd: EtcdClient, view: View, ips: list[str], extra: Extra | None, ensure: Mapping[str, str]
+    store: Backend, view: View, ips: list[str], extra: Extra | None, ensure: Mapping[str, str]
 ) -> bool:
     """A repeated ADD: the handle keeps its addresses; write the caller's keys (False: the
     handle or an ensured key changed meanwhile, and the view was read again)."""
@@ -168,14 +191,14 @@ def _write_reused(
         return True
     assert view.handle is not None
     compare.append(cmp_mod(view.handle.key, view.handle.mod_revision))
-    r = etcd.txn(compare, puts + creates, view.read_ops())
+    r = store.txn(compare, puts + creates, view.read_ops())
     if not r.succeeded:
         view.load(r.responses)
     return r.succeeded
 
 
 def release(
-    etcd: EtcdClient,
+    store: Backend,
     handle: KV | None,
     *,
     guards: Mapping[str, int] | None = None,
@@ -196,22 +219,27 @@ def release(
     for _ in range(MAX_ATTEMPTS):
         if handle is None:
             for k, rev in guards.items():
-                etcd.delete(k, mod_revision=rev)
+                store.delete(k, mod_revision=rev)
             return []
         handle_id, bkeys = _handle_blocks(handle)
         unread = [k for k in bkeys if k not in have]
         if unread:
-            read = etcd.txn([], [op_get(k) for k in unread]).responses
+            read = store.txn([], [op_get(k) for k in unread]).responses
             have.update({r[0].key: r[0] for r in read if r})
-        compare = [cmp_mod(handle.key, handle.mod_revision)]
-        compare += [cmp_mod(k, rev) for k, rev in guards.items()]
-        success = [op_delete(handle.key)] + [op_delete(k) for k in guards]
+        # blocks first: where a transaction is a sequence of compare-and-swaps (the Kubernetes
+        # API), the writes most likely to meet a concurrent writer go before the others
+        compare: list[Cmp] = []
+        success: list[Op] = []
         released, written = _free(have, bkeys, handle_id, compare, success)
+        compare += [cmp_mod(handle.key, handle.mod_revision)]
+        compare += [cmp_mod(k, rev) for k, rev in guards.items()]
+        success += [op_delete(handle.key)] + [op_delete(k) for k in guards]
         failure = [op_get(handle.key)] + [op_get(k) for k in guards] + [op_get(k) for k in bkeys]
-        r = etcd.txn(compare, success, failure)
+        r = store.txn(compare, success, failure)
         if r.succeeded:
             if cache is not None and host:
-                cache.update_blocks(host, [KV(k, v.encode(), r.revision, c) for k, v, c in written])
+                fresh = [KV(k, v.encode(), r.revision_of(k), c) for k, v, c in written]
+                cache.update_blocks(host, fresh)
             return released
         fresh_handle, *rest = r.responses
         fresh_guards, fresh_blocks = rest[: len(guards)], rest[len(guards) :]
@@ -230,7 +258,7 @@ def _handle_blocks(handle: KV) -> tuple[str, list[str]]:
 
 def _free(
     have: Mapping[str, KV], bkeys: list[str], handle_id: str,
-    compare: list[dict[str, object]], success: list[dict[str, object]],
+    compare: list[Cmp], success: list[Op],
 ) -> tuple[list[str], list[tuple[str, str, int]]]:  # fmt: skip
     """Free the handle's addresses in each block; adds the block compares and puts."""
     released: list[str] = []

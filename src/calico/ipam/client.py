@@ -1,7 +1,7 @@
-"""IPAMClient: Calico block IPAM over etcd for ``calicoctl ipam``, reports and tests.
+"""IPAMClient: Calico block IPAM over the datastore for ``calicoctl ipam``, reports and tests.
 
 Assignment and release by handle are :mod:`calico.ipam.atomic` (the one allocation path, also the
-CNI plugin's): one etcd transaction per change, comparing every record it rests on, so two
+CNI plugin's): one transaction per change, comparing every record it rests on, so two
 writers never both win one block revision and no address is ever handed out twice. The rest here
 is the same discipline for the less common requests (one specific address, release by address)
 and the reads behind ``calicoctl ipam show/check``.
@@ -14,8 +14,18 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from calico.datastore.backend import (
+    KV,
+    Backend,
+    Cmp,
+    Op,
+    cmp_absent,
+    cmp_mod,
+    op_delete,
+    op_get,
+    op_put,
+)
 from calico.datastore.client import Client, NotFound
-from calico.datastore.etcd import KV, EtcdClient, cmp_absent, cmp_mod, op_delete, op_get, op_put
 from calico.ipam import atomic, keys
 from calico.ipam.block import Block, BlockError, IPAddress, IPNetwork
 from calico.ipam.errors import IPAMError as IPAMError
@@ -28,17 +38,17 @@ MAX_CAS_RETRIES = 100
 
 
 class IPAMClient:
-    def __init__(self, etcd: EtcdClient, *, client: Client | None = None) -> None:
-        self.etcd = etcd
-        self.client = client or Client(etcd)
+    def __init__(self, backend: Backend, *, client: Client | None = None) -> None:
+        self.backend = backend
+        self.client = client or Client(backend)
 
     # ---- configuration and pools ----------------------------------------------------------------
 
     def get_config(self) -> IPAMConfig:
-        return IPAMConfig.from_kv(self.etcd.get(keys.CONFIG_KEY))
+        return IPAMConfig.from_kv(self.backend.get(keys.CONFIG_KEY))
 
     def set_config(self, config: IPAMConfig) -> None:
-        self.etcd.put(keys.CONFIG_KEY, config.to_json())
+        self.backend.put(keys.CONFIG_KEY, config.to_json())
 
     def all_pools(self) -> list[Pool]:
         return [Pool.from_resource(obj) for obj in self.client.list("IPPool")]
@@ -76,7 +86,7 @@ class IPAMClient:
         """Assign ``num_v4`` IPv4 and ``num_v6`` IPv6 addresses to ``handle_id`` for ``host``
         (added to what the handle holds already). All or nothing, in one transaction."""
         ips, _ = atomic.assign(
-            self.etcd, handle_id=handle_id, host=host, num_v4=num_v4, num_v6=num_v6,
+            self.backend, handle_id=handle_id, host=host, num_v4=num_v4, num_v6=num_v6,
             pools=pools, pools_v6=pools_v6, attrs=attrs, reuse=False,
         )  # fmt: skip
         return ips
@@ -95,7 +105,7 @@ class IPAMClient:
         for _ in range(MAX_CAS_RETRIES):
             kv, handle, config = (
                 r[0] if r else None
-                for r in self.etcd.txn(
+                for r in self.backend.txn(
                     [], [op_get(bkey), op_get(hkey), op_get(keys.CONFIG_KEY)]
                 ).responses
             )
@@ -115,7 +125,7 @@ class IPAMClient:
             if kv is None:
                 compare.append(_cmp(keys.CONFIG_KEY, config))
                 success.append(op_put(keys.affinity_key(host, cidr), keys.AFFINITY_CONFIRMED))
-            if self.etcd.txn(compare, success).succeeded:
+            if self.backend.txn(compare, success).succeeded:
                 return
         raise IPAMError(f"assign {ip}: gave up after {MAX_CAS_RETRIES} conflicting updates")
 
@@ -123,7 +133,7 @@ class IPAMClient:
 
     def handle_blocks(self, handle_id: str) -> dict[str, int]:
         """{block CIDR: the handle's addresses in it}; empty when the handle is unknown."""
-        kv = self.etcd.get(keys.handle_key(handle_id))
+        kv = self.backend.get(keys.handle_key(handle_id))
         return dict(json.loads(kv.value).get("block") or {}) if kv else {}
 
     def ips_by_handle(self, handle_id: str) -> list[str]:
@@ -132,7 +142,7 @@ class IPAMClient:
             return []
         ops = [op_get(keys.block_key(ipaddress.ip_network(c))) for c in cidrs]
         out: list[str] = []
-        for r in self.etcd.txn([], ops).responses:
+        for r in self.backend.txn([], ops).responses:
             if r:
                 out += Block.from_json(r[0].value).ips_by_handle(handle_id)
         return out
@@ -141,11 +151,11 @@ class IPAMClient:
 
     def release_by_handle(self, handle_id: str) -> list[str]:
         """Release every address held by ``handle_id``; the addresses released (maybe none)."""
-        return atomic.release(self.etcd, self.etcd.get(keys.handle_key(handle_id)))
+        return atomic.release(self.backend, self.backend.get(keys.handle_key(handle_id)))
 
     def block_for_ip(self, ip: IPAddress) -> IPNetwork | None:
         """The CIDR of the existing block holding ``ip``, if any."""
-        kvs, _ = self.etcd.get_prefix(keys.block_prefix(ip.version))
+        kvs, _ = self.backend.get_prefix(keys.block_prefix(ip.version))
         for kv in kvs:
             cidr = keys.cidr_from_key(kv.key)
             if ip in cidr:
@@ -170,7 +180,7 @@ class IPAMClient:
         """One transaction: the block and the handle record of every address freed."""
         key = keys.block_key(cidr)
         for _ in range(MAX_CAS_RETRIES):
-            kv = self.etcd.get(key)
+            kv = self.backend.get(key)
             if kv is None:
                 return ips
             block = Block.from_json(kv.value)
@@ -178,17 +188,17 @@ class IPAMClient:
             if len(missing) == len(ips):
                 return missing
             hkeys = {h: keys.handle_key(h) for h in per_handle}
-            read = self.etcd.txn([], [op_get(k) for k in hkeys.values()]).responses
+            read = self.backend.txn([], [op_get(k) for k in hkeys.values()]).responses
             handles = {h: (r[0] if r else None) for h, r in zip(hkeys, read, strict=True)}
             compare = [cmp_mod(key, kv.mod_revision)]
-            success = [op_put(key, block.to_json())]
+            success: list[Op] = [op_put(key, block.to_json())]
             for h, n in per_handle.items():
                 compare.append(_cmp(hkeys[h], handles[h]))
                 if handles[h] is not None:
                     record = handle_record(handles[h], h, {str(cidr): -n})
                     success.append(op_delete(hkeys[h]) if record is None
                                    else op_put(hkeys[h], record))  # fmt: skip
-            if self.etcd.txn(compare, success).succeeded:
+            if self.backend.txn(compare, success).succeeded:
                 return missing
         raise IPAMError(f"block {cidr}: gave up after {MAX_CAS_RETRIES} conflicting updates")
 
@@ -197,7 +207,7 @@ class IPAMClient:
     def blocks(self, version: int | None = None) -> list[Block]:
         out: list[Block] = []
         for v in (4, 6) if version is None else (version,):
-            kvs, _ = self.etcd.get_prefix(keys.block_prefix(v))
+            kvs, _ = self.backend.get_prefix(keys.block_prefix(v))
             out += [Block.from_json(kv.value) for kv in kvs]
         return out
 
@@ -207,7 +217,7 @@ class IPAMClient:
         cidr = self.block_for_ip(addr)
         if cidr is None:
             return None
-        kv = self.etcd.get(keys.block_key(cidr))
+        kv = self.backend.get(keys.block_key(cidr))
         if kv is None:
             return None
         block = Block.from_json(kv.value)
@@ -226,7 +236,7 @@ class IPAMClient:
         """Blocks affine to ``host`` (both families), from the affinity keys."""
         out: list[IPNetwork] = []
         for v in (4, 6):
-            kvs, _ = self.etcd.get_prefix(keys.host_affinity_prefix(host, v))
+            kvs, _ = self.backend.get_prefix(keys.host_affinity_prefix(host, v))
             out += [keys.cidr_from_key(kv.key) for kv in kvs]
         return out
 
@@ -237,5 +247,5 @@ class IPAMClient:
         return report.usage(self)
 
 
-def _cmp(key: str, kv: KV | None) -> dict[str, Any]:
+def _cmp(key: str, kv: KV | None) -> Cmp:
     return cmp_mod(key, kv.mod_revision) if kv is not None else cmp_absent(key)

@@ -18,8 +18,8 @@ import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 
+from calico.datastore.backend import KV
 from calico.datastore.client import decode
-from calico.datastore.etcd import KV
 from calico.ipam import keys
 from calico.ipam.block import Block, IPNetwork, affinity_for
 from calico.ipam.errors import IPAMError, PoolExhausted

@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
 
-from calico.datastore.etcd import KV, EtcdClient, op_get
+from calico.datastore.backend import KV, Backend, Get, op_get
 from calico.ipam import keys
 from calico.model import kinds
 
 POOL_PREFIX = kinds.lookup("IPPool").prefix()
 
 
-def _keys_only(prefix: str) -> dict[str, Any]:
-    op = op_get(prefix, prefix=True)
-    op["request_range"]["keys_only"] = True
-    return op
+def _keys_only(prefix: str) -> Get:
+    return op_get(prefix, prefix=True, keys_only=True)
 
 
 class View:
@@ -52,7 +49,7 @@ class View:
 
     # ---- reading ----------------------------------------------------------------------------
 
-    def read_ops(self) -> list[dict[str, Any]]:
+    def read_ops(self) -> list[Get]:
         """Operations that read every record this view holds (in :meth:`load`'s order)."""
         ops = [op_get(self.handle_key)] if self.handle_key else []
         ops += [op_get(POOL_PREFIX, prefix=True), op_get(self.node_key), op_get(keys.CONFIG_KEY)]
@@ -77,12 +74,12 @@ class View:
         self.all_blocks = {v: next(it) for v in self.all_blocks}
         self.remembered = False
 
-    def read(self, etcd: EtcdClient) -> None:
-        self.load(etcd.txn([], self.read_ops()).responses)
+    def read(self, store: Backend) -> None:
+        self.load(store.txn([], self.read_ops()).responses)
 
     def read_more(
         self,
-        etcd: EtcdClient,
+        store: Backend,
         *,
         blocks: Sequence[str] = (),
         ensure: Sequence[str] = (),
@@ -95,7 +92,7 @@ class View:
         ops += [op_get(keys.block_prefix(v), prefix=True) for v in all_blocks]
         if not ops:
             return
-        it = iter(etcd.txn([], ops).responses)
+        it = iter(store.txn([], ops).responses)
         self.blocks.update({k: _one(next(it)) for k in blocks})
         self.ensure.update({k: _one(next(it)) for k in ensure})
         self.index.update({v: {kv.key for kv in next(it)} for v in index})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -43,6 +44,9 @@ def _path(netns: str) -> Path:
     return NETNS_RUN_DIR / netns
 
 
+PROCESS_NETNS = re.compile(r"^/proc/[1-9][0-9]*/ns/net$")
+
+
 def enter(netns: str) -> None:
     """Move the *calling thread* into the named namespace."""
     fd = os.open(_path(netns), os.O_RDONLY | os.O_CLOEXEC)
@@ -50,6 +54,28 @@ def enter(netns: str) -> None:
         _setns(fd)
     finally:
         os.close(fd)
+
+
+def enter_process(path: str) -> None:
+    """Move the *calling thread* into a process's namespace, ``/proc/<pid>/ns/net`` (a container's
+    has no name); never into this process's own (the root one, for the lab and the tests)."""
+    if not PROCESS_NETNS.match(path):
+        raise ValueError(f"{path!r} is not /proc/<pid>/ns/net")
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_ino == os.stat("/proc/self/ns/net").st_ino:
+            raise ValueError(f"{path} is this process's own network namespace")
+        _setns(fd)
+    finally:
+        os.close(fd)
+
+
+def enter_any(ref: str) -> None:
+    """:func:`enter_process` for a ``/proc/...`` path, else :func:`enter` (a name)."""
+    if ref.startswith("/proc/"):
+        enter_process(ref)
+    else:
+        enter(ref)
 
 
 def exists(netns: str) -> bool:

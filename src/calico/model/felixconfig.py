@@ -161,6 +161,15 @@ FIELDS: dict[str, Checker] = {
     "wireguardEnabled": _B,
     "bpfEnabled": _B,
     "excludedInterfaces": _strings,
+    # Flow logs (Calico's names; docs/design/agent.md "Flow logs" says where we differ).
+    "flowLogsFileEnabled": _B,
+    "flowLogsFileEnabledForAllowed": _B,
+    "flowLogsFileEnabledForDenied": _B,
+    "flowLogsFlushInterval": _D,
+    "flowLogsFileDirectory": _S,
+    "flowLogsFileMaxFiles": _int(1, 1000),
+    "flowLogsFileMaxFileSizeMB": _int(1, 1 << 20),
+    "flowLogsEnableHostEndpoint": _B,
 }
 
 

@@ -69,6 +69,32 @@ KINDS: dict[str, Kind] = {
         ),
         Kind("NetworkSet", "networksets", True, ("networkset", "networksets", "ns-set", "netset")),
         Kind("Tier", "tiers", False, ("tier", "tiers")),
+        Kind(
+            "StagedNetworkPolicy",
+            "stagednetworkpolicies",
+            True,
+            (
+                "stagednetworkpolicy",
+                "stagednetworkpolicies",
+                "stagedpolicy",
+                "stagedpolicies",
+                "snp",
+                "spol",
+                "spols",
+            ),
+        ),
+        Kind(
+            "StagedGlobalNetworkPolicy",
+            "stagedglobalnetworkpolicies",
+            False,
+            ("stagedglobalnetworkpolicy", "stagedglobalnetworkpolicies", "sgnp", "sgnps"),
+        ),
+        Kind(
+            "StagedKubernetesNetworkPolicy",
+            "stagedkubernetesnetworkpolicies",
+            True,
+            ("stagedkubernetesnetworkpolicy", "stagedkubernetesnetworkpolicies", "sknp", "sknps"),
+        ),
         Kind("BGPPeer", "bgppeers", False, ("bgppeer", "bgppeers", "bgpp", "bgpps")),
         Kind(
             "BGPConfiguration",

@@ -1,5 +1,11 @@
 """NetworkPolicy, GlobalNetworkPolicy, Profile and (Global)NetworkSet specs -> typed values.
 
+The staged kinds (``StagedNetworkPolicy``, ``StagedGlobalNetworkPolicy``: the same specs plus
+``stagedAction``; ``StagedKubernetesNetworkPolicy``: a Kubernetes NetworkPolicy spec plus
+``stagedAction``) are checked exactly as the kinds they stage, with Calico's extra rules: the
+action is ``Set`` (the default, stored) or ``Delete``, and a ``Delete`` carries nothing but its
+tier.
+
 A policy belongs to ``spec.tier`` (absent: ``default``) and its name must carry the tier as Calico
 requires (:func:`calico.model.tiers.check_policy_name`). Defaults as Calico sets them: ``types`` is
 inferred when absent (Ingress if the policy has ingress rules or has no egress rules; Egress if it
@@ -26,6 +32,12 @@ _GNP_FIELDS = (
     "namespaceSelector",
 )
 _PROFILE_FIELDS = ("ingress", "egress", "labelsToApply")
+
+
+STAGED_ACTIONS = ("Set", "Delete")
+# Names Kubernetes NetworkPolicy conversion writes: a StagedKubernetesNetworkPolicy stages those.
+K8S_POLICY_PREFIX = "knp.default."
+_K8S_NP_FIELDS = ("podSelector", "policyTypes", "ingress", "egress")
 
 
 def _types(spec: Obj, path: str, *, ingress: bool, egress: bool) -> tuple[str, ...]:
@@ -136,3 +148,71 @@ def network_set(spec: Obj, path: str) -> values.NetworkSet:
 
 def _cidr(value: Any, path: str) -> str:
     return fields.cidr(value, path)
+
+
+# ---- staged kinds -----------------------------------------------------------------------------
+
+
+def _staged_action(spec: Obj, path: str) -> str:
+    action = spec.get("stagedAction")
+    return (
+        "Set" if action is None else fields.one_of(action, f"{path}.stagedAction", STAGED_ACTIONS)
+    )
+
+
+def _staged(
+    spec: Obj, path: str, name: str, *, allowed: tuple[str, ...], gnp: bool
+) -> values.Policy:
+    fields.known_keys(spec, ("stagedAction", *allowed), path)
+    action = _staged_action(spec, path)
+    rest = {k: v for k, v in spec.items() if k not in ("stagedAction", "tier")}
+    if action == "Delete":
+        # Calico clears types on a staged delete, and every other field must be empty.
+        rest.pop("types", None)
+        set_fields = sorted(k for k, v in rest.items() if v not in (None, "", [], {}, False))
+        if set_fields:
+            raise FieldError(
+                f"{path}.{set_fields[0]}",
+                "Spec fields, except Tier, should all be zero-value if stagedAction is Delete",
+            )
+        rest = {}
+    tier_spec = {"tier": spec["tier"]} if spec.get("tier") is not None else {}
+    policy = _policy({**rest, **tier_spec}, path, name, gnp=gnp)
+    return policy._replace(staged_action=action)
+
+
+def staged_network_policy(spec: Obj, path: str, name: str) -> values.Policy:
+    if name.startswith(K8S_POLICY_PREFIX):
+        raise FieldError(
+            "metadata.name",
+            f"{name}: the prefix {K8S_POLICY_PREFIX!r} is reserved for converted Kubernetes "
+            "NetworkPolicies (stage one with a StagedKubernetesNetworkPolicy)",
+        )
+    return _staged(spec, path, name, allowed=_NP_FIELDS, gnp=False)
+
+
+def staged_global_network_policy(spec: Obj, path: str, name: str) -> values.Policy:
+    return _staged(spec, path, name, allowed=_GNP_FIELDS, gnp=True)
+
+
+def staged_kubernetes_network_policy(spec: Obj, path: str) -> Obj:
+    """The model's part of the check: the fields and ``stagedAction``. The Kubernetes fields are
+    checked by converting them as the controllers would (``calico.k8s.conversion``: calicoctl
+    before writing, the agent on reading), which this layer cannot import."""
+    fields.known_keys(spec, ("stagedAction", *_K8S_NP_FIELDS), path)
+    out: Obj = {"stagedAction": _staged_action(spec, path)}
+    for key in _K8S_NP_FIELDS:
+        value = spec.get(key)
+        if value is None:
+            continue
+        if key == "podSelector":
+            value = fields.mapping(value, f"{path}.{key}")
+        else:
+            value = fields.seq(value, f"{path}.{key}")
+        if out["stagedAction"] == "Delete" and value:
+            raise FieldError(
+                f"{path}.{key}",
+                "Spec fields should all be zero-value if stagedAction is Delete",
+            )
+        out[key] = value
+    return out

@@ -176,6 +176,7 @@ class Policy(NamedTuple):
     pre_dnat: bool = False
     apply_on_forward: bool = False
     tier: str = "default"  # spec.tier (absent = "default")
+    staged_action: str = ""  # staged kinds only: "Set" | "Delete" ("" for the real kinds)
 
     @property
     def applies_ingress(self) -> bool:
@@ -186,9 +187,11 @@ class Policy(NamedTuple):
         return "Egress" in self.types
 
     def to_json(self) -> Obj:
-        out: Obj = {}
+        out: Obj = {"stagedAction": self.staged_action} if self.staged_action else {}
         if self.tier != "default":
             out["tier"] = self.tier
+        if self.staged_action == "Delete":
+            return out  # a staged delete is its tier and nothing else (Calico's rule)
         if self.order is not None:
             out["order"] = self.order
         for key, text in (

@@ -33,8 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from calico.datastore import config as ds_config
+from calico.datastore.backend import StoreError
 from calico.datastore.client import DatastoreError
-from calico.datastore.etcd import EtcdError
 from calico.node import readiness, startup
 from calico.node.supervisor import Service, Supervisor
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, DatastoreError) as exc:  # StartupError, ConfigError, ValidationError, ...
         print(f"calico-node: {exc}", file=sys.stderr)
         sys.exit(1)
-    except EtcdError as exc:
+    except StoreError as exc:
         print(f"calico-node: datastore error: {exc}", file=sys.stderr)
         sys.exit(1)
     if args.startup:
@@ -200,11 +200,11 @@ def _allocate_tunnel_addrs(env: Mapping[str, str]) -> None:
     try:
         name = startup.settings_from_env(env).name
         cfg = ds_config.load(env=env)
-        cfg.etcd()  # checks the endpoints
+        cfg.backend().close()  # checks the configuration
     except ValueError as exc:
         print(f"calico-node: {exc}", file=sys.stderr)
         sys.exit(1)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    tunnels_watch.run(cfg.etcd, name, stop)
+    tunnels_watch.run(cfg.backend, name, stop)

@@ -290,6 +290,6 @@ def run_startup(client: Client, env: Mapping[str, str] | None = None) -> dict[st
     if s.backend != "none":
         from calico.node import tunnels
 
-        if tunnels.reconcile_logged(tunnels.TunnelAllocator(client.etcd, s.name, client=client)):
+        if tunnels.reconcile_logged(tunnels.TunnelAllocator(client.backend, s.name, client=client)):
             node = client.get("Node", s.name)
     return node

@@ -36,8 +36,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from calico.datastore.backend import Backend
 from calico.datastore.client import Client, Conflict, NotFound
-from calico.datastore.etcd import EtcdClient
 from calico.ipam.client import IPAMClient, IPAMError
 from calico.ipam.pools import Pool, PoolError
 
@@ -147,9 +147,9 @@ def set_address(node: Resource, tunnel: Tunnel, value: str) -> bool:
 class TunnelAllocator:
     """Reconciles one node's tunnel addresses with the pools (see the module docstring)."""
 
-    def __init__(self, etcd: EtcdClient, node_name: str, *, client: Client | None = None) -> None:
-        self.etcd = etcd
-        self.client = client or Client(etcd)
+    def __init__(self, backend: Backend, node_name: str, *, client: Client | None = None) -> None:
+        self.backend = backend
+        self.client = client or Client(backend)
         self.node_name = node_name
 
     def reconcile(self) -> list[Change]:
@@ -173,7 +173,7 @@ class TunnelAllocator:
     def _reconcile_one(
         self, tunnel: Tunnel, pools: list[Resource], node: Resource
     ) -> Change | None:
-        ipam = IPAMClient(self.etcd, client=self.client)  # fresh: its node-label cache
+        ipam = IPAMClient(self.backend, client=self.client)  # fresh: its node-label cache
         handle = tunnel.handle(self.node_name)
         current = get_address(node, tunnel)
         wanted = wanted_pools(tunnel, pools, _labels(node))

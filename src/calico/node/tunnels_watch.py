@@ -23,8 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from calico.datastore.client import DatastoreError
-from calico.datastore.etcd import EtcdClient, EtcdError
+from calico.datastore.backend import Backend, StoreError
 from calico.datastore.syncer import Syncer, SyncStatus, Update
 from calico.ipam.errors import IPAMError
 from calico.model import kinds
@@ -36,7 +35,7 @@ logger = logging.getLogger(__name__)
 class TunnelService:
     def __init__(
         self,
-        connect: Callable[[], EtcdClient],
+        connect: Callable[[], Backend],
         node_name: str,
         *,
         resync: float = 300.0,
@@ -108,7 +107,7 @@ class TunnelService:
     def _pass(self) -> bool:
         try:
             self.allocator.reconcile()
-        except (IPAMError, TunnelError, DatastoreError, EtcdError) as exc:
+        except (IPAMError, TunnelError, StoreError) as exc:
             self.failures += 1
             logger.warning("tunnel addresses not settled (will retry): %s", exc)
             return False
@@ -116,6 +115,6 @@ class TunnelService:
         return True
 
 
-def run(connect: Callable[[], EtcdClient], node_name: str, stop: threading.Event) -> None:
+def run(connect: Callable[[], Backend], node_name: str, stop: threading.Event) -> None:
     logger.info("allocate-tunnel-addrs for node %s", node_name)
     TunnelService(connect, node_name).run(stop)

@@ -230,6 +230,7 @@ class Node:
             "ETCD_ENDPOINTS": self.etcd.endpoint,
             "NODENAME": NODENAME,
             "CALICO_RUN_DIR": str(self.tmp / "run"),  # felix-status.json goes here
+            "CALICO_LOG_DIR": str(self.tmp / "log"),  # flow logs go to <it>/flowlogs
             "FELIX_LOGSEVERITYSCREEN": os.environ.get("TEST_FELIX_LOG", "INFO"),
             "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT",
             "FELIX_PROMETHEUSMETRICSENABLED": "true",
@@ -267,6 +268,24 @@ class Node:
 
     def nft(self, *args: str, check: bool = False) -> str:
         return sh("ip", "netns", "exec", ours(self.ns), "nft", *args, check=check)
+
+    def flows(self) -> list[dict[str, Any]]:
+        """The flow records the agent wrote so far."""
+        from calico.lib import jsonlines
+
+        return list(jsonlines.read(self.tmp / "log" / "flowlogs" / "flows.log"))
+
+    def wait_flows(
+        self, want: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            recs = self.flows()
+            if want(recs):
+                return recs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"flow records never matched; got {recs}\n{self.log_tail()}")
+            time.sleep(0.2)
 
     def log_tail(self) -> str:
         return self.agent_log.read_text(errors="replace")[-4000:] if self.agent_log.exists() else ""

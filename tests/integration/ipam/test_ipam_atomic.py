@@ -70,7 +70,7 @@ def test_assign_writes_the_ordinary_records_and_extra_in_one_txn(
     ipam.auto_assign(handle_id="first", host="node1")  # claims the block the ordinary way
     cache = atomic.Cache()
     ips, reused = atomic.assign(
-        ipam.etcd, handle_id="net.c1", host="node1", attrs={"node": "node1"},
+        ipam.backend, handle_id="net.c1", host="node1", attrs={"node": "node1"},
         extra=lambda got: {"/wep/c1": json.dumps(got)}, cache=cache,
     )  # fmt: skip
     assert not reused
@@ -86,12 +86,12 @@ def test_assign_writes_the_ordinary_records_and_extra_in_one_txn(
     assert ipam.ip_info(ips[0])["attributes"] == {"node": "node1"}
     # with the view remembered, the next allocation is one round trip
     before = etcd.posts
-    more, _ = atomic.assign(ipam.etcd, handle_id="net.c2", host="node1", cache=cache)
+    more, _ = atomic.assign(ipam.backend, handle_id="net.c2", host="node1", cache=cache)
     assert etcd.posts - before == 1
     assert more != ips
     # a repeated ADD keeps its address and still writes the extra keys
     again, reused = atomic.assign(
-        ipam.etcd, handle_id="net.c1", host="node1", extra=lambda got: {"/wep/c1": "again"},
+        ipam.backend, handle_id="net.c1", host="node1", extra=lambda got: {"/wep/c1": "again"},
         cache=cache,
     )  # fmt: skip
     assert (again, reused) == (ips, True)
@@ -104,18 +104,18 @@ def test_remembered_view_never_double_allocates_or_uses_a_disabled_pool(
     pool = make_pool(datastore, "p", "10.71.0.0/24", 28)
     ipam = IPAMClient(etcd)
     cache = atomic.Cache()
-    got = atomic.assign(ipam.etcd, handle_id="a0", host="n", cache=cache)[0]
+    got = atomic.assign(ipam.backend, handle_id="a0", host="n", cache=cache)[0]
     # other writers (the ordinary client, another process) take addresses from the same block
     got += ipam.auto_assign(handle_id="o1", host="n")
     got += atomic.assign(EtcdClient(etcd.endpoints_text()), handle_id="b0",
                          host="n")[0]  # fmt: skip
-    got += atomic.assign(ipam.etcd, handle_id="a1", host="n", cache=cache)[0]
+    got += atomic.assign(ipam.backend, handle_id="a1", host="n", cache=cache)[0]
     assert len(set(got)) == len(got) == 4
     # the pool is disabled: the remembered view must not be used to allocate from it
     pool["spec"]["disabled"] = True
     datastore.update(pool, validate=False)
     with pytest.raises(PoolExhausted):
-        atomic.assign(ipam.etcd, handle_id="a2", host="n", cache=cache)
+        atomic.assign(ipam.backend, handle_id="a2", host="n", cache=cache)
     assert etcd.get(keys.handle_key("a2")) is None
 
 
@@ -124,16 +124,17 @@ def test_full_blocks_claim_more_and_the_cache_follows(etcd: EtcdClient, datastor
     ipam = IPAMClient(etcd)
     cache = atomic.Cache()
     ips = [
-        atomic.assign(ipam.etcd, handle_id=f"h{i}", host="n", cache=cache)[0][0] for i in range(9)
+        atomic.assign(ipam.backend, handle_id=f"h{i}", host="n", cache=cache)[0][0]
+        for i in range(9)
     ]
     assert len(set(ips)) == 9
     assert len(ipam.host_blocks("n")) == 3
     for i in range(9):
         handle = etcd.get(keys.handle_key(f"h{i}"))
-        assert atomic.release(ipam.etcd, handle, cache=cache, host="n") == [ips[i]]
+        assert atomic.release(ipam.backend, handle, cache=cache, host="n") == [ips[i]]
         assert etcd.get(keys.handle_key(f"h{i}")) is None
     assert all(b.in_use == 0 for b in ipam.blocks(4))
-    again = atomic.assign(ipam.etcd, handle_id="z", host="n", cache=cache)[0]
+    again = atomic.assign(ipam.backend, handle_id="z", host="n", cache=cache)[0]
     assert any(ipaddress.ip_address(again[0]) in b for b in ipam.host_blocks("n"))
     assert len(ipam.host_blocks("n")) == 3  # the host's own blocks again, no new claim
 
@@ -141,24 +142,28 @@ def test_full_blocks_claim_more_and_the_cache_follows(etcd: EtcdClient, datastor
 def test_release_with_guards(etcd: EtcdClient, datastore: Client) -> None:
     make_pool(datastore, "p", "10.73.0.0/24", 26)
     ipam = IPAMClient(etcd)
-    ips, _ = atomic.assign(ipam.etcd, handle_id="h", host="n", extra=lambda got: {"/wep/h": "x"})
+    ips, _ = atomic.assign(ipam.backend, handle_id="h", host="n", extra=lambda got: {"/wep/h": "x"})
     wep = etcd.get("/wep/h")
     handle = etcd.get(keys.handle_key("h"))
-    assert atomic.release(ipam.etcd, handle, guards={"/wep/h": wep.mod_revision}) == ips
+    assert atomic.release(ipam.backend, handle, guards={"/wep/h": wep.mod_revision}) == ips
     assert etcd.get("/wep/h") is None
     assert ipam.ip_info(ips[0]) is None
     # a guard that changed since it was read is left alone; the addresses are still released
-    ips, _ = atomic.assign(ipam.etcd, handle_id="h2", host="n", extra=lambda got: {"/wep/h2": "x"})
+    ips, _ = atomic.assign(
+        ipam.backend, handle_id="h2", host="n", extra=lambda got: {"/wep/h2": "x"}
+    )
     old = etcd.get("/wep/h2").mod_revision
     etcd.put("/wep/h2", "someone else's")
     assert (
-        atomic.release(ipam.etcd, etcd.get(keys.handle_key("h2")), guards={"/wep/h2": old}) == ips
+        atomic.release(ipam.backend, etcd.get(keys.handle_key("h2")), guards={"/wep/h2": old})
+        == ips
     )
     assert etcd.get("/wep/h2").value == b"someone else's"
     assert ipam.ip_info(ips[0]) is None
     # no handle: only the guards
     assert (
-        atomic.release(ipam.etcd, None, guards={"/wep/h2": etcd.get("/wep/h2").mod_revision}) == []
+        atomic.release(ipam.backend, None, guards={"/wep/h2": etcd.get("/wep/h2").mod_revision})
+        == []
     )
     assert etcd.get("/wep/h2") is None
 
@@ -174,7 +179,7 @@ def test_concurrent_assigns_with_a_shared_cache(etcd: EtcdClient, datastore: Cli
         try:
             for i in range(10):
                 out.extend(
-                    atomic.assign(ipam.etcd, handle_id=f"w{w}.{i}", host="n", cache=cache)[0]
+                    atomic.assign(ipam.backend, handle_id=f"w{w}.{i}", host="n", cache=cache)[0]
                 )
         except BaseException as exc:
             errors.append(exc)

@@ -64,6 +64,17 @@ def policy(
     }
 
 
+def staged(base: dict[str, Any], action: str) -> dict[str, Any]:
+    """A staged version of ``policy(...)``: same name (it stages that policy), Set or Delete."""
+    out = {**base, "kind": "Staged" + base["kind"], "spec": dict(base["spec"])}
+    if action == "Delete":
+        tier_ = base["spec"].get("tier")
+        out["spec"] = {"stagedAction": "Delete", **({"tier": tier_} if tier_ else {})}
+    else:
+        out["spec"]["stagedAction"] = "Set"
+    return out
+
+
 def tier(name: str, order: float | None, action: str) -> dict[str, Any]:
     spec: dict[str, Any] = {"defaultAction": action}
     if order is not None:
@@ -135,6 +146,17 @@ NETWORK = st.one_of(
     ),
 )
 
+POLICY = st.builds(
+    policy,
+    st.integers(0, 3),
+    st.sampled_from([None, *NAMESPACES]),
+    st.sampled_from(APPS),
+    st.sampled_from([None, 1, 2]),
+    st.sampled_from(APPS),
+    st.sampled_from(["Allow", "Deny", "Pass"]),
+    st.booleans(),
+    st.sampled_from(["default", "default", "t1", "t2"]),
+)
 RESOURCE = st.one_of(
     st.builds(
         wep,
@@ -145,17 +167,8 @@ RESOURCE = st.one_of(
         st.integers(1, 4),
         st.booleans(),
     ),
-    st.builds(
-        policy,
-        st.integers(0, 3),
-        st.sampled_from([None, *NAMESPACES]),
-        st.sampled_from(APPS),
-        st.sampled_from([None, 1, 2]),
-        st.sampled_from(APPS),
-        st.sampled_from(["Allow", "Deny", "Pass"]),
-        st.booleans(),
-        st.sampled_from(["default", "default", "t1", "t2"]),
-    ),
+    POLICY,
+    st.builds(staged, POLICY, st.sampled_from(["Set", "Set", "Delete"])),
     st.builds(
         tier,
         st.sampled_from(["t1", "t2", "default"]),  # default: valid only with its fixed values

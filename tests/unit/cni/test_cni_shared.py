@@ -1,4 +1,4 @@
-"""What the CNI server keeps between calls: pooled etcd clients, background veth deletes."""
+"""What the CNI server keeps between calls: pooled datastore clients, background veth deletes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from calico.cni import shared
-from calico.datastore.etcd import TLSFiles
+from calico.datastore.etcd import EtcdClient
+
+
+def etcd(endpoint: str) -> EtcdClient:
+    return EtcdClient(endpoint)
 
 
 @pytest.fixture
@@ -24,18 +28,17 @@ def test_plain_process_keeps_nothing() -> None:
     assert not shared.enabled()
     assert shared.ipam_cache("http://127.0.0.1:1") is None
     assert not shared.delete_later("caliX", [], lambda: None)  # the caller deletes now
-    a = shared.etcd_client("http://127.0.0.1:1", TLSFiles())
-    shared.release_etcd("http://127.0.0.1:1", TLSFiles(), a)
-    assert shared.etcd_client("http://127.0.0.1:1", TLSFiles()) is not a
+    a = shared.borrow("e1", lambda: etcd("http://127.0.0.1:1"))
+    shared.give_back("e1", a)
+    assert shared.borrow("e1", lambda: etcd("http://127.0.0.1:1")) is not a
 
 
 def test_server_pools_clients_per_datastore(server_mode: None) -> None:
-    tls = TLSFiles()
-    a = shared.etcd_client("http://127.0.0.1:1", tls)
-    shared.release_etcd("http://127.0.0.1:1", tls, a)
-    assert shared.etcd_client("http://127.0.0.1:2", tls) is not a
-    assert shared.etcd_client("http://127.0.0.1:1", tls) is a
-    assert shared.etcd_client("http://127.0.0.1:1", tls) is not a  # one call at a time
+    a = shared.borrow("e1", lambda: etcd("http://127.0.0.1:1"))
+    shared.give_back("e1", a)
+    assert shared.borrow("e2", lambda: etcd("http://127.0.0.1:2")) is not a
+    assert shared.borrow("e1", lambda: etcd("http://127.0.0.1:1")) is a
+    assert shared.borrow("e1", lambda: etcd("http://127.0.0.1:1")) is not a  # one at a time
     assert shared.ipam_cache("e1") is shared.ipam_cache("e1") is not shared.ipam_cache("e2")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from calico.dataplane import loop
+from calico.dataplane import loop, nft_render, nft_table
 from calico.dpapi import messages as m
 from tests.unit.dataplane import dp_fixtures
 
@@ -102,3 +102,39 @@ def test_failure_retries_as_full_replace_then_gives_up() -> None:
     dp._retry_at = None
     with pytest.raises(loop.DataplaneFailed):
         dp.apply()
+
+
+def test_full_replace_carries_rule_counters_over() -> None:
+    """The counters read right before a full replace start the new table's identical rules
+    (same chain, same comment, same occurrence); changed or new rules start from zero."""
+    runner = dp_fixtures.RecordingRunner()
+    kernel: list[tuple[str, str, int, int]] = []
+    table = nft_table.NftTable(runner, read_counters=lambda: kernel)
+    same = nft_render.with_comment("ip saddr 10.0.0.1 counter accept", 0)
+    twice = nft_render.with_comment("counter drop")
+    changed = nft_render.with_comment("ip saddr 10.0.0.2 counter accept", 1)
+    table.set_chain("cali-pi-p", (same, twice, twice, changed))
+    table.apply()
+    assert "packets" not in runner.scripts[-1]  # nothing to carry: the table did not exist
+    comment = nft_table._comment_of
+    kernel[:] = [
+        ("cali-pi-p", comment(same), 5, 300),
+        ("cali-pi-p", comment(twice), 1, 10),
+        ("cali-pi-p", comment(twice), 2, 20),
+        ("cali-pi-p", comment(nft_render.with_comment("ip saddr 10.9.9.9 counter accept", 1)),
+         9, 900),
+        ("cali-other", comment(same), 7, 700),
+    ]  # fmt: skip
+    table.queue_resync()
+    table.apply()
+    script = runner.scripts[-1]
+    assert "ip saddr 10.0.0.1 counter packets 5 bytes 300 accept" in script
+    assert script.count("counter packets 1 bytes 10 drop") == 1
+    assert script.count("counter packets 2 bytes 20 drop") == 1
+    assert "ip saddr 10.0.0.2 counter accept" in script  # its text changed: from zero
+    assert table.carried == 3
+    # Deltas never read the kernel nor carry anything.
+    kernel.clear()
+    table.set_chain("cali-pi-p", (same,))
+    table.apply()
+    assert "packets" not in runner.scripts[-1]

@@ -30,7 +30,7 @@ def test_keys_follow_calico_layout() -> None:
 
 def test_every_kind_has_a_distinct_plural() -> None:
     plurals = [k.plural for k in kinds.KINDS.values()]
-    assert len(plurals) == len(set(plurals)) == 14
+    assert len(plurals) == len(set(plurals)) == 17
     tier = kinds.lookup("tier")
     assert tier.key("platform") == "/calico/resources/v3/projectcalico.org/tiers/platform"
     assert kinds.parse_key(tier.key("platform")) == (tier, None, "platform")
@@ -51,8 +51,13 @@ def test_config_env_wins_over_file(tmp_path: object) -> None:
     )
     assert load(str(cfg), env={}).endpoints == "http://10.0.0.1:2379"
     assert load(str(cfg), env={"ETCD_ENDPOINTS": "http://e:1"}).endpoints == "http://e:1"
-    with pytest.raises(ConfigError, match="kubernetes"):
-        load(str(cfg), env={"DATASTORE_TYPE": "kubernetes"})
+    with pytest.raises(ConfigError, match="'consul' is not supported"):
+        load(str(cfg), env={"DATASTORE_TYPE": "consul"})
+    kdd = load(str(cfg), env={"DATASTORE_TYPE": "kubernetes", "KUBECONFIG": str(cfg)})
+    assert kdd.datastore_type == "kubernetes"
+    assert kdd.env["KUBECONFIG"] == str(cfg)
+    with pytest.raises(ConfigError, match="KUBECONFIG: /nonexistent: no such file"):
+        load(str(cfg), env={"DATASTORE_TYPE": "kubernetes", "KUBECONFIG": "/nonexistent"})
     with pytest.raises(ConfigError, match="does not exist"):
         load(str(cfg) + ".missing", env={})
 

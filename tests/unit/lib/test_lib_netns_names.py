@@ -40,3 +40,16 @@ def test_etcd_outside_a_namespace_listens_on_loopback_only(tmp_path) -> None:  #
     assert EtcdServer(tmp_path / "etcd", host="localhost").host == "localhost"
     # inside a namespace (the lab's core) a private address is fine
     assert EtcdServer(tmp_path / "etcd", host="10.99.0.1", netns="calab-x-core").netns
+
+
+@pytest.mark.parametrize("path", ["", "calt-x", "/proc/self/ns/net", "/proc/1/ns/mnt", "/x/ns/net"])
+def test_enter_process_takes_only_a_process_netns_path(path: str) -> None:
+    with pytest.raises(ValueError, match=r"is not /proc/<pid>/ns/net"):
+        netns.enter_process(path)
+
+
+def test_enter_process_never_enters_this_processs_own_namespace() -> None:
+    import os
+
+    with pytest.raises(ValueError, match="this process's own network namespace"):
+        netns.enter_process(f"/proc/{os.getpid()}/ns/net")
