@@ -21,7 +21,8 @@ TYPHA = Path(sys.executable).with_name("calico-typha")
 
 
 class TyphaProcess:
-    """``calico-typha`` as shipped, on 127.0.0.1 (server, health and metrics ports)."""
+    """``calico-typha`` as shipped, on 127.0.0.1 (server, health and metrics ports); on etcd, or
+    on whatever datastore ``env`` selects (``DATASTORE_TYPE=kubernetes``, ``KUBECONFIG``)."""
 
     def __init__(self, etcd_endpoint: str, log: Path, **env: str) -> None:
         self.port = free_port()
@@ -29,8 +30,8 @@ class TyphaProcess:
         self.etcd_endpoint = etcd_endpoint
         self.log = log
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("TYPHA_")},
-            "ETCD_ENDPOINTS": etcd_endpoint,
+            **{k: v for k, v in os.environ.items() if not k.startswith(("TYPHA_", "ETCD_"))},
+            **({"ETCD_ENDPOINTS": etcd_endpoint} if etcd_endpoint else {}),
             "TYPHA_SERVERHOST": "127.0.0.1",
             "TYPHA_SERVERPORT": str(self.port),
             "TYPHA_HEALTHENABLED": "true",
