@@ -40,13 +40,6 @@ logger = logging.getLogger("calico.typha")
 SYNCER_PREFIXES: dict[str, Callable[[], list[str]]] = {"felix": calc_graph.watched_prefixes}
 
 
-def store(datastore: ds_config.DatastoreConfig) -> Any:
-    """The configured datastore's client for the syncer: whatever backend the configuration
-    selects (``backend()`` where the datastore seam provides it), so Typha serves either mode."""
-    backend = getattr(datastore, "backend", None)
-    return backend() if callable(backend) else datastore.etcd()
-
-
 def server_config(cfg: typha_config.Config, name: str) -> ServerConfig:
     return ServerConfig(
         name=name,
@@ -88,7 +81,7 @@ class Typha:
         self._top: dict[str, int] = dict.fromkeys(SYNCER_PREFIXES, 0)  # newest revision seen
         self.syncers = {
             t: Syncer(
-                store(datastore),
+                datastore.backend(),  # the configured datastore's (etcd or Kubernetes)
                 prefixes(),
                 on_updates=self._on_updates(t),
                 on_status=self._on_status(t),

@@ -65,18 +65,3 @@ def test_partial_typha_tls_stops_the_agent() -> None:
                              "FELIX_TYPHACN": "calico-typha"})  # fmt: skip
     with pytest.raises(agent_config.ConfigError, match="CA file /nope/ca"):
         agent_typha.check(cfg)
-
-
-def test_typha_syncs_from_whichever_backend_the_datastore_config_selects() -> None:
-    from calico.typha.main import store
-
-    class EtcdOnly:
-        def etcd(self) -> str:
-            return "etcd client"
-
-    class WithSeam(EtcdOnly):
-        def backend(self) -> str:
-            return "the configured backend"
-
-    assert store(EtcdOnly()) == "etcd client"  # type: ignore[arg-type]
-    assert store(WithSeam()) == "the configured backend"  # type: ignore[arg-type]
