@@ -32,7 +32,7 @@ lint: install ## ruff + import-linter contracts
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/lint-imports
 
-typecheck: install ## mypy --strict over the package
+typecheck: install ## mypy --strict over the packages and the tests
 	$(VENV)/bin/mypy
 
 check: lint typecheck ## lint + typecheck (the pre-push gate)

@@ -30,7 +30,7 @@ from typing import Any
 from calico.datastore.client import Client, NotFound
 from calico.datastore.etcd import EtcdClient, op_put
 from calico.datastore.etcd_server import EtcdServer
-from calico.lib import netns
+from calico.lib import cmd, netns
 from calico.model import kinds
 
 PREFIX = "calbench-"
@@ -40,7 +40,7 @@ TXN_OPS = 128  # etcd's default --max-txn-ops
 
 
 def sh(*argv: str, input: str | None = None, check: bool = True) -> str:
-    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, check=False)
+    proc = cmd.run(argv, input=input, check=False, timeout=None)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
     return proc.stdout
@@ -230,7 +230,7 @@ class Node:
         # Where the node keeps its logs (calico-node sets it): flow logs go to <it>/flowlogs.
         env = {"CALICO_LOG_DIR": str(self.tmp / "log"), **agent_env(self.etcd.endpoint, extra_env)}
         with self.agent_log.open("ab") as log:
-            self.agent = subprocess.Popen(
+            self.agent = cmd.start(
                 ["ip", "netns", "exec", self.ns, *(argv or [str(FELIX)])],
                 env=env,
                 stdout=log,

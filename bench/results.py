@@ -38,12 +38,13 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from calico.lib import cmd
 
 SCHEMA = 1
 MIN_REPS = 3
@@ -102,7 +103,7 @@ def describe(st: dict[str, float], unit: str) -> str:
 
 
 def _git(*args: str) -> str:
-    proc = subprocess.run(
+    proc = cmd.run_process(
         ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
     )
     return proc.stdout.strip() if proc.returncode == 0 else ""

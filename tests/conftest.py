@@ -6,7 +6,7 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,7 +74,7 @@ def _owner_alive(name: str) -> bool:
 
 
 @pytest.fixture
-def make_netns(request: pytest.FixtureRequest) -> Iterator[object]:
+def make_netns(request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
     """Factory: make_netns() -> name of a new namespace with lo up; all deleted at teardown."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
     made: list[str] = []

@@ -154,7 +154,7 @@ def main() -> None:
         )  # fmt: skip
         rec.figure(f"ready_{n}", title=f"agent start to ready, {n} endpoints", unit="s",
                    samples=[r["ready_s"] for r in reps])  # fmt: skip
-        rec.fact(f"parts_mb_{n}", runs[n][-1]["parts_mb"])
+        rec.fact(f"parts_mb_{n}", reps[-1]["parts_mb"])
         if base and n:
             per = (statistics.median(rss) - statistics.median([r["rss_mb"] for r in base])) / n
             per_heap = (

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ import yaml
 from bench import results
 from calico.datastore.etcd import EtcdClient, op_put
 from calico.datastore.etcd_server import EtcdServer
+from calico.lib import cmd
 from calico.model import kinds, validation
 
 CALICOCTL = str(Path(sys.executable).parent / "calicoctl")
@@ -76,7 +76,7 @@ def one_round(etcd: EtcdClient, docs: list[dict[str, Any]], path: Path, env: dic
 
     def ctl(verb: str) -> object:
         argv = [CALICOCTL, verb, "-f", str(path)]
-        return subprocess.run(argv, env=env, check=True, capture_output=True)
+        return cmd.run_process(argv, env=env, check=True, capture_output=True)
 
     def txns() -> None:
         for i in range(0, len(kvs), 128):

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import results
+from calico.lib import cmd as lib_cmd
 
 DEBIAN_CNI = "/usr/lib/cni"
 
@@ -62,7 +63,7 @@ def call(
     }
     data = json.dumps(conf).encode()
     start = time.perf_counter()
-    proc = subprocess.run([plugin], input=data, env=env, capture_output=True, check=False)
+    proc = lib_cmd.run_process([plugin], input=data, env=env, capture_output=True, check=False)
     elapsed = (time.perf_counter() - start) * 1000
     if proc.returncode != 0:
         raise SystemExit(f"{plugin} {command} failed: {proc.stdout!r} {proc.stderr!r}")
@@ -102,7 +103,7 @@ def start_cni_server(src: str, socket_path: Path, log: Path) -> subprocess.Popen
         f"main(['--socket', {str(socket_path)!r}])"
     )
     with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-c", code], stderr=f)
+        proc = lib_cmd.start([sys.executable, "-c", code], stderr=f)
     for _ in range(500):
         if socket_path.exists():
             return proc
@@ -121,6 +122,9 @@ def in_netns(name: str) -> bool:
     return (own.st_dev, own.st_ino) == (want.st_dev, want.st_ino)
 
 
+Contenders = dict[str, tuple[str, dict[str, object]]]  # name -> (plugin executable, its conf)
+
+
 def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
     """Runs inside the node namespace (and refuses to run anywhere else: it adds links, an
     address and a default route to the namespace it is in)."""
@@ -128,78 +132,24 @@ def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
         raise SystemExit(f"--inner runs only inside the benchmark's node namespace, not {node!r}")
     src = str(Path(__file__).resolve().parents[2] / "src")
     sys.path.insert(0, src)
-    from calico.cni import install
-    from calico.datastore.client import Client
-    from calico.datastore.etcd import EtcdClient
     from calico.datastore.etcd_server import EtcdServer
 
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    subprocess.run(["ip", "-batch", "-"], check=True, text=True, input=NODE_SETUP)
-    times: dict[str, list[float]] = {f"{c} {cmd}": [] for c in CONTENDERS for cmd in ("ADD", "DEL")}
+    lib_cmd.run_process(["ip", "link", "set", "lo", "up"], check=True)
+    lib_cmd.run_process(["ip", "-batch", "-"], check=True, text=True, input=NODE_SETUP)
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir=etcd_dir) as edir:
         etcd = EtcdServer(Path(edir) / "etcd", port=23790, peer_port=23791)
         etcd.start()
         cni_server = None
         fake_kube = None
         try:
-            for name, cidr in (("bench", "10.96.0.0/16"), ("bench6", "fd96::/64")):
-                Client(EtcdClient(etcd.endpoint)).create(
-                    {"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
-                     "metadata": {"name": name}, "spec": {"cidr": cidr}},
-                    validate=False,
-                )  # fmt: skip
-            plain, nosrv = Path(tmp) / "bin", Path(tmp) / "bin-nosrv"
-            served, pyserved = Path(tmp) / "bin-server", Path(tmp) / "bin-pyserver"
-            sock = str(Path(tmp) / "cni.sock")
-            install.install_binaries(plain, socket_path="")
-            install.install_binaries(nosrv, socket_path=str(Path(tmp) / "nobody.sock"))
-            install.install_binaries(served, socket_path=sock)
-            install.install_binaries(pyserved, socket_path=sock, compiled=False)
-            if install.launcher_kind(served / "calico") != "compiled":
-                raise SystemExit("no C compiler: the compiled launcher was not built")
+            _create_pools(etcd.endpoint)
             cni_server = start_cni_server(src, Path(tmp) / "cni.sock", Path(tmp) / "server.log")
-            ours_conf = install.conf(etcd_endpoints=etcd.endpoint, nodename="bench",
-                                     cni_version="1.0.0", name="bench")  # fmt: skip
-            ref_conf = {"cniVersion": "1.0.0", "name": "bench", "type": "ptp",
-                        "ipam": {"type": "host-local", "subnet": "10.97.0.0/16",
-                                 "dataDir": str(Path(tmp) / "host-local")}}  # fmt: skip
-            # a node's calls all go through its server: "py" allocating from the same host's
-            # blocks would only make the server's remembered block revisions miss
-            served_conf = {**ours_conf, "nodename": "bench-served"}
-            ds_conf = {**served_conf, "ipam": {"type": "calico-ipam", "assign_ipv6": "true"}}
             fake_kube, kubeconfig = start_fake_kube(tmp, n)
-            k8s_conf = {**served_conf, "policy": {"type": "k8s"},
-                        "kubernetes": {"kubeconfig": str(kubeconfig)}}  # fmt: skip
-            exes = {"py": (str(plain / "calico"), ours_conf),
-                    "c-nosrv": (str(nosrv / "calico"), ours_conf),
-                    "c+server": (str(served / "calico"), served_conf),
-                    "py+server": (str(pyserved / "calico"), served_conf),
-                    "ref": (f"{DEBIAN_CNI}/ptp", ref_conf),
-                    "c+server-ds": (str(served / "calico"), ds_conf),
-                    "c+server-k8s": (str(served / "calico"), k8s_conf)}  # fmt: skip
-            cni_path = f"{plain}:{DEBIAN_CNI}"
-            warm = "/var/run/netns/" + pods[-1]
-            for c in OURS:  # first block claim, caches
-                exe, conf = exes[c]
-                call(exe, "ADD", conf, "warm", warm, cni_path, k8s_args(c, "pod-warm"))
-                call(exe, "DEL", conf, "warm", warm, cni_path, k8s_args(c, "pod-warm"))
-            for i in range(n):
-                k = i % len(CONTENDERS)
-                order = list(CONTENDERS[k:] + CONTENDERS[:k])  # rotate who goes first
-                netns = {
-                    c: "/var/run/netns/" + pods[len(CONTENDERS) * i + j]
-                    for j, c in enumerate(CONTENDERS)
-                }
-                for cmd in ("ADD", "DEL"):
-                    for c in order:
-                        exe, conf = exes[c]
-                        cid = f"{c.replace('+', '-')}-{i}"
-                        args = k8s_args(c, f"pod-{i}")
-                        times[f"{c} {cmd}"].append(
-                            call(exe, cmd, conf, cid, netns[c], cni_path, args)
-                        )
+            exes = _install_contenders(Path(tmp), etcd.endpoint, kubeconfig)
+            cni_path = f"{Path(tmp) / 'bin'}:{DEBIAN_CNI}"
+            times = _measure(exes, n, pods, cni_path)
             # the floor of a served call: launcher start + socket round trip + a no-op VERSION
-            floor = {c: [call(exes[c][0], "VERSION", served_conf, "v", "", cni_path)
+            floor = {c: [call(exes[c][0], "VERSION", exes[c][1], "v", "", cni_path)
                          for _ in range(20)] for c in ("c+server", "py+server")}  # fmt: skip
             phases = server_times((Path(tmp) / "server.log").read_text())
         finally:
@@ -226,6 +176,75 @@ def inner(n: int, node: str, pods: list[str], etcd_dir: str | None) -> None:
         )
 
 
+def _create_pools(endpoint: str) -> None:
+    from calico.datastore.client import Client
+    from calico.datastore.etcd import EtcdClient
+
+    for name, cidr in (("bench", "10.96.0.0/16"), ("bench6", "fd96::/64")):
+        Client(EtcdClient(endpoint)).create(
+            {"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
+             "metadata": {"name": name}, "spec": {"cidr": cidr}},
+            validate=False,
+        )  # fmt: skip
+
+
+def _install_contenders(tmp: Path, etcd_endpoint: str, kubeconfig: Path) -> Contenders:
+    """Each contender's plugin, installed under ``tmp``, and its network configuration."""
+    from calico.cni import install
+
+    plain, nosrv = tmp / "bin", tmp / "bin-nosrv"
+    served, pyserved = tmp / "bin-server", tmp / "bin-pyserver"
+    sock = str(tmp / "cni.sock")
+    install.install_binaries(plain, socket_path="")
+    install.install_binaries(nosrv, socket_path=str(tmp / "nobody.sock"))
+    install.install_binaries(served, socket_path=sock)
+    install.install_binaries(pyserved, socket_path=sock, compiled=False)
+    if install.launcher_kind(served / "calico") != "compiled":
+        raise SystemExit("no C compiler: the compiled launcher was not built")
+    ours_conf = install.conf(etcd_endpoints=etcd_endpoint, nodename="bench",
+                             cni_version="1.0.0", name="bench")  # fmt: skip
+    ref_conf = {"cniVersion": "1.0.0", "name": "bench", "type": "ptp",
+                "ipam": {"type": "host-local", "subnet": "10.97.0.0/16",
+                         "dataDir": str(tmp / "host-local")}}  # fmt: skip
+    # a node's calls all go through its server: "py" allocating from the same host's
+    # blocks would only make the server's remembered block revisions miss
+    served_conf = {**ours_conf, "nodename": "bench-served"}
+    ds_conf = {**served_conf, "ipam": {"type": "calico-ipam", "assign_ipv6": "true"}}
+    k8s_conf = {**served_conf, "policy": {"type": "k8s"},
+                "kubernetes": {"kubeconfig": str(kubeconfig)}}  # fmt: skip
+    return {"py": (str(plain / "calico"), ours_conf),
+            "c-nosrv": (str(nosrv / "calico"), ours_conf),
+            "c+server": (str(served / "calico"), served_conf),
+            "py+server": (str(pyserved / "calico"), served_conf),
+            "ref": (f"{DEBIAN_CNI}/ptp", ref_conf),
+            "c+server-ds": (str(served / "calico"), ds_conf),
+            "c+server-k8s": (str(served / "calico"), k8s_conf)}  # fmt: skip
+
+
+def _measure(exes: Contenders, n: int, pods: list[str], cni_path: str) -> dict[str, list[float]]:
+    """ADD and DEL times (ms) per contender over ``n`` rounds, after one warm-up call each;
+    each round rotates who goes first."""
+    times: dict[str, list[float]] = {f"{c} {cmd}": [] for c in CONTENDERS for cmd in ("ADD", "DEL")}
+    warm = "/var/run/netns/" + pods[-1]
+    for c in OURS:  # first block claim, caches
+        exe, conf = exes[c]
+        call(exe, "ADD", conf, "warm", warm, cni_path, k8s_args(c, "pod-warm"))
+        call(exe, "DEL", conf, "warm", warm, cni_path, k8s_args(c, "pod-warm"))
+    for i in range(n):
+        k = i % len(CONTENDERS)
+        order = list(CONTENDERS[k:] + CONTENDERS[:k])  # rotate who goes first
+        netns = {
+            c: "/var/run/netns/" + pods[len(CONTENDERS) * i + j] for j, c in enumerate(CONTENDERS)
+        }
+        for cmd in ("ADD", "DEL"):
+            for c in order:
+                exe, conf = exes[c]
+                cid = f"{c.replace('+', '-')}-{i}"
+                args = k8s_args(c, f"pod-{i}")
+                times[f"{c} {cmd}"].append(call(exe, cmd, conf, cid, netns[c], cni_path, args))
+    return times
+
+
 def server_times(log: str) -> dict[str, dict[str, list[float]]]:
     """{"ADD": {"total": [ms...], "<phase>": [...]}, "DEL": ...} from the server's log lines
     ("served calico ADD c1 rc=0 (12.3 ms) [prep 0.4, ipam 3.1, ...]")."""
@@ -248,7 +267,7 @@ def report(n: int, times: dict[str, list[float]], etcd_dir: str | None) -> None:
     floor = []
     for _ in range(10):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-IS", "-c", "pass"], check=True)
+        lib_cmd.run_process([sys.executable, "-IS", "-c", "pass"], check=True)
         floor.append((time.perf_counter() - start) * 1000)
     where = f"etcd data in {etcd_dir or tempfile.gettempdir()}"
     print(f"CNI latency, {n} pods each, ms (a fresh process per call, in a node netns; {where})")
@@ -294,10 +313,10 @@ def main() -> None:
     made = []
     try:
         for ns in [node, *pods]:
-            subprocess.run(["ip", "netns", "add", ns], check=True)
+            lib_cmd.run_process(["ip", "netns", "add", ns], check=True)
             made.append(ns)
         root = str(Path(__file__).resolve().parents[2])
-        subprocess.run(
+        lib_cmd.run_process(
             [
                 "ip",
                 "netns",
@@ -319,7 +338,7 @@ def main() -> None:
         )
     finally:
         for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], check=False)
+            lib_cmd.run_process(["ip", "netns", "del", ns], check=False)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ WorkloadEndpoint is pre-created in etcd with stale labels, so label sync has wor
 
 Measured in the same run, against one real etcd:
 
-* ``controller cold start`` (``--reps`` times, alternating with its baseline): the
+* ``controller cold start`` (``--reps`` times, alternating with its baselines): the
   ``calico-kube-controllers`` command (a separate process, its defaults) from exec to every expected
   object in etcd with the expected content (seen on an etcd watch); also the time to ``/readyz``.
-  Baseline: one thread lists everything, converts it and writes every object straight to etcd
-  (kube-router's ``fullPolicySync`` shape: no queue, cache or concurrency).
+  Two baselines (:mod:`bench.controller_sync.baseline`), each its own process, measured the same
+  way (exec to every key seen): one thread lists everything, converts it and writes every object
+  with one request each (kube-router's ``fullPolicySync`` shape: no queue, cache or concurrency);
+  and the same lists and conversions followed by plain puts in as few etcd transactions as etcd
+  takes (128 operations each, its default ``--max-txn-ops``).
 * ``controller warm restart``: a new process over the converged datastore: time to ready and the
   number of etcd writes it makes (should be zero).
 * ``one NP change``: patch one NetworkPolicy in the API server -> the etcd watch sees the new
@@ -40,9 +43,10 @@ from tests.fakekube import FakeKube  # the Kubernetes API stand-in; the controll
 from bench import results
 from bench.controller_sync.watcher import Watcher
 from calico.datastore.client import Client
-from calico.datastore.etcd import EtcdClient
+from calico.datastore.etcd import EtcdClient, op_put
 from calico.datastore.etcd_server import EtcdServer, free_port
 from calico.k8s import conversion, names
+from calico.lib import cmd
 from calico.model import kinds
 
 BIN = Path(sys.executable).parent / "calico-kube-controllers"
@@ -154,48 +158,40 @@ def expected(fake: FakeKube, weps: dict[str, tuple[str, str]]) -> dict[str, Any]
     return want
 
 
-def baseline_full_sync(fake: FakeKube, ds: Client, kubeconfig: Path) -> float:
-    from lightkube import Client as KubeClient
-    from lightkube import KubeConfig
-
-    from calico.controllers.informer import Namespace, NetworkPolicy, Pod, ServiceAccount
-
+def run_baseline(mode: str, kubeconfig: Path, endpoint: str, watcher: Watcher,
+                 want: dict[str, Any]) -> tuple[float, dict[str, float]]:  # fmt: skip
+    """One baseline (bench.controller_sync.baseline) from exec to every wanted key seen in etcd
+    with its wanted content (the controller's measure); and its own phase times."""
+    argv = [sys.executable, "-m", "bench.controller_sync.baseline", mode, str(kubeconfig), endpoint]
     start = time.monotonic()
-    kube = KubeClient(KubeConfig.from_file(str(kubeconfig)))
-    nps = [dict(o) for o in kube.list(NetworkPolicy, namespace="*", chunk_size=500)]
-    nss = [dict(o) for o in kube.list(Namespace, chunk_size=500)]
-    sas = [dict(o) for o in kube.list(ServiceAccount, namespace="*", chunk_size=500)]
-    pods = [dict(o) for o in kube.list(Pod, namespace="*", chunk_size=500)]
-    for obj in nps:
-        ds.create(conversion.network_policy_to_calico(obj))
-    for obj in nss:
-        ds.create(conversion.namespace_to_profile(obj))
-    for obj in sas:
-        ds.create(conversion.service_account_to_profile(obj))
-    for pod in pods:
-        meta = pod["metadata"]
-        wep = names.workload_endpoint_name(pod["spec"]["nodeName"], meta["name"])
-        current = ds.get("WorkloadEndpoint", wep, meta["namespace"])
-        current["metadata"]["labels"] = conversion.pod_to_workload_labels(pod)
-        ds.update(current, validate=False)
-    kube.close()
-    return time.monotonic() - start
+    out = cmd.run_process(argv, check=True, capture_output=True, text=True).stdout
+    done = watcher.wait_all(want, 600)
+    return done - start, json.loads(out.strip().splitlines()[-1])
 
 
 def reset(ds: Client, fake: FakeKube, weps: dict[str, tuple[str, str]]) -> None:
+    """Back to the world before a cold start: no policies or profiles, stale WEP labels."""
     ds.backend.delete_prefix(NP.prefix())
     ds.backend.delete_prefix(PROFILE.prefix())
-    for key in weps:
-        kv = ds.backend.get(key)
-        assert kv is not None
-        obj = json.loads(kv.value)
-        obj["metadata"]["labels"] = {"stale": "yes"}
-        ds.backend.put(key, json.dumps(obj))
+    kvs, _ = ds.backend.get_prefix(WEP.prefix())
+    puts = []
+    for kv in kvs:
+        if kv.key in weps:
+            obj = json.loads(kv.value)
+            obj["metadata"]["labels"] = {"stale": "yes"}
+            puts.append(op_put(kv.key, json.dumps(obj)))
+    for i in range(0, len(puts), 128):  # etcd's default --max-txn-ops
+        ds.backend.txn([], puts[i : i + 128])
+
+
+def _phases(phase: dict[str, float]) -> str:
+    return (f"list {phase['list']:.2f}s, convert {phase['convert']:.2f}s, write "
+            f"{phase['write']:.2f}s in {phase['txns']:.0f} txns")  # fmt: skip
 
 
 def start_controller(env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
     argv = [str(BIN), "--workers", str(workers)]
-    return subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+    return cmd.start(argv, env=env, stderr=subprocess.DEVNULL)
 
 
 def wait_ready(port: int, timeout: float = 120) -> float:
@@ -270,17 +266,26 @@ def main() -> None:
             "HEALTH_LISTEN": f"127.0.0.1:{port}",
         }
         watcher = Watcher(etcd_server.endpoint, cast(EtcdClient, ds.backend).revision() + 1)
-        bases, readies, colds, puts = [], [], [], []
-        for rep in range(args.reps):  # alternate: baseline, then the controller, same world
-            bases.append(baseline_full_sync(fake, ds, kubeconfig))
-            reset(ds, fake, weps)
-            watcher.forget()
+        bases: list[float] = []
+        bulks: list[float] = []
+        readies, colds, puts, txns = [], [], [], []
+        phases: dict[str, list[dict[str, float]]] = {"one": [], "bulk": []}
+        for rep in range(args.reps):  # alternate: the baselines, then the controller, same world
+            for mode, times in (("one", bases), ("bulk", bulks)):
+                watcher.forget(cast(EtcdClient, ds.backend).revision() + 1)
+                took, phase = run_baseline(mode, kubeconfig, etcd_server.endpoint, watcher, want)
+                times.append(took)
+                phases[mode].append(phase)
+                reset(ds, fake, weps)
+            watcher.forget(cast(EtcdClient, ds.backend).revision() + 1)
             start = time.monotonic()
             procs.append(start_controller(env, args.workers))
             readies.append(wait_ready(port) - start)
             colds.append(watcher.wait_all(want, 600) - start)
             puts.append(watcher.puts)
-            print(f"rep {rep + 1}: baseline {bases[-1]:.2f}s, controller converged "
+            txns.append(len(watcher.revisions))
+            print(f"rep {rep + 1}: baselines: one thread {bases[-1]:.2f}s, bulk txns "
+                  f"{bulks[-1]:.2f}s ({_phases(phases['bulk'][-1])}); controller converged "
                   f"{colds[-1]:.2f}s (ready {readies[-1]:.2f}s)", flush=True)  # fmt: skip
             if rep < args.reps - 1:
                 procs[-1].terminate()
@@ -311,18 +316,27 @@ def main() -> None:
 
         rec = results.Recorder("controller_sync")
         n_np = len(fake.list("networkpolicies"))
+        head = cmd.run(["git", "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
+        rec.fact("commit", head)  # this section's; the file's header names the full run's
         rec.fact("world", f"{len(weps):,} pods, {args.namespaces} namespaces, {n_np:,} "
                  f"NetworkPolicies: {len(want):,} Calico objects")  # fmt: skip
-        rec.fact("cold_start_etcd_puts", {"puts": puts, "objects": len(want)})
+        rec.fact("cold_start_etcd_puts", {"puts": puts, "transactions": txns, "objects": len(want)})
+        rec.fact("baseline_phases_s", phases)
         rec.fact("warm_restart", {"ready_s": warm_ready, "etcd_writes": warm_writes})
-        print(f"etcd puts per cold start {puts} (objects: {len(want)}); warm restart: ready in "
-              f"{warm_ready:.2f}s, {warm_writes} etcd writes (should be 0)")  # fmt: skip
+        print(f"etcd puts per cold start {puts} in {txns} transactions (objects: {len(want)}); "
+              f"warm restart: ready in {warm_ready:.2f}s, {warm_writes} etcd writes (should be 0)"
+              )  # fmt: skip
         doc = "docs/design/k8s-controllers.md"
         rec.figure("cold_start", title="controller cold start to converged", unit="s",
-                   samples=colds, baseline=bases, baseline_title="one thread list+convert+write",
+                   samples=colds, baseline=bases,
+                   baseline_title="one thread list+convert+write (own process)",
                    readme=f"controller cold start: {len(weps):,} pods, {args.namespaces} "
                    f"namespaces, {len(fake.list('networkpolicies')):,} NetworkPolicies",
                    doc=doc)  # fmt: skip
+        rec.figure("cold_start_vs_bulk", title="controller cold start to converged", unit="s",
+                   samples=colds, baseline=bulks,
+                   baseline_title="list+convert, then plain puts in 128-op etcd transactions "
+                   "(own process)", doc=doc)  # fmt: skip
         rec.figure("cold_ready", title="controller cold start to /readyz", unit="s",
                    samples=readies)  # fmt: skip
         rec.figure("np_change", title="one NetworkPolicy change, API server -> etcd", unit="ms",

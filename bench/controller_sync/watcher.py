@@ -20,6 +20,8 @@ class Watcher:
         self.seen: dict[str, tuple[float, Any]] = {}
         self.changed: set[str] = set()  # keys updated since the last wait_all check
         self.puts = 0
+        self.revisions: set[int] = set()  # distinct revisions of those puts: write transactions
+        self.from_rev = 0  # events before this revision are not counted (see forget)
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
@@ -33,9 +35,10 @@ class Watcher:
             now = time.monotonic()
             with self.cond:
                 for ev in batch:
-                    if ev.type != "PUT":
+                    if ev.type != "PUT" or ev.mod_revision < self.from_rev:
                         continue
                     self.puts += 1
+                    self.revisions.add(ev.mod_revision)
                     obj = json.loads(ev.value)
                     body = (
                         obj["metadata"].get("labels")
@@ -46,12 +49,15 @@ class Watcher:
                     self.changed.add(ev.key)
                 self.cond.notify_all()
 
-    def forget(self) -> None:
-        """Start over (a new cold start): nothing seen, no puts counted."""
+    def forget(self, from_rev: int = 0) -> None:
+        """Start over (a new cold start): nothing seen, no puts counted, and no event before
+        ``from_rev`` counted (a reset's writes the watch has not delivered yet)."""
         with self.cond:
+            self.from_rev = from_rev
             self.seen.clear()
             self.changed.clear()
             self.puts = 0
+            self.revisions.clear()
 
     def wait_all(self, want: dict[str, Any], timeout: float) -> float:
         deadline = time.monotonic() + timeout

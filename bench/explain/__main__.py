@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from typing import Any
 from bench import agentnode, results
 from calico.calc.graph import CalcGraph
 from calico.dataplane import counters, nft_trace
-from calico.lib import control
+from calico.lib import cmd, control
 
 CALICOCTL = Path(sys.executable).with_name("calicoctl")
 
@@ -105,9 +104,9 @@ def cli_once(node: agentnode.Node, run_dir: Path) -> float:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ETCD_ENDPOINTS": node.etcd.endpoint,
            "NODENAME": agentnode.NODENAME, "CALICO_RUN_DIR": str(run_dir)}  # fmt: skip
     t0 = time.perf_counter()
-    out = subprocess.run(["ip", "netns", "exec", agentnode.ours(node.ns), str(CALICOCTL), "explain",
-                          "default/a", "default/b", "--port", "80"], env=env, capture_output=True,
-                         text=True, check=False)  # fmt: skip
+    argv = ["ip", "netns", "exec", agentnode.ours(node.ns), str(CALICOCTL), "explain",
+            "default/a", "default/b", "--port", "80"]  # fmt: skip
+    out = cmd.run_process(argv, env=env, capture_output=True, text=True, check=False)
     secs = (time.perf_counter() - t0) * 1000
     if out.returncode != 0 or "ALLOWED" not in out.stdout.splitlines()[0]:
         raise RuntimeError(f"calicoctl explain failed: {out.stdout[:500]} {out.stderr}")
@@ -144,6 +143,46 @@ def counter_costs(rec: results.Recorder, node: agentnode.Node, run_dir: Path) ->
     )
 
 
+def _populate(node: agentnode.Node, args: argparse.Namespace) -> None:
+    """Workloads a, b, c, the dummy endpoints and the policies, in the store."""
+    for name, ip in (("a", "10.65.0.2"), ("b", "10.65.0.3"), ("c", "10.65.0.4")):
+        labels = {"app": name, **({"role": "many"} if name != "c" else {})}
+        node.add_workload(name, ip, labels)
+    n_dummy = max(0, args.local - 3)
+    node.add_dummy_ifaces([f"calid{i:010d}" for i in range(n_dummy)])
+    objs = [dummy_wep(i) for i in range(n_dummy)]
+    objs += [many_policy(i, args.policies) for i in range(args.policies)]
+    node.bulk_put([*objs, ONE_POLICY])
+
+
+def _measure(
+    rec: results.Recorder, sock: str, args: argparse.Namespace
+) -> tuple[list[float], list[float]]:
+    """Round trips of a question meeting every policy and of one meeting a single policy,
+    checked for the expected answers."""
+    many, one, inside = [], [], []
+    answer: dict[str, Any] = {}
+    for i in range(args.reps + 3):
+        t_many, answer = timed_call(sock, params("b", "10.65.0.3"))
+        t_one, base = timed_call(sock, params("c", "10.65.0.4"))
+        if i >= 3:  # the first calls warm the agent's and this process's caches
+            many.append(t_many)
+            one.append(t_one)
+            inside.append(answer["took_ms"])
+    v = answer["verdict"]
+    looked = len(answer["stages"][0]["tiers"][0]["policies"])
+    if v.get("policy") != f"default/many-{args.policies - 1:04d}" or looked != args.policies:
+        raise RuntimeError(f"unexpected explanation: {v} after {looked} policies")
+    if not (answer["agrees"] and base["verdict"]["action"] == "allow"):
+        raise RuntimeError("explain disagrees with the ruleset, or c is not allowed")
+    rec.fact("answer_bytes", len(json.dumps(answer)))
+    rec.fact("agent_walk_ms_median", round(statistics.median(inside), 2))
+    print(f"inside the agent (walk, ruleset check, counters): median "
+          f"{statistics.median(inside):.1f} ms", flush=True)  # fmt: skip
+    rec.fact("policies_walked", looked)
+    return many, one
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--local", type=int, default=200)
@@ -160,41 +199,13 @@ def main() -> None:
                         "every agent a bench starts on this host")  # fmt: skip
             node = agentnode.Node(nss, Path(tmp) / "node")
             try:
-                for name, ip in (("a", "10.65.0.2"), ("b", "10.65.0.3"), ("c", "10.65.0.4")):
-                    labels = {"app": name, **({"role": "many"} if name != "c" else {})}
-                    node.add_workload(name, ip, labels)
-                n_dummy = max(0, args.local - 3)
-                node.add_dummy_ifaces([f"calid{i:010d}" for i in range(n_dummy)])
-                objs = [dummy_wep(i) for i in range(n_dummy)]
-                objs += [many_policy(i, args.policies) for i in range(args.policies)]
-                node.bulk_put([*objs, ONE_POLICY])
+                _populate(node, args)
                 node.start_agent({"CALICO_RUN_DIR": str(run_dir)})
                 ready = node.wait_ready()
                 print(f"agent ready in {ready:.2f} s ({args.local} endpoints, {args.policies} "
                       "policies)", flush=True)  # fmt: skip
                 sock = str(run_dir / control.SOCKET_NAME)
-                many, one, inside = [], [], []
-                answer: dict[str, Any] = {}
-                for i in range(args.reps + 3):
-                    t_many, answer = timed_call(sock, params("b", "10.65.0.3"))
-                    t_one, base = timed_call(sock, params("c", "10.65.0.4"))
-                    if i >= 3:  # the first calls warm the agent's and this process's caches
-                        many.append(t_many)
-                        one.append(t_one)
-                        inside.append(answer["took_ms"])
-                v = answer["verdict"]
-                looked = len(answer["stages"][0]["tiers"][0]["policies"])
-                if v.get("policy") != f"default/many-{args.policies - 1:04d}" or looked != (
-                    args.policies
-                ):
-                    raise RuntimeError(f"unexpected explanation: {v} after {looked} policies")
-                if not (answer["agrees"] and base["verdict"]["action"] == "allow"):
-                    raise RuntimeError("explain disagrees with the ruleset, or c is not allowed")
-                rec.fact("answer_bytes", len(json.dumps(answer)))
-                rec.fact("agent_walk_ms_median", round(statistics.median(inside), 2))
-                print(f"inside the agent (walk, ruleset check, counters): median "
-                      f"{statistics.median(inside):.1f} ms", flush=True)  # fmt: skip
-                rec.fact("policies_walked", looked)
+                many, one = _measure(rec, sock, args)
                 cli = [cli_once(node, run_dir) for _ in range(3)]
                 rec.fact("calicoctl_explain_ms", [round(x, 1) for x in cli])
                 rec.fact("agent_ready_s", round(ready, 2))

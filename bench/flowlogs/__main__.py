@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import agentnode, results
-from calico.lib import jsonlines
+from calico.lib import cmd, jsonlines
 
 HERE = Path(__file__).parent
 OFF = {"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration",
@@ -70,8 +70,8 @@ def _proc(pid: int) -> tuple[float, float]:
 
 
 def _nft_log_rules(ns: str) -> int:
-    out = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "inet", "calico"],
-                         capture_output=True, text=True, check=False).stdout  # fmt: skip
+    argv = ["ip", "netns", "exec", ns, "nft", "list", "table", "inet", "calico"]
+    out: str = cmd.run_process(argv, capture_output=True, text=True, check=False).stdout
     return out.count("log prefix")
 
 
@@ -99,7 +99,7 @@ def _flood_once(node: agentnode.Node, args: argparse.Namespace, *, on: bool) -> 
     flows_log = node.tmp / "log" / "flowlogs" / "flows.log"
     before = sum(1 for _ in jsonlines.read(flows_log))
     client, server = node.workloads["client"], node.workloads["server"]
-    flood = subprocess.Popen(
+    flood = cmd.start(
         ["ip", "netns", "exec", client.ns, sys.executable, "-I", str(HERE / "flood.py"),
          client.ip, server.ip, "53", str(args.rate), str(args.flood_seconds)],
         stdout=subprocess.PIPE, text=True,

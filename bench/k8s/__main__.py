@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from typing import Any
 
 from bench import results
 from bench.k8s import sandboxes, traffic
+from calico.lib import cmd
 
 DOC = "docs/design/kubernetes.md"
 CALICO_LAB = str(Path(sys.executable).parent / "calico-lab")
@@ -81,8 +81,7 @@ def missing() -> str:
 
 
 def cli(*args: str, input: str | None = None, timeout: float = 600) -> str:
-    proc = subprocess.run([CALICO_LAB, *args], input=input, text=True, capture_output=True,
-                          timeout=timeout, check=False)  # fmt: skip
+    proc = cmd.run([CALICO_LAB, *args], input=input, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"calico-lab {' '.join(args)}: {proc.stderr.strip()}")
     return proc.stdout

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from calico.lib import netns
+from calico.lib import cmd, netns
 
 PROBER = Path(__file__).resolve().parents[1] / "policy_latency" / "udp_prober.py"
 
@@ -29,7 +29,7 @@ class Prober:
     def __init__(self, src_netns: str, ip: str, port: int) -> None:
         argv = ["nsenter", f"--net={src_netns}", "--", sys.executable, "-I", str(PROBER), ip,
                 str(port)]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        self.proc = cmd.start(argv, stdout=subprocess.PIPE, text=True)
         self.rows: list[tuple[float, bool]] = []
         threading.Thread(target=self._read, daemon=True).start()
 

@@ -18,13 +18,13 @@ import os
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from bench import results
+from calico.lib import cmd
 
 CONNECT = (
     "import socket,sys\n"
@@ -91,7 +91,7 @@ def main() -> None:
                 dst.ip,
                 "80",
             ]
-            return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+            return cmd.run_process(argv, capture_output=True, check=False).returncode == 0
 
         def by_exec() -> bool:
             with ThreadPoolExecutor(max_workers=len(pairs)) as pool:

@@ -43,6 +43,7 @@ from typing import Any
 from bench import agentnode, results
 from bench.results import percentile
 from calico.calc.graph import CalcGraph
+from calico.lib import cmd
 
 HERE = Path(__file__).parent
 CHECK_INTERVAL = "0.5"
@@ -113,7 +114,7 @@ class Samples:
     def __init__(self, ns: str, ip: str) -> None:
         argv = ["ip", "netns", "exec", agentnode.ours(ns), sys.executable, "-I",
                 str(HERE / "udp_prober.py"), ip, "53"]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        self.proc = cmd.start(argv, stdout=subprocess.PIPE, text=True)
         self.rows: list[tuple[float, bool]] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -194,7 +195,7 @@ def run_size(
     try:
         a = node.add_workload("a", "10.65.0.2", {"app": "a"})
         b = node.add_workload("b", "10.65.0.3", {"app": "b"})
-        procs.append(subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-I",
+        procs.append(cmd.start(["ip", "netns", "exec", b.ns, sys.executable, "-I",
                                        str(HERE / "udp_echo.py"), "53"]))  # fmt: skip
         groups = max(1, min(local, policies))
         n_dummy = max(0, local - 2)

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 from dataclasses import dataclass, field
 
-from calico.lib import netns
+from calico.lib import cmd, netns
 
 VXLAN_VNI = 4096
 VXLAN_PORT = 4789
@@ -47,7 +46,7 @@ class Baselines:
         return name
 
     def _batch(self, ns: str, commands: list[str]) -> None:
-        subprocess.run(
+        cmd.run_process(
             ["ip", "-n", ns, "-batch", "-"],
             input="\n".join(commands) + "\n",
             text=True,
@@ -89,7 +88,7 @@ class Baselines:
         ua, ub = self._underlay(a, b, "10.204.0", "u0")
         for ns, local, remote, ip in ((a, ua, ub, "10.205.0.1"), (b, ub, ua, "10.205.0.2")):
             add = ["link", "add", "ipip0", "type", "ipip", "local", local, "remote", remote]
-            proc = subprocess.run(
+            proc = cmd.run_process(
                 ["ip", "-n", ns, *add, "dev", "u0"],
                 capture_output=True,
                 text=True,

@@ -14,6 +14,8 @@ import signal
 import subprocess
 import time
 
+from calico.lib import cmd
+
 PORT = 5201
 
 
@@ -23,7 +25,7 @@ class Server:
     def __init__(self, netns: str, *, port: int = PORT) -> None:
         self.netns = netns
         self.port = port
-        self.proc = subprocess.Popen(
+        self.proc = cmd.start(
             ["ip", "netns", "exec", netns, "iperf3", "-s", "-p", str(port)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -35,7 +37,7 @@ class Server:
     def _wait_listening(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            out = subprocess.run(
+            out = cmd.run_process(
                 ["ip", "netns", "exec", self.netns, "ss", "-Hltn", f"sport = :{self.port}"],
                 capture_output=True,
                 text=True,
@@ -79,7 +81,7 @@ def measure(
         str(streams),
         "-J",
     ]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=seconds + 30)
+    proc = cmd.run_process(argv, capture_output=True, text=True, check=False, timeout=seconds + 30)
     try:
         report = json.loads(proc.stdout)
     except ValueError:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.throughput import iperf
+from calico.lib import cmd
 from calico_lab import cluster, network, objects, probe, state
 from calico_lab.state import LabState, PodState
 
@@ -100,7 +100,7 @@ def _connects(case: LabCase, role: str, group: str = "") -> bool:
 
 
 def _route_dev(node_netns: str, ip: str) -> str:
-    out = subprocess.run(
+    out = cmd.run_process(
         ["ip", "-n", node_netns, "-j", "route", "get", ip],
         capture_output=True,
         text=True,
@@ -155,7 +155,7 @@ def policy(i: int) -> dict[str, Any]:
 
 
 def _policy_chains(node_netns: str) -> int:
-    out = subprocess.run(
+    out = cmd.run_process(
         ["ip", "netns", "exec", node_netns, "nft", "list", "chains", "inet"],
         capture_output=True,
         text=True,

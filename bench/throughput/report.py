@@ -14,10 +14,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from calico.lib import cmd
 
 Key = tuple[str, str, int, int]
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
@@ -119,14 +120,15 @@ def print_figures(samples: dict[Key, list[float]], policies: int, skipped: Itera
 
 
 def _commit() -> str:
-    proc = subprocess.run(
+    proc = cmd.run_process(
         ["git", "rev-parse", "HEAD"],
         capture_output=True,
         text=True,
         check=False,
         cwd=Path(__file__).parent,
     )
-    return proc.stdout.strip()
+    out: str = proc.stdout
+    return out.strip()
 
 
 def write_json(

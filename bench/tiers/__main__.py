@@ -35,6 +35,7 @@ from bench.policy_latency.__main__ import DENY, HERE, Samples, dummy_policy, dum
 from bench.results import percentile
 from calico.calc.graph import CalcGraph
 from calico.dataplane import nft_trace
+from calico.lib import cmd
 
 
 def tier(name: str, order: float, action: str = "Pass") -> dict[str, Any]:
@@ -71,7 +72,7 @@ def run_layout(nss: agentnode.Namespaces, tmp: Path, args: argparse.Namespace, t
     try:
         a = node.add_workload("a", "10.65.0.2", {"app": "a"})
         b = node.add_workload("b", "10.65.0.3", {"app": "b"})
-        echo = subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-I",
+        echo = cmd.start(["ip", "netns", "exec", b.ns, sys.executable, "-I",
                                  str(HERE / "udp_echo.py"), "53"])  # fmt: skip
         groups = max(1, min(args.local, args.policies))
         n_dummy = max(0, args.local - 2)

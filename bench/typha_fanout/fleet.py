@@ -23,6 +23,7 @@ from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import free_port
 from calico.datastore.syncer import Syncer, SyncStatus, Update
 from calico.datastore.typha_client import TyphaSyncer
+from calico.lib import cmd
 
 TYPHA = Path(sys.executable).with_name("calico-typha")
 WATCHERS = "etcd_debugging_mvcc_watcher_total"
@@ -150,7 +151,7 @@ class TyphaProcess:
 
     def start(self, timeout: float = 30.0) -> TyphaProcess:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([str(TYPHA)], env=self.env, stdout=log, stderr=log)
+            self.proc = cmd.start([str(TYPHA)], env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while not self.ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from calico.lib import cmd
 from calico_images import elf
 
 PY_VERSION = "3.11"
@@ -84,7 +85,7 @@ def check(runtime: Path) -> None:
         str(runtime / "lib" / LOADER), "--library-path", str(runtime / "lib"),
         str(runtime / "bin/python3"), "-IS", "-c", CHECK_IMPORTS,
     ]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    proc = cmd.run_process(argv, capture_output=True, text=True, check=False, timeout=60)
     if proc.returncode != 0:
         raise RuntimeError(f"the CNI runtime in {runtime} does not run: {proc.stderr.strip()}")
 
@@ -118,7 +119,7 @@ def compile_launcher(payload: Path, *, bin_dir: str, log: Path) -> bool:
         f"-DCALICO_PY_DIR={install.c_string(bin_dir)}", "-o", str(out), str(install.LAUNCHER_C),
     ]  # fmt: skip
     with open(log, "a") as f:
-        proc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, check=False, timeout=120)
+        proc = cmd.run_process(argv, stdout=f, stderr=subprocess.STDOUT, check=False, timeout=120)
     if proc.returncode != 0:
         out.unlink(missing_ok=True)
         return False

@@ -21,6 +21,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from calico.lib import cmd
+
 SUITE = "bookworm"
 DPKG_EXCLUDES = (
     "path-exclude=/usr/share/man/*",
@@ -56,7 +58,7 @@ def run(argv: Sequence[str], *, log: Path, stdin: str | None = None) -> None:
     with open(log, "a") as out:
         out.write(f"$ {' '.join(argv)}\n")
         out.flush()
-        proc = subprocess.run(
+        proc = cmd.run_process(
             list(argv), input=stdin, stdout=out, stderr=subprocess.STDOUT, text=True, check=False
         )
     if proc.returncode != 0:
@@ -179,4 +181,4 @@ def copy_tree(src: Path, dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-a", str(src), str(dest)], check=True)
+    cmd.run_process(["cp", "-a", str(src), str(dest)], check=True)

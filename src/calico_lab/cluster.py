@@ -288,6 +288,10 @@ def _teardown(lab: LabState, step: Step) -> None:
     if daemons.alive(lab.kube_pid):
         step("stopping the Kubernetes sync")
         daemons.stop(lab.kube_pid)
+    if lab.kube_config:
+        from calico_lab import kube
+
+        kube.unregister(lab, step)
     for pod in lab.pods.values():
         daemons.stop(pod.responder_pid, grace=1)
     daemons.stop(lab.outside_pid, grace=1)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from calico.lib import cmd as lib_cmd
 from calico.lib.cmd import netns_argv
 from calico_lab.state import NETNS_PREFIX, LabError
 
@@ -57,7 +58,7 @@ def spawn(
         raise LabError(f"refusing to start {argv[0]} in {netns!r}: not a lab namespace")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
-        proc = subprocess.Popen(
+        proc = lib_cmd.start(
             netns_argv(netns, argv),
             stdin=subprocess.DEVNULL,
             stdout=log,

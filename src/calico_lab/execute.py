@@ -9,10 +9,9 @@ filesystem), so ``calicoctl explain`` and ``get ... -o wide`` reach every node f
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
-from calico.lib import control
+from calico.lib import cmd, control
 from calico_lab import daemons, nodes
 from calico_lab.state import LabError, LabState
 
@@ -51,4 +50,4 @@ def exec_in(lab: LabState, target: str, command: list[str]) -> None:
 
         k8s_pods.exec_in(lab, target, command)
     ns, env = target_env(lab, target)
-    os.execvpe("ip", ["ip", "netns", "exec", ns, *command], env)
+    cmd.exec_replace(["ip", "netns", "exec", ns, *command], env)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from calico.cli import flow_view
+from calico.lib import cmd
 from calico_lab import execute
 from calico_lab.state import LabError, LabState
 
@@ -39,7 +40,7 @@ def _nodes(lab: LabState, node: str | None) -> list[str]:
 
 def _one(lab: LabState, node: str, args: list[str]) -> list[Record]:
     argv, env = _argv(lab, node, args)
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    proc = cmd.run_process(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:
         if "no flow logs at" in proc.stderr:
             return []  # the node has logged nothing yet
@@ -72,7 +73,7 @@ def follow(
     procs = []
     for name in _nodes(lab, node):
         argv, env = _argv(lab, name, [*args, "--follow"])
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+        proc = cmd.start(argv, env=env, stdout=subprocess.PIPE, text=True)
         procs.append(proc)
         assert proc.stdout is not None
         threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()

@@ -183,6 +183,7 @@ def host_node_env(lab: LabState, node: NodeState) -> dict[str, str]:
     """calico-node's environment inside the node: a host's default paths (bind-mounted there)."""
     env = nodes.node_env(lab, node)
     env.pop("CALICO_CNI_SOCKET")
+    env["CALICO_K8S_NODE_REF"] = node.name  # the Node kubelet registered (as the DaemonSet's)
     env["CALICO_RUN_DIR"] = "/var/run/calico"
     env["CALICO_LOG_DIR"] = "/var/log/calico"
     env["PATH"] = f"{daemons.venv_bin()}:{k8s_host.HOST_PATH}"
@@ -202,7 +203,7 @@ def start_host(lab: LabState, ks: KubeState) -> None:
         "ETCD_ENDPOINTS": lab.etcd_endpoint,
         **nodes.etcd_tls_env(lab, "calico-lab"),
         "KUBECONFIG": str(k8s_state.kubeconfig(lab, "calico")),
-        "ENABLED_CONTROLLERS": "policy,namespace,serviceaccount,workloadendpoint",
+        "ENABLED_CONTROLLERS": "node,policy,namespace,serviceaccount,workloadendpoint",
         "LOG_LEVEL": "info",
         "PATH": f"{daemons.venv_bin()}:{k8s_host.HOST_PATH}",
     }

@@ -16,6 +16,7 @@ one of each.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from calico_lab import daemons, k8s_api, k8s_host, k8s_state, network
 from calico_lab.k8s_state import CONTROL_PLANE, KubeState
@@ -68,14 +69,15 @@ def etcd_tls_flags(lab: LabState) -> list[str]:
             f"--etcd-keyfile={tls.key_file}"]  # fmt: skip
 
 
-def _component(lab: LabState, ks: KubeState, binary: str, user: str) -> list[str]:
-    conf = k8s_state.kubeconfig(lab, user)
+def component_argv(binary: str, kubeconfig: str | Path) -> list[str]:
+    """kube-controller-manager or kube-scheduler (path ``binary``) on ``kubeconfig``: serving
+    only on loopback (the lab's core namespace's), no insecure port, no leader election."""
     return [
-        f"{ks.kube_bin}/{binary}",
-        f"--kubeconfig={conf}",
-        f"--authentication-kubeconfig={conf}",
-        f"--authorization-kubeconfig={conf}",
-        "--bind-address=127.0.0.1",  # the core namespace's loopback
+        binary,
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
         "--port=0",
         "--leader-elect=false",
         "--profiling=false",
@@ -83,15 +85,32 @@ def _component(lab: LabState, ks: KubeState, binary: str, user: str) -> list[str
     ]
 
 
+def controller_manager_flags(
+    *, sa_key: str | Path, plugin_dir: str | Path, root_ca: str | Path | None = None
+) -> list[str]:
+    """The controller manager's own flags: each controller with its own service account (tokens
+    signed with ``sa_key``), its flexvolume prober's directory (else /usr/libexec/kubernetes)."""
+    return [
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={sa_key}",
+        *([f"--root-ca-file={root_ca}"] if root_ca else []),
+        f"--flex-volume-plugin-dir={plugin_dir}",
+    ]
+
+
+def _component(lab: LabState, ks: KubeState, binary: str, user: str) -> list[str]:
+    return component_argv(f"{ks.kube_bin}/{binary}", k8s_state.kubeconfig(lab, user))
+
+
 def controller_manager_argv(lab: LabState, ks: KubeState) -> list[str]:
     pki = k8s_state.pki_dir(lab)
     return [
         *_component(lab, ks, "kube-controller-manager", "controller-manager"),
-        "--use-service-account-credentials=true",
-        f"--service-account-private-key-file={pki / 'sa.key'}",
-        f"--root-ca-file={pki / 'ca.crt'}",
-        # its flexvolume prober makes this directory (else /usr/libexec/kubernetes/...)
-        f"--flex-volume-plugin-dir={k8s_state.host_dir(lab, CONTROL_PLANE) / 'volume-plugins'}",
+        *controller_manager_flags(
+            sa_key=pki / "sa.key",
+            root_ca=pki / "ca.crt",
+            plugin_dir=k8s_state.host_dir(lab, CONTROL_PLANE) / "volume-plugins",
+        ),
     ]
 
 

@@ -38,8 +38,10 @@ from pathlib import Path
 
 
 def mount(*args: str, fds: tuple[int, ...] = ()) -> None:
-    proc = subprocess.run(
-        ["mount", *args], capture_output=True, text=True, check=False, pass_fds=fds
+    # Not through calico.lib.cmd: this runs as ``python -I -S k8s_init.py``, outside the package.
+    argv = ["mount", *args]  # found on PATH, as lib.cmd does
+    proc = subprocess.run(  # noqa: S603 - a fixed program, arguments from the lab's own code
+        argv, capture_output=True, text=True, check=False, pass_fds=fds
     )
     if proc.returncode != 0:
         raise SystemExit(f"k8s_init: mount {' '.join(args)}: {proc.stderr.strip()}")

@@ -115,7 +115,7 @@ def with_live_pods(lab: LabState) -> LabState:
 
 
 def _ours(image: str) -> bool:
-    return image.split(":")[0].removeprefix("docker.io/") == k8s_images.RESPONDER
+    return image.split(":", maxsplit=1)[0].removeprefix("docker.io/") == k8s_images.RESPONDER
 
 
 def fill_pod_spec(spec: dict[str, Any], identity: str | None) -> None:

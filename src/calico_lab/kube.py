@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from calico_lab import cluster, daemons, objects, scheduler, state
+from calico_lab import cluster, daemons, kubenode, objects, scheduler, state
 from calico_lab.kubewatch import KubeWatch
 from calico_lab.state import LabError, LabState
 
@@ -58,6 +58,7 @@ def start(lab: LabState, kubeconfig: str, *, timeout: float = 60) -> None:
         current.kube_pid = daemons.spawn(
             argv, netns=None, log_file=current.path / "kube.log", env=daemons.child_env({})
         )
+        current.kube_config = str(Path(kubeconfig).resolve())  # down removes the lab's Nodes
         current.save()
     daemons.wait_until(
         lambda: _synced(current, marker),
@@ -68,8 +69,24 @@ def start(lab: LabState, kubeconfig: str, *, timeout: float = 60) -> None:
 
 def _synced(lab: LabState, marker: Path) -> bool:
     if not daemons.alive(lab.kube_pid):
-        raise LabError(f"Kubernetes sync exited; see {lab.path / 'kube.log'}")
+        log = lab.path / "kube.log"
+        errors = [ln for ln in _read(log).splitlines() if "[ERROR]" in ln]
+        why = errors[-1].split("] ", 1)[-1].removeprefix("calico-lab kube: ") if errors else ""
+        raise LabError(f"Kubernetes sync exited{': ' + why if why else ''}; see {log}")
     return marker.exists()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def unregister(lab: LabState, step: Any) -> None:
+    """``down``: remove the Nodes (and Leases) the sync daemon registered."""
+    if lab.kube_config:
+        kubenode.unregister(lab.kube_config, lab.name, [n.name for n in lab.nodes], step)
 
 
 class KubeSync:
@@ -311,12 +328,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--resync", type=float, default=RESYNC_SECONDS, help="safety-net pass period (s); 0: none"
     )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=kubenode.HEARTBEAT_SECONDS,
+        help="Lease renewal period (s), as kubelet's",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s [%(levelname)s] calico-lab kube: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     sync = KubeSync(args.name, args.kubeconfig)
+    lab = state.require(args.name)
+    agent = kubenode.NodeAgent(
+        args.kubeconfig, args.name, [(n.name, n.ip) for n in lab.nodes], interval=args.heartbeat
+    )
+    try:
+        agent.register()
+    except LabError as exc:
+        logger.error("%s", exc)
+        sys.exit(1)
+    agent.start()
     wake = threading.Event()
     sync.start_informers(wake.set)
     sync.wait_synced()

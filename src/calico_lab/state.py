@@ -127,6 +127,7 @@ class LabState:
     etcd_pids: list[int] = field(default_factory=list)  # one per member, member 0 first
     apiserver_pid: int = 0
     kube_pid: int = 0  # the --kubeconfig sync daemon (root namespace)
+    kube_config: str = ""  # its kubeconfig (down removes the Nodes it registered)
     pods: dict[str, PodState] = field(default_factory=dict)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # k8s ns -> labels
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)  # "ns/name" -> k8s object

@@ -116,10 +116,10 @@ def _norm_elements(elements: frozenset[str] | Sequence[str]) -> frozenset[str]:
             nets.append(ipaddress.ip_network(e, strict=False))
         except ValueError:
             other.add(" . ".join(part.strip() for part in e.split(" . ")))
-    collapsed: set[str] = set()
-    for version in (4, 6):
-        fam = [n for n in nets if n.version == version]
-        collapsed |= {str(n) for n in ipaddress.collapse_addresses(fam)}  # type: ignore[arg-type]
+    v4 = [n for n in nets if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in nets if isinstance(n, ipaddress.IPv6Network)]
+    collapsed = {str(n) for n in ipaddress.collapse_addresses(v4)}
+    collapsed |= {str(n) for n in ipaddress.collapse_addresses(v6)}
     return frozenset(collapsed | other)
 
 
@@ -130,7 +130,7 @@ def _kernel_element(e: Any) -> list[str]:
         return [f"{e['prefix']['addr']}/{e['prefix']['len']}"]
     if "range" in e:
         lo, hi = (ipaddress.ip_address(x) for x in e["range"])
-        return [str(n) for n in ipaddress.summarize_address_range(lo, hi)]  # type: ignore[arg-type]
+        return [str(n) for n in ipaddress.summarize_address_range(lo, hi)]
     if "concat" in e:
         return [" . ".join(str(x) for x in e["concat"])]
     if "elem" in e:

@@ -20,7 +20,7 @@ from tests.chaos.figures import rounds
 API = "projectcalico.org/v3"
 
 
-def fuzz_settings(short: int = 60, long: int = 2000) -> Any:
+def fuzz_settings(short: int = 60, long: int = 2000) -> settings:
     return settings(
         max_examples=rounds(short, long),
         deadline=None,

@@ -26,6 +26,7 @@ import pytest
 
 from calico.cni.testhook import VARIABLE as PAUSE
 from calico.cni.veth import host_veth_name
+from calico.datastore.backend import KV
 from calico.ipam import keys
 from tests.chaos import cni
 from tests.chaos.chaoslab import ChaosLab
@@ -123,6 +124,11 @@ def ipam_state(lab: ChaosLab) -> tuple[dict[str, dict[str, Any]], dict[str, Any]
     return by_cidr, {
         kv.key.removeprefix(keys.HANDLE_PREFIX): json.loads(kv.value) for kv in handles
     }
+
+
+def handle_record(lab: ChaosLab, handle: str) -> KV | None:
+    """The IPAM handle's record in etcd (None: there is none)."""
+    return lab.etcd_call(lambda e: e.get(keys.handle_key(handle)))
 
 
 def owner(blocks: dict[str, dict[str, Any]], ip: str) -> tuple[str, str | None]:
@@ -238,7 +244,7 @@ def mid_add_kill(lab: ChaosLab, figures: Figures, storm: Storm) -> None:
                          plugin=None if served else ".calico-py")  # fmt: skip
         handle = f"k8s-pod-network.{box.container_id}"
         deadline = time.monotonic() + 20
-        while lab.etcd_call(lambda e, h=handle: e.get(keys.handle_key(h))) is None:
+        while handle_record(lab, handle) is None:
             assert time.monotonic() < deadline, "the ADD never reached its IPAM transaction"
             time.sleep(0.05)
         paused_at = time.monotonic()
@@ -249,7 +255,7 @@ def mid_add_kill(lab: ChaosLab, figures: Figures, storm: Storm) -> None:
         assert r.rc == 0, r.out
         # whatever the killed call could still do is done by now (a served ADD goes on)
         time.sleep(max(0.0, paused_at + PAUSE_S + 2 - time.monotonic()))
-        assert lab.etcd_call(lambda e, h=handle: e.get(keys.handle_key(h))) is None
+        assert handle_record(lab, handle) is None
         weps = [
             w for w in lab.store.list("workloadendpoints")
             if (w.get("spec") or {}).get("containerID") == box.container_id

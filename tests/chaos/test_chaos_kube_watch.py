@@ -39,6 +39,11 @@ def _stalls(ctl: KubeControllers, kind: str) -> float:
     )
 
 
+def _stored(datastore: Client, name: str) -> Callable[[], bool]:
+    """For _wait: the NetworkPolicy ``name`` is in the datastore."""
+    return lambda: any(p["metadata"]["name"] == name for p in datastore.list("NetworkPolicy"))
+
+
 def _wait(check: Callable[[], bool], within: float) -> float:
     start = time.monotonic()
     while not check():
@@ -68,10 +73,7 @@ def test_kube_controllers_leave_a_silent_watch(
         fake_kube.create("networkpolicies", oracle.policy("a", f"during-{round_}", app="db"))
         figures.op("NetworkPolicy created while silent")
         took = _wait(
-            lambda r=round_: any(
-                p["metadata"]["name"] == f"knp.default.during-{r}"
-                for p in datastore.list("NetworkPolicy")
-            ),
+            _stored(datastore, f"knp.default.during-{round_}"),
             within=bound + 10,
         )
         figures.detection_s.append(round(took, 2))

@@ -95,7 +95,7 @@ def _check_reply(rc: int, out: str, err: str) -> dict[str, Any] | None:
     assert rc in (0, 1), (rc, out, err)
     if rc == 0:
         return json.loads(out) if out.strip() else None
-    reply = json.loads(out)
+    reply: dict[str, Any] = json.loads(out)
     assert isinstance(reply.get("code"), int), reply
     assert isinstance(reply.get("msg"), str), reply
     assert reply["msg"], reply

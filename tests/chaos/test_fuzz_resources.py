@@ -62,7 +62,7 @@ def fuzz_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
 
 def names_field_and_value(exc: ValidationError, m: Mutation) -> None:
     msg = str(exc)
-    assert exc.field or msg.split(":")[0] == "resource", f"no field named: {msg}"
+    assert exc.field or msg.split(":", maxsplit=1)[0] == "resource", f"no field named: {msg}"
     assert exc.field in msg, f"{exc.field!r} not in {msg!r}"
     # None (and "") stand for "not given": "required" is then the right message
     named = isinstance(m.value, SCALARS) and m.value not in (None, "")

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,41 @@ def wait_for(what: str, pred: Callable[[], Any], timeout: float = 60, every: flo
             return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+# Predicates for wait_for: each binds its host and values, so a loop can hand one over as is
+
+
+def sessions_with(host: Host, peers: Iterable[str]) -> Callable[[], bool]:
+    """``host`` has Established sessions with exactly ``peers``."""
+    want = sorted(peers)
+    return lambda: sorted(host.established()) == want
+
+
+def route_to(host: Host, prefix: str, version: int = 4) -> Callable[[], dict[str, Any] | None]:
+    """``host``'s route to ``prefix``, once it has one."""
+    return lambda: host.routes(version).get(prefix)
+
+
+def no_route_to(host: Host, prefix: str, version: int = 4) -> Callable[[], bool]:
+    """``host`` has no route to ``prefix``."""
+    return lambda: prefix not in host.routes(version)
+
+
+def routes_to_all(host: Host, prefixes: Iterable[str]) -> Callable[[], dict[str, dict[str, Any]]]:
+    """``host``'s IPv4 routes, once they hold every one of ``prefixes`` (before: empty)."""
+    wanted = list(prefixes)
+
+    def check() -> dict[str, dict[str, Any]]:
+        routes = host.routes()
+        return routes if all(p in routes for p in wanted) else {}
+
+    return check
+
+
+def echoes(src_netns: str, ip: str) -> Callable[[], bool]:
+    """A TCP echo from ``src_netns`` to ``ip`` comes back."""
+    return lambda: tcp_echo(src_netns, ip)
 
 
 @dataclass

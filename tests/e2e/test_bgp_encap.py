@@ -23,7 +23,16 @@ from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
 
-from .bgp_fabric import BGP_E2E_MARKS, VENV_BIN, Fabric, Host, running_fabric, tcp_echo, wait_for
+from .bgp_fabric import (
+    BGP_E2E_MARKS,
+    VENV_BIN,
+    Fabric,
+    Host,
+    running_fabric,
+    sessions_with,
+    tcp_echo,
+    wait_for,
+)
 
 pytestmark = BGP_E2E_MARKS
 
@@ -100,9 +109,7 @@ def test_two_subnets_sessions_and_live_mode_switch(
             # sessions across the router come up, like those on one subnet
             for h in fab.hosts:
                 others = sorted(o.ip for o in fab.hosts if o is not h)
-                wait_for(
-                    f"{h.name} sessions", lambda h=h, o=others: sorted(h.established()) == o, 90
-                )
+                wait_for(f"{h.name} sessions", sessions_with(h, others), 90)
             node = datastore.get("Node", "host2")["spec"]["bgp"]
             assert node["ipv4Address"] == "10.99.1.2/24"  # the subnet is stored with the address
 

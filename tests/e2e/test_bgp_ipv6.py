@@ -12,7 +12,15 @@ from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
 
-from .bgp_fabric import BGP_E2E_MARKS, Fabric, running_fabric, tcp_echo, wait_for
+from .bgp_fabric import (
+    BGP_E2E_MARKS,
+    Fabric,
+    echoes,
+    route_to,
+    running_fabric,
+    sessions_with,
+    wait_for,
+)
 
 pytestmark = BGP_E2E_MARKS
 
@@ -45,7 +53,7 @@ def test_bgp_dual_stack(fabric: Fabric, make_netns: Callable[[], str], datastore
         for h, o in ((h1, h2), (h2, h1)):
             wait_for(
                 f"{h.name} v4+v6 sessions",
-                lambda h=h, o=o: sorted(h.established()) == sorted([o.ip, o.ip6]),
+                sessions_with(h, [o.ip, o.ip6]),
                 60,
             )
         status = h1.node_status()
@@ -53,7 +61,7 @@ def test_bgp_dual_stack(fabric: Fabric, make_netns: Callable[[], str], datastore
         assert "| fd99::2      | node-to-node mesh | up    |" in v6
 
         for h, o in ((h1, h2), (h2, h1)):
-            r6 = wait_for(f"{h.name} v6 route", lambda h=h, o=o: h.routes(6).get(o.block6), 30)
+            r6 = wait_for(f"{h.name} v6 route", route_to(h, o.block6, 6), 30)
             assert r6["gateway"] == o.ip6
             assert r6["protocol"] == "bird"
             assert h.routes(6)[h.block6]["type"] == "blackhole"
@@ -61,10 +69,10 @@ def test_bgp_dual_stack(fabric: Fabric, make_netns: Callable[[], str], datastore
 
         for src, dst in ((h1, h2), (h2, h1)):
             pod, ip6 = src.pods6[0][0], dst.pods6[0][1]
-            wait_for(f"{src.name} pod -> [{ip6}]", lambda p=pod, i=ip6: tcp_echo(p, i), 30)
+            wait_for(f"{src.name} pod -> [{ip6}]", echoes(pod, ip6), 30)
             wait_for(
                 f"{src.name} pod -> {dst.pods[0][1]}",
-                lambda p=pod, i=dst.pods[0][1]: tcp_echo(p, i),
+                echoes(pod, dst.pods[0][1]),
                 15,
             )
 

@@ -19,8 +19,13 @@ from .bgp_fabric import (
     BGP_E2E_MARKS,
     VENV_BIN,
     Fabric,
+    echoes,
+    no_route_to,
     ours,
+    route_to,
+    routes_to_all,
     running_fabric,
+    sessions_with,
     tcp_echo,
     wait_for,
 )
@@ -59,7 +64,7 @@ def test_bgp_mesh_three_hosts(
         # every host has an Established session to both others
         for h in fab.hosts:
             others = sorted(o.ip for o in fab.hosts if o is not h)
-            wait_for(f"{h.name} sessions", lambda h=h, o=others: sorted(h.established()) == o, 60)
+            wait_for(f"{h.name} sessions", sessions_with(h, others), 60)
         ready = subprocess.run(
             # in host1's namespace, as every calico-node process a test starts
             ["ip", "netns", "exec", ours(h1.netns), str(VENV_BIN / "calico-node"), "--bird-ready"],
@@ -78,7 +83,7 @@ def test_bgp_mesh_three_hosts(
         for h in fab.hosts:
             routes = wait_for(
                 f"{h.name} routes",
-                lambda h=h: (r := h.routes()) and all(o.block in r for o in fab.hosts) and r,
+                routes_to_all(h, [o.block for o in fab.hosts]),
                 30,
             )
             assert routes[h.block]["type"] == "blackhole"
@@ -93,16 +98,14 @@ def test_bgp_mesh_three_hosts(
             for dst in fab.hosts:
                 if src is not dst:
                     ip = dst.pods[0][1]
-                    wait_for(
-                        f"{src.name} pod -> {ip}", lambda p=pods[src.name], i=ip: tcp_echo(p, i), 15
-                    )
+                    wait_for(f"{src.name} pod -> {ip}", echoes(pods[src.name], ip), 15)
 
         # a borrowed address: a pod on host3 with an IP from host1's block. host3's BIRD learns the
         # /32 from the kernel and exports it; it beats host1's blackhole for the block.
         borrowed = "192.168.1.9"
         fab.add_pod(make_netns, h3, borrowed)
         for h in (h1, h2):
-            r = wait_for(f"{h.name} /32 route", lambda h=h: h.routes().get(borrowed), 20)
+            r = wait_for(f"{h.name} /32 route", route_to(h, borrowed), 20)
             assert r["gateway"] == h3.ip
             assert r["protocol"] == "bird"
         wait_for("host1 pod -> borrowed", lambda: tcp_echo(pods["host1"], borrowed), 15)
@@ -157,7 +160,7 @@ def test_bgp_mesh_three_hosts(
         # stop calico-node on host3: its BIRD says goodbye, the others withdraw its block
         fab.stop(h3)
         for h in (h1, h2):
-            wait_for(f"{h.name} withdrew host3's block", lambda h=h: h3.block not in h.routes(), 30)
+            wait_for(f"{h.name} withdrew host3's block", no_route_to(h, h3.block), 30)
         assert not tcp_echo(pods["host1"], h3.pods[0][1])
         assert tcp_echo(pods["host1"], h2.pods[0][1])
     except AssertionError as exc:

@@ -13,7 +13,7 @@ from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
 
-from .bgp_fabric import BGP_E2E_MARKS, Fabric, running_fabric, tcp_echo, wait_for
+from .bgp_fabric import BGP_E2E_MARKS, Fabric, Host, echoes, running_fabric, wait_for
 
 pytestmark = BGP_E2E_MARKS
 
@@ -24,6 +24,14 @@ def fabric(
 ) -> Iterator[Fabric]:
     with running_fabric(make_netns, tmp_path, etcd_server.port, etcd, 3) as fab:
         yield fab
+
+
+def _client_of(host: Host, reflector: Host) -> Callable[[], bool]:
+    """For wait_for: ``host``'s one session is to ``reflector``, as its route-reflector client."""
+    return lambda: (
+        _peer_types(host.node_status()) == {reflector.ip: "node specific"}
+        and host.established() == [reflector.ip]
+    )
 
 
 def _peer_types(status: str) -> dict[str, str]:
@@ -68,10 +76,7 @@ def test_bgp_route_reflector(
         for h in (h2, h3):
             wait_for(
                 f"{h.name} -> RR only",
-                lambda h=h: (
-                    _peer_types(h.node_status()) == {h1.ip: "node specific"}
-                    and h.established() == [h1.ip]
-                ),
+                _client_of(h, h1),
                 60,
             )
         wait_for("RR sessions", lambda: sorted(h1.established()) == [h2.ip, h3.ip], 60)
@@ -87,7 +92,7 @@ def test_bgp_route_reflector(
             for dst in fab.hosts:
                 if src is not dst:
                     pod, ip = src.pods[0][0], dst.pods[0][1]
-                    wait_for(f"{src.name} pod -> {ip}", lambda p=pod, i=ip: tcp_echo(p, i), 30)
+                    wait_for(f"{src.name} pod -> {ip}", echoes(pod, ip), 30)
     except AssertionError as exc:
         dump = "\n".join(f"== {h.name}\n{h.node_status()}\n{h.log_tail()}" for h in fab.hosts)
         raise AssertionError(f"{exc}\n{dump}") from None

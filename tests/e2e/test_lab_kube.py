@@ -5,7 +5,9 @@ policies, running pods with WorkloadEndpoints). The lab is the scheduler (unboun
 the least-loaded lab node with a Binding) and the kubelet (bound pods started, ``status.podIP``,
 ``hostIP`` and ``phase`` written back; deletion, also graceful, runs CNI DEL and frees the address).
 Label changes and deletions follow through the watch alone (the pods are listed once), and pods
-bound to other nodes or meant for another scheduler are left alone.
+bound to other nodes or meant for another scheduler are left alone. Each lab node is registered as
+a Node (InternalIP, Ready, a Lease in kube-node-lease) and removed again on ``down``.
+(tests/e2e/test_lab_kube_real.py runs this against a real kube-apiserver and controller manager.)
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ def eventually(fn: Callable[[], Any], *, within: float = 30, what: str) -> Any:
 @pytest.fixture
 def kube(tmp_path: Path) -> Iterator[FakeKube]:
     with FakeKube() as fake:
+        fake.create(
+            "namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-node-lease"}},
+        )
         fake.create(
             "namespaces",
             {
@@ -134,6 +140,11 @@ def test_lab_follows_the_api_server(
         st = lab.state()
         assert sorted(st.pods) == ["x/a", "x/b"]
         assert st.pods["x/b"].node == "node2"
+        for node in st.nodes:  # registered as a kubelet does
+            k8s_node = kube.get("nodes", node.name)
+            assert {"type": "InternalIP", "address": node.ip} in k8s_node["status"]["addresses"]
+            assert k8s_node["status"]["conditions"][0]["status"] == "True"
+            assert kube.get("leases", node.name, "kube-node-lease")["spec"]["holderIdentity"]
         # Scheduled by the lab: a Binding onto the node with fewer pods (node2 has b).
         assert kube.bindings() == ["/api/v1/namespaces/x/pods/a/binding"]
         assert kube.get("pods", "a", "x")["spec"]["nodeName"] == "node1" == st.pods["x/a"].node
@@ -146,9 +157,9 @@ def test_lab_follows_the_api_server(
             assert status["podIP"] == p.ip
             assert status["podIPs"] == [{"ip": p.ip}]
             assert status["hostIP"] == state.node_ip(int(p.node.removeprefix("node")))
-        for name, node in (("elsewhere", "not-a-lab-node"), ("theirs", None)):
+        for name, bound_to in (("elsewhere", "not-a-lab-node"), ("theirs", None)):
             untouched = kube.get("pods", name, "x")
-            assert untouched["spec"].get("nodeName") == node
+            assert untouched["spec"].get("nodeName") == bound_to
             assert "podIP" not in untouched.get("status", {})
         policies = lab.cli("exec", "node1", "--", "calicoctl", "get", "networkpolicy", "-n", "x")
         assert "knp.default.a-from-b" in policies.stdout
@@ -231,3 +242,5 @@ def test_lab_follows_the_api_server(
     finally:
         lab.cli("down", "--quiet", check=False)
     assert leftovers(lab.name, root, recorded, pids) == []
+    assert kube.list("nodes") == []  # down removed them
+    assert kube.list("leases") == []

@@ -103,7 +103,7 @@ def _reset(lab: LabHandle) -> None:
 
 
 def ns_of(key: str) -> str:
-    return key.split("/")[0]
+    return key.split("/", maxsplit=1)[0]
 
 
 def pod_of(key: str) -> str:

@@ -36,7 +36,7 @@ def _np(**changes: Any) -> dict[str, Any]:
         "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]},
     }
     for path, value in changes.items():
-        target = np
+        target: Any = np  # a dict or, below a numeric step, a list
         keys = path.split("__")
         for k in keys[:-1]:
             target = target[int(k)] if k.isdigit() else target[k]

@@ -90,7 +90,7 @@ def node_ipv4(node: Resource | None, version: int = 4) -> str:
     """The node's BGP IPv4 (or IPv6) address without its prefix length ('' when unset)."""
     field = "ipv4Address" if version == 4 else "ipv6Address"
     addr = str((_spec(node).get("bgp") or {}).get(field) or "")
-    return addr.split("/")[0]
+    return addr.split("/", maxsplit=1)[0]
 
 
 def node_as(node: Resource | None, global_as: int) -> int:
@@ -147,36 +147,54 @@ def _explicit_peers(
     out: list[Peer] = []
     for bp in sorted(bgppeers, key=lambda r: str((r.get("metadata") or {}).get("name", ""))):
         spec = _spec(bp)
-        on_node, node_sel = spec.get("node"), spec.get("nodeSelector")
-        peer_sel = spec.get("peerSelector")
-        if on_node:
-            applies = on_node == name
-        elif node_sel:
-            applies = _matches(str(node_sel), _labels(me))
-        else:
-            applies = True
-        kind = "Global" if not on_node and not node_sel else "Node"
-        if peer_sel:
-            if applies:
-                for other in _selected(str(peer_sel), nodes):
-                    p = _peer_of_node("Node", nodes[other], me, global_as, listen_port, version)
-                    if p is not None and other != name:
-                        out.append(p)
-            # the reverse direction: we are selected as a peer of the nodeSelector's nodes
-            if _matches(str(peer_sel), _labels(me)):
-                locals_ = [on_node] if on_node else _selected(str(node_sel or "all()"), nodes)
-                for other in locals_:
-                    if other != name and other in nodes:
-                        p = _peer_of_node("Node", nodes[other], me, global_as, listen_port, version)
-                        if p is not None:
-                            out.append(p)
+        applies = _applies_to(spec, name, me)
+        if spec.get("peerSelector"):
+            for other in _selected_peers(spec, name, me, nodes, applies=applies):
+                p = _peer_of_node("Node", nodes[other], me, global_as, listen_port, version)
+                if p is not None:
+                    out.append(p)
         elif applies and spec.get("peerIP"):
-            peer_ip, port = split_peer_ip(str(spec["peerIP"]))
-            if ipaddress.ip_address(peer_ip).version != version:
-                continue  # the other family's session list has it
-            as_num = spec.get("asNumber")
-            out.append(Peer(kind, peer_ip, int(as_num) if as_num else global_as, port=port))
+            p = _peer_of_ip(spec, global_as, version)
+            if p is not None:
+                out.append(p)
     return out
+
+
+def _applies_to(spec: Resource, name: str, me: Resource) -> bool:
+    """A BGPPeer's ``node`` / ``nodeSelector`` picks this node (neither: every node)."""
+    on_node, node_sel = spec.get("node"), spec.get("nodeSelector")
+    if on_node:
+        return bool(on_node == name)
+    if node_sel:
+        return _matches(str(node_sel), _labels(me))
+    return True
+
+
+def _selected_peers(
+    spec: Resource, name: str, me: Resource, nodes: Mapping[str, Resource], *, applies: bool
+) -> list[str]:
+    """The nodes a ``peerSelector`` BGPPeer gives this node a session with, in order: those
+    it selects (when the peer applies here), then, the reverse direction, the nodeSelector's
+    nodes when this node is itself selected as their peer."""
+    peer_sel = str(spec["peerSelector"])
+    on_node, node_sel = spec.get("node"), spec.get("nodeSelector")
+    out: list[str] = []
+    if applies:
+        out.extend(other for other in _selected(peer_sel, nodes) if other != name)
+    if _matches(peer_sel, _labels(me)):
+        locals_ = [on_node] if on_node else _selected(str(node_sel or "all()"), nodes)
+        out.extend(other for other in locals_ if other != name and other in nodes)
+    return out
+
+
+def _peer_of_ip(spec: Resource, global_as: int, version: int) -> Peer | None:
+    """The session to a ``peerIP`` BGPPeer (None: the other family's session list has it)."""
+    peer_ip, port = split_peer_ip(str(spec["peerIP"]))
+    if ipaddress.ip_address(peer_ip).version != version:
+        return None
+    kind = "Global" if not spec.get("node") and not spec.get("nodeSelector") else "Node"
+    as_num = spec.get("asNumber")
+    return Peer(kind, peer_ip, int(as_num) if as_num else global_as, port=port)
 
 
 def split_peer_ip(text: str) -> tuple[str, int | None]:

@@ -154,14 +154,36 @@ class EventSequencer:
 
     # ---- output -------------------------------------------------------------------------------
 
-    def flush(self) -> list[m.Message]:  # noqa: C901 - one pass per message class, in order
+    def flush(self) -> list[m.Message]:
         out: list[m.Message] = []
+        self._flush_cluster_updates(out)
+        self._flush_ipset_updates(out)
+        self._flush_active_updates(out)
+        out.extend(route for _, route in self._routes.updates())
+        out.extend(m.RouteRemove(dst) for dst in self._routes.removes())
+        self._flush_endpoints(out)
+        self._flush_active_removes(out)
+        self._flush_ipset_removes(out)
+        self._flush_cluster_removes(out)
+        self._policies.clear()
+        self._profiles.clear()
+        self._endpoints.clear()
+        if self._in_sync_pending:
+            out.append(m.InSync())
+            self._in_sync_pending = False
+        return out
+
+    def _flush_cluster_updates(self, out: list[m.Message]) -> None:
+        """Config, then pools, hosts and VTEPs that changed."""
         if self._config is not None and self._config != self._sent_config:
             out.append(self._config)
             self._sent_config = self._config
         out.extend(m.IPAMPoolUpdate(i, pool) for i, pool in self._pools.updates())
         out.extend(host for _, host in self._hosts.updates())
         out.extend(vtep for _, vtep in self._vteps.updates())
+
+    def _flush_ipset_updates(self, out: list[m.Message]) -> None:
+        """New IP sets in full, then the deltas of those already sent."""
         for set_id in sorted(self._ipsets_new):
             out.append(
                 m.IPSetUpdate(set_id, self._ipset_kinds[set_id], self._ipset_members(set_id))
@@ -175,6 +197,9 @@ class EventSequencer:
         self._ipsets_new.clear()
         self._ipset_added.clear()
         self._ipset_removed.clear()
+
+    def _flush_active_updates(self, out: list[m.Message]) -> None:
+        """Policies, then profiles, that became active or changed."""
         for pid, policy in sorted(self._policies.items(), key=lambda kv: str(kv[0])):
             if policy is not None and self._sent_policies.get(pid) != policy:
                 out.append(m.ActivePolicyUpdate(pid, policy))
@@ -183,8 +208,9 @@ class EventSequencer:
             if profile is not None and self._sent_profiles.get(name) != profile:
                 out.append(m.ActiveProfileUpdate(name, profile))
                 self._sent_profiles[name] = profile
-        out.extend(route for _, route in self._routes.updates())
-        out.extend(m.RouteRemove(dst) for dst in self._routes.removes())
+
+    def _flush_endpoints(self, out: list[m.Message]) -> None:
+        """Endpoint updates, then the removes of endpoints that were sent."""
         removes: list[m.Message] = []
         for ep_id, ep in sorted(self._endpoints.items(), key=lambda kv: kv[0]):
             if ep is not None and self._sent_endpoints.get(ep_id) != ep:
@@ -200,25 +226,26 @@ class EventSequencer:
                 else:
                     removes.append(m.HostEndpointRemove(ep_id))
         out.extend(removes)
+
+    def _flush_active_removes(self, out: list[m.Message]) -> None:
+        """Profiles, then policies, no longer active (after the endpoints that used them)."""
         for name, profile in sorted(self._profiles.items(), key=lambda kv: kv[0]):
             if profile is None and self._sent_profiles.pop(name, None) is not None:
                 out.append(m.ActiveProfileRemove(name))
         for pid, policy in sorted(self._policies.items(), key=lambda kv: str(kv[0])):
             if policy is None and self._sent_policies.pop(pid, None) is not None:
                 out.append(m.ActivePolicyRemove(pid))
+
+    def _flush_ipset_removes(self, out: list[m.Message]) -> None:
         for set_id in sorted(self._ipset_removes):
             out.append(m.IPSetRemove(set_id))
             self._ipsets_sent.discard(set_id)
         self._ipset_removes.clear()
+
+    def _flush_cluster_removes(self, out: list[m.Message]) -> None:
+        """VTEPs, hosts and pools removed, last; then nothing cluster-wide is pending."""
         out.extend(m.VXLANTunnelEndpointRemove(n) for n in self._vteps.removes())
         out.extend(m.HostMetadataRemove(h) for h in self._hosts.removes())
         out.extend(m.IPAMPoolRemove(i) for i in self._pools.removes())
         for keyed in (self._pools, self._hosts, self._vteps, self._routes):
             keyed.pending.clear()
-        self._policies.clear()
-        self._profiles.clear()
-        self._endpoints.clear()
-        if self._in_sync_pending:
-            out.append(m.InSync())
-            self._in_sync_pending = False
-        return out

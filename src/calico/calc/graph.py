@@ -222,40 +222,7 @@ class CalcGraph:
         else:
             self.resources[key] = _pack(value)
         try:
-            match kind.name:
-                case "WorkloadEndpoint":
-                    item_id = f"wep:{ns}/{name}"
-                    item = validation.workload_endpoint(item_id, ns or "", value) if value else None
-                    self._on_item(item_id, item)
-                case "HostEndpoint":
-                    item_id = f"hep:{name}"
-                    self._on_item(
-                        item_id, validation.host_endpoint(item_id, value) if value else None
-                    )
-                case "NetworkSet" | "GlobalNetworkSet":
-                    item_id = f"netset:{ns}/{name}" if ns else f"gnetset:{name}"
-                    item = validation.network_set(item_id, ns, value) if value else None
-                    self._on_item(item_id, item)
-                case "Profile":
-                    self._on_profile(name, validation.profile(name, value) if value else None)
-                case "NetworkPolicy" | "GlobalNetworkPolicy":
-                    pid = m.PolicyID(ns if kind.namespaced else None, name)
-                    self._on_policy(pid, validation.policy(pid, value) if value else None)
-                case (
-                    "StagedNetworkPolicy"
-                    | "StagedGlobalNetworkPolicy"
-                    | "StagedKubernetesNetworkPolicy"
-                ):
-                    self._on_staged(kind.name, ns if kind.namespaced else None, name, value)
-                case "Tier":
-                    tier = validation.tier(name, value) if value else None
-                    self.active_rules.on_tier_update(name, tier)
-                case "FelixConfiguration":
-                    self._on_felix_config(name, value)
-                case "IPPool":
-                    self._on_pool(name, network_validation.ippool(name, value) if value else None)
-                case "Node":
-                    self._on_node(name, network_validation.node(name, value) if value else None)
+            self._dispatch(kind, ns, name, value)
         except validation.InvalidResource as exc:
             logger.warning(
                 "ignoring invalid %s %s: %s", kind.name, f"{ns}/{name}" if ns else name, exc
@@ -264,6 +231,41 @@ class CalcGraph:
             self.resources.pop(key, None)
             self.on_update(key, None)
             self.invalid[key] = str(exc)
+
+    def _dispatch(self, kind: kinds.Kind, ns: str | None, name: str, value: Any | None) -> None:
+        """Hand one resource (None: deleted) to the calc node for its kind."""
+        match kind.name:
+            case "WorkloadEndpoint":
+                item_id = f"wep:{ns}/{name}"
+                item = validation.workload_endpoint(item_id, ns or "", value) if value else None
+                self._on_item(item_id, item)
+            case "HostEndpoint":
+                item_id = f"hep:{name}"
+                self._on_item(item_id, validation.host_endpoint(item_id, value) if value else None)
+            case "NetworkSet" | "GlobalNetworkSet":
+                item_id = f"netset:{ns}/{name}" if ns else f"gnetset:{name}"
+                item = validation.network_set(item_id, ns, value) if value else None
+                self._on_item(item_id, item)
+            case "Profile":
+                self._on_profile(name, validation.profile(name, value) if value else None)
+            case "NetworkPolicy" | "GlobalNetworkPolicy":
+                pid = m.PolicyID(ns if kind.namespaced else None, name)
+                self._on_policy(pid, validation.policy(pid, value) if value else None)
+            case (
+                "StagedNetworkPolicy"
+                | "StagedGlobalNetworkPolicy"
+                | "StagedKubernetesNetworkPolicy"
+            ):
+                self._on_staged(kind.name, ns if kind.namespaced else None, name, value)
+            case "Tier":
+                tier = validation.tier(name, value) if value else None
+                self.active_rules.on_tier_update(name, tier)
+            case "FelixConfiguration":
+                self._on_felix_config(name, value)
+            case "IPPool":
+                self._on_pool(name, network_validation.ippool(name, value) if value else None)
+            case "Node":
+                self._on_node(name, network_validation.node(name, value) if value else None)
 
     # ---- the reference: full recompute --------------------------------------------------------
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import click
 
+from calico.lib import cmd as lib_cmd
+
 DEFAULT_RUN_DIR = "/var/run/calico"
 DEFAULT_LOG_DIR = "/var/log/calico"
 PEER_TYPES = {"Mesh": "node-to-node mesh", "Global": "global", "Node": "node specific"}
@@ -193,7 +195,7 @@ def _start_background(
     log_file = log_dir / "current"
     offset = log_file.stat().st_size if log_file.exists() else 0
     with open(log_file, "ab") as log:
-        proc = subprocess.Popen(
+        proc = lib_cmd.start(
             list(argv),
             env=env,
             stdin=subprocess.DEVNULL,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import calico
+from calico.lib import cmd
 
 ENGINES = ("docker", "podman")
 CONTAINER = "calico-node"
@@ -59,7 +60,7 @@ class Choice:
 
 def _quiet(argv: Sequence[str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+        return cmd.run_process(list(argv), capture_output=True, text=True, timeout=timeout,
                               check=False)  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         return subprocess.CompletedProcess(list(argv), 127, "", str(exc))

@@ -155,7 +155,7 @@ def delete(
         meta = r["metadata"]
         version = str(meta.get("resourceVersion") or "")
         if r["kind"] == "Node":  # and what it leaves: addresses, endpoints, affinities, ...
-            from calico.cli import node_delete
+            from calico.ipam import node_cleanup as node_delete
 
             return node_delete.delete_node(client, meta["name"], resource_version=version)
         return client.delete(r["kind"], meta["name"], meta.get("namespace"),

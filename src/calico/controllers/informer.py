@@ -16,7 +16,9 @@ after ``timeoutSeconds`` = ``server_timeout`` × [1, 1.2] (jitter, so informers 
 in step), and the client reads it with a deadline ``grace`` seconds past that. A watch still open
 then is presumed dead, closed and resumed from the last resourceVersion (no re-list). With the
 defaults (30 s, 5 s) a silent watch is left at most ~41 s after it opened. (lightkube's watch has
-no read timeout of its own: its httpx timeout sets ``read=None`` for watches.)
+no read timeout of its own: its httpx timeout sets ``read=None`` for watches. Nor does it ever end:
+it reconnects by itself when the server ends a response, which would hide the server's orderly end
+from the deadline; so each watch here is exactly one request, :func:`_watch_once`.)
 
 AdminNetworkPolicy and BaselineAdminNetworkPolicy come from CRDs a cluster may not have: for
 them a 404 means "none exist" (synced, empty store; anything cached is deleted) and the list is
@@ -35,6 +37,7 @@ from typing import Any
 import httpx2
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
+from lightkube.core.generic_client import WatchDriver
 from lightkube.generic_resource import (
     GenericGlobalResource,
     GenericNamespacedResource,
@@ -57,6 +60,10 @@ class Pod(GenericNamespacedResource):
 
 class Namespace(GenericGlobalResource):
     _api_info = create_api_info("", "v1", "Namespace", "namespaces")
+
+
+class Node(GenericGlobalResource):
+    _api_info = create_api_info("", "v1", "Node", "nodes")
 
 
 class ServiceAccount(GenericNamespacedResource):
@@ -91,6 +98,7 @@ class Event(GenericNamespacedResource):
 RESOURCES: dict[str, type[GenericNamespacedResource] | type[GenericGlobalResource]] = {
     "Pod": Pod,
     "Namespace": Namespace,
+    "Node": Node,
     "ServiceAccount": ServiceAccount,
     "NetworkPolicy": NetworkPolicy,
     "AdminNetworkPolicy": AdminNetworkPolicy,
@@ -99,6 +107,27 @@ RESOURCES: dict[str, type[GenericNamespacedResource] | type[GenericGlobalResourc
 # Kinds whose CRDs may not be installed: a 404 on list means "none exist" (the informer counts as
 # synced with an empty store and lists again every ``absent_retry`` seconds), not a failure.
 OPTIONAL = frozenset({"AdminNetworkPolicy", "BaselineAdminNetworkPolicy"})
+
+
+def _status_code(exc: httpx2.HTTPStatusError) -> int:
+    """The HTTP status of a failed request: lightkube's ApiError carries the server's Status; a
+    plain-text answer (a real API server's "404 page not found" for an API group it does not
+    serve) only the response's code."""
+    if isinstance(exc, ApiError) and exc.status.code:
+        return int(exc.status.code)
+    return exc.response.status_code
+
+
+async def _watch_once(generic: Any, br: Any) -> Any:
+    """One watch request: yields (type, object) until the server ends the response."""
+    driver: Any = WatchDriver(br, generic._client.build_request)  # lightkube: untyped
+    resp = await generic.send(driver.get_request(timeout=generic._watch_timeout), stream=True)
+    try:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            yield driver.process_one_line(line)
+    finally:
+        await resp.aclose()
 
 
 def _key(obj: Resource) -> StoreKey:
@@ -167,13 +196,14 @@ class Informer:
                     await self._list()
                 delay = self._retry_delay
                 await self._watch()
-            except ApiError as exc:
-                if exc.status.code == 404 and self.kind in OPTIONAL:
+            except httpx2.HTTPStatusError as exc:
+                code = _status_code(exc)
+                if code == 404 and self.kind in OPTIONAL:
                     self.rv = None
                     self._not_served()
                     await asyncio.sleep(self._absent_retry)
                     continue
-                if exc.status.code == 410:
+                if code == 410:
                     logger.info(
                         "%s: watch resourceVersion %s expired (410); re-listing", self.kind, self.rv
                     )
@@ -255,7 +285,7 @@ class Informer:
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout + self._grace
-        stream = generic.watch(br).__aiter__()
+        stream = _watch_once(generic, br).__aiter__()
         try:
             while True:
                 # The server ends the watch at ``timeout``; still open past the grace: dead.

@@ -6,14 +6,16 @@
     etcd ──Syncer──> CalicoCache ──owned ───> WorkQueue (coalescing, per-key backoff)
        ▲             (policies, profiles,      │
        │              WEPs by pod)             ▼
-       └──── datastore.Client CAS writes ── worker threads: Reconciler.reconcile(key)
+       └── Client.write_many (CAS, ── worker threads: Reconciler.reconcile_many(keys)
+           128 per etcd txn)           (up to ``batch`` due keys at a time)
                                                │ conversion problems
                                                ▼
                                           EventRecorder ──> Kubernetes Event + log line
 
 Controllers (``ENABLED_CONTROLLERS``, Calico's names): ``policy`` (NetworkPolicy -> knp.default.*,
 AdminNetworkPolicy -> kanp.kube-admin.*, BaselineAdminNetworkPolicy -> kbanp.kube-baseline.*),
-``namespace`` (-> kns.*), ``serviceaccount`` (-> ksa.*), ``workloadendpoint`` (pod labels -> WEP).
+``namespace`` (-> kns.*), ``serviceaccount`` (-> ksa.*), ``workloadendpoint`` (pod labels -> WEP),
+``node`` (a deleted Kubernetes Node -> its Calico Node and IPAM cleaned up: :mod:`.nodes`).
 Workers start once the datastore cache is in sync; after every informer has listed, a full resync
 (every key of every store, plus every owned Calico object, so orphans left while the controller was
 down are deleted) runs once and then every ``resync_period`` seconds.
@@ -30,11 +32,12 @@ from typing import Any
 
 from lightkube import AsyncClient, KubeConfig
 
+from calico.controllers import nodes
 from calico.controllers.calico_cache import CalicoCache, Key
 from calico.controllers.events import EventRecorder
 from calico.controllers.health import HealthServer, Metrics
 from calico.controllers.informer import Informer, StoreKey
-from calico.controllers.reconciler import Reconciler
+from calico.controllers.reconciler import Outcome, Reconciler
 from calico.controllers.workqueue import WorkQueue
 from calico.datastore.config import DatastoreConfig
 
@@ -45,6 +48,7 @@ CONTROLLER_KINDS: dict[str, tuple[str, ...]] = {
     "namespace": ("Namespace",),
     "serviceaccount": ("ServiceAccount",),
     "workloadendpoint": ("Pod",),
+    "node": ("Node",),  # see calico.controllers.nodes
 }
 
 
@@ -54,6 +58,7 @@ class ControllerConfig:
     kubeconfig: str | None = None  # None: in-cluster service account, else $KUBECONFIG / ~/.kube
     controllers: tuple[str, ...] = tuple(CONTROLLER_KINDS)
     workers: int = 8
+    batch: int = 128  # keys a worker reconciles at once, their writes in few etcd transactions
     resync_period: float = 300.0
     listen: tuple[str, int] | None = ("127.0.0.1", 9094)
     page_size: int = 500
@@ -209,6 +214,8 @@ class KubeControllers:
         for key in self.cache.owned_keys():
             if key[0] in self.informers:
                 self.queue.add(key)
+        if "Node" in self.informers:
+            self.queue.add(nodes.SWEEP)  # Calico Nodes whose Kubernetes Node went meanwhile
         self.resyncs += 1
 
     def _resync_loop(self) -> None:
@@ -223,13 +230,18 @@ class KubeControllers:
             pass
         client = self.config.datastore.client()
         assert self.recorder is not None
-        reconciler = Reconciler(client, self.cache, self.informers, report=self._report)
-        while (item := self.queue.get()) is not None:
-            key, added_at = item
+        reconciler: Any = Reconciler(client, self.cache, self.informers, report=self._report)
+        if "Node" in self.informers:
+            lister = nodes.pod_lister(self._client, self.loop)
+            node_ctl = nodes.NodeController(client, self.informers["Node"], self.queue,
+                                            list_pods=lister)  # fmt: skip
+            reconciler = nodes.Dispatch(node_ctl, reconciler)
+        while items := self.queue.get_many(self.config.batch):
             try:
-                self._process(reconciler, key, added_at)
+                self._process(reconciler, items)
             finally:
-                self.queue.done(key)
+                for key, _ in items:
+                    self.queue.done(key)
         client.backend.close()
 
     def _report(self, obj: dict[str, Any], problems: list[str], **kw: str) -> None:
@@ -239,28 +251,37 @@ class KubeControllers:
         if self.recorder is not None:
             self.recorder.report(obj, problems, **kw)
 
-    def _process(self, reconciler: Reconciler, key: Key, added_at: float) -> None:
-        kind = key[0]
+    def _process(
+        self, reconciler: Reconciler | nodes.Dispatch, items: list[tuple[Key, float]]
+    ) -> None:
+        """Reconcile a batch of keys (their writes batched), then account for each."""
         try:
-            outcome = reconciler.reconcile(key)
-        except Exception as exc:
+            results = reconciler.reconcile_many([key for key, _ in items])
+        except Exception as exc:  # a failure of the batch as a whole: every key is retried
+            results = dict.fromkeys((key for key, _ in items), exc)
+        for key, added_at in items:
+            self._account(key, added_at, results[key])
+
+    def _account(self, key: Key, added_at: float, result: Outcome | Exception | None) -> None:
+        kind = key[0]
+        if isinstance(result, Exception):
             self.metrics.sync_errors.labels(kind).inc()
             delay = self.queue.retry(key, added_at)
             logger.warning(
                 "sync of %s failed (%s: %s); retry %d in %.2fs",
                 key,
-                type(exc).__name__,
-                exc,
+                type(result).__name__,
+                result,
                 self.queue.failures(key),
                 delay,
             )
             return
         self.queue.forget(key)
-        if outcome is None:
+        if result is None:
             return
         self.metrics.reconciles.labels(kind).inc()
-        for op, n in outcome.writes.items():
+        for op, n in result.writes.items():
             if n:
                 self.metrics.writes.labels(kind, op).inc(n)
-        if outcome.wrote():
+        if result.wrote():
             self.metrics.latency.labels(kind).observe(time.monotonic() - added_at)

@@ -9,17 +9,24 @@
 
 Level-triggered: the desired state comes from the informer cache (the latest object), the actual
 state from :class:`CalicoCache`; a missing Kubernetes object means "delete what we made for it",
-which is only decided once that kind's informer has listed (never from a partial cache). Writes are
-compare-and-swap on the cached resourceVersion; on a conflict the object is re-read from etcd and
-the comparison repeated, a few times, before the key goes back to the queue with backoff.
+which is only decided once that kind's informer has listed (never from a partial cache).
+
+Keys are reconciled in batches: :meth:`Reconciler.plan` computes each key's writes (``Intent``)
+without writing; :meth:`Reconciler.reconcile_many` sends every intent of the batch through
+:meth:`Client.write_many` (compare-and-swap on the cached resourceVersion, 128 writes an etcd
+transaction). A write whose compare fails takes that key alone down the one-write path: the object
+re-read and the comparison repeated, a few times, before the key goes back to the queue with
+backoff.
 WorkloadEndpoints are never created or deleted here (the CNI plugin owns them); only their labels.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,7 +38,8 @@ from calico.controllers.calico_cache import (
     CalicoCache,
     Key,
 )
-from calico.datastore.client import AlreadyExists, Client, Conflict, NotFound
+from calico.datastore import bulk
+from calico.datastore.client import AlreadyExists, Client, Conflict, NotFound, decode
 from calico.k8s import admin_policy, conversion, names
 from calico.model import kinds, validation
 
@@ -58,11 +66,51 @@ class Store(Protocol):
 class Outcome:
     """What one reconcile did: writes by op, and conversion problems reported."""
 
-    writes: dict[str, int]
-    problems: list[str]
+    writes: dict[str, int] = dataclasses.field(
+        default_factory=lambda: {"create": 0, "update": 0, "delete": 0}
+    )
+    problems: list[str] = dataclasses.field(default_factory=list)
 
     def wrote(self) -> bool:
         return any(self.writes.values())
+
+
+@dataclass(slots=True)
+class Intent:
+    """One write a reconcile wants: ``value`` at etcd ``key`` (None: delete it) if the key is
+    still at ``revision`` (0: absent); ``again`` is the one-write-at-a-time path (re-reads and
+    retries a few times) for when that compare fails."""
+
+    key: str
+    op: str  # create / update / delete
+    value: Resource | None
+    revision: int
+    again: Callable[[Outcome], None]
+
+
+@dataclass
+class Plan:
+    outcome: Outcome
+    intents: list[Intent]
+
+
+def _rv(obj: Resource) -> int:
+    return int(obj["metadata"]["resourceVersion"])
+
+
+def _target(kind: str, ns: str, name: str) -> tuple[kinds.Kind, str, str | None] | None:
+    """The Calico object a Kubernetes object of ``kind`` becomes (Pods: see ``_pod``)."""
+    if kind == "NetworkPolicy":
+        return KIND_POLICY, names.policy_name(name), ns
+    if kind == "Namespace":
+        return KIND_PROFILE, names.namespace_profile_name(name), None
+    if kind == "ServiceAccount":
+        return KIND_PROFILE, names.service_account_profile_name(ns, name), None
+    if kind == "AdminNetworkPolicy":
+        return KIND_GLOBAL_POLICY, names.admin_policy_name(name), None
+    if kind == "BaselineAdminNetworkPolicy":
+        return KIND_GLOBAL_POLICY, names.baseline_policy_name(name), None
+    return None
 
 
 class Reconciler:
@@ -80,8 +128,9 @@ class Reconciler:
         # (k8s object, problems[, reason=...]) -> log line + Kubernetes Event
         self.report = report
 
-    def reconcile(self, key: Key) -> Outcome | None:
-        """Bring the Calico side of ``key`` in line; None when its informer has not synced yet."""
+    def plan(self, key: Key) -> Plan | None:
+        """What ``key`` needs written (conversion problems reported); None when its informer has
+        not synced yet. Nothing is written."""
         kind, ns, name = key
         store = self.stores.get(kind)
         if store is None or not store.synced:
@@ -89,29 +138,84 @@ class Reconciler:
         obj = store.get((ns, name))
         if obj is not None and obj.get("kind") != kind:  # list items carry no kind
             obj = {**obj, "kind": kind}
-        out = Outcome({"create": 0, "update": 0, "delete": 0}, [])
+        out = Outcome()
         if kind == "Pod":
-            self._pod(ns, name, obj, out)
-            return out
+            return Plan(out, self._pod(ns, name, obj, out))
         try:
             desired = self._desired(kind, ns, name, obj, out)
         except _Unconvertible:
-            return out  # keep the last good Calico object (or none); the problem is reported
-        if kind == "NetworkPolicy":
-            self._converge(KIND_POLICY, names.policy_name(name), ns, desired, out)
-        elif kind == "Namespace":
-            self._converge(KIND_PROFILE, names.namespace_profile_name(name), None, desired, out)
-        elif kind == "ServiceAccount":
-            self._converge(
-                KIND_PROFILE, names.service_account_profile_name(ns, name), None, desired, out
-            )
-        elif kind == "AdminNetworkPolicy":
-            self._converge(KIND_GLOBAL_POLICY, names.admin_policy_name(name), None, desired, out)
-            if obj is not None:
-                self._priority_conflicts(store, obj)
-        elif kind == "BaselineAdminNetworkPolicy":
-            self._converge(KIND_GLOBAL_POLICY, names.baseline_policy_name(name), None, desired, out)
-        return out
+            return Plan(out, [])  # keep the last good Calico object (or none); reported
+        target = _target(kind, ns, name)
+        if target is None:
+            return Plan(out, [])
+        intents = self._intents(*target, desired)
+        if kind == "AdminNetworkPolicy" and obj is not None:
+            self._priority_conflicts(store, obj)
+        return Plan(out, intents)
+
+    def reconcile_many(self, keys: Sequence[Key]) -> dict[Key, Outcome | Exception | None]:
+        """Reconcile ``keys`` (distinct) with their writes batched (:meth:`Client.write_many`):
+        each key's outcome, None (informer not synced) or the exception that failed it. A write
+        that lost a race (its object changed since cached) is retried alone, from what the
+        failed compare read: re-read and compared again, a few times (``Intent.again``)."""
+        results: dict[Key, Outcome | Exception | None] = {}
+        plans = self._plans(keys, results)
+        batch: list[tuple[Key, Intent]] = []
+        again: list[tuple[Key, Intent]] = []
+        seen: set[str] = set()
+        for key, plan in plans.items():
+            for intent in plan.intents:
+                (again if intent.key in seen else batch).append((key, intent))
+                seen.add(intent.key)
+        answers = self.client.write_many([(i.key, i.value, i.revision) for _, i in batch])
+        for (key, intent), answer in zip(batch, answers, strict=True):
+            if isinstance(answer, Exception):
+                results[key] = answer
+            elif self._settle(intent, answer):
+                plans[key].outcome.writes[intent.op] += 1
+            else:
+                again.append((key, intent))
+        for key, intent in again:
+            if isinstance(results[key], Exception):
+                continue
+            try:
+                intent.again(plans[key].outcome)
+            except Exception as exc:
+                results[key] = exc
+        return results
+
+    def _plans(
+        self, keys: Sequence[Key], results: dict[Key, Outcome | Exception | None]
+    ) -> dict[Key, Plan]:
+        """Each key's plan; a key not planned gets its result now (None: not synced; or the
+        exception that failed it)."""
+        plans: dict[Key, Plan] = {}
+        for key in keys:
+            try:
+                plan = self.plan(key)
+            except Exception as exc:
+                results[key] = exc
+                continue
+            results[key] = plan.outcome if plan is not None else None
+            if plan is not None:
+                plans[key] = plan
+        return plans
+
+    def _settle(self, intent: Intent, answer: bulk.Written | bulk.Lost) -> bool:
+        """The cache after one batched write: True when it was written; False when it lost a
+        race (the cache then holds what the failed compare read, for the one-write path)."""
+        if isinstance(answer, bulk.Written):
+            if intent.value is None:
+                self.cache.removed(intent.key, answer.revision)
+            else:  # write_many set its resourceVersion
+                self.cache.written(intent.key, intent.value)
+            return True
+        cur = answer.current
+        if cur is None:
+            self.cache.removed(intent.key, answer.revision)
+        else:
+            self.cache.written(intent.key, decode(cur.value, cur.mod_revision))
+        return False
 
     def _priority_conflicts(self, store: Store, anp: Resource) -> None:
         """Two ANPs with one priority: allowed by Kubernetes (the order between them is
@@ -166,6 +270,25 @@ class Reconciler:
 
     # ---- writes ------------------------------------------------------------------------------
 
+    def _intents(
+        self, kind: kinds.Kind, name: str, ns: str | None, desired: Resource | None
+    ) -> list[Intent]:
+        """The write (if any) that makes ``kind``/``ns``/``name`` the ``desired`` (None: gone)."""
+        key = kind.key(name, ns)
+        current = self.cache.get(key)
+        again = functools.partial(self._converge, kind, name, ns, desired)
+        if desired is None:
+            return [] if current is None else [Intent(key, "delete", None, _rv(current), again)]
+        if current is not None and current.get("spec") == desired.get("spec"):
+            return []
+        meta = {k: v for k, v in desired["metadata"].items() if k != "resourceVersion"}
+        if current is None:
+            return [Intent(key, "create", {**desired, "metadata": meta}, 0, again)]
+        for field in ("uid", "creationTimestamp"):  # kept, as Client.update keeps them
+            if field in current["metadata"]:
+                meta.setdefault(field, current["metadata"][field])
+        return [Intent(key, "update", {**desired, "metadata": meta}, _rv(current), again)]
+
     def _refresh(self, kind: kinds.Kind, name: str, ns: str | None) -> Resource | None:
         try:
             current = self.client.get(kind.name, name, ns)
@@ -215,17 +338,25 @@ class Reconciler:
                 current = self._refresh(kind, name, ns)
         raise Conflict(f"{kind.name} {ns + '/' if ns else ''}{name}: kept changing; will retry")
 
-    def _pod(self, ns: str, name: str, pod: Resource | None, out: Outcome) -> None:
+    def _pod(self, ns: str, name: str, pod: Resource | None, out: Outcome) -> list[Intent]:
         if pod is None:
-            return  # the CNI plugin deletes the WorkloadEndpoint; we only own its labels
+            return []  # the CNI plugin deletes the WorkloadEndpoint; we only own its labels
         try:
             labels = conversion.pod_to_workload_labels(pod)
         except conversion.ConversionError as exc:
             out.problems = [str(exc)]
             self.report(pod, out.problems)
-            return
+            return []
+        intents = []
         for key in self.cache.weps_of(ns, name):
-            self._wep_labels(key, labels, out)
+            current = self.cache.get(key)
+            if current is None or (current.get("metadata") or {}).get("labels") == labels:
+                continue
+            # a new top level and metadata; the rest is shared with the cached (never mutated)
+            value = {**current, "metadata": {**current["metadata"], "labels": dict(labels)}}
+            again = functools.partial(self._wep_labels, key, labels)
+            intents.append(Intent(key, "update", value, _rv(current), again))
+        return intents
 
     def _wep_labels(self, key: str, labels: dict[str, str], out: Outcome) -> None:
         parsed = kinds.parse_key(key)

@@ -112,6 +112,21 @@ class WorkQueue(Generic[K]):
                     wait = left if wait is None else min(wait, left)
                 self._cond.wait(wait)
 
+    def get_many(self, limit: int, timeout: float | None = None) -> list[tuple[K, float]]:
+        """Like :meth:`get`, then up to ``limit`` - 1 more keys that are due now (no waiting
+        for them); each must be handed back with :meth:`done`. Empty on shutdown or timeout."""
+        first = self.get(timeout)
+        if first is None:
+            return []
+        out = [first]
+        with self._cond:
+            while self._queue and len(out) < limit and not self._shutdown:
+                key = self._queue.popleft()
+                self._processing.add(key)
+                self._dirty.discard(key)
+                out.append((key, self._added_at.pop(key, time.monotonic())))
+        return out
+
     def done(self, key: K) -> None:
         with self._cond:
             self._processing.discard(key)

@@ -252,13 +252,30 @@ class NftTable:
         self.carried = 0
         return f"add table {T}\ndelete table {T}\n" + self.render(self._kernel_counts())
 
-    def _delta_script(self) -> str:  # noqa: C901 - creation order, then deletion order
-        assert self._prog_chains is not None
-        prog = self._prog_chains
+    def _delta_script(self) -> str:
+        """Creation order (limits, sets, chains, rules, map entries), then deletion order."""
+        set_adds, set_deletes = self._set_delta()
+        chain_adds, flushes, deletes = self._chain_delta()
+        map_adds, map_deletes = self._map_delta()
+        limit_adds, limit_deletes = self._limit_delta()
+        # Map entries go before chains are deleted; replaced entries are deleted before re-adding.
+        lines = (
+            limit_adds
+            + map_deletes
+            + set_adds
+            + chain_adds
+            + map_adds
+            + flushes
+            + deletes
+            + set_deletes
+            + limit_deletes
+        )
+        return "\n".join(lines) + "\n" if lines else ""
+
+    def _set_delta(self) -> tuple[list[str], list[str]]:
+        """(creations and element changes, deletions) for the dirty sets."""
         out: list[str] = []
-        deletes: list[str] = []  # chains first, then the sets they used
         set_deletes: list[str] = []
-        flushes: list[str] = []
         for name in sorted(self._dirty_sets):
             spec, old = self._sets.get(name), self._prog_sets.get(name)
             if spec is None:
@@ -277,6 +294,16 @@ class NftTable:
                 out.append(f"delete element {T} {name} {{ {', '.join(sorted(removed))} }}")
             if added:
                 out.append(_set_block(name, spec.decl, added))
+        return out, set_deletes
+
+    def _chain_delta(self) -> tuple[list[str], list[str], list[str]]:
+        """(new chains and rewritten rules, flushes, deletions) for the dirty chains: a chain
+        to delete is flushed first, as its jumps hold references to others."""
+        assert self._prog_chains is not None
+        prog = self._prog_chains
+        out: list[str] = []
+        flushes: list[str] = []
+        deletes: list[str] = []
         new_chains = [n for n in sorted(self._dirty_chains) if n in self._chains and n not in prog]
         for name in new_chains:
             base = f" {{ {self._bases[name]} }}" if name in self._bases else ""
@@ -284,7 +311,7 @@ class NftTable:
         for name in sorted(self._dirty_chains):
             rules = self._chains.get(name)
             if rules is None:
-                if name in prog:  # flushed first: a chain's jumps hold references to others
+                if name in prog:
                     flushes.append(f"flush chain {T} {name}")
                     deletes.append(f"delete chain {T} {name}")
                 continue
@@ -293,26 +320,33 @@ class NftTable:
                     continue
                 out.append(f"flush chain {T} {name}")
             out.extend(f"add rule {T} {name} {rule}" for rule in rules)
+        return out, flushes, deletes
+
+    def _map_delta(self) -> tuple[list[str], list[str]]:
+        """(additions, deletions) for the dirty map keys."""
+        adds: list[str] = []
         map_deletes: list[str] = []
         for name, key in sorted(self._dirty_map_keys):
             verdict, old_v = self._maps[name].get(key), self._prog_maps.get(name, {}).get(key)
             if old_v is not None and old_v != verdict:
                 map_deletes.append(f"delete element {T} {name} {{ {_q(key)} }}")
             if verdict is not None and verdict != old_v:
-                out.append(f"add element {T} {name} {{ {_q(key)} : {verdict} }}")
-        # Limit objects exist before the rules that name them and go after them.
-        limit_adds = [
+                adds.append(f"add element {T} {name} {{ {_q(key)} : {verdict} }}")
+        return adds, map_deletes
+
+    def _limit_delta(self) -> tuple[list[str], list[str]]:
+        """(additions, deletions) of limit objects: they exist before the rules that name them
+        and go after them."""
+        adds = [
             f"add limit {T} {name} {{ {decl}; }}"
             for name, decl in sorted(self._limits.items())
             if name not in self._prog_limits
         ]
-        limit_deletes = [
+        deletes = [
             f"delete limit {T} {name}"
             for name in sorted(set(self._prog_limits) - set(self._limits))
         ]
-        # Map entries go before chains are deleted; replaced entries are deleted before re-adding.
-        lines = limit_adds + map_deletes + out + flushes + deletes + set_deletes + limit_deletes
-        return "\n".join(lines) + "\n" if lines else ""
+        return adds, deletes
 
     # ---- read back ----------------------------------------------------------------------------
 

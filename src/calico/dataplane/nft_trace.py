@@ -162,7 +162,7 @@ class Interpreter:
         i = 0
         while i < len(toks):
             t = toks[i]
-            if t == "counter" or t == "notrack":
+            if t in {"counter", "notrack"}:
                 i += 1
             elif t in ("accept", "drop", "return"):
                 return t, ""

@@ -13,8 +13,10 @@ from __future__ import annotations
 import datetime
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+from calico.datastore import bulk
 from calico.datastore.backend import Backend, StoreError
 from calico.model import kinds
 
@@ -168,6 +170,30 @@ class Client:
             raise Conflict(f"update conflict: {describe(kind, name, ns)} changed concurrently")
         meta["resourceVersion"] = str(rev)
         return obj
+
+    def write_many(self, changes: Sequence[tuple[str, Resource | None, int]]) -> bulk.Results:
+        """Compare-and-swap many resources in few transactions (:mod:`calico.datastore.bulk`):
+        each change is (key, the resource to store or None to delete it, the mod revision the
+        writer read the key at, 0 for "must not exist"). A created resource gets uid and
+        creationTimestamp unless it has them; a replaced one is stored as given (carry the stored
+        uid and creationTimestamp over: the compare guarantees it is still the object read).
+        Each stored resource gets its new resourceVersion. Nothing is validated; no tier checks
+        (callers write into tiers that always exist). One result per change, in order."""
+        writes = []
+        for key, obj, rev in changes:
+            value = None
+            if obj is not None:
+                meta = obj.setdefault("metadata", {})
+                if not rev:
+                    for field, value in self.new_identity().items():
+                        meta.setdefault(field, value)
+                value = _encode(obj)
+            writes.append(bulk.Write(key, value, rev))
+        results = bulk.write_many(self.backend, writes)
+        for (_, obj, _), res in zip(changes, results, strict=True):
+            if obj is not None and isinstance(res, bulk.Written):
+                obj["metadata"]["resourceVersion"] = str(res.revision)
+        return results
 
     # ---- tiers ------------------------------------------------------------------------------
 

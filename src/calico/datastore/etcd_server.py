@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calico.datastore.etcd import EtcdClient, EtcdUnavailable, TLSFiles
+from calico.lib import cmd as lib_cmd
 from calico.lib.cmd import netns_argv
 
 
@@ -159,7 +160,7 @@ class EtcdServer:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child
         try:
-            self.proc = subprocess.Popen(
+            self.proc = lib_cmd.start(
                 self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         finally:

@@ -208,6 +208,20 @@ def _rule_to_calico(rule: Any, where: str, *, ingress: bool) -> list[Resource]:
     if not isinstance(raw_peers, list) or not isinstance(raw_ports, list):
         raise ConversionError(f"{where}: {peer_field} and ports must be lists")
     peers = [_peer(p, f"{where}.{peer_field}[{i}]") for i, p in enumerate(raw_peers)] or [{}]
+    by_proto = _ports_by_protocol(raw_ports, where)
+    protos: list[tuple[str | None, list[values.Port] | None]] = (
+        [(p, by_proto[p]) for p in sorted(by_proto)] if by_proto else [(None, None)]
+    )
+    return [
+        _allow_rule(proto, ports, peer, ingress=ingress)
+        for proto, ports in protos
+        for peer in peers
+    ]
+
+
+def _ports_by_protocol(raw_ports: list[Any], where: str) -> dict[str, list[values.Port] | None]:
+    """A rule's ports grouped by protocol; None for a protocol with a port-less entry (all its
+    ports), which absorbs that protocol's specific ports."""
     by_proto: dict[str, list[values.Port] | None] = {}
     for i, raw in enumerate(raw_ports):
         port_proto, ports = _port(raw, f"{where}.ports[{i}]")
@@ -219,24 +233,24 @@ def _rule_to_calico(rule: Any, where: str, *, ingress: bool) -> list[Resource]:
             existing = by_proto[port_proto]
             if existing is not None:  # None (all ports) absorbs specific ports
                 existing.extend(ports)
-    protos: list[tuple[str | None, list[values.Port] | None]] = (
-        [(p, by_proto[p]) for p in sorted(by_proto)] if by_proto else [(None, None)]
-    )
-    out = []
-    for proto, ports in protos:
-        for peer in peers:
-            ports_field = {"ports": simplify_ports(ports)} if ports else {}
-            calico: Resource = {"action": "Allow"}
-            if proto:
-                calico["protocol"] = proto
-            if ingress:
-                calico["source"] = dict(peer)
-                calico["destination"] = ports_field
-            else:
-                calico["source"] = {}
-                calico["destination"] = {**ports_field, **peer}
-            out.append(calico)
-    return out
+    return by_proto
+
+
+def _allow_rule(
+    proto: str | None, ports: list[values.Port] | None, peer: Resource, *, ingress: bool
+) -> Resource:
+    """One Calico Allow rule: the peer on the remote side, the ports on the pod's side."""
+    ports_field = {"ports": simplify_ports(ports)} if ports else {}
+    calico: Resource = {"action": "Allow"}
+    if proto:
+        calico["protocol"] = proto
+    if ingress:
+        calico["source"] = dict(peer)
+        calico["destination"] = ports_field
+    else:
+        calico["source"] = {}
+        calico["destination"] = {**ports_field, **peer}
+    return calico
 
 
 # ---- public conversions ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 
 SOCKET_NAME = "felix-control.sock"
@@ -220,7 +220,7 @@ def stream(
     params: Mapping[str, Any] | None = None,
     *,
     timeout: float | None = None,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """A streaming call: yields each result until the agent ends the stream; closing the
     generator closes the connection (which is how a ``--follow`` stream is stopped)."""
     with _connect(address, timeout) as sock:

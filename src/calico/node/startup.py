@@ -4,8 +4,10 @@ Steps, in order (each is idempotent, so a restart repeats them safely):
 
 1. the Node resource: name ``NODENAME`` (else the hostname), ``spec.bgp.ipv4Address`` from ``IP``
    (explicit, ``autodetect``, ``none``, or empty = keep the stored one, else autodetect), likewise
-   ``IP6`` (default: none), ``spec.bgp.asNumber`` from ``AS`` (empty: keep; absent: global AS);
-   another node already using the address is an error;
+   ``IP6`` (default: none), ``spec.bgp.asNumber`` from ``AS`` (empty: keep; absent: global AS),
+   ``spec.orchRefs`` ``{nodeName, orchestrator: k8s}`` from ``CALICO_K8S_NODE_REF`` (the hosted
+   install sets it to the pod's ``spec.nodeName``); another node already using the address is an
+   error;
 2. default IP pools unless ``NO_DEFAULT_POOLS`` is set or a pool of that family exists (see
    :mod:`calico.node.pools`: ``CALICO_IPV4POOL_CIDR``, ``_IPIP``, ``_VXLAN``, ``_NAT_OUTGOING``);
 3. ClusterInformation ``default``: clusterGUID (kept once set), calicoVersion, datastoreReady true
@@ -59,6 +61,7 @@ class NodeSettings:
     no_default_pools: bool
     pools: pools.PoolSettings
     backend: str  # "bird" | "vxlan" | "none"
+    k8s_node_ref: str = ""  # CALICO_K8S_NODE_REF: the Kubernetes Node this host is
 
 
 def truthy(value: str | None) -> bool:
@@ -112,6 +115,7 @@ def settings_from_env(env: Mapping[str, str]) -> NodeSettings:
         no_default_pools=truthy(env.get("NO_DEFAULT_POOLS")),
         pools=pool_settings,
         backend=backend,
+        k8s_node_ref=env.get("CALICO_K8S_NODE_REF", "").strip(),
     )
 
 
@@ -133,7 +137,7 @@ def _resolve(setting: str, current: str, version: int, method: str, var: str) ->
 def _check_unique(client: Client, name: str, field: str, cidr: str) -> None:
     if not cidr:
         return
-    ip = cidr.split("/")[0]
+    ip = cidr.split("/", maxsplit=1)[0]
     for other in client.list("Node"):
         other_name = other["metadata"]["name"]
         other_ip = str(((other.get("spec") or {}).get("bgp") or {}).get(field) or "").split("/")[0]
@@ -174,6 +178,8 @@ def configure_node(client: Client, s: NodeSettings) -> dict[str, Any]:
             spec["bgp"] = bgp
         else:
             spec.pop("bgp", None)
+        if s.k8s_node_ref:
+            _set_k8s_ref(spec, s.k8s_node_ref)
         try:
             if node["metadata"].get("resourceVersion"):
                 return client.update(node)
@@ -181,6 +187,13 @@ def configure_node(client: Client, s: NodeSettings) -> dict[str, Any]:
         except (Conflict, AlreadyExists, NotFound):
             continue
     raise StartupError(f"Node {s.name!r}: kept changing while being updated; gave up")
+
+
+def _set_k8s_ref(spec: dict[str, Any], k8s_node: str) -> None:
+    """``spec.orchRefs``: the Kubernetes Node (orchestrator ``k8s``), other orchestrators kept;
+    the kube-controllers' node controller cleans up after this node when that Node is deleted."""
+    refs = [r for r in spec.get("orchRefs") or [] if r.get("orchestrator") != "k8s"]
+    spec["orchRefs"] = [*refs, {"nodeName": k8s_node, "orchestrator": "k8s"}]
 
 
 def ensure_default_pools(client: Client, s: NodeSettings) -> list[str]:

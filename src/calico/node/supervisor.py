@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calico.lib import cmd
+
 logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
@@ -88,16 +90,14 @@ class Supervisor:
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / "current", "ab") as log:
             try:
-                svc.proc = subprocess.Popen(
+                svc.proc = cmd.start(
                     list(svc.argv),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=svc.env,
                     # calico-node has no threads when it forks its children
-                    preexec_fn=functools.partial(  # noqa: PLW1509
-                        _die_with_parent, svc.death_signal
-                    ),
+                    preexec_fn=functools.partial(_die_with_parent, svc.death_signal),
                     close_fds=True,
                 )
             except OSError as exc:

@@ -63,6 +63,18 @@ def _has(key: str) -> str:
 def source(node: nodes.Node) -> str:
     """The Python expression (over the variable ``labels``) that evaluates ``node``."""
     match node:
+        case nodes.Not(operand):
+            return f"(not {source(operand)})"
+        case nodes.And(operands):
+            return "(" + " and ".join(source(op) for op in operands) + ")"
+        case nodes.Or(operands):
+            return "(" + " or ".join(source(op) for op in operands) + ")"
+        case _:
+            return _term_source(node)
+
+
+def _term_source(node: nodes.Term) -> str:
+    match node:
         case nodes.All():
             return "True"
         case nodes.Global():
@@ -83,12 +95,6 @@ def source(node: nodes.Node) -> str:
             return f"{_ARG}.get({_lit(key)}, '').endswith({_lit(value)})" if value else _has(key)
         case nodes.Contains(key, value):
             return f"({_lit(value)} in {_ARG}.get({_lit(key)}, ''))" if value else _has(key)
-        case nodes.Not(operand):
-            return f"(not {source(operand)})"
-        case nodes.And(operands):
-            return "(" + " and ".join(source(op) for op in operands) + ")"
-        case nodes.Or(operands):
-            return "(" + " or ".join(source(op) for op in operands) + ")"
 
 
 def _always(_labels: Labels) -> bool:
@@ -97,6 +103,21 @@ def _always(_labels: Labels) -> bool:
 
 def closure(node: nodes.Node) -> Matcher:
     """A function evaluating ``node`` built from nested closures (no code generation)."""
+    match node:
+        case nodes.Not(operand):
+            inner = closure(operand)
+            return lambda labels: not inner(labels)
+        case nodes.And(operands):
+            conjuncts = tuple(closure(op) for op in operands)
+            return lambda labels: all(f(labels) for f in conjuncts)
+        case nodes.Or(operands):
+            disjuncts = tuple(closure(op) for op in operands)
+            return lambda labels: any(f(labels) for f in disjuncts)
+        case _:
+            return _term_closure(node)
+
+
+def _term_closure(node: nodes.Term) -> Matcher:
     match node:
         case nodes.All():
             return _always
@@ -120,12 +141,3 @@ def closure(node: nodes.Node) -> Matcher:
             return lambda labels: key in labels and labels[key].endswith(value)
         case nodes.Contains(key, value):
             return lambda labels: key in labels and value in labels[key]
-        case nodes.Not(operand):
-            inner = closure(operand)
-            return lambda labels: not inner(labels)
-        case nodes.And(operands):
-            conjuncts = tuple(closure(op) for op in operands)
-            return lambda labels: all(f(labels) for f in conjuncts)
-        case nodes.Or(operands):
-            disjuncts = tuple(closure(op) for op in operands)
-            return lambda labels: any(f(labels) for f in disjuncts)

@@ -117,8 +117,9 @@ class Or:
     operands: tuple[Node, ...]
 
 
-Node = All | Global | Has | Eq | Ne | In | NotIn | StartsWith | EndsWith | Contains | Not | And | Or
 Comparison = Eq | Ne | In | NotIn | StartsWith | EndsWith | Contains
+Term = All | Global | Has | Comparison  # a leaf: no operands
+Node = Term | Not | And | Or
 
 ALL_NODE = All()
 
@@ -224,26 +225,6 @@ def _render_set(values: tuple[str, ...]) -> str:
 def render(node: Node) -> str:
     """The canonical text of a normalised AST."""
     match node:
-        case All():
-            return "all()"
-        case Global():
-            return "global()"
-        case Has(key):
-            return f"has({key})"
-        case Eq(key, value):
-            return f"{key} == {quote(value)}"
-        case Ne(key, value):
-            return f"{key} != {quote(value)}"
-        case In(key, values):
-            return f"{key} in {_render_set(values)}"
-        case NotIn(key, values):
-            return f"{key} not in {_render_set(values)}"
-        case StartsWith(key, value):
-            return f"{key} starts with {quote(value)}"
-        case EndsWith(key, value):
-            return f"{key} ends with {quote(value)}"
-        case Contains(key, value):
-            return f"{key} contains {quote(value)}"
         case Not(operand):
             if isinstance(operand, All | Global | Has):
                 return "!" + render(operand)
@@ -252,6 +233,40 @@ def render(node: Node) -> str:
             return " && ".join(_wrap(op, _PREC_AND) for op in operands)
         case Or(operands):
             return " || ".join(_wrap(op, _PREC_OR) for op in operands)
+        case _:
+            return _render_term(node)
+
+
+# the operator word of each key-operator-value comparison, as the grammar spells it
+_OPERATORS: dict[type, str] = {
+    Eq: "==",
+    Ne: "!=",
+    StartsWith: "starts with",
+    EndsWith: "ends with",
+    Contains: "contains",
+}
+
+
+def _render_term(node: Term) -> str:
+    match node:
+        case All():
+            return "all()"
+        case Global():
+            return "global()"
+        case Has(key):
+            return f"has({key})"
+        case In(key, values):
+            return f"{key} in {_render_set(values)}"
+        case NotIn(key, values):
+            return f"{key} not in {_render_set(values)}"
+        case (
+            Eq(key, value)
+            | Ne(key, value)
+            | StartsWith(key, value)
+            | EndsWith(key, value)
+            | Contains(key, value)
+        ):
+            return f"{key} {_OPERATORS[type(node)]} {quote(value)}"
 
 
 def _wrap(node: Node, parent_precedence: int) -> str:

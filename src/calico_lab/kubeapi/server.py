@@ -1,22 +1,22 @@
 """FakeKube: a small Kubernetes API server: the lab's stand-in, the tests' and benchmarks' fake.
 
 Listens on 127.0.0.1 unless given another host (the lab: its core namespace's address). Serves the
-REST paths of Pods, Namespaces, ServiceAccounts, Nodes, Events (core/v1), NetworkPolicies
-(networking.k8s.io/v1), CustomResourceDefinitions (apiextensions.k8s.io/v1) and Calico's custom
-resources (crd.projectcalico.org/v1, while their CRD exists; 404 otherwise, as the real server):
-get, list (with ``limit``/``continue`` pages), create, update (PUT, with
-resourceVersion conflicts), merge/strategic patch (a ``metadata.resourceVersion`` in it is a
-precondition), delete (``preconditions.resourceVersion``), the pods' ``binding`` subresource (POST a
-Binding, as kube-scheduler does: sets ``spec.nodeName``; 409 when already bound), and watch
-(``?watch=true``) with ``resourceVersion``, ``timeoutSeconds``, ``allowWatchBookmarks``
-(BOOKMARK events every ``bookmark_interval`` seconds and on :meth:`send_bookmarks`) and 410 Gone
-(an ERROR event) for a resourceVersion older than the last :meth:`compact`. Test hooks:
-:meth:`drop_watches` cuts every watch connection mid-stream, :meth:`silence_watches` leaves
-every open watch connected but silent (no events, no bookmarks, no end), :meth:`stop` /
-:meth:`start` take the server away and back on the same port. Plain HTTP, or HTTPS with a
-throwaway CA (``tls=True``); optional bearer token; :attr:`FakeKube.forbidden` answers chosen
-(verb, resource) pairs 403 as RBAC would. A list with ``resourceVersionMatch=Exact`` is served
-when nothing of that resource changed since (410 otherwise; no history is kept).
+REST paths of Pods, Namespaces, ServiceAccounts, Nodes, Events (core/v1), Leases
+(coordination.k8s.io/v1), NetworkPolicies (networking.k8s.io/v1), CustomResourceDefinitions
+(apiextensions.k8s.io/v1) and Calico's custom resources (crd.projectcalico.org/v1, while their CRD
+exists; 404 otherwise, as the real server): get, list (with ``limit``/``continue`` pages), create,
+update (PUT, with resourceVersion conflicts), merge/strategic patch (a ``metadata.resourceVersion``
+in it is a precondition), delete (``preconditions.resourceVersion``), the pods' ``binding``
+subresource (POST a Binding, as kube-scheduler does: sets ``spec.nodeName``; 409 when already
+bound), and watch (``?watch=true``) with ``resourceVersion``, ``timeoutSeconds``,
+``allowWatchBookmarks`` (BOOKMARK events every ``bookmark_interval`` seconds and on
+:meth:`send_bookmarks`) and 410 Gone (an ERROR event) for a resourceVersion older than the last
+:meth:`compact`. Test hooks: :meth:`drop_watches` cuts every watch connection mid-stream,
+:meth:`silence_watches` leaves every open watch connected but silent (no events, no bookmarks, no
+end), :meth:`stop` / :meth:`start` take the server away and back on the same port. Plain HTTP, or
+HTTPS with a throwaway CA (``tls=True``); optional bearer token; :attr:`FakeKube.forbidden` answers
+chosen (verb, resource) pairs 403 as RBAC would. A list with ``resourceVersionMatch=Exact`` is
+served when nothing of that resource changed since (410 otherwise; no history is kept).
 
 Drive it in-process (``fake.create("pods", obj)``) or over HTTP with any client.
 """

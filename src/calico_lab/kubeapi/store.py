@@ -47,6 +47,7 @@ RESOURCES: dict[str, ResourceType] = {
         ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True),
         ResourceType("", "v1", "Event", "events", True),
         ResourceType("", "v1", "Node", "nodes", False),
+        ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
         ResourceType(
             "apiextensions.k8s.io",
             "v1",

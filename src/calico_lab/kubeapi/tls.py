@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from calico.lib import cmd
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,7 @@ class TLSFiles:
 
 
 def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
+    cmd.run_process(["openssl", *args], check=True, capture_output=True)
 
 
 def make_test_ca(directory: Path) -> TLSFiles:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +13,8 @@ from tests.integration.agent.harness import Node
 
 
 @pytest.fixture
-def node(make_netns: object, tmp_path: Path) -> Iterator[Node]:
-    n = Node(make_netns, tmp_path, free_port())  # type: ignore[arg-type]
+def node(make_netns: Callable[[], str], tmp_path: Path) -> Iterator[Node]:
+    n = Node(make_netns, tmp_path, free_port())
     try:
         yield n
     finally:
@@ -22,9 +22,11 @@ def node(make_netns: object, tmp_path: Path) -> Iterator[Node]:
 
 
 @pytest.fixture
-def cluster(make_netns: object, tmp_path: Path, etcd_server: EtcdServer) -> Iterator[Cluster]:
+def cluster(
+    make_netns: Callable[[], str], tmp_path: Path, etcd_server: EtcdServer
+) -> Iterator[Cluster]:
     """Router + outside + node namespaces on two subnets (nodes added by the test)."""
-    c = Cluster(make_netns, tmp_path, etcd_server.endpoint)  # type: ignore[arg-type]
+    c = Cluster(make_netns, tmp_path, etcd_server.endpoint)
     try:
         yield c
     finally:

@@ -270,7 +270,7 @@ def test_calicoctl_flows_asks_the_agent_and_follows(node: Node) -> None:
         mx.expect("client", "server", "tcp", 80, ok=False)
         mx.check()
         control.call(str(node.tmp / "run" / "felix-control.sock"), "flows-flush", {})
-        seen = []
+        seen: list[dict[str, Any]] = []
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not with_ends(seen, "client", "server", 80):
             ready, _, _ = select.select([follow.stdout], [], [], 0.5)

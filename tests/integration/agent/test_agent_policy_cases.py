@@ -18,8 +18,8 @@ def test_agent_policy_cases(node: Node) -> None:
         ns = policy_cases.WORKLOADS[name][0]
         node.apply(policy_cases.service_account_profile(ns, account, account_labels))
     for name, (ns, ip, labels, ports) in policy_cases.WORKLOADS.items():
-        account = policy_cases.SERVICE_ACCOUNTS.get(name, (None, {}))[0]
-        node.add_workload(name, ip, labels, namespace=ns, ports=ports, service_account=account)
+        sa = policy_cases.SERVICE_ACCOUNTS.get(name, (None, {}))[0]
+        node.add_workload(name, ip, labels, namespace=ns, ports=ports, service_account=sa)
     node.start_agent()
     failures = []
     for case in policy_cases.CASES:

@@ -33,8 +33,10 @@ def keys(store: EtcdClient) -> list[str]:
     return sorted(kv.key for kv in store.get_prefix(RESOURCES)[0])
 
 
-DENY_80 = {"selector": "app == 'db'", "ingress": [{"action": "Deny", "protocol": "TCP",
-                                                  "destination": {"ports": [80]}}]}  # fmt: skip
+DENY_80: dict[str, Any] = {
+    "selector": "app == 'db'",
+    "ingress": [{"action": "Deny", "protocol": "TCP", "destination": {"ports": [80]}}],
+}
 
 
 def test_staged_kinds_are_stored_and_listed(ctl: Ctl, store: EtcdClient) -> None:

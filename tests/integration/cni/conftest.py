@@ -31,6 +31,12 @@ class PluginRun:
     stdout: str
     stderr: str
 
+    @property
+    def answer(self) -> dict[str, Any]:
+        """The JSON the plugin printed; reading it fails the test when the plugin printed none."""
+        assert self.out is not None, f"the plugin printed nothing (exit {self.rc}): {self.stderr}"
+        return self.out
+
 
 @dataclass
 class Node:

@@ -7,7 +7,10 @@ varint and nested fields), so the only dependency is ``grpcio`` (raw-bytes calls
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import grpc
 
 SERVICE = "/runtime.v1.RuntimeService/"
 
@@ -39,6 +42,7 @@ def decode(data: bytes) -> dict[int, list[Any]]:
     while i < len(data):
         key, i = _read_varint(data, i)
         num, kind = key >> 3, key & 7
+        value: int | bytes
         if kind == 0:
             value, i = _read_varint(data, i)
         elif kind == 2:
@@ -74,7 +78,7 @@ class RuntimeService:
         self.channel = grpc.insecure_channel(f"unix://{socket_path}")
 
     def _call(self, method: str, request: bytes, timeout: float = 120) -> dict[int, list[Any]]:
-        fn = self.channel.unary_unary(SERVICE + method)
+        fn: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(SERVICE + method)
         return decode(fn(request, timeout=timeout))
 
     def run_pod_sandbox(self, *, name: str, namespace: str, uid: str, log_dir: str) -> str:

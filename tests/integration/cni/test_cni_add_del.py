@@ -5,18 +5,29 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from calico.datastore.client import Client, NotFound
+from calico.datastore.etcd import EtcdClient
 from calico.ipam.client import IPAMClient
-from tests.integration.cni.conftest import ip_json
+from tests.integration.cni.conftest import Node, ip_json
 from tests.nsnet import ping, tcp_roundtrip
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
 
-def test_add_check_del(make_node, make_netns, pool, datastore: Client, etcd, tmp_path):
+def test_add_check_del(
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    datastore: Client,
+    etcd: EtcdClient,
+    tmp_path: Path,
+) -> None:
     node = make_node("node1")
     pod_ns = make_netns()
     log_file = tmp_path / "log" / "cni.log"
@@ -72,14 +83,19 @@ def test_add_check_del(make_node, make_netns, pool, datastore: Client, etcd, tmp
     assert f"calico-cni DEL c1: removed {host_if}" in log[1]
 
 
-def test_ipv4_dataplane_as_ip_would_build_it(make_node, make_netns, pool, datastore: Client):
+def test_ipv4_dataplane_as_ip_would_build_it(
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    datastore: Client,
+) -> None:
     """IPv4-only ADD uses rtnetlink from the plugin process: every attribute as `ip` sets it."""
     node = make_node("node1")
     pod_ns = make_netns()
     r = node.run("ADD", node.conf(mtu=1400), container_id="n1", netns=f"/var/run/netns/{pod_ns}")
     assert r.rc == 0, r.stdout + r.stderr
-    ip = r.out["ips"][0]["address"].split("/")[0]
-    host_if = r.out["interfaces"][0]["name"]
+    ip = r.answer["ips"][0]["address"].split("/")[0]
+    host_if = r.answer["interfaces"][0]["name"]
     [host] = ip_json(node.netns, "-d", "link", "show", "dev", host_if)
     assert host["address"] == "ee:ee:ee:ee:ee:ee"
     assert host["mtu"] == 1400
@@ -90,7 +106,7 @@ def test_ipv4_dataplane_as_ip_would_build_it(make_node, make_netns, pool, datast
     [pod] = ip_json(pod_ns, "addr", "show", "dev", "eth0")
     assert pod["mtu"] == 1400
     assert "UP" in pod["flags"]
-    assert pod["address"] == r.out["interfaces"][1]["mac"]
+    assert pod["address"] == r.answer["interfaces"][1]["mac"]
     v4 = [(a["local"], a["prefixlen"]) for a in pod["addr_info"] if a["family"] == "inet"]
     assert v4 == [(ip, 32)]
     routes = {(x["dst"], x.get("gateway"), x.get("scope")) for x in ip_json(pod_ns, "route")}
@@ -103,7 +119,7 @@ def test_ipv4_dataplane_as_ip_would_build_it(make_node, make_netns, pool, datast
     r2 = node.run("ADD", node.conf(), container_id="n1", netns=f"/var/run/netns/{again}")
     assert r2.rc == 0, r2.stdout + r2.stderr
     assert ip_json(pod_ns, "link", "show", "type", "veth") == []
-    assert ping(node.netns, r2.out["ips"][0]["address"].split("/")[0])
+    assert ping(node.netns, r2.answer["ips"][0]["address"].split("/")[0])
 
 
 def test_host_route_already_programmed_by_the_agent(make_node, make_netns, pool):

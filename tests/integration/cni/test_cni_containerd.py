@@ -18,15 +18,19 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from calico.cli.main import cli
 from calico.datastore.client import Client, NotFound
+from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
 from calico.ipam.client import IPAMClient
+from tests.integration.cni.conftest import Node
 from tests.integration.cni.runtimes import Box, conflist, docker_archive, missing, write_json
 from tests.nsnet import ping
 
@@ -119,7 +123,12 @@ class Containerd:
 
 
 def test_cri_pod_sandbox_through_containerd(
-    make_node, pool, etcd_server: EtcdServer, datastore: Client, etcd, tmp_path: Path
+    make_node: Callable[[str], Node],
+    pool: dict[str, Any],
+    etcd_server: EtcdServer,
+    datastore: Client,
+    etcd: EtcdClient,
+    tmp_path: Path,
 ) -> None:
     from tests.integration.cni.cri import RuntimeService
 

@@ -9,13 +9,15 @@ nothing behind.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from calico.datastore.etcd import EtcdClient
 from calico.ipam.client import IPAMClient
-from tests.integration.cni.conftest import ip_json
+from tests.integration.cni.conftest import Node, ip_json
 from tests.integration.cni.test_cni_server import ServerProc
 from tests.nsnet import ping, tcp_roundtrip
 
@@ -64,7 +66,13 @@ def _assert_dataplane(node_ns: str, pod_ns: str, out: dict[str, Any], v4: bool) 
 
 @pytest.mark.parametrize("served", [False, True], ids=["in-process", "server"])
 def test_dual_stack_add_check_del(
-    make_node, make_netns, pool, pool6, etcd, tmp_path: Path, served: bool
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    pool6: dict[str, Any],
+    etcd: EtcdClient,
+    tmp_path: Path,
+    served: bool,
 ) -> None:
     node = make_node("node1")
     node.extra_env["PATH"] = NO_TOOLS
@@ -75,13 +83,13 @@ def test_dual_stack_add_check_del(
         conf = node.conf(ipam={"type": "calico-ipam", "assign_ipv6": "true"})
         r = node.run("ADD", conf, container_id="ds1", netns=netns)
         assert r.rc == 0, r.stdout + r.stderr
-        assert [e["address"].endswith("/32") for e in r.out["ips"]] == [True, False]
-        assert r.out["routes"] == [
+        assert [e["address"].endswith("/32") for e in r.answer["ips"]] == [True, False]
+        assert r.answer["routes"] == [
             {"dst": "0.0.0.0/0", "gw": "169.254.1.1"},
             {"dst": "::/0", "gw": "fe80::ecee:eeff:feee:eeee"},
         ]
-        assert "dns" not in r.out  # nothing configured: omitted
-        addrs = _assert_dataplane(node.netns, pod_ns, r.out, v4=True)
+        assert "dns" not in r.answer  # nothing configured: omitted
+        addrs = _assert_dataplane(node.netns, pod_ns, r.answer, v4=True)
         for ip in addrs:
             assert ping(node.netns, ip), ip
             assert tcp_roundtrip(node.netns, pod_ns, ip) == b"echo:hello"
@@ -90,8 +98,8 @@ def test_dual_stack_add_check_del(
         assert chk.rc == 0, chk.stdout + chk.stderr
         subprocess.run(["ip", "-n", pod_ns, "-6", "route", "del", "default"], check=True)
         chk = node.run("CHECK", {**conf, "prevResult": r.out}, container_id="ds1", netns=netns)
-        assert (chk.rc, chk.out["code"]) == (1, 102)
-        assert "no IPv6 default route" in chk.out["msg"]
+        assert (chk.rc, chk.answer["code"]) == (1, 102)
+        assert "no IPv6 default route" in chk.answer["msg"]
         node.extra_env["PATH"] = NO_TOOLS
         d = node.run("DEL", conf, container_id="ds1", netns=netns)
         assert d.rc == 0, d.stdout + d.stderr
@@ -113,14 +121,19 @@ def test_dual_stack_add_check_del(
         ]
 
 
-def test_ipv6_only_pod(make_node, make_netns, pool6, etcd) -> None:
+def test_ipv6_only_pod(
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool6: dict[str, Any],
+    etcd: EtcdClient,
+) -> None:
     node = make_node("node1")
     node.extra_env["PATH"] = NO_TOOLS
     pod_ns = make_netns()
     conf = node.conf(ipam={"type": "calico-ipam", "assign_ipv4": "false", "assign_ipv6": "true"})
     r = node.run("ADD", conf, container_id="v6", netns=f"/var/run/netns/{pod_ns}")
     assert r.rc == 0, r.stdout + r.stderr
-    [ip6] = _assert_dataplane(node.netns, pod_ns, r.out, v4=False)
+    [ip6] = _assert_dataplane(node.netns, pod_ns, r.answer, v4=False)
     assert ping(node.netns, ip6)
     assert node.run("DEL", conf, container_id="v6", netns=f"/var/run/netns/{pod_ns}").rc == 0
     assert IPAMClient(etcd).ip_info(ip6) is None

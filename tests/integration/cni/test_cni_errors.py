@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from calico.datastore.client import Client
+from calico.datastore.etcd import EtcdClient
 from calico.ipam.client import IPAMClient
-from tests.integration.cni.conftest import ip_json
+from tests.integration.cni.conftest import Node, ip_json
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -29,32 +32,38 @@ pytestmark = [pytest.mark.netns, pytest.mark.etcd]
         (lambda c: c.pop("name"), 7, "name:"),
     ],
 )
-def test_bad_config(make_node, make_netns, mutate, code, text) -> None:
+def test_bad_config(
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    mutate: Callable[[dict[str, Any]], object],
+    code: int,
+    text: str,
+) -> None:
     node = make_node("node1")
     ns = make_netns()
     conf = node.conf()
     mutate(conf)
     r = node.run("ADD", conf, container_id="c1", netns=f"/var/run/netns/{ns}")
     assert r.rc == 1
-    assert r.out["code"] == code
-    assert text in r.out["msg"]
-    assert r.out["cniVersion"] == conf["cniVersion"]  # "9.9.9" too: the version asked for
+    assert r.answer["code"] == code
+    assert text in r.answer["msg"]
+    assert r.answer["cniVersion"] == conf["cniVersion"]  # "9.9.9" too: the version asked for
     assert [link["ifname"] for link in ip_json(ns, "link")] == ["lo"]
 
 
-def test_bad_json_and_env(make_node, make_netns) -> None:
+def test_bad_json_and_env(make_node: Callable[[str], Node], make_netns: Callable[[], str]) -> None:
     node = make_node("node1")
     ns = make_netns()
     r = node.run("ADD", node.conf(), container_id="", netns=f"/var/run/netns/{ns}")
-    assert (r.rc, r.out["code"]) == (1, 4)
-    assert "CNI_CONTAINERID" in r.out["msg"]
+    assert (r.rc, r.answer["code"]) == (1, 4)
+    assert "CNI_CONTAINERID" in r.answer["msg"]
     r = node.run("ADD", node.conf(), container_id="c", netns="")
-    assert (r.rc, r.out["code"]) == (1, 4)
+    assert (r.rc, r.answer["code"]) == (1, 4)
     r = node.run("FROB", node.conf(), container_id="c", netns="")
-    assert (r.rc, r.out["code"]) == (1, 4)
+    assert (r.rc, r.answer["code"]) == (1, 4)
     r = node.run("ADD", node.conf(), container_id="c", netns="/var/run/netns/calt-nope")
-    assert (r.rc, r.out["code"]) == (1, 3)
-    assert "no such network namespace" in r.out["msg"]
+    assert (r.rc, r.answer["code"]) == (1, 3)
+    assert "no such network namespace" in r.answer["msg"]
     v = node.run("VERSION", {"cniVersion": "0.4.0"})
     assert v.out == {
         "cniVersion": "0.4.0",
@@ -63,7 +72,10 @@ def test_bad_json_and_env(make_node, make_netns) -> None:
 
 
 def test_pool_exhaustion_is_a_quick_clear_error(
-    make_node, make_netns, datastore: Client, etcd
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    datastore: Client,
+    etcd: EtcdClient,
 ) -> None:
     datastore.create(
         {
@@ -80,31 +92,37 @@ def test_pool_exhaustion_is_a_quick_clear_error(
         ns = make_netns()
         r = node.run("ADD", node.conf(), container_id=f"c{i}", netns=f"/var/run/netns/{ns}")
         assert r.rc == 0, r.stdout
-        got.append(r.out["ips"][0]["address"])
+        got.append(r.answer["ips"][0]["address"])
     ns = make_netns()
     start = time.monotonic()
     r = node.run("ADD", node.conf(), container_id="c3", netns=f"/var/run/netns/{ns}", timeout=30)
     assert time.monotonic() - start < 10
     assert r.rc == 1
-    assert r.out["code"] == 100
-    assert "no more free IPv4 addresses" in r.out["msg"]
-    assert "10.66.0.0/31" in r.out["msg"]
+    assert r.answer["code"] == 100
+    assert "no more free IPv4 addresses" in r.answer["msg"]
+    assert "10.66.0.0/31" in r.answer["msg"]
     assert [link["ifname"] for link in ip_json(ns, "link")] == ["lo"]
     assert IPAMClient(etcd).ips_by_handle("net1.c3") == []
 
 
-def test_etcd_unreachable_is_try_again(make_node, make_netns, pool) -> None:
+def test_etcd_unreachable_is_try_again(
+    make_node: Callable[[str], Node], make_netns: Callable[[], str], pool: dict[str, Any]
+) -> None:
     node = make_node("node1")
     ns = make_netns()
     conf = node.conf(etcd_endpoints="http://127.0.0.1:1")
     r = node.run("ADD", conf, container_id="c1", netns=f"/var/run/netns/{ns}")
     assert r.rc == 1
-    assert r.out["code"] == 11
-    assert "datastore unavailable" in r.out["msg"]
+    assert r.answer["code"] == 11
+    assert "datastore unavailable" in r.answer["msg"]
 
 
 def test_dataplane_failure_undoes_everything(
-    make_node, make_netns, pool, datastore: Client, etcd
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    datastore: Client,
+    etcd: EtcdClient,
 ) -> None:
     import subprocess
 
@@ -122,14 +140,19 @@ def test_dataplane_failure_undoes_everything(
         args="K8S_POD_NAMESPACE=default;K8S_POD_NAME=p",
     )
     assert r.rc == 1
-    assert r.out["code"] == 101
-    assert "File exists" in r.out["msg"]
+    assert r.answer["code"] == 101
+    assert "File exists" in r.answer["msg"]
     assert [link["ifname"] for link in ip_json(node.netns, "link")] == ["lo", "uplink0", "eth0"]
     assert IPAMClient(etcd).ips_by_handle("net1.c1") == []
     assert datastore.list("WorkloadEndpoint") == []
 
 
-def test_bad_calls_write_nothing(make_node, make_netns, pool, etcd) -> None:
+def test_bad_calls_write_nothing(
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    etcd: EtcdClient,
+) -> None:
     """No container ID, an unknown CNI_ARGS key without IgnoreUnknown: code 4, and neither an
     address, an endpoint, a Profile nor a link was made."""
     node = make_node("node1")
@@ -145,9 +168,9 @@ def test_bad_calls_write_nothing(make_node, make_netns, pool, etcd) -> None:
         ("Ctr_1", "", "containerID 'Ctr_1'"),
     ]:
         r = node.run("ADD", node.conf(), container_id=container_id, netns=netns, args=args)
-        assert (r.rc, r.out["code"]) == (1, 4), r.stdout
-        assert field in r.out["msg"]
-        assert r.out["cniVersion"] == "1.0.0"
+        assert (r.rc, r.answer["code"]) == (1, 4), r.stdout
+        assert field in r.answer["msg"]
+        assert r.answer["cniVersion"] == "1.0.0"
     assert etcd.revision() == before
     assert [link["ifname"] for link in ip_json(ns, "link")] == ["lo"]
     assert [link["ifname"] for link in ip_json(node.netns, "link")] == ["lo", "uplink0", "eth0"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ pytestmark = [
 ]
 
 
-def test_add_del_over_mtls(tmp_path: Path, make_netns, bin_dir) -> None:
+def test_add_del_over_mtls(tmp_path: Path, make_netns: Callable[[], str], bin_dir: Path) -> None:
     d = tmp_path / "tls"
     d.mkdir()
     make_certs(d)
@@ -60,13 +61,13 @@ def test_add_del_over_mtls(tmp_path: Path, make_netns, bin_dir) -> None:
         pod = make_netns()
         r = node.run("ADD", conf, container_id="t1", netns=f"/var/run/netns/{pod}")
         assert r.rc == 0, r.stdout + r.stderr
-        ip = r.out["ips"][0]["address"].split("/")[0]
+        ip = r.answer["ips"][0]["address"].split("/")[0]
         assert tcp_roundtrip(host, pod, ip) == b"echo:hello"
         # without the client certificate etcd refuses: a clean "try again" error
         bare = node.conf()
         r2 = node.run("ADD", bare, container_id="t2", netns=f"/var/run/netns/{pod}")
         assert r2.rc == 1
-        assert r2.out["code"] == 11
+        assert r2.answer["code"] == 11
         assert node.run("DEL", conf, container_id="t1", netns=f"/var/run/netns/{pod}").rc == 0
     finally:
         fwd.close()

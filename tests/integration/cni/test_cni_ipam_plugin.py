@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
+from calico.datastore.etcd import EtcdClient
 from calico.ipam.client import IPAMClient
+from tests.integration.cni.conftest import Node
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
 
 @pytest.mark.parametrize("version", ["0.3.1", "1.0.0"])
-def test_calico_ipam_plugin(make_node, make_netns, pool, pool6, etcd, version) -> None:
+def test_calico_ipam_plugin(
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    pool6: dict[str, Any],
+    etcd: EtcdClient,
+    version: str,
+) -> None:
     node = make_node("node1")
     ns = make_netns()
     conf = {
@@ -32,9 +44,9 @@ def test_calico_ipam_plugin(make_node, make_netns, pool, pool6, etcd, version) -
         plugin="calico-ipam",
     )
     assert r.rc == 0, r.stdout + r.stderr
-    assert "interfaces" not in r.out
-    assert r.out["dns"] == {"nameservers": ["1.1.1.1"]}
-    addrs = [e["address"] for e in r.out["ips"]]
+    assert "interfaces" not in r.answer
+    assert r.answer["dns"] == {"nameservers": ["1.1.1.1"]}
+    addrs = [e["address"] for e in r.answer["ips"]]
     assert addrs[0].startswith("10.65.")
     assert addrs[0].endswith("/32")
     assert addrs[1].startswith("fd65::")
@@ -51,8 +63,8 @@ def test_calico_ipam_plugin(make_node, make_netns, pool, pool6, etcd, version) -
             netns=f"/var/run/netns/{ns}",
             args=args,
             plugin="calico-ipam",
-        ).out["ips"]
-        == r.out["ips"]
+        ).answer["ips"]
+        == r.answer["ips"]
     )  # a repeated ADD: same IPs
     chk = node.run(
         "CHECK",
@@ -73,6 +85,6 @@ def test_calico_ipam_plugin(make_node, make_netns, pool, pool6, etcd, version) -
         plugin="calico-ipam",
     )
     assert chk.rc == 1
-    assert chk.out["code"] == 102
+    assert chk.answer["code"] == 102
     again = node.run("DEL", conf, container_id="p1", netns="", plugin="calico-ipam")
     assert again.rc == 0

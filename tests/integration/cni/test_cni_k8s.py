@@ -9,15 +9,18 @@ import json
 import ssl
 import subprocess
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from calico.datastore.client import Client
+from calico.datastore.etcd import EtcdClient
 from calico.ipam.client import IPAMClient
 from tests.fakekube.server import FakeKube
 from tests.fakekube.tls import make_test_ca
-from tests.integration.cni.conftest import ip_json
+from tests.integration.cni.conftest import Node, ip_json
 from tests.integration.cni.test_cni_server import ServerProc
 from tests.nsnet import Forwarder, socket_in_netns
 
@@ -63,7 +66,7 @@ class FakeAPI(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def api_server(make_node, tmp_path: Path):
+def api_server(make_node: Callable[[str], Node], tmp_path: Path) -> Iterator[tuple[Node, Path]]:
     node = make_node("node1")
     tls = make_test_ca(tmp_path / "tls")
     server = http.server.HTTPServer(("127.0.0.1", 0), FakeAPI, bind_and_activate=False)
@@ -104,7 +107,12 @@ users:
     server.server_close()
 
 
-def test_pod_labels_sa_ports_from_api(api_server, make_netns, pool, datastore: Client) -> None:
+def test_pod_labels_sa_ports_from_api(
+    api_server: tuple[Node, Path],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    datastore: Client,
+) -> None:
     node, kubeconfig = api_server
     ns = make_netns()
     conf = node.conf(policy={"type": "k8s"}, kubernetes={"kubeconfig": str(kubeconfig)})
@@ -129,12 +137,17 @@ def test_pod_labels_sa_ports_from_api(api_server, make_netns, pool, datastore: C
     assert spec["pod"] == "web-7d9f"
     assert spec["containerID"] == "abc"
     assert spec["endpoint"] == "eth0"
-    assert spec["ipNetworks"] == [r.out["ips"][0]["address"]]
-    assert spec["mac"] == r.out["interfaces"][1]["mac"]
+    assert spec["ipNetworks"] == [r.answer["ips"][0]["address"]]
+    assert spec["mac"] == r.answer["interfaces"][1]["mac"]
     assert node.run("DEL", conf, container_id="abc", netns="", args=args).rc == 0
 
 
-def test_missing_pod_fails_add_cleanly(api_server, make_netns, pool, datastore: Client) -> None:
+def test_missing_pod_fails_add_cleanly(
+    api_server: tuple[Node, Path],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    datastore: Client,
+) -> None:
     node, kubeconfig = api_server
     ns = make_netns()
     conf = node.conf(policy={"type": "k8s"}, kubernetes={"kubeconfig": str(kubeconfig)})
@@ -146,12 +159,17 @@ def test_missing_pod_fails_add_cleanly(api_server, make_netns, pool, datastore: 
         args="K8S_POD_NAMESPACE=shop;K8S_POD_NAME=ghost",
     )
     assert r.rc == 1
-    assert r.out["code"] == 11
-    assert "HTTP 404" in r.out["msg"]
+    assert r.answer["code"] == 11
+    assert "HTTP 404" in r.answer["msg"]
     assert datastore.list("WorkloadEndpoint") == []
 
 
-def test_k8s_api_root_without_kubeconfig(make_node, make_netns, pool, datastore: Client) -> None:
+def test_k8s_api_root_without_kubeconfig(
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    datastore: Client,
+) -> None:
     """Calico's other way to reach the API: kubernetes.k8s_api_root (+ policy.k8s_auth_token)."""
     node = make_node("node1")
     server = http.server.HTTPServer(("127.0.0.1", 0), FakeAPI, bind_and_activate=False)
@@ -180,7 +198,11 @@ def test_k8s_api_root_without_kubeconfig(make_node, make_netns, pool, datastore:
 
 
 def test_server_keeps_tls_and_connection_until_the_kubeconfig_changes(
-    make_node, make_netns, pool, datastore: Client, tmp_path: Path
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    datastore: Client,
+    tmp_path: Path,
 ) -> None:
     """Issue #19: in the CNI server the pod lookup reuses one TLS context and one kept-alive
     connection per API server; a changed kubeconfig (a rotated token) is read again."""
@@ -221,7 +243,11 @@ def test_server_keeps_tls_and_connection_until_the_kubeconfig_changes(
 
 
 def test_netns_that_vanishes_during_add_leaves_nothing(
-    make_node, make_netns, pool, datastore: Client, etcd
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    datastore: Client,
+    etcd: EtcdClient,
 ) -> None:
     """The runtime deletes the pod's netns while ADD runs (here: while the plugin looks the pod
     up): the spec's code 3, and no address, endpoint or veth is left."""
@@ -248,8 +274,8 @@ def test_netns_that_vanishes_during_add_leaves_nothing(
     finally:
         server.shutdown()
         server.server_close()
-    assert (r.rc, r.out["code"]) == (1, 3), r.stdout + r.stderr
-    assert "went away during ADD" in r.out["msg"]
+    assert (r.rc, r.answer["code"]) == (1, 3), r.stdout + r.stderr
+    assert "went away during ADD" in r.answer["msg"]
     assert datastore.list("WorkloadEndpoint") == []
     assert IPAMClient(etcd).ips_by_handle("net1.v1") == []
     assert [link["ifname"] for link in ip_json(node.netns, "link")] == ["lo", "uplink0", "eth0"]

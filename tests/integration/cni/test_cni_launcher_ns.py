@@ -3,12 +3,16 @@ than a pipe are served whole; configs over its 1 MiB limit reach the in-process 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from calico.cni import install
+from calico.datastore.etcd import EtcdClient
 from calico.ipam.client import IPAMClient
+from tests.integration.cni.conftest import Node
 from tests.integration.cni.test_cni_server import ServerProc
 from tests.nsnet import ping
 
@@ -24,7 +28,13 @@ pytestmark = [
     [(200_000, True), ((1 << 20) + 1000, False)],  # above 1 MiB: the launcher falls back
 )
 def test_big_configs_reach_the_plugin_intact(
-    make_node, make_netns, pool, etcd, tmp_path: Path, pad: int, served: bool
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    etcd: EtcdClient,
+    tmp_path: Path,
+    pad: int,
+    served: bool,
 ) -> None:
     node = make_node("node1")
     assert install.launcher_kind(node.bin_dir / "calico") == "compiled"
@@ -35,13 +45,13 @@ def test_big_configs_reach_the_plugin_intact(
         conf = node.conf(zpad="x" * pad)
         r = node.run("ADD", conf, container_id="big", netns=f"/var/run/netns/{ns}")
         assert r.rc == 0, r.stdout + r.stderr
-        ip = r.out["ips"][0]["address"].split("/")[0]
+        ip = r.answer["ips"][0]["address"].split("/")[0]
         assert ping(node.netns, ip)
         d = node.run("DEL", conf, container_id="big", netns=f"/var/run/netns/{ns}")
         assert d.rc == 0, d.stdout + d.stderr
         assert IPAMClient(etcd).ip_info(ip) is None
         bad = node.run("ADD", {**conf, "mtu": "x"}, container_id="b2", netns=f"/var/run/netns/{ns}")
-        assert (bad.rc, bad.out["code"]) == (1, 7)  # error JSON and exit code, either way
+        assert (bad.rc, bad.answer["code"]) == (1, 7)  # error JSON and exit code, either way
         assert "mtu" in bad.stderr
     finally:
         srv.stop()

@@ -13,7 +13,9 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -21,6 +23,7 @@ from click.testing import CliRunner
 from calico.cli.main import cli
 from calico.datastore.client import Client
 from calico.datastore.etcd_server import EtcdServer
+from tests.integration.cni.conftest import Node
 from tests.integration.cni.runtimes import (
     ULIMITS,
     Box,
@@ -83,7 +86,11 @@ def calicoctl(etcd_server: EtcdServer, *args: str) -> tuple[int, str]:
 
 
 def test_podman_containers_on_our_network(
-    make_node, pool, etcd_server: EtcdServer, datastore: Client, tmp_path: Path
+    make_node: Callable[[str], Node],
+    pool: dict[str, Any],
+    etcd_server: EtcdServer,
+    datastore: Client,
+    tmp_path: Path,
 ) -> None:
     node = make_node("node1")
     conf_dir = tmp_path / "net.d"

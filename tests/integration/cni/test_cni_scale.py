@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +14,7 @@ from click.testing import CliRunner
 from calico.cli.main import cli
 from calico.cni import install
 from calico.datastore.etcd_server import EtcdServer
+from tests.integration.cni.conftest import Node, PluginRun
 from tests.integration.cni.test_cni_server import ServerProc
 from tests.nsnet import ping
 
@@ -29,11 +32,16 @@ def calicoctl(etcd_server: EtcdServer, *args: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize("cni_server", [False, True], ids=["in-process", "cni-server"])
 def test_100_concurrent_adds_on_3_nodes(
-    make_node, make_netns, pool, etcd_server, tmp_path: Path, cni_server: bool
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    etcd_server: EtcdServer,
+    tmp_path: Path,
+    cni_server: bool,
 ) -> None:
     nodes = [make_node(f"node-{i}") for i in range(3)]
     pods = [(nodes[i % 3], make_netns(), f"pod-{i}") for i in range(PODS)]
-    servers = []
+    servers: list[ServerProc] = []
     if cni_server:  # one CNI server per node namespace, found through the {netns} socket template
         template = str(tmp_path / "cni-{netns}.sock")
         shared = tmp_path / "shared-bin"
@@ -51,8 +59,10 @@ def test_100_concurrent_adds_on_3_nodes(
         assert all(line.startswith("served calico") for line in s.lines())
 
 
-def run_scale(nodes, pods, etcd_server) -> None:
-    def call(command, item):
+def run_scale(
+    nodes: list[Node], pods: list[tuple[Node, str, str]], etcd_server: EtcdServer
+) -> None:
+    def call(command: str, item: tuple[Node, str, str]) -> PluginRun:
         node, ns, name = item
         return node.run(
             command,

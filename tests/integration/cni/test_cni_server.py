@@ -5,13 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from calico.datastore.etcd import EtcdClient
 from calico.ipam.client import IPAMClient
+from tests.integration.cni.conftest import Node, PluginRun
 from tests.nsnet import ping
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
@@ -56,7 +59,7 @@ class ServerProc:
 
 
 @pytest.fixture
-def server(make_node, tmp_path: Path) -> Iterator[tuple[object, ServerProc]]:
+def server(make_node: Callable[[str], Node], tmp_path: Path) -> Iterator[tuple[Node, ServerProc]]:
     node = make_node("node1")
     srv = ServerProc(node.netns, tmp_path / "cni.sock", tmp_path / "server.log")
     yield node, srv
@@ -64,14 +67,19 @@ def server(make_node, tmp_path: Path) -> Iterator[tuple[object, ServerProc]]:
 
 
 @pytest.mark.parametrize("launcher", ["compiled", "python"])
-def test_calls_go_through_the_server(server, make_netns, pool, etcd) -> None:
+def test_calls_go_through_the_server(
+    server: tuple[Node, ServerProc],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    etcd: EtcdClient,
+) -> None:
     node, srv = server
     ns = make_netns()
     args = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web"
     conf = node.conf()
     r = node.run("ADD", conf, container_id="s1", netns=f"/var/run/netns/{ns}", args=args)
     assert r.rc == 0, r.stdout + r.stderr
-    ip = r.out["ips"][0]["address"].split("/")[0]
+    ip = r.answer["ips"][0]["address"].split("/")[0]
     assert ping(node.netns, ip)
     chk = node.run(
         "CHECK",
@@ -82,7 +90,7 @@ def test_calls_go_through_the_server(server, make_netns, pool, etcd) -> None:
     )
     assert chk.rc == 0, chk.stdout
     bad = node.run("ADD", {**conf, "mtu": "x"}, container_id="s2", netns=f"/var/run/netns/{ns}")
-    assert (bad.rc, bad.out["code"]) == (1, 7)
+    assert (bad.rc, bad.answer["code"]) == (1, 7)
     assert "mtu" in bad.stderr  # the server's reply carries the call's stderr
     ipam = node.run(
         "ADD", conf, container_id="s3", netns=f"/var/run/netns/{ns}", plugin="calico-ipam"
@@ -103,7 +111,7 @@ def test_calls_go_through_the_server(server, make_netns, pool, etcd) -> None:
     args = "IgnoreUnknown=1;" + args  # host-local, like every Go plugin, needs it
     r = node.run("ADD", hl, container_id="h1", netns=f"/var/run/netns/{ns}", args=args)
     assert r.rc == 0, r.stdout + r.stderr
-    assert r.out["ips"][0]["address"].startswith("10.124.0.")
+    assert r.answer["ips"][0]["address"].startswith("10.124.0.")
     assert node.run("DEL", hl, container_id="h1", netns="", args=args).rc == 0
     assert srv.lines() == [
         "served calico ADD s1 rc=0",
@@ -119,17 +127,19 @@ def test_calls_go_through_the_server(server, make_netns, pool, etcd) -> None:
     assert "  calico: ADD: mtu: expected an integer" in srv.log.read_text()
 
 
-def test_concurrent_calls_through_the_server(server, make_netns, pool) -> None:
+def test_concurrent_calls_through_the_server(
+    server: tuple[Node, ServerProc], make_netns: Callable[[], str], pool: dict[str, Any]
+) -> None:
     node, srv = server
     pods = [make_netns() for _ in range(24)]
 
-    def add(i: int):
+    def add(i: int) -> PluginRun:
         return node.run("ADD", node.conf(), container_id=f"k{i}", netns=f"/var/run/netns/{pods[i]}")
 
     with ThreadPoolExecutor(max_workers=12) as ex:
         runs = list(ex.map(add, range(len(pods))))
     assert [r.stdout for r in runs if r.rc != 0] == []
-    ips = {r.out["ips"][0]["address"] for r in runs}
+    ips = {r.answer["ips"][0]["address"] for r in runs}
     assert len(ips) == len(pods)
     with ThreadPoolExecutor(max_workers=12) as ex:
         dels = list(
@@ -146,7 +156,10 @@ def test_concurrent_calls_through_the_server(server, make_netns, pool) -> None:
 
 @pytest.mark.parametrize("launcher", ["compiled", "python"])
 def test_falls_back_when_server_is_elsewhere_or_gone(
-    make_node, make_netns, pool, tmp_path: Path
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
     node = make_node("node1")
     other = make_node("node2")
@@ -157,7 +170,7 @@ def test_falls_back_when_server_is_elsewhere_or_gone(
         r = node.run("ADD", node.conf(), container_id="f1", netns=f"/var/run/netns/{ns}")
         assert r.rc == 0, r.stdout + r.stderr
         assert srv.lines() == ["fallback ADD f1"]
-        assert ping(node.netns, r.out["ips"][0]["address"].split("/")[0])
+        assert ping(node.netns, r.answer["ips"][0]["address"].split("/")[0])
         # host side went into node1's namespace, not node2's
         links = subprocess.run(
             ["ip", "-n", other.netns, "-o", "link"], capture_output=True, text=True, check=True
@@ -171,7 +184,12 @@ def test_falls_back_when_server_is_elsewhere_or_gone(
     assert r.rc == 0, r.stdout + r.stderr
 
 
-def test_per_namespace_socket_template(make_node, make_netns, pool, tmp_path: Path) -> None:
+def test_per_namespace_socket_template(
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    tmp_path: Path,
+) -> None:
     """Two nodes share one bin dir and one socket template; each launcher finds its own server."""
     from calico.cni import install
 
@@ -192,7 +210,7 @@ def test_per_namespace_socket_template(make_node, make_netns, pool, tmp_path: Pa
             ns = make_netns()
             r = node.run("ADD", node.conf(), container_id=f"n{i}", netns=f"/var/run/netns/{ns}")
             assert r.rc == 0, r.stdout + r.stderr
-            assert ping(node.netns, r.out["ips"][0]["address"].split("/")[0])
+            assert ping(node.netns, r.answer["ips"][0]["address"].split("/")[0])
         assert [s.lines() for s in servers] == [
             ["served calico ADD n0 rc=0"],
             ["served calico ADD n1 rc=0"],
@@ -208,7 +226,9 @@ def _links(netns: str) -> str:
     ).stdout
 
 
-def test_background_veth_delete_never_hits_the_next_sandbox(server, make_netns, pool) -> None:
+def test_background_veth_delete_never_hits_the_next_sandbox(
+    server: tuple[Node, ServerProc], make_netns: Callable[[], str], pool: dict[str, Any]
+) -> None:
     """The server finishes a DEL's veth teardown after replying; an ADD of the same pod right
     after (same host veth name, maybe the same address) waits for it and keeps its own veth."""
     node, srv = server
@@ -216,7 +236,7 @@ def test_background_veth_delete_never_hits_the_next_sandbox(server, make_netns, 
     first, second = make_netns(), make_netns()
     r = node.run("ADD", node.conf(), container_id="b1", netns=f"/var/run/netns/{first}", args=args)
     assert r.rc == 0, r.stdout + r.stderr
-    host_if = r.out["interfaces"][0]["name"]
+    host_if = r.answer["interfaces"][0]["name"]
     for i in range(3):  # DEL then ADD at once, a few times over
         d = node.run("DEL", node.conf(), container_id=f"b{i + 1}", netns="", args=args)
         assert d.rc == 0, d.stdout + d.stderr
@@ -225,10 +245,10 @@ def test_background_veth_delete_never_hits_the_next_sandbox(server, make_netns, 
             "ADD", node.conf(), container_id=f"b{i + 2}", netns=f"/var/run/netns/{ns}", args=args
         )
         assert r.rc == 0, r.stdout + r.stderr
-        assert r.out["interfaces"][0]["name"] == host_if
+        assert r.answer["interfaces"][0]["name"] == host_if
     time.sleep(0.5)  # any background delete is long done
     assert host_if in _links(node.netns)
-    assert ping(node.netns, r.out["ips"][0]["address"].split("/")[0])
+    assert ping(node.netns, r.answer["ips"][0]["address"].split("/")[0])
     # and a DEL's veth does go away, after the reply
     d = node.run("DEL", node.conf(), container_id="b4", netns="", args=args)
     assert d.rc == 0

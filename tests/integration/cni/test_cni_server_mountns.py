@@ -11,12 +11,15 @@ and the pod works.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from calico.datastore.etcd import EtcdClient
 from calico.ipam.client import IPAMClient
-from tests.integration.cni.conftest import ip_json
+from tests.integration.cni.conftest import Node, ip_json
 from tests.integration.cni.test_cni_server import ServerProc
 from tests.nsnet import ping, tcp_roundtrip
 
@@ -35,7 +38,12 @@ def caller_only(pod: str, path: Path) -> tuple[str, ...]:
 
 @pytest.mark.parametrize("launcher", ["compiled", "python"])
 def test_served_from_another_mount_namespace(
-    make_node, make_netns, pool, etcd, tmp_path: Path, launcher: str
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    etcd: EtcdClient,
+    tmp_path: Path,
+    launcher: str,
 ) -> None:
     node = make_node("node1")
     srv = ServerProc(node.netns, tmp_path / "cni.sock", tmp_path / "server.log", wrap=HIDE_NETNS)
@@ -54,7 +62,7 @@ def test_served_from_another_mount_namespace(
         args = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=m1"
         r = node.run("ADD", conf, container_id="m1", netns=str(hidden), args=args, wrap=wrap)
         assert r.rc == 0, r.stdout + r.stderr
-        ip = r.out["ips"][0]["address"].split("/")[0]
+        ip = r.answer["ips"][0]["address"].split("/")[0]
         [eth0] = ip_json(pod, "addr", "show", "dev", "eth0")
         assert [a["local"] for a in eth0["addr_info"] if a["family"] == "inet"] == [ip]
         assert ping(node.netns, ip)

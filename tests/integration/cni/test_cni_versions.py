@@ -6,19 +6,28 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from calico.datastore.client import Client
+from calico.datastore.etcd import EtcdClient
 from calico.ipam.client import IPAMClient
-from tests.integration.cni.conftest import DEBIAN_CNI, ip_json
+from tests.integration.cni.conftest import DEBIAN_CNI, Node, ip_json
 from tests.nsnet import ping, tcp_roundtrip
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
 
 @pytest.mark.parametrize("version", ["0.2.0", "0.3.1", "0.4.0", "1.0.0"])
-def test_result_per_version(make_node, make_netns, pool, version) -> None:
+def test_result_per_version(
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    version: str,
+) -> None:
     node = make_node("node1")
     ns = make_netns()
     conf = node.conf(cniVersion=version)
@@ -30,16 +39,16 @@ def test_result_per_version(make_node, make_netns, pool, version) -> None:
         args="K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1",
     )
     assert r.rc == 0, r.stdout + r.stderr
-    assert r.out["cniVersion"] == version
+    assert r.answer["cniVersion"] == version
     if version == "0.2.0":
-        ip = r.out["ip4"]["ip"].split("/")[0]
-        assert "interfaces" not in r.out
+        ip = r.answer["ip4"]["ip"].split("/")[0]
+        assert "interfaces" not in r.answer
     else:
-        [entry] = r.out["ips"]
+        [entry] = r.answer["ips"]
         ip = entry["address"].split("/")[0]
         assert ("version" in entry) == (version != "1.0.0")
-        assert r.out["interfaces"][entry["interface"]]["sandbox"] == f"/var/run/netns/{ns}"
-        assert r.out["routes"] == [{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]
+        assert r.answer["interfaces"][entry["interface"]]["sandbox"] == f"/var/run/netns/{ns}"
+        assert r.answer["routes"] == [{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]
     assert tcp_roundtrip(node.netns, ns, ip) == b"echo:hello"
     if version in ("0.4.0", "1.0.0"):
         chk = node.run(
@@ -53,7 +62,7 @@ def test_result_per_version(make_node, make_netns, pool, version) -> None:
     else:
         chk = node.run("CHECK", conf, container_id="c1", netns=f"/var/run/netns/{ns}")
         assert chk.rc == 1
-        assert chk.out["code"] == 1
+        assert chk.answer["code"] == 1
     d = node.run(
         "DEL",
         conf,
@@ -64,12 +73,14 @@ def test_result_per_version(make_node, make_netns, pool, version) -> None:
     assert d.rc == 0, d.stdout
 
 
-def test_conflist_chain_with_tuning_and_check_detects_damage(make_node, make_netns, pool) -> None:
+def test_conflist_chain_with_tuning_and_check_detects_damage(
+    make_node: Callable[[str], Node], make_netns: Callable[[], str], pool: dict[str, Any]
+) -> None:
     """A runtime's conflist: calico then Debian's tuning plugin, fed calico's prevResult."""
     node = make_node("node1")
     ns = make_netns()
     netns = f"/var/run/netns/{ns}"
-    conflist = {
+    conflist: dict[str, Any] = {
         "cniVersion": "1.0.0",
         "name": "k8s-pod-network",
         "plugins": [
@@ -85,8 +96,8 @@ def test_conflist_chain_with_tuning_and_check_detects_damage(make_node, make_net
     }
     args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web"
 
-    def conf_for(i: int, prev: dict | None) -> dict:
-        c = {
+    def conf_for(i: int, prev: dict[str, Any] | None) -> dict[str, Any]:
+        c: dict[str, Any] = {
             "cniVersion": conflist["cniVersion"],
             "name": conflist["name"],
             **conflist["plugins"][i],
@@ -95,7 +106,7 @@ def test_conflist_chain_with_tuning_and_check_detects_damage(make_node, make_net
             c["prevResult"] = prev
         return c
 
-    prev = None
+    prev: dict[str, Any] | None = None
     for i, plugin in enumerate(conflist["plugins"]):
         r = node.run(
             "ADD",
@@ -106,7 +117,8 @@ def test_conflist_chain_with_tuning_and_check_detects_damage(make_node, make_net
             plugin=plugin["type"] if plugin["type"] == "calico" else f"../{plugin['type']}",
         )
         assert r.rc == 0, r.stdout + r.stderr
-        prev = r.out
+        prev = r.answer
+    assert prev is not None
     assert prev["interfaces"][1]["name"] == "eth0"
     assert ip_json(ns, "link", "show", "eth0")[0]["mtu"] == 1400
     accept_local = subprocess.run(
@@ -130,8 +142,8 @@ def test_conflist_chain_with_tuning_and_check_detects_damage(make_node, make_net
     subprocess.run(["ip", "-n", ns, "route", "del", "default"], check=True)
     r = node.run("CHECK", conf_for(0, prev), container_id="cc", netns=netns, args=args)
     assert r.rc == 1
-    assert r.out["code"] == 102
-    assert "default route" in r.out["msg"]
+    assert r.answer["code"] == 102
+    assert "default route" in r.answer["msg"]
     for i in (1, 0):  # DEL runs the list in reverse
         r = node.run(
             "DEL",
@@ -157,7 +169,9 @@ def bin_dir(tmp_path):
 
 
 @pytest.mark.parametrize("form", ["proc-pid", "proc-fd"])
-def test_netns_as_proc_path(make_node, make_netns, pool, form) -> None:
+def test_netns_as_proc_path(
+    make_node: Callable[[str], Node], make_netns: Callable[[], str], pool: dict[str, Any], form: str
+) -> None:
     node = make_node("node1")
     ns = make_netns()
     holder = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "60"])
@@ -174,9 +188,9 @@ def test_netns_as_proc_path(make_node, make_netns, pool, form) -> None:
             path = f"/proc/{os.getpid()}/fd/{fd}"
         r = node.run("ADD", node.conf(), container_id="cp", netns=path)
         assert r.rc == 0, r.stdout + r.stderr
-        ip = r.out["ips"][0]["address"].split("/")[0]
+        ip = r.answer["ips"][0]["address"].split("/")[0]
         assert ping(node.netns, ip)
-        assert r.out["interfaces"][1]["sandbox"] == path
+        assert r.answer["interfaces"][1]["sandbox"] == path
         r = node.run("DEL", node.conf(), container_id="cp", netns=path)
         assert r.rc == 0, r.stdout + r.stderr
         if form == "proc-fd":
@@ -204,7 +218,13 @@ def _same_ns(pid: int, ns: str) -> bool:
         "K8S_POD_NAMESPACE=ns2",
     ],
 )
-def test_cni_args_forms(make_node, make_netns, pool, datastore: Client, args) -> None:
+def test_cni_args_forms(
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    datastore: Client,
+    args: str,
+) -> None:
     node = make_node("node1")
     ns = make_netns()
     r = node.run("ADD", node.conf(), container_id="c-9", netns=f"/var/run/netns/{ns}", args=args)
@@ -234,23 +254,31 @@ def test_cni_args_forms(make_node, make_netns, pool, datastore: Client, args) ->
     assert datastore.list("WorkloadEndpoint") == []
 
 
-def test_unknown_cni_arg_without_ignore_unknown(make_node, make_netns, pool) -> None:
+def test_unknown_cni_arg_without_ignore_unknown(
+    make_node: Callable[[str], Node], make_netns: Callable[[], str], pool: dict[str, Any]
+) -> None:
     node = make_node("node1")
     ns = make_netns()
     r = node.run("ADD", node.conf(), container_id="c", netns=f"/var/run/netns/{ns}", args="FOO=1")
     assert r.rc == 1
-    assert r.out["code"] == 4
-    assert "FOO" in r.out["msg"]
+    assert r.answer["code"] == 4
+    assert "FOO" in r.answer["msg"]
 
 
-def test_dual_stack(make_node, make_netns, pool, pool6, etcd) -> None:
+def test_dual_stack(
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    pool6: dict[str, Any],
+    etcd: EtcdClient,
+) -> None:
     node = make_node("node1")
     ns = make_netns()
     conf = node.conf()
     conf["ipam"]["assign_ipv6"] = "true"
     r = node.run("ADD", conf, container_id="c6", netns=f"/var/run/netns/{ns}")
     assert r.rc == 0, r.stdout + r.stderr
-    addrs = [e["address"] for e in r.out["ips"]]
+    addrs = [e["address"] for e in r.answer["ips"]]
     v6 = next(a for a in addrs if ":" in a)
     assert v6.endswith("/128")
     ip6 = v6.split("/")[0]
@@ -265,7 +293,9 @@ def test_dual_stack(make_node, make_netns, pool, pool6, etcd) -> None:
     assert IPAMClient(etcd).ip_info(ip6) is None
 
 
-def test_delegates_to_host_local(make_node, make_netns, tmp_path) -> None:
+def test_delegates_to_host_local(
+    make_node: Callable[[str], Node], make_netns: Callable[[], str], tmp_path: Path
+) -> None:
     """ipam.type other than calico-ipam: the plugin execs it from CNI_PATH (Debian's host-local)."""
     node = make_node("node1")
     ns = make_netns()
@@ -274,7 +304,7 @@ def test_delegates_to_host_local(make_node, make_netns, tmp_path) -> None:
     )
     r = node.run("ADD", conf, container_id="hl1", netns=f"/var/run/netns/{ns}")
     assert r.rc == 0, r.stdout + r.stderr
-    ip = r.out["ips"][0]["address"].split("/")[0]
+    ip = r.answer["ips"][0]["address"].split("/")[0]
     assert ip.startswith("10.123.0.")
     assert ping(node.netns, ip)
     assert node.run("DEL", conf, container_id="hl1", netns=f"/var/run/netns/{ns}").rc == 0
@@ -282,7 +312,13 @@ def test_delegates_to_host_local(make_node, make_netns, tmp_path) -> None:
     assert json.dumps(r.out)
 
 
-def test_ipv4_pools_and_v6_only(make_node, make_netns, pool, pool6, datastore: Client) -> None:
+def test_ipv4_pools_and_v6_only(
+    make_node: Callable[[str], Node],
+    make_netns: Callable[[], str],
+    pool: dict[str, Any],
+    pool6: dict[str, Any],
+    datastore: Client,
+) -> None:
     datastore.create(
         {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "other"},
          "spec": {"cidr": "10.68.0.0/24", "blockSize": 28}}, validate=False)  # fmt: skip
@@ -291,16 +327,16 @@ def test_ipv4_pools_and_v6_only(make_node, make_netns, pool, pool6, datastore: C
     conf = node.conf(ipam={"type": "calico-ipam", "ipv4_pools": ["other"]})
     r = node.run("ADD", conf, container_id="a", netns=f"/var/run/netns/{ns}")
     assert r.rc == 0, r.stdout
-    assert r.out["ips"][0]["address"].startswith("10.68.0.")
+    assert r.answer["ips"][0]["address"].startswith("10.68.0.")
     ns2 = make_netns()
     conf6 = node.conf(ipam={"type": "calico-ipam", "assign_ipv4": "false", "assign_ipv6": "true"})
     r = node.run("ADD", conf6, container_id="b", netns=f"/var/run/netns/{ns2}")
     assert r.rc == 0, r.stdout
-    assert [e["address"][:6] for e in r.out["ips"]] == ["fd65::"]
-    assert r.out["routes"] == [{"dst": "::/0", "gw": "fe80::ecee:eeff:feee:eeee"}]
-    assert ping(node.netns, r.out["ips"][0]["address"].split("/")[0])
+    assert [e["address"][:6] for e in r.answer["ips"]] == ["fd65::"]
+    assert r.answer["routes"] == [{"dst": "::/0", "gw": "fe80::ecee:eeff:feee:eeee"}]
+    assert ping(node.netns, r.answer["ips"][0]["address"].split("/")[0])
     bad = node.conf(ipam={"type": "calico-ipam", "ipv4_pools": ["10.1.0.0/16"]})
     r = node.run("ADD", bad, container_id="c", netns=f"/var/run/netns/{ns2}")
     assert r.rc == 1
-    assert r.out["code"] == 100
-    assert "'10.1.0.0/16' does not exist" in r.out["msg"]
+    assert r.answer["code"] == 100
+    assert "'10.1.0.0/16' does not exist" in r.answer["msg"]

@@ -4,6 +4,11 @@ Its own etcd (127.0.0.1, free ports), a self-signed serving certificate in a tem
 static bearer token with AlwaysAllow authorization, a throwaway service-account key. Started by
 path, stopped by PID; nothing outside the temp directory is touched. Tests skip, saying why, when
 the binaries are not there.
+
+:func:`controller_manager` adds a kube-controller-manager on that API server, with the flags the
+``calico-lab up --kubernetes`` control plane uses (:mod:`calico_lab.k8s_control`), plus
+``--secure-port=0`` (it runs in the root namespace here: no port to collide on) and any extra
+flags a test passes.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class KubeAPIServer:
         self.root, self.port, self.token = root, port, token
         self.url = f"https://127.0.0.1:{port}"
         self.kubeconfig = root / "kubeconfig"
+        self.sa_key = root / "sa.key"
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         proc = subprocess.run(
@@ -59,6 +65,43 @@ class KubeAPIServer:
                 return bool(resp.status == 200)
         except OSError:
             return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def controller_manager(server: KubeAPIServer, *extra: str) -> Iterator[Path]:
+    """kube-controller-manager on ``server`` (yields its log file) until the block ends."""
+    from calico_lab import k8s_control
+
+    if not os.access(BIN / "kube-controller-manager", os.X_OK):
+        raise AssertionError(f"{BIN / 'kube-controller-manager'} not found (make kube)")
+    argv = [
+        *k8s_control.component_argv(str(BIN / "kube-controller-manager"), server.kubeconfig),
+        *k8s_control.controller_manager_flags(
+            sa_key=server.sa_key, plugin_dir=server.root / "volume-plugins"
+        ),
+        "--secure-port=0",
+        *extra,
+    ]
+    log_path = server.root / "kube-controller-manager.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log)
+        try:
+            time.sleep(0.5)
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"kube-controller-manager exited:\n{tail}")
+            yield log_path
+        finally:
+            _stop(proc)
 
 
 @contextmanager
@@ -100,10 +143,5 @@ def running(root: Path) -> Iterator[KubeAPIServer]:
                 time.sleep(0.2)
             yield server
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
             log.close()

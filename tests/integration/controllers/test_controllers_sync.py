@@ -183,7 +183,7 @@ def test_restart_midway_loses_nothing_and_duplicates_nothing(
 ) -> None:
     weps = _world(fake_kube, datastore, n_ns=6, pods_per_ns=5)
     foreign = _foreign(datastore)
-    first = make_controller(workers=1)
+    first = make_controller(workers=1, batch=2)  # small batches: stopped mid-way
 
     def some_written() -> None:
         assert _writes(first) >= 5

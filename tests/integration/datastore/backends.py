@@ -39,6 +39,10 @@ def handle(handle_id: str, blocks: dict[str, int] | None = None) -> str:
                       separators=(",", ":"))  # fmt: skip
 
 
+def _discard(_: object) -> None:
+    pass
+
+
 @dataclass
 class Store:
     name: str
@@ -75,7 +79,7 @@ def kube_fake_store() -> Store:
     def client() -> Backend:
         return KubeBackend(Access({"server": fake.url}, "test"), timeout=5)
 
-    st = Store("kube-fake", client(), client, fake.drop_watches, lambda b: fake.compact())
+    st = Store("kube-fake", client(), client, fake.drop_watches, lambda b: _discard(fake.compact()))
     st.cleanup.append(fake.stop)
     return st
 

@@ -1,4 +1,5 @@
-"""What the datastore integration tests share: a recording syncer consumer and etcd snapshots."""
+"""What the datastore integration tests share: a recording syncer consumer, etcd snapshots and
+an etcd client that loses one transaction."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from calico.datastore.etcd import EtcdClient
+from calico.datastore.etcd import EtcdClient, EtcdUnavailable, TxnResult
 from calico.datastore.syncer import SyncStatus, Update
 
 PREFIX = "/calico/resources/v3/projectcalico.org/"
@@ -74,3 +75,22 @@ def wait_until(cond: Any, timeout: float, what: str) -> float:
             raise AssertionError(f"{what}: not within {timeout}s")
         time.sleep(0.01)
     return time.monotonic() - start
+
+
+class FailingTxn(EtcdClient):
+    """A real client whose ``fail_at``-th transaction is lost: not sent (``applied`` False) or
+    sent and applied, its answer then lost (``applied`` True), as when etcd dies mid-request."""
+
+    def __init__(self, endpoint: str, *, fail_at: int, applied: bool) -> None:
+        super().__init__(endpoint)
+        self.calls = 0
+        self.fail_at = fail_at
+        self.applied = applied
+
+    def txn(self, *args: Any, **kw: Any) -> TxnResult:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            if self.applied:
+                super().txn(*args, **kw)
+            raise EtcdUnavailable("etcd /v3/kv/txn: connection lost (injected)")
+        return super().txn(*args, **kw)

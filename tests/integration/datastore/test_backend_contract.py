@@ -11,6 +11,7 @@ delivers a list then every change once, and survives a broken watch and a revisi
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Iterator
@@ -89,7 +90,7 @@ def _real_kube_store(api: kube_apiserver.KubeAPIServer) -> Store:
 
     st = Store("kube-real", client(), client, cannot, lambda b: cannot())
     for prefix in (POOL, HANDLE, BLOCK4):  # one server for the module: start empty
-        st.cleanup.append(lambda p=prefix: st.backend.delete_prefix(p))
+        st.cleanup.append(functools.partial(_delete_prefix, st.backend, prefix))
     return st
 
 
@@ -334,3 +335,7 @@ def test_syncer_survives_a_broken_watch_and_a_forgotten_revision(store: Store) -
         assert syncer.disconnects + syncer.relists >= 1
     finally:
         syncer.stop()
+
+
+def _delete_prefix(backend: Backend, prefix: str) -> None:
+    backend.delete_prefix(prefix)

@@ -54,7 +54,7 @@ def test_update_with_stale_revision_fails_clearly(datastore: Client) -> None:
     stale_rv = first["metadata"]["resourceVersion"]
     datastore.update(pool("p1", "10.2.0.0/16"))
     stale = pool("p1", "10.3.0.0/16")
-    stale["metadata"] = {"name": "p1", "resourceVersion": stale_rv}  # type: ignore[index]
+    stale["metadata"] = {"name": "p1", "resourceVersion": stale_rv}
     with pytest.raises(Conflict, match=f"not {stale_rv}"):
         datastore.update(stale)
     assert datastore.get("IPPool", "p1")["spec"]["cidr"] == "10.2.0.0/16"

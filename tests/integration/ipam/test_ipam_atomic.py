@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from calico.datastore.backend import KV
 from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient, cmp_absent, cmp_mod, op_delete, op_get, op_put
 from calico.datastore.etcd_server import EtcdServer
@@ -16,6 +17,13 @@ from calico.ipam import atomic, keys
 from calico.ipam.client import IPAMClient, IPAMConfig, IPAMError, PoolExhausted
 
 pytestmark = pytest.mark.etcd
+
+
+def stored(etcd: EtcdClient, key: str) -> KV:
+    """The record at ``key``, which the test expects to be there."""
+    kv = etcd.get(key)
+    assert kv is not None, f"nothing stored at {key}"
+    return kv
 
 
 class Counting(EtcdClient):
@@ -76,14 +84,16 @@ def test_assign_writes_the_ordinary_records_and_extra_in_one_txn(
     assert not reused
     assert len(ips) == 1
     [block] = ipam.host_blocks("node1")
-    handle = etcd.get(keys.handle_key("net.c1"))
+    handle = stored(etcd, keys.handle_key("net.c1"))
     assert json.loads(handle.value) == {"handleID": "net.c1", "block": {str(block): 1}}
-    wep = etcd.get("/wep/c1")
+    wep = stored(etcd, "/wep/c1")
     assert json.loads(wep.value) == ips
-    blk = etcd.get(keys.block_key(block))
+    blk = stored(etcd, keys.block_key(block))
     assert wep.mod_revision == handle.mod_revision == blk.mod_revision  # one transaction
-    assert ipam.ip_info(ips[0])["handle_id"] == "net.c1"
-    assert ipam.ip_info(ips[0])["attributes"] == {"node": "node1"}
+    info = ipam.ip_info(ips[0])
+    assert info is not None
+    assert info["handle_id"] == "net.c1"
+    assert info["attributes"] == {"node": "node1"}
     # with the view remembered, the next allocation is one round trip
     before = etcd.posts
     more, _ = atomic.assign(ipam.backend, handle_id="net.c2", host="node1", cache=cache)
@@ -95,7 +105,7 @@ def test_assign_writes_the_ordinary_records_and_extra_in_one_txn(
         cache=cache,
     )  # fmt: skip
     assert (again, reused) == (ips, True)
-    assert etcd.get("/wep/c1").value == b"again"
+    assert stored(etcd, "/wep/c1").value == b"again"
 
 
 def test_remembered_view_never_double_allocates_or_uses_a_disabled_pool(
@@ -143,7 +153,7 @@ def test_release_with_guards(etcd: EtcdClient, datastore: Client) -> None:
     make_pool(datastore, "p", "10.73.0.0/24", 26)
     ipam = IPAMClient(etcd)
     ips, _ = atomic.assign(ipam.backend, handle_id="h", host="n", extra=lambda got: {"/wep/h": "x"})
-    wep = etcd.get("/wep/h")
+    wep = stored(etcd, "/wep/h")
     handle = etcd.get(keys.handle_key("h"))
     assert atomic.release(ipam.backend, handle, guards={"/wep/h": wep.mod_revision}) == ips
     assert etcd.get("/wep/h") is None
@@ -152,17 +162,17 @@ def test_release_with_guards(etcd: EtcdClient, datastore: Client) -> None:
     ips, _ = atomic.assign(
         ipam.backend, handle_id="h2", host="n", extra=lambda got: {"/wep/h2": "x"}
     )
-    old = etcd.get("/wep/h2").mod_revision
+    old = stored(etcd, "/wep/h2").mod_revision
     etcd.put("/wep/h2", "someone else's")
     assert (
         atomic.release(ipam.backend, etcd.get(keys.handle_key("h2")), guards={"/wep/h2": old})
         == ips
     )
-    assert etcd.get("/wep/h2").value == b"someone else's"
+    assert stored(etcd, "/wep/h2").value == b"someone else's"
     assert ipam.ip_info(ips[0]) is None
     # no handle: only the guards
     assert (
-        atomic.release(ipam.backend, None, guards={"/wep/h2": etcd.get("/wep/h2").mod_revision})
+        atomic.release(ipam.backend, None, guards={"/wep/h2": stored(etcd, "/wep/h2").mod_revision})
         == []
     )
     assert etcd.get("/wep/h2") is None
@@ -195,16 +205,18 @@ def test_concurrent_assigns_with_a_shared_cache(etcd: EtcdClient, datastore: Cli
     assert in_use == 60
 
 
-def test_a_claim_is_one_transaction_with_no_pending_state(etcd: EtcdClient, datastore: Client):
+def test_a_claim_is_one_transaction_with_no_pending_state(
+    etcd: EtcdClient, datastore: Client
+) -> None:
     make_pool(datastore, "p", "10.75.0.0/24", 26)
     ips, _ = atomic.assign(etcd, handle_id="h", host="n", extra=lambda got: {"/wep/h": "x"})
     [block] = IPAMClient(etcd).host_blocks("n")
-    aff = etcd.get(keys.affinity_key("n", block))
-    blk = etcd.get(keys.block_key(block))
-    handle = etcd.get(keys.handle_key("h"))
+    aff = stored(etcd, keys.affinity_key("n", block))
+    blk = stored(etcd, keys.block_key(block))
+    handle = stored(etcd, keys.handle_key("h"))
     assert json.loads(aff.value) == {"state": "confirmed", "deleted": False}
     assert aff.mod_revision == blk.mod_revision == handle.mod_revision
-    assert aff.mod_revision == etcd.get("/wep/h").mod_revision
+    assert aff.mod_revision == stored(etcd, "/wep/h").mod_revision
     assert json.loads(blk.value)["affinity"] == "host:n"
     assert ips[0] in [str(a) for a in block]
 
@@ -224,18 +236,18 @@ def test_reuse_or_add_to_a_handle_and_ensured_keys(etcd: EtcdClient, datastore: 
     make_pool(datastore, "p", "10.77.0.0/24", 26)
     ips, reused = atomic.assign(etcd, handle_id="h", host="n", ensure={"/profile/net": "v1"})
     assert not reused
-    assert etcd.get("/profile/net").value == b"v1"
+    assert stored(etcd, "/profile/net").value == b"v1"
     etcd.put("/profile/net", "edited")  # an ensured key is created when absent, never rewritten
     again, reused = atomic.assign(etcd, handle_id="h", host="n", ensure={"/profile/net": "v1"},
                                   extra=lambda got: {"/wep/h": json.dumps(got)})  # fmt: skip
     assert (again, reused) == (ips, True)
-    assert etcd.get("/profile/net").value == b"edited"
-    assert json.loads(etcd.get("/wep/h").value) == ips
+    assert stored(etcd, "/profile/net").value == b"edited"
+    assert json.loads(stored(etcd, "/wep/h").value) == ips
     ipam = IPAMClient(etcd)
     more = ipam.auto_assign(handle_id="h", host="n", num_v4=2)  # Calico's AutoAssign adds
     assert sorted(ipam.ips_by_handle("h")) == sorted(ips + more)
     [block] = ipam.host_blocks("n")
-    assert json.loads(etcd.get(keys.handle_key("h")).value)["block"] == {str(block): 3}
+    assert json.loads(stored(etcd, keys.handle_key("h")).value)["block"] == {str(block): 3}
     assert sorted(ipam.release_by_handle("h")) == sorted(ips + more)
 
 
@@ -249,9 +261,9 @@ def test_assign_ip_and_release_by_address_keep_handles_exact(
     with pytest.raises(IPAMError, match="already allocated"):
         ipam.assign_ip("10.78.0.70", handle_id="x", host="n")
     assert ipam.host_blocks("n") == [ipaddress.ip_network("10.78.0.64/26")]
-    assert json.loads(etcd.get(keys.handle_key("tun")).value)["block"] == {"10.78.0.64/26": 2}
+    assert json.loads(stored(etcd, keys.handle_key("tun")).value)["block"] == {"10.78.0.64/26": 2}
     assert ipam.release_ips(["10.78.0.70", "10.78.0.99"]) == ["10.78.0.99"]
-    assert json.loads(etcd.get(keys.handle_key("tun")).value)["block"] == {"10.78.0.64/26": 1}
+    assert json.loads(stored(etcd, keys.handle_key("tun")).value)["block"] == {"10.78.0.64/26": 1}
     assert ipam.release_ips(["10.78.0.71"]) == []
     assert etcd.get(keys.handle_key("tun")) is None
     assert ipam.ips_by_handle("tun") == []

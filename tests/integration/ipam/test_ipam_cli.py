@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from calico.cli.main import cli
 from calico.datastore.client import Client
+from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
 from calico.ipam.client import IPAMClient
 
@@ -21,7 +22,7 @@ def run(etcd_server: EtcdServer, *args: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def setup(etcd, datastore: Client):
+def setup(etcd: EtcdClient, datastore: Client) -> tuple[str, str]:
     datastore.create(
         {
             "apiVersion": "projectcalico.org/v3",
@@ -48,7 +49,7 @@ def setup(etcd, datastore: Client):
     return used, leak
 
 
-def test_show(etcd_server, setup) -> None:
+def test_show(etcd_server: EtcdServer, setup: tuple[str, str]) -> None:
     used, _ = setup
     code, out = run(etcd_server, "ipam", "show")
     assert code == 0, out
@@ -68,7 +69,9 @@ def test_show(etcd_server, setup) -> None:
     assert "--ip: 'banana' is not a valid IP address" in out
 
 
-def test_check_finds_leak_then_release_fixes_it(etcd_server, setup) -> None:
+def test_check_finds_leak_then_release_fixes_it(
+    etcd_server: EtcdServer, setup: tuple[str, str]
+) -> None:
     _, leak = setup
     code, out = run(etcd_server, "ipam", "check")
     assert code == 1

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from calico.datastore.backend import KV
 from calico.datastore.client import Client
 from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
@@ -15,6 +16,13 @@ from calico.ipam import keys, report
 from calico.ipam.client import IPAMClient, IPAMConfig, IPAMError, PoolExhausted
 
 pytestmark = pytest.mark.etcd
+
+
+def stored(etcd: EtcdClient, key: str) -> KV:
+    """The record at ``key``, which the test expects to be there."""
+    kv = etcd.get(key)
+    assert kv is not None, f"nothing stored at {key}"
+    return kv
 
 
 def make_pool(ds: Client, name: str, cidr: str, block_size: int, **spec: Any) -> None:
@@ -39,10 +47,10 @@ def test_claims_affine_block_with_calico_layout(etcd: EtcdClient, datastore: Cli
     aff = etcd.get(keys.affinity_key("node1", block))
     assert aff is not None
     assert json.loads(aff.value)["state"] == "confirmed"
-    raw = json.loads(etcd.get(keys.block_key(block)).value)
+    raw = json.loads(stored(etcd, keys.block_key(block)).value)
     assert raw["affinity"] == "host:node1"
     assert raw["attributes"] == [{"handle_id": "net.c1", "secondary": {"node": "node1"}}]
-    handle = json.loads(etcd.get(keys.handle_key("net.c1")).value)
+    handle = json.loads(stored(etcd, keys.handle_key("net.c1")).value)
     assert handle == {"handleID": "net.c1", "block": {str(block): 1}}
     # the same host keeps using its block; another host gets its own
     more = ipam.auto_assign(handle_id="net.c2", host="node1")
@@ -57,7 +65,9 @@ def test_claims_affine_block_with_calico_layout(etcd: EtcdClient, datastore: Cli
     assert info["affinity"] == "host:node1"
 
 
-def test_full_block_claims_next_then_borrows_then_exhausts(etcd, datastore) -> None:
+def test_full_block_claims_next_then_borrows_then_exhausts(
+    etcd: EtcdClient, datastore: Client
+) -> None:
     make_pool(datastore, "small", "10.71.0.0/29", 30)  # two blocks of four
     ipam = IPAMClient(etcd)
     a = ipam.auto_assign(handle_id="a", host="n1", num_v4=5)
@@ -78,7 +88,7 @@ def test_full_block_claims_next_then_borrows_then_exhausts(etcd, datastore) -> N
         ipam.auto_assign(handle_id="e", host="n3", num_v4=1)
 
 
-def test_strict_affinity_never_borrows(etcd, datastore) -> None:
+def test_strict_affinity_never_borrows(etcd: EtcdClient, datastore: Client) -> None:
     make_pool(datastore, "small", "10.72.0.0/30", 30)
     ipam = IPAMClient(etcd)
     ipam.set_config(IPAMConfig(strict_affinity=True))
@@ -87,7 +97,7 @@ def test_strict_affinity_never_borrows(etcd, datastore) -> None:
         ipam.auto_assign(handle_id="b", host="n2")
 
 
-def test_pool_selection(etcd, datastore) -> None:
+def test_pool_selection(etcd: EtcdClient, datastore: Client) -> None:
     make_pool(datastore, "off", "10.73.0.0/24", 26, disabled=True)
     make_pool(datastore, "zone-a", "10.74.0.0/24", 26, nodeSelector="zone == 'a'")
     make_pool(datastore, "v6", "fd74::/120", 122)
@@ -116,7 +126,7 @@ def test_pool_selection(etcd, datastore) -> None:
     assert etcd.get(keys.handle_key("h1")) is None
 
 
-def test_usage_and_check(etcd, datastore) -> None:
+def test_usage_and_check(etcd: EtcdClient, datastore: Client) -> None:
     make_pool(datastore, "p", "10.75.0.0/24", 26)
     ipam = IPAMClient(etcd)
     [ip1] = ipam.auto_assign(handle_id="h1", host="n1")
@@ -139,7 +149,7 @@ def test_usage_and_check(etcd, datastore) -> None:
     assert not chk.ok
 
 
-def test_concurrent_assign_many_hosts(etcd_server: EtcdServer, datastore) -> None:
+def test_concurrent_assign_many_hosts(etcd_server: EtcdServer, datastore: Client) -> None:
     make_pool(datastore, "p", "10.76.0.0/24", 28)  # 16 blocks of 16
     results: dict[str, list[str]] = {}
     errors: list[BaseException] = []

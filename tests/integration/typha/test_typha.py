@@ -16,7 +16,7 @@ import pytest
 from calico.calc.graph import watched_prefixes
 from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
-from calico.datastore.syncer import Syncer, SyncStatus
+from calico.datastore.syncer import Syncer, SyncStatus, Update
 from tests.integration.datastore.support import PREFIX, Recorder, history, snapshot, wait_until
 from tests.integration.typha.support import Agent, TyphaProcess
 
@@ -131,7 +131,12 @@ def test_a_slow_client_is_dropped_while_the_others_keep_up(
     stuck = Agent([typha.addr], "stuck")
     fast = Agent([typha.addr], "fast")
     real = stuck.on_updates
-    stuck.syncer._on_updates = lambda ups: (blocked.wait(60), real(ups))  # type: ignore[method-assign]
+
+    def held_up(ups: list[Update]) -> None:  # the agent's consumer blocked
+        blocked.wait(60)
+        real(ups)
+
+    stuck.syncer._on_updates = held_up
     try:
         fast.wait_for(_wanted(etcd))
         writer = Writer(EtcdClient(etcd.endpoints), pad=20000, pause=0.0)

@@ -136,7 +136,7 @@ def test_node_selector_limits_where_a_peer_applies() -> None:
 
 
 def test_blocks_pools_and_affinity_states() -> None:
-    pools = [
+    pools: list[dict[str, Any]] = [
         {"spec": {"cidr": "192.168.0.0/16"}},
         {"spec": {"cidr": "fd00::/48"}},
         {"spec": {"cidr": "10.10.0.0/16", "disableBGPExport": True}},

@@ -401,7 +401,9 @@ def service_account_profile(namespace: str, account: str, labels: dict[str, str]
 
 
 def base_resources() -> list[dict[str, Any]]:
-    accounts = {(WORKLOADS[w][0], "default"): {} for w in WORKLOADS}
+    accounts: dict[tuple[str, str], dict[str, str]] = {
+        (WORKLOADS[w][0], "default"): {} for w in WORKLOADS
+    }
     for w, (account, labels) in SERVICE_ACCOUNTS.items():
         accounts[(WORKLOADS[w][0], account)] = labels
     return (

@@ -16,9 +16,8 @@ KV = tuple[str, dict[str, Any] | None]
 
 def key_of(obj: dict[str, Any]) -> str:
     if obj["kind"] == "IPAMBlock":  # not a v3 resource: Calico's IPAM block key (tests' marker)
-        return ipam_keys.block_prefix(6 if ":" in obj["cidr"] else 4) + obj["cidr"].replace(
-            "/", "-"
-        )
+        cidr: str = obj["cidr"]
+        return ipam_keys.block_prefix(6 if ":" in cidr else 4) + cidr.replace("/", "-")
     kind = kinds.KINDS[obj["kind"]]
     meta = obj["metadata"]
     return kind.key(meta["name"], meta.get("namespace"))

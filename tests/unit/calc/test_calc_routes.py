@@ -261,7 +261,7 @@ def test_packed_cidrs_order_nest_and_print_like_the_networks(a: Net, b: Net) -> 
     """The resolver keeps each CIDR as one int: same order (IPv4 first), same nesting, same
     text, and its supernets are the networks' supernets."""
     ka, kb = route_resolver.cidr_key(a), route_resolver.cidr_key(b)
-    assert (ka < kb) == ((a.version, a) < (b.version, b))  # type: ignore[operator]
+    assert (ka < kb) == ((a.version, a) < (b.version, b))
     assert (ka == kb) == (a == b)
     same = a.version == b.version
     assert route_resolver._inside(ka, kb) == (same and a.subnet_of(b))  # type: ignore[arg-type]

@@ -152,7 +152,9 @@ def test_packet_cost_does_not_grow_with_tiers_that_do_not_apply() -> None:
     ``a``: the same (those tiers are not in b's chain at all)."""
 
     def cost(n_tiers: int) -> int:
-        tiers = {f"t{i}": (float(i), "Deny") for i in range(n_tiers)}
+        tiers: dict[str, tuple[float | None, str]] = {
+            f"t{i}": (float(i), "Deny") for i in range(n_tiers)
+        }
         pols = [
             tw.Policy(f"t{i}.only-a", f"t{i}", 1, "app == 'a'", [tw.Rule("Allow")], [], None)
             for i in range(n_tiers)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import hypothesis
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from calico.cni import endpoint, install, k8s, netconf, result, veth
 
 
-def conf(**kw):
+def conf(**kw: Any) -> bytes:
     base = {"cniVersion": "0.3.1", "name": "n", "type": "calico", "ipam": {"type": "calico-ipam"}}
     base.update(kw)
     return json.dumps(base).encode()
@@ -57,7 +58,7 @@ def test_guide_config_parses() -> None:
         ({"policy": "k8s"}, 7, "policy"),
     ],
 )
-def test_bad_configs(kw, code, msg) -> None:
+def test_bad_configs(kw: dict[str, Any], code: int, msg: str) -> None:
     raw = json.loads(conf())
     raw.update(kw)
     if raw.get("ipam") is None:

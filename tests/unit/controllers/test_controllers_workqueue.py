@@ -71,3 +71,27 @@ def test_shutdown_wakes_blocked_getters() -> None:
     q.shutdown()
     t.join(2)
     assert got == [None]
+
+
+def test_get_many_takes_due_keys_up_to_the_limit_and_holds_them_in_flight() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    for i, key in enumerate("abcde"):
+        q.add(key, float(i))
+    q.add_after("late", 60)
+    batch = q.get_many(3, 0)
+    assert batch == [("a", 0.0), ("b", 1.0), ("c", 2.0)]
+    q.add("a", 7.0)  # in flight: marked, not handed out again until done
+    assert q.get_many(10, 0) == [("d", 3.0), ("e", 4.0)]  # "late" is not due
+    assert q.get_many(10, 0.01) == []
+    for key in "bcde":
+        q.done(key)
+    q.done("a")
+    assert q.get_many(10, 0) == [("a", 7.0)]
+
+
+def test_get_many_waits_for_the_first_key_and_returns_empty_on_shutdown() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    threading.Timer(0.05, q.add, args=("x",)).start()
+    assert [k for k, _ in q.get_many(5, 5)] == ["x"]
+    threading.Timer(0.05, q.shutdown).start()
+    assert q.get_many(5) == []

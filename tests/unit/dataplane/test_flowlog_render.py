@@ -8,7 +8,7 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from calico.dataplane import endpoint_render, flowlog_render, nft_trace, policy_manager
+from calico.dataplane import endpoint_render, flowlog_render, nft_render, nft_trace, policy_manager
 from calico.dpapi import flows
 from calico.dpapi import messages as m
 from calico.dpapi import policy_plan as plan
@@ -100,7 +100,7 @@ def test_endpoint_chain_of_a_staged_endpoint() -> None:
     cfg = flowlog_render.FlowLogConfig(enabled=True)
     rules, points = endpoint_render.render_endpoint_chain(chain, flow_logs=cfg, staged_walk="W")
     body = [r.split(' comment "')[0] for r in rules]
-    assert body.index("jump W") < body.index(endpoint_render.r.CLEAR_VERDICT)
+    assert body.index("jump W") < body.index(nft_render.CLEAR_VERDICT)
     assert {p.by for p in points} == {flows.BY_TIER, flows.BY_PROFILE, flows.BY_NO_PROFILE}
     staged = endpoint_render.staged_walk(chain, flow_logs=cfg)
     walk = staged[endpoint_render.staged_walk_name(chain)][0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -76,7 +77,7 @@ def test_records_round_trip_through_their_objects() -> None:
 
 
 def test_a_pod_is_an_endpoint_once_annotated() -> None:
-    pod = {"metadata": {"name": "web", "namespace": "ns1", "labels": {"app": "w"},
+    pod: dict[str, Any] = {"metadata": {"name": "web", "namespace": "ns1", "labels": {"app": "w"},
                         "resourceVersion": "7", "annotations": {}},
            "spec": {"nodeName": "n1", "serviceAccountName": "sa",
                     "containers": [{"ports": [{"name": "http", "containerPort": 80}]}]},

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from calico.datastore.etcd import KV
 from calico.ipam import keys, plan
 from calico.ipam.block import Block
-from calico.ipam.errors import PoolExhausted
+from calico.ipam.errors import IPAMError, PoolExhausted
 from calico.ipam.view import View
 
-POOL = ipaddress.ip_network("10.9.0.0/28")  # four blocks of four
+POOL = ipaddress.IPv4Network("10.9.0.0/28")  # four blocks of four
 BLOCKS = list(POOL.subnets(new_prefix=30))
 
 
@@ -101,13 +101,13 @@ def test_a_plan_is_exact_and_never_double_allocates(
 
 def _existed(blocks: dict[int, tuple[str | None, int]], cidr: str) -> str | None:
     """The host an existing block was affine to ("-" for a block that did not exist)."""
-    index = BLOCKS.index(ipaddress.ip_network(cidr))
+    index = BLOCKS.index(ipaddress.IPv4Network(cidr))
     return blocks[index][0] if index in blocks else "-"
 
 
 def test_a_requested_pool_that_does_not_exist_is_an_error() -> None:
     view = _view({}, strict=False, auto=True)
-    with pytest.raises(plan.IPAMError, match="does not exist"):
+    with pytest.raises(IPAMError, match="does not exist"):
         plan.assignment(view, [(4, 1, ["10.1.0.0/16"])], handle_id="h", host="me", attrs={})
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 
 from calico.ipam.pools import Pool, PoolError, select_pools
 
 
-def pool(name: str, cidr: str, **spec) -> Pool:
+def pool(name: str, cidr: str, **spec: Any) -> Pool:
     return Pool.from_resource({"metadata": {"name": name}, "spec": {"cidr": cidr, **spec}})
 
 

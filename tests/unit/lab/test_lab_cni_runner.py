@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from calico_lab import cni_runner, nodes, views
@@ -16,7 +18,11 @@ def test_cni_args_are_kubelets() -> None:
 
 
 def test_plugin_conf_carries_name_version_and_prev_result() -> None:
-    conflist = {"name": "net", "cniVersion": "0.3.1", "plugins": [{"type": "calico"}]}
+    conflist: dict[str, Any] = {
+        "name": "net",
+        "cniVersion": "0.3.1",
+        "plugins": [{"type": "calico"}],
+    }
     conf = cni_runner._plugin_conf(conflist, conflist["plugins"][0], {"ips": []})
     assert conf == {
         "type": "calico",
@@ -87,6 +93,10 @@ def test_status_text() -> None:
 def test_plugins_run_only_in_lab_namespaces(host: str | None, pod: str) -> None:
     """The plugins program "this" namespace: never the root one (nothing is executed here)."""
     ref = cni_runner.PodRef(namespace="x", name="a", container_id="c1", netns=pod)
-    conflist = {"name": "net", "cniVersion": "0.3.1", "plugins": [{"type": "calico"}]}
+    conflist: dict[str, Any] = {
+        "name": "net",
+        "cniVersion": "0.3.1",
+        "plugins": [{"type": "calico"}],
+    }
     with pytest.raises(cni_runner.CNIError, match="is not a lab namespace"):
         cni_runner.add(conflist, ref, cni_path="/nonexistent", host_netns=host)

@@ -71,7 +71,7 @@ def test_the_manifest_mounts_nothing_a_host_may_lack() -> None:
 
 
 def test_a_pod_without_an_image_serves_its_container_ports_with_the_responder() -> None:
-    pod = {
+    pod: dict[str, Any] = {
         "kind": "Pod",
         "metadata": {"name": "a", "namespace": "x"},
         "spec": {
@@ -92,7 +92,7 @@ def test_a_pod_without_an_image_serves_its_container_ports_with_the_responder() 
 
 
 def test_other_images_and_given_commands_are_left_alone() -> None:
-    spec = {
+    spec: dict[str, Any] = {
         "containers": [
             {"name": "a", "image": "busybox:1.36", "ports": [{"containerPort": 80}]},
             {"name": "b", "image": "calico-lab/responder", "args": ["--tcp", "9000"]},

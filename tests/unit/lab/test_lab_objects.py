@@ -32,12 +32,12 @@ def test_names_are_prefixed_and_stable() -> None:
 
 
 @pytest.mark.parametrize("bad", ["", "Demo", "a-b", "x" * 16, "a/b"])
-def test_bad_lab_names_are_rejected(bad) -> None:
+def test_bad_lab_names_are_rejected(bad: str) -> None:
     with pytest.raises(LabError, match="lab name"):
         state.check_name(bad)
 
 
-def test_state_round_trips(tmp_path, monkeypatch) -> None:
+def test_state_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALICO_LAB_ROOT", str(tmp_path))
     lab = LabState(name="rt", dir=str(state.lab_dir("rt")))
     lab.nodes = [NodeState("node1", "calab-rt-node1", "10.99.0.11", pid=5)]
@@ -114,7 +114,7 @@ def test_parse_json() -> None:
         ("apiVersion: projectcalico.org/v3\nkind: NoSuchKind\nmetadata: {name: n}\n", "NoSuchKind"),
     ],
 )
-def test_parse_rejects_bad_input(text, match) -> None:
+def test_parse_rejects_bad_input(text: str, match: str) -> None:
     with pytest.raises(LabError, match=match):
         objects.parse(text, "f.yaml")
 
@@ -126,15 +126,15 @@ def test_container_ports_upper_cases_and_checks() -> None:
         }
     }
     assert pods.container_ports(pod) == [{"containerPort": 81, "protocol": "UDP", "name": "dns"}]
-    bad = {"spec": {"containers": [{"ports": [{"containerPort": 0}]}]}}
+    bad_port = {"spec": {"containers": [{"ports": [{"containerPort": 0}]}]}}
     with pytest.raises(LabError, match=r"spec.containers\[0\].ports\[0\].containerPort"):
-        pods.container_ports(bad)
-    bad = {"spec": {"containers": [{"ports": [{"containerPort": 1, "protocol": "ICMP"}]}]}}
+        pods.container_ports(bad_port)
+    bad_protocol = {"spec": {"containers": [{"ports": [{"containerPort": 1, "protocol": "ICMP"}]}]}}
     with pytest.raises(LabError, match="protocol"):
-        pods.container_ports(bad)
+        pods.container_ports(bad_protocol)
 
 
-def test_placement_round_robin_and_node_name(tmp_path) -> None:
+def test_placement_round_robin_and_node_name(tmp_path: Path) -> None:
     lab = _lab(tmp_path)
     assert [pods.place(lab, {"spec": {}}) for _ in range(3)] == ["node1", "node2", "node1"]
     assert pods.place(lab, {"spec": {"nodeName": "node2"}}) == "node2"

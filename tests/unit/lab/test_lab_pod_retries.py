@@ -4,6 +4,7 @@ leader) or a dataplane error (101) is followed by DEL and another ADD; other err
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,9 @@ def _run(monkeypatch: pytest.MonkeyPatch, lab: Any, codes: list[int]) -> list[st
     def delete(*_: object, **__: object) -> None:
         calls.append("DEL")
 
-    monkeypatch.setattr(pods.cni_runner, "add", add)
-    monkeypatch.setattr(pods.cni_runner, "delete", delete)
-    monkeypatch.setattr(pods.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(cni_runner, "add", add)
+    monkeypatch.setattr(cni_runner, "delete", delete)
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
     pod = PodState("default", "p", "node1", "calab-t-p-1", "c1")
     pods.cni_add(lab, pod)
     return calls

@@ -20,6 +20,11 @@ class Clock:
         return self.now
 
 
+def running(svc: Service) -> bool:
+    """Read afresh each time: the child's state changes between two reads of the property."""
+    return svc.running
+
+
 def _wait_exit(svc: Service) -> None:
     assert svc.proc is not None
     svc.proc.wait(5)
@@ -36,9 +41,9 @@ def test_restart_backoff_missing_binary_and_precondition(tmp_path: Path) -> None
     )
     try:
         sup.poll()
-        assert sleeper.running
-        assert not gated.running
-        assert not missing.running
+        assert running(sleeper)
+        assert not running(gated)
+        assert not running(missing)
         assert "cannot start" in missing.last_error
         health = json.loads((tmp_path / "health.json").read_text())
         assert health["ready"] is False
@@ -49,16 +54,16 @@ def test_restart_backoff_missing_binary_and_precondition(tmp_path: Path) -> None
         os.kill(first, signal.SIGKILL)
         _wait_exit(sleeper)
         sup.poll()  # reaped; restart scheduled 1 s later
-        assert not sleeper.running
+        assert not running(sleeper)
         assert sleeper.last_exit == -signal.SIGKILL
         clock.now += 1.01
         flag.write_text("x")
         sup.poll()
-        assert sleeper.running
+        assert running(sleeper)
         assert sleeper.proc is not None
         assert sleeper.proc.pid != first
         assert sleeper.restarts == 1
-        assert gated.running
+        assert running(gated)
 
         # back-off doubles while it keeps dying quickly
         assert sleeper.proc is not None
@@ -67,16 +72,16 @@ def test_restart_backoff_missing_binary_and_precondition(tmp_path: Path) -> None
         sup.poll()
         clock.now += 1.01
         sup.poll()
-        assert not sleeper.running  # now 2 s
+        assert not running(sleeper)  # now 2 s
         clock.now += 1.0
         sup.poll()
-        assert sleeper.running
+        assert running(sleeper)
         assert sleeper.restarts == 2
         assert (tmp_path / "log" / "sleeper" / "current").exists()
     finally:
         sup.stop(grace=2)
-    assert not sleeper.running
-    assert not gated.running
+    assert not running(sleeper)
+    assert not running(gated)
     assert json.loads((tmp_path / "health.json").read_text())["services"]["gated"]["pid"] is None
 
 

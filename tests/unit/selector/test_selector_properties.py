@@ -80,25 +80,29 @@ def reference(ast: Ast, labels: Mapping[str, str]) -> bool:
         return all(reference(x, labels) for x in ast[1])
     if op == "or":
         return any(reference(x, labels) for x in ast[1])
-    key = ast[1]
+    return _reference_comparison(op, labels, ast[1], ast[2] if len(ast) > 2 else None)
+
+
+def _reference_comparison(op: str, labels: Mapping[str, str], key: str, arg: Any) -> bool:
+    """A key's comparison (``has``, ``eq``, ... ``contains``) against ``arg``."""
     present = key in labels
     value = labels.get(key, "")
     if op == "has":
         return present
     if op == "eq":
-        return present and value == ast[2]
+        return present and value == arg
     if op == "ne":
-        return not present or value != ast[2]
+        return not present or value != arg
     if op == "in":
-        return present and value in ast[2]
+        return present and value in arg
     if op == "notin":
-        return not present or value not in ast[2]
+        return not present or value not in arg
     if op == "sw":
-        return present and value.startswith(ast[2])
+        return present and value.startswith(arg)
     if op == "ew":
-        return present and value.endswith(ast[2])
+        return present and value.endswith(arg)
     assert op == "contains"
-    return present and ast[2] in value
+    return present and arg in value
 
 
 PRECEDENCE = {"or": 1, "and": 2}

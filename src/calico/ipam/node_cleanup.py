@@ -1,4 +1,5 @@
-"""``calicoctl delete node NAME``: remove a node and what it leaves behind, in Calico's order.
+"""Remove a Calico node and what it leaves behind, in Calico's order: ``calicoctl delete node
+NAME`` and the kube-controllers' node controller (:mod:`calico.controllers.nodes`) both run this.
 
 1. the addresses of its WorkloadEndpoints (``spec.node`` = NAME) and its tunnel addresses
    (``spec.bgp.ipv4IPIPTunnelAddr``, ``spec.ipv4VXLANTunnelAddr``) are released (their handles
