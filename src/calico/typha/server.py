@@ -33,6 +33,7 @@ from calico.typha.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 HELLO, SNAPSHOT, LIVE, CLOSED = "hello", "snapshot", "live", "closed"
+REFUSE_LINGER = 2.0  # seconds a refused connection stays open for the client to read why
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class Conn(asyncio.Protocol):
         self.server.opened(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.phase == CLOSED:
+            return  # refused: what the client still sends (its hello) is read and ignored
         try:
             self.reader.feed(data)
             for payload in self.reader.frames():
@@ -165,7 +168,7 @@ class Conn(asyncio.Protocol):
         self._closed(why)
         if transport is not None and not transport.is_closing():
             transport.write(wire.encode(wire.Refused(reason)))
-            transport.close()
+            _close_later(transport)
 
     def drop(self, reason: str, why: str) -> None:
         logger.warning("dropping client %s (syncer %s): %s", self.peer, self.syncer, reason)
@@ -177,6 +180,18 @@ class Conn(asyncio.Protocol):
         if self.phase != CLOSED:
             self.phase = CLOSED
             self.server.closed(self, why)
+
+
+def _close_later(transport: asyncio.Transport) -> None:
+    """Close after REFUSE_LINGER: closing at once, with the client's hello arriving, resets the
+    connection and can lose the Refused frame (the client would only see "connection reset");
+    the client closes first once it has read why."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop (unit tests drive connections by hand)
+        transport.close()
+        return
+    loop.call_later(REFUSE_LINGER, transport.close)
 
 
 class Server:
