@@ -26,6 +26,7 @@ Measured in the same run, against one real etcd:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -232,6 +233,120 @@ def change_latencies(
         time.sleep(0.02)
 
 
+@dataclasses.dataclass
+class ColdStarts:
+    """Per rep: each baseline's and the controller's times, and the controller's etcd writes."""
+
+    bases: list[float] = dataclasses.field(default_factory=list)
+    bulks: list[float] = dataclasses.field(default_factory=list)
+    readies: list[float] = dataclasses.field(default_factory=list)
+    colds: list[float] = dataclasses.field(default_factory=list)
+    puts: list[int] = dataclasses.field(default_factory=list)
+    txns: list[int] = dataclasses.field(default_factory=list)
+    phases: dict[str, list[dict[str, float]]] = dataclasses.field(
+        default_factory=lambda: {"one": [], "bulk": []}
+    )
+
+
+def cold_starts(
+    ds: Client,
+    fake: FakeKube,
+    *,
+    weps: dict[str, tuple[str, str]],
+    want: dict[str, Any],
+    kubeconfig: Path,
+    watcher: Watcher,
+    env: dict[str, str],
+    port: int,
+    args: argparse.Namespace,
+    procs: list[subprocess.Popen[bytes]],
+) -> ColdStarts:
+    """``args.reps`` times, alternating: the baselines, then the controller, each from the same
+    world (reset between). The last controller is left running (the last of ``procs``)."""
+    runs = ColdStarts()
+    for rep in range(args.reps):
+        for mode, times in (("one", runs.bases), ("bulk", runs.bulks)):
+            watcher.forget(cast(EtcdClient, ds.backend).revision() + 1)
+            took, phase = run_baseline(mode, kubeconfig, env["ETCD_ENDPOINTS"], watcher, want)
+            times.append(took)
+            runs.phases[mode].append(phase)
+            reset(ds, fake, weps)
+        watcher.forget(cast(EtcdClient, ds.backend).revision() + 1)
+        start = time.monotonic()
+        procs.append(start_controller(env, args.workers))
+        runs.readies.append(wait_ready(port) - start)
+        runs.colds.append(watcher.wait_all(want, 600) - start)
+        runs.puts.append(watcher.puts)
+        runs.txns.append(len(watcher.revisions))
+        print(f"rep {rep + 1}: baselines: one thread {runs.bases[-1]:.2f}s, bulk txns "
+              f"{runs.bulks[-1]:.2f}s ({_phases(runs.phases['bulk'][-1])}); controller converged "
+              f"{runs.colds[-1]:.2f}s (ready {runs.readies[-1]:.2f}s)", flush=True)  # fmt: skip
+        if rep < args.reps - 1:
+            procs[-1].terminate()
+            procs[-1].wait(30)
+            reset(ds, fake, weps)
+    return runs
+
+
+def restore_policies(ds: Client, want: dict[str, Any]) -> None:
+    """Put the policies written directly back to their ``want`` specs (what the API server says)."""
+    for key, spec in want.items():
+        if key.startswith(NP.prefix()):
+            kv = ds.backend.get(key)
+            assert kv is not None
+            obj = json.loads(kv.value)
+            if obj["spec"] != spec:
+                obj["spec"] = spec
+                ds.backend.put(key, json.dumps(obj))
+
+
+def record(
+    fake: FakeKube,
+    runs: ColdStarts,
+    *,
+    weps: dict[str, tuple[str, str]],
+    want: dict[str, Any],
+    args: argparse.Namespace,
+    lat: list[float],
+    direct: list[float],
+    warm: tuple[float, int],
+) -> None:
+    """Print the warm restart and save every figure and fact (bench.results)."""
+    warm_ready, warm_writes = warm
+    rec = results.Recorder("controller_sync")
+    n_np = len(fake.list("networkpolicies"))
+    head = cmd.run(["git", "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
+    rec.fact("commit", head)  # this section's; the file's header names the full run's
+    rec.fact("world", f"{len(weps):,} pods, {args.namespaces} namespaces, {n_np:,} "
+             f"NetworkPolicies: {len(want):,} Calico objects")  # fmt: skip
+    rec.fact(
+        "cold_start_etcd_puts",
+        {"puts": runs.puts, "transactions": runs.txns, "objects": len(want)},
+    )
+    rec.fact("baseline_phases_s", runs.phases)
+    rec.fact("warm_restart", {"ready_s": warm_ready, "etcd_writes": warm_writes})
+    print(f"etcd puts per cold start {runs.puts} in {runs.txns} transactions (objects: "
+          f"{len(want)}); warm restart: ready in {warm_ready:.2f}s, {warm_writes} etcd writes "
+          "(should be 0)")  # fmt: skip
+    doc = "docs/design/k8s-controllers.md"
+    rec.figure("cold_start", title="controller cold start to converged", unit="s",
+               samples=runs.colds, baseline=runs.bases,
+               baseline_title="one thread list+convert+write (own process)",
+               readme=f"controller cold start: {len(weps):,} pods, {args.namespaces} "
+               f"namespaces, {n_np:,} NetworkPolicies",
+               doc=doc)  # fmt: skip
+    rec.figure("cold_start_vs_bulk", title="controller cold start to converged", unit="s",
+               samples=runs.colds, baseline=runs.bulks,
+               baseline_title="list+convert, then plain puts in 128-op etcd transactions "
+               "(own process)", doc=doc)  # fmt: skip
+    rec.figure("cold_ready", title="controller cold start to /readyz", unit="s",
+               samples=runs.readies)  # fmt: skip
+    rec.figure("np_change", title="one NetworkPolicy change, API server -> etcd", unit="ms",
+               samples=[x * 1000 for x in lat], baseline=[x * 1000 for x in direct],
+               baseline_title="the same change written directly", doc=doc)  # fmt: skip
+    rec.save()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--namespaces", type=int, default=500)
@@ -266,31 +381,8 @@ def main() -> None:
             "HEALTH_LISTEN": f"127.0.0.1:{port}",
         }
         watcher = Watcher(etcd_server.endpoint, cast(EtcdClient, ds.backend).revision() + 1)
-        bases: list[float] = []
-        bulks: list[float] = []
-        readies, colds, puts, txns = [], [], [], []
-        phases: dict[str, list[dict[str, float]]] = {"one": [], "bulk": []}
-        for rep in range(args.reps):  # alternate: the baselines, then the controller, same world
-            for mode, times in (("one", bases), ("bulk", bulks)):
-                watcher.forget(cast(EtcdClient, ds.backend).revision() + 1)
-                took, phase = run_baseline(mode, kubeconfig, etcd_server.endpoint, watcher, want)
-                times.append(took)
-                phases[mode].append(phase)
-                reset(ds, fake, weps)
-            watcher.forget(cast(EtcdClient, ds.backend).revision() + 1)
-            start = time.monotonic()
-            procs.append(start_controller(env, args.workers))
-            readies.append(wait_ready(port) - start)
-            colds.append(watcher.wait_all(want, 600) - start)
-            puts.append(watcher.puts)
-            txns.append(len(watcher.revisions))
-            print(f"rep {rep + 1}: baselines: one thread {bases[-1]:.2f}s, bulk txns "
-                  f"{bulks[-1]:.2f}s ({_phases(phases['bulk'][-1])}); controller converged "
-                  f"{colds[-1]:.2f}s (ready {readies[-1]:.2f}s)", flush=True)  # fmt: skip
-            if rep < args.reps - 1:
-                procs[-1].terminate()
-                procs[-1].wait(30)
-                reset(ds, fake, weps)
+        runs = cold_starts(ds, fake, weps=weps, want=want, kubeconfig=kubeconfig,
+                           watcher=watcher, env=env, port=port, args=args, procs=procs)  # fmt: skip
 
         lat = list(change_latencies(fake, ds, watcher, args.changes, direct=False))
         # Stop the controller first: it would (rightly) revert the direct writes as drift.
@@ -299,50 +391,15 @@ def main() -> None:
         direct = list(change_latencies(fake, ds, watcher, args.changes, direct=True))
         # Put the direct writes back to what the API server says, then restart warm.
         want = expected(fake, weps)
-        for key, spec in want.items():
-            if key.startswith(NP.prefix()):
-                kv = ds.backend.get(key)
-                assert kv is not None
-                obj = json.loads(kv.value)
-                if obj["spec"] != spec:
-                    obj["spec"] = spec
-                    ds.backend.put(key, json.dumps(obj))
+        restore_policies(ds, want)
         rev = cast(EtcdClient, ds.backend).revision()
         start = time.monotonic()
         procs.append(start_controller(env, args.workers))
         warm_ready = wait_ready(port) - start
         time.sleep(2.0)
         warm_writes = cast(EtcdClient, ds.backend).revision() - rev
-
-        rec = results.Recorder("controller_sync")
-        n_np = len(fake.list("networkpolicies"))
-        head = cmd.run(["git", "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
-        rec.fact("commit", head)  # this section's; the file's header names the full run's
-        rec.fact("world", f"{len(weps):,} pods, {args.namespaces} namespaces, {n_np:,} "
-                 f"NetworkPolicies: {len(want):,} Calico objects")  # fmt: skip
-        rec.fact("cold_start_etcd_puts", {"puts": puts, "transactions": txns, "objects": len(want)})
-        rec.fact("baseline_phases_s", phases)
-        rec.fact("warm_restart", {"ready_s": warm_ready, "etcd_writes": warm_writes})
-        print(f"etcd puts per cold start {puts} in {txns} transactions (objects: {len(want)}); "
-              f"warm restart: ready in {warm_ready:.2f}s, {warm_writes} etcd writes (should be 0)"
-              )  # fmt: skip
-        doc = "docs/design/k8s-controllers.md"
-        rec.figure("cold_start", title="controller cold start to converged", unit="s",
-                   samples=colds, baseline=bases,
-                   baseline_title="one thread list+convert+write (own process)",
-                   readme=f"controller cold start: {len(weps):,} pods, {args.namespaces} "
-                   f"namespaces, {len(fake.list('networkpolicies')):,} NetworkPolicies",
-                   doc=doc)  # fmt: skip
-        rec.figure("cold_start_vs_bulk", title="controller cold start to converged", unit="s",
-                   samples=colds, baseline=bulks,
-                   baseline_title="list+convert, then plain puts in 128-op etcd transactions "
-                   "(own process)", doc=doc)  # fmt: skip
-        rec.figure("cold_ready", title="controller cold start to /readyz", unit="s",
-                   samples=readies)  # fmt: skip
-        rec.figure("np_change", title="one NetworkPolicy change, API server -> etcd", unit="ms",
-                   samples=[x * 1000 for x in lat], baseline=[x * 1000 for x in direct],
-                   baseline_title="the same change written directly", doc=doc)  # fmt: skip
-        rec.save()
+        record(fake, runs, weps=weps, want=want, args=args, lat=lat, direct=direct,
+               warm=(warm_ready, warm_writes))  # fmt: skip
     finally:
         for p in procs:
             if p.poll() is None:

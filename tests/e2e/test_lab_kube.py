@@ -137,96 +137,15 @@ def test_lab_follows_the_api_server(
     pids: list[int] = []
     try:
         lab.cli("up", "--nodes", "2", "--quiet", "--kubeconfig", str(kubeconfig))
-        st = lab.state()
-        assert sorted(st.pods) == ["x/a", "x/b"]
-        assert st.pods["x/b"].node == "node2"
-        for node in st.nodes:  # registered as a kubelet does
-            k8s_node = kube.get("nodes", node.name)
-            assert {"type": "InternalIP", "address": node.ip} in k8s_node["status"]["addresses"]
-            assert k8s_node["status"]["conditions"][0]["status"] == "True"
-            assert kube.get("leases", node.name, "kube-node-lease")["spec"]["holderIdentity"]
-        # Scheduled by the lab: a Binding onto the node with fewer pods (node2 has b).
-        assert kube.bindings() == ["/api/v1/namespaces/x/pods/a/binding"]
-        assert kube.get("pods", "a", "x")["spec"]["nodeName"] == "node1" == st.pods["x/a"].node
-        for name in ("a", "b"):
-            status = eventually(
-                functools.partial(pod_status, kube, name, running=True),
-                what=f"status.podIP of x/{name}",
-            )
-            p = lab.state().pods[f"x/{name}"]
-            assert status["podIP"] == p.ip
-            assert status["podIPs"] == [{"ip": p.ip}]
-            assert status["hostIP"] == state.node_ip(int(p.node.removeprefix("node")))
-        for name, bound_to in (("elsewhere", "not-a-lab-node"), ("theirs", None)):
-            untouched = kube.get("pods", name, "x")
-            assert untouched["spec"].get("nodeName") == bound_to
-            assert "podIP" not in untouched.get("status", {})
-        policies = lab.cli("exec", "node1", "--", "calicoctl", "get", "networkpolicy", "-n", "x")
-        assert "knp.default.a-from-b" in policies.stdout
-        prof = json.loads(
-            lab.cli(
-                "exec", "node1", "--", "calicoctl", "get", "profile", "kns.x", "-o", "json"
-            ).stdout
-        )
-        assert prof["spec"]["labelsToApply"]["pcns.team"] == "a"
-        assert weps(lab)["a"]["metadata"]["labels"]["app"] == "a"
-        assert probe(lab, "x/b", "x/a") == 0  # node2 -> node1, allowed by a-from-b
-
-        # A pod made while the lab runs: bound, started, reported, reachable both ways.
-        kube.create("pods", pod("x", "d", {"app": "b"}))
-        status = eventually(lambda: pod_status(kube, "d", running=True), what="x/d to run")
-        d_node = kube.get("pods", "d", "x")["spec"]["nodeName"]
-        d = lab.state().pods["x/d"]
-        assert (d.node, d.ip) == (d_node, status["podIP"])
-        assert len(kube.bindings()) == 2
-        assert probe(lab, "x/d", "x/a") == 0
-        assert probe(lab, "x/a", "x/d") == 0
-        assert probe(lab, "x/a", "x/b") == 0
-        assert "in use" in ipam_show(lab, d.ip)
-        # Graceful deletion (what the API server does for a bound pod): the lab's kubelet stops
-        # the pod (CNI DEL frees the address) and confirms with a grace-period-0 DELETE.
-        kube.patch("pods", "d", {"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}, "x")
-        eventually(lambda: gone(kube, "d"), what="x/d's deletion to be confirmed")
-        assert "x/d" not in lab.state().pods
-        assert not netns.exists(d.netns)
-        assert "d" not in weps(lab)
-        assert "is not assigned" in ipam_show(lab, d.ip)
-
+        _check_up(kube, lab)
+        _check_pod_made_and_deleted(kube, lab)
         refused = lab.cli("apply", "-f", "-", input=json.dumps(pod("x", "z", {})), check=False)
         assert refused.returncode == 1
         assert "follows a Kubernetes API server" in refused.stderr
-
-        kube.patch("pods", "a", {"metadata": {"labels": {"app": "a", "tier": "db"}}}, "x")
-        eventually(
-            lambda: weps(lab)["a"]["metadata"]["labels"].get("tier") == "db",
-            what="the label change on x/a's WorkloadEndpoint",
-        )
-        kube.patch("namespaces", "x", {"metadata": {"labels": {"team": "b"}}})
-        eventually(
-            lambda: (
-                json.loads(
-                    lab.cli(
-                        "exec", "node1", "--", "calicoctl", "get", "profile", "kns.x", "-o", "json"
-                    ).stdout
-                )["spec"]["labelsToApply"]["pcns.team"]
-                == "b"
-            ),
-            what="the namespace label change",
-        )
+        _check_label_changes(kube, lab)
         # Watch events only so far: the pods were listed once (no polling, no re-list).
         assert kube.list_count("pods") == 1
-        # The API server goes away; meanwhile b is deleted and the history compacted, so the
-        # watch resumes into 410 Gone and the lab lists again, which shows b gone.
-        b = lab.state().pods["x/b"]
-        kube.stop()
-        kube.delete("pods", "b", "x")
-        kube.compact()
-        kube.start()
-        eventually(lambda: "x/b" not in lab.state().pods, what="x/b to be removed")
-        assert kube.list_count("pods") == 2
-        eventually(lambda: "b" not in weps(lab), what="x/b's WorkloadEndpoint to go")
-        assert not netns.exists(b.netns)
-        assert "is not assigned" in ipam_show(lab, b.ip)
+        _check_relist_after_gone(kube, lab)
         kube.delete("networkpolicies", "a-from-b", "x")
         eventually(
             lambda: (
@@ -244,3 +163,99 @@ def test_lab_follows_the_api_server(
     assert leftovers(lab.name, root, recorded, pids) == []
     assert kube.list("nodes") == []  # down removed them
     assert kube.list("leases") == []
+
+
+def _check_up(kube: FakeKube, lab: LabHandle) -> None:
+    """After ``up``: the nodes registered, the lab's pods bound, started and reported, other
+    pods untouched, the namespace and policy translated, traffic as the policy says."""
+    st = lab.state()
+    assert sorted(st.pods) == ["x/a", "x/b"]
+    assert st.pods["x/b"].node == "node2"
+    for node in st.nodes:  # registered as a kubelet does
+        k8s_node = kube.get("nodes", node.name)
+        assert {"type": "InternalIP", "address": node.ip} in k8s_node["status"]["addresses"]
+        assert k8s_node["status"]["conditions"][0]["status"] == "True"
+        assert kube.get("leases", node.name, "kube-node-lease")["spec"]["holderIdentity"]
+    # Scheduled by the lab: a Binding onto the node with fewer pods (node2 has b).
+    assert kube.bindings() == ["/api/v1/namespaces/x/pods/a/binding"]
+    assert kube.get("pods", "a", "x")["spec"]["nodeName"] == "node1" == st.pods["x/a"].node
+    for name in ("a", "b"):
+        status = eventually(
+            functools.partial(pod_status, kube, name, running=True),
+            what=f"status.podIP of x/{name}",
+        )
+        p = lab.state().pods[f"x/{name}"]
+        assert status["podIP"] == p.ip
+        assert status["podIPs"] == [{"ip": p.ip}]
+        assert status["hostIP"] == state.node_ip(int(p.node.removeprefix("node")))
+    for name, bound_to in (("elsewhere", "not-a-lab-node"), ("theirs", None)):
+        untouched = kube.get("pods", name, "x")
+        assert untouched["spec"].get("nodeName") == bound_to
+        assert "podIP" not in untouched.get("status", {})
+    policies = lab.cli("exec", "node1", "--", "calicoctl", "get", "networkpolicy", "-n", "x")
+    assert "knp.default.a-from-b" in policies.stdout
+    prof = json.loads(
+        lab.cli("exec", "node1", "--", "calicoctl", "get", "profile", "kns.x", "-o", "json").stdout
+    )
+    assert prof["spec"]["labelsToApply"]["pcns.team"] == "a"
+    assert weps(lab)["a"]["metadata"]["labels"]["app"] == "a"
+    assert probe(lab, "x/b", "x/a") == 0  # node2 -> node1, allowed by a-from-b
+
+
+def _check_pod_made_and_deleted(kube: FakeKube, lab: LabHandle) -> None:
+    """A pod made while the lab runs: bound, started, reported, reachable both ways; then
+    deleted gracefully."""
+    kube.create("pods", pod("x", "d", {"app": "b"}))
+    status = eventually(lambda: pod_status(kube, "d", running=True), what="x/d to run")
+    d_node = kube.get("pods", "d", "x")["spec"]["nodeName"]
+    d = lab.state().pods["x/d"]
+    assert (d.node, d.ip) == (d_node, status["podIP"])
+    assert len(kube.bindings()) == 2
+    assert probe(lab, "x/d", "x/a") == 0
+    assert probe(lab, "x/a", "x/d") == 0
+    assert probe(lab, "x/a", "x/b") == 0
+    assert "in use" in ipam_show(lab, d.ip)
+    # Graceful deletion (what the API server does for a bound pod): the lab's kubelet stops
+    # the pod (CNI DEL frees the address) and confirms with a grace-period-0 DELETE.
+    kube.patch("pods", "d", {"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}, "x")
+    eventually(lambda: gone(kube, "d"), what="x/d's deletion to be confirmed")
+    assert "x/d" not in lab.state().pods
+    assert not netns.exists(d.netns)
+    assert "d" not in weps(lab)
+    assert "is not assigned" in ipam_show(lab, d.ip)
+
+
+def _check_label_changes(kube: FakeKube, lab: LabHandle) -> None:
+    """A pod's and a namespace's label changes reach the WorkloadEndpoint and the profile."""
+    kube.patch("pods", "a", {"metadata": {"labels": {"app": "a", "tier": "db"}}}, "x")
+    eventually(
+        lambda: weps(lab)["a"]["metadata"]["labels"].get("tier") == "db",
+        what="the label change on x/a's WorkloadEndpoint",
+    )
+    kube.patch("namespaces", "x", {"metadata": {"labels": {"team": "b"}}})
+    eventually(
+        lambda: (
+            json.loads(
+                lab.cli(
+                    "exec", "node1", "--", "calicoctl", "get", "profile", "kns.x", "-o", "json"
+                ).stdout
+            )["spec"]["labelsToApply"]["pcns.team"]
+            == "b"
+        ),
+        what="the namespace label change",
+    )
+
+
+def _check_relist_after_gone(kube: FakeKube, lab: LabHandle) -> None:
+    """The API server goes away; meanwhile b is deleted and the history compacted, so the watch
+    resumes into 410 Gone and the lab lists again, which shows b gone."""
+    b = lab.state().pods["x/b"]
+    kube.stop()
+    kube.delete("pods", "b", "x")
+    kube.compact()
+    kube.start()
+    eventually(lambda: "x/b" not in lab.state().pods, what="x/b to be removed")
+    assert kube.list_count("pods") == 2
+    eventually(lambda: "b" not in weps(lab), what="x/b's WorkloadEndpoint to go")
+    assert not netns.exists(b.netns)
+    assert "is not assigned" in ipam_show(lab, b.ip)

@@ -186,10 +186,7 @@ def get(
     kind: str | None, names: tuple[str, ...], filename: str | None, output: str,
     all_namespaces: bool, export: bool, namespace: str | None, config_file: str | None,
 ) -> None:  # fmt: skip
-    if output not in OUTPUTS and not output.startswith("custom-columns="):
-        raise CommandError(f"unrecognized output format {output!r} (want {', '.join(OUTPUTS)})")
-    if all_namespaces and namespace:
-        raise CommandError("cannot use both --namespace and --all-namespaces")
+    _check_get_options(output, all_namespaces=all_namespaces, namespace=namespace)
     client = _client(config_file) if filename or kind else None
     if client is None:
         raise CommandError("give a KIND (optionally with NAMEs), or -f FILE")
@@ -199,30 +196,11 @@ def get(
         found = _get_each(client, loading.load(filename, namespace=namespace, full=False), errors)
     else:
         assert kind is not None
-        k = kinds.lookup(kind)
-        if not k.namespaced and (namespace or all_namespaces):
-            raise CommandError(f"{k.name} is not namespaced")
-        ns = None if all_namespaces or not k.namespaced else (namespace or "default")
-        if names and not all_namespaces:
-            found = _get_each(client, _from_args(kind, names, ns), errors)
-        else:
-            found = client.list(k.name, ns)
-            if names:
-                found = [r for r in found if r["metadata"]["name"] in names]
-                errors += [
-                    f"Failed to get resources: resource does not exist: {k.name}({n}) "
-                    "in any namespace"
-                    for n in names
-                    if n not in {r["metadata"]["name"] for r in found}
-                ]
-            else:
-                list_kind = k.name
-            if k.name == "Tier":  # as calicoctl lists them: by order, unordered last
-                found.sort(key=_tier_order)
+        found, list_kind = _get_kind(
+            client, kind, names, namespace=namespace, all_namespaces=all_namespaces, errors=errors
+        )
     if export:
-        for r in found:
-            for key in ("namespace", "uid", "resourceVersion", "creationTimestamp"):
-                r["metadata"].pop(key, None)
+        _strip_for_export(found)
     _print(client, found, output, list_kind=list_kind, single=bool(names) and len(names) == 1)
     policies = [r for r in found if r["kind"] in ("NetworkPolicy", "GlobalNetworkPolicy")]
     if output == "wide" and names and policies:
@@ -231,6 +209,52 @@ def get(
         click.echo(rule_counters.section(client, policies), nl=False)
     if errors:
         raise CommandError("\n".join(errors))
+
+
+def _check_get_options(output: str, *, all_namespaces: bool, namespace: str | None) -> None:
+    if output not in OUTPUTS and not output.startswith("custom-columns="):
+        raise CommandError(f"unrecognized output format {output!r} (want {', '.join(OUTPUTS)})")
+    if all_namespaces and namespace:
+        raise CommandError("cannot use both --namespace and --all-namespaces")
+
+
+def _get_kind(
+    client: Client,
+    kind: str,
+    names: tuple[str, ...],
+    *,
+    namespace: str | None,
+    all_namespaces: bool,
+    errors: list[str],
+) -> tuple[list[Resource], str | None]:
+    """``get KIND [NAME...]``: (the resources found, the kind when the whole kind was listed).
+    A name not found is added to ``errors``."""
+    k = kinds.lookup(kind)
+    if not k.namespaced and (namespace or all_namespaces):
+        raise CommandError(f"{k.name} is not namespaced")
+    ns = None if all_namespaces or not k.namespaced else (namespace or "default")
+    if names and not all_namespaces:
+        return _get_each(client, _from_args(kind, names, ns), errors), None
+    found = client.list(k.name, ns)
+    list_kind: str | None = None
+    if names:
+        found = [r for r in found if r["metadata"]["name"] in names]
+        errors.extend(
+            f"Failed to get resources: resource does not exist: {k.name}({n}) in any namespace"
+            for n in names
+            if n not in {r["metadata"]["name"] for r in found}
+        )
+    else:
+        list_kind = k.name
+    if k.name == "Tier":  # as calicoctl lists them: by order, unordered last
+        found.sort(key=_tier_order)
+    return found, list_kind
+
+
+def _strip_for_export(found: list[Resource]) -> None:
+    for r in found:
+        for key in ("namespace", "uid", "resourceVersion", "creationTimestamp"):
+            r["metadata"].pop(key, None)
 
 
 def _tier_order(tier: Resource) -> tuple[bool, float]:

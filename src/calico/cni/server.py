@@ -172,12 +172,16 @@ def preload() -> None:
     import uuid
 
     from calico import selector
-    from calico.cni import check, k8s
+    from calico.cni import check, k8s, store
+    from calico.ipam import report
+    from calico.k8s import conversion, names
+    from calico.model import validation
 
     ctypes.CDLL(None, use_errno=True)
     ssl.create_default_context()
     socket.getaddrinfo("localhost", None)  # the resolver's modules
-    del datetime, random, uuid, selector, check, k8s
+    store.preload()
+    del datetime, random, uuid, selector, check, k8s, store, report, conversion, names, validation
 
 
 class _Handler(socketserver.StreamRequestHandler):

@@ -37,3 +37,11 @@ def connect(conf: NetConf) -> Backend:
 
     tls = TLSFiles(conf.etcd_ca_cert_file, conf.etcd_cert_file, conf.etcd_key_file)
     return EtcdClient(conf.etcd_endpoints, tls=tls, timeout=10.0)
+
+
+def preload() -> None:
+    """Import every backend module now (the CNI server calls this before it serves calls
+    chrooted to their callers' roots, where the package may not be found)."""
+    from calico.datastore import etcd, etcd_watch, kube, kube_api, kube_map, kube_stream, kv_stream
+
+    del etcd, etcd_watch, kube, kube_api, kube_map, kube_stream, kv_stream

@@ -78,13 +78,7 @@ def assign(
     ensure = dict(ensure or {})
     view = cache.get(host, versions, hkey) if cache is not None else None
     for _ in range(MAX_ATTEMPTS):
-        if view is None:
-            view = View(host, versions, hkey)
-            view.ensure = dict.fromkeys(ensure)
-            view.read(store)
-        missing = [k for k in ensure if k not in view.ensure]
-        if missing:
-            view.read_more(store, ensure=missing)
+        view = _ready_view(store, view, host=host, versions=versions, hkey=hkey, ensure=ensure)
         try:
             held = plan.held(view, handle_id) if reuse else []
             if held:
@@ -115,6 +109,27 @@ def assign(
     if cache is not None:
         cache.drop(host)
     raise IPAMError(f"handle {handle_id}: gave up after {MAX_ATTEMPTS} conflicting attempts")
+
+
+def _ready_view(
+    store: Backend,
+    view: View | None,
+    *,
+    host: str,
+    versions: list[int],
+    hkey: str,
+    ensure: Mapping[str, str],
+) -> View:
+    """The view to plan from: ``view``, or a fresh read when there is none; with every ensured
+    key read either way."""
+    if view is None:
+        view = View(host, versions, hkey)
+        view.ensure = dict.fromkeys(ensure)
+        view.read(store)
+    missing = [k for k in ensure if k not in view.ensure]
+    if missing:
+        view.read_more(store, ensure=missing)
+    return view
 
 
 def _ensure_ops(view: View, ensure: Mapping[str, str]) -> tuple[list[Cmp], list[Op]]:

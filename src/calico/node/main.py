@@ -115,7 +115,7 @@ def running_pid(pid_file: Path) -> int | None:
     return pid if b"calico-node" in cmdline or b"calico.node" in cmdline else None
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="calico-node", description=__doc__.split("\n")[0])
     parser.add_argument("--startup", action="store_true", help="run start-up only, then exit")
     parser.add_argument("--bird-ready", action="store_true", help="readiness: BIRD up, peers up")
@@ -127,7 +127,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="keep this node's IPIP/VXLAN tunnel addresses right (a calico-node child service)",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
     if args.bird_ready or args.felix_ready:
         problems = readiness.readiness(
             run_dir(os.environ), bird=args.bird_ready, felix=args.felix_ready
@@ -162,6 +166,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     if args.startup:
         return
+    _run(env, settings)
+
+
+def _run(env: Mapping[str, str], settings: startup.NodeSettings) -> None:
+    """Start the services and supervise them until SIGTERM or SIGINT."""
     rd, ld = run_dir(env), log_dir(env)
     rd.mkdir(parents=True, exist_ok=True)
     ld.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from calico_lab.kubeapi import tls
-from calico_lab.kubeapi.store import GROUP_VERSIONS, RESOURCES, ApiError, Obj, Store, resource_id
+from calico_lab.kubeapi.store import (
+    GROUP_VERSIONS,
+    RESOURCES,
+    ApiError,
+    Obj,
+    Store,
+    WatchEvent,
+    resource_id,
+)
 
 GROUP_PATHS = {("api", "v1"): "", ("apis", "networking.k8s.io/v1"): "networking.k8s.io"}
 
@@ -73,6 +81,43 @@ def _verb(method: str, name: str | None, query: dict[str, str]) -> str:
     if method == "GET":
         return "get" if name else ("watch" if query.get("watch") in ("true", "1") else "list")
     return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+
+
+def _watch_start(store: Store, plural: str, ns: str | None, rv_text: str) -> tuple[list[Obj], int]:
+    """(the events a new watch sends first, the resourceVersion it follows from; -1 when it
+    ends at once). From "" or "0": every object as ADDED, then what follows the list's version;
+    from a version older than the last compaction: one ERROR event (410 Gone). Called holding
+    ``store.cond``."""
+    if rv_text in ("", "0"):
+        items, rv = store.list_items(plural, ns)
+        return [{"type": "ADDED", "object": o} for o in items], rv
+    rv = int(rv_text)
+    if rv < store.compacted_rv:
+        status = ApiError(
+            410, "Expired", f"too old resource version: {rv} ({store.compacted_rv})"
+        ).status()
+        return [{"type": "ERROR", "object": status}], -1
+    return [], rv
+
+
+def _events_since(store: Store, plural: str, ns: str | None, rv: int) -> list[WatchEvent]:
+    """The events after ``rv`` of ``plural`` (in namespace ``ns``, or all). Holding store.cond."""
+    return [
+        e
+        for e in store.events_since(plural, rv)
+        if ns is None or e.obj["metadata"].get("namespace") == ns
+    ]
+
+
+def _bookmark(kind: str, api_version: str, rv: int) -> Obj:
+    return {
+        "type": "BOOKMARK",
+        "object": {
+            "kind": kind,
+            "apiVersion": api_version,
+            "metadata": {"resourceVersion": str(rv)},
+        },
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -173,21 +218,9 @@ class _Handler(BaseHTTPRequestHandler):
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         timeout = float(query.get("timeoutSeconds") or 0) or None
         started = time.monotonic()
-        rv_text = query.get("resourceVersion", "")
         with store.cond:
             generation, epoch = store.generation, fake.epoch
-            if rv_text in ("", "0"):
-                items, rv = store.list_items(plural, ns)
-                pending = [{"type": "ADDED", "object": o} for o in items]
-            else:
-                rv = int(rv_text)
-                pending = []
-                if rv < store.compacted_rv:
-                    status = ApiError(
-                        410, "Expired", f"too old resource version: {rv} ({store.compacted_rv})"
-                    ).status()
-                    pending = [{"type": "ERROR", "object": status}]
-                    rv = -1
+            pending, rv = _watch_start(store, plural, ns, query.get("resourceVersion", ""))
         fake.watches_opened += 1
         silence = fake.silence_seq
         last_bookmark = time.monotonic()
@@ -197,18 +230,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chunk(ev)
             while rv >= 0:
                 with store.cond:
-                    events = [
-                        e
-                        for e in store.events_since(plural, rv)
-                        if ns is None or e.obj["metadata"].get("namespace") == ns
-                    ]
+                    events = _events_since(store, plural, ns, rv)
                     if not events and store.generation == generation and fake.epoch == epoch:
                         store.cond.wait(0.05)
-                        events = [
-                            e
-                            for e in store.events_since(plural, rv)
-                            if ns is None or e.obj["metadata"].get("namespace") == ns
-                        ]
+                        events = _events_since(store, plural, ns, rv)
                     dropped = store.generation != generation or fake.epoch != epoch
                     silenced = fake.silence_seq != silence
                     current_rv, force_bookmark = store.rv, fake.bookmark_seq
@@ -227,16 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ):
                     seen_bookmark = force_bookmark
                     rv = max(rv, current_rv)
-                    self._chunk(
-                        {
-                            "type": "BOOKMARK",
-                            "object": {
-                                "kind": rt.kind,
-                                "apiVersion": rt.api_version,
-                                "metadata": {"resourceVersion": str(rv)},
-                            },
-                        }
-                    )
+                    self._chunk(_bookmark(rt.kind, rt.api_version, rv))
                     fake.bookmarks_sent += 1
                     last_bookmark = now
                 if timeout and now - started >= timeout:

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.etcd]
             7,
             "ipam.assign_ipv4",
         ),
-        (lambda c: c.update(datastore_type="kubernetes"), 7, "datastore_type"),
+        (lambda c: c.update(datastore_type="consul"), 7, "datastore_type: 'consul'"),
         (lambda c: c.pop("name"), 7, "name:"),
     ],
 )

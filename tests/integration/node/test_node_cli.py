@@ -111,22 +111,7 @@ def test_node_run_status_stop(host: tuple[str, dict[str, str]], datastore: Clien
     assert bgp == {"ipv4Address": "10.5.0.1/24", "asNumber": 65010}
     assert (run_dir / "nodename").read_text() == "n1\n"
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        out = calicoctl(ns, env, "node", "status")
-        if "10.5.0.2" in out.stdout:
-            break
-        time.sleep(0.3)
-    assert out.returncode == 0, out.stdout + out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0] == "Calico process is running."
-    assert "IPv4 BGP status" in lines
-    assert "| PEER ADDRESS |     PEER TYPE     | STATE |" in out.stdout
-    row = next(line for line in lines if line.startswith("| 10.5.0.2"))
-    assert "| node-to-node mesh | start |" in row
-    assert any(s in row for s in ("Active", "Connect", "Idle"))
-    assert "Tunnel addresses of node n1" in lines
-    assert any(line.startswith(f"| IPIP (tunl0) | {tunnel} ") for line in lines), out.stdout
+    _check_status(_status_listing(ns, env, "10.5.0.2"), tunnel)
 
     ready = subprocess.run(
         ["ip", "netns", "exec", ns, str(BIN / "calico-node"), "--bird-ready"],
@@ -139,6 +124,49 @@ def test_node_run_status_stop(host: tuple[str, dict[str, str]], datastore: Clien
     assert ready.returncode == 1
     assert "BIRD is not ready: BGP not established with 10.5.0.2" in ready.stderr
 
+    _check_refuses_a_second_node(ns, env)
+
+    health = json.loads((run_dir / "health.json").read_text())
+    assert health["services"]["bird"]["running"]
+    assert health["services"]["bgp"]["running"]
+    assert health["services"]["allocate-tunnel-addrs"]["running"]
+    assert "felix" in health["services"]  # supervised even when the agent keeps failing
+    children = [s["pid"] for s in health["services"].values() if s["pid"]]
+
+    _terminate(run_dir)
+    assert not any(_alive(p) for p in children)
+    out = calicoctl(ns, env, "node", "status")
+    assert out.returncode == 1
+    assert "Calico process is not running." in out.stdout
+
+
+def _status_listing(ns: str, env: dict[str, str], peer: str) -> subprocess.CompletedProcess[str]:
+    """``calicoctl node status`` once it lists ``peer`` (or the last try after 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = calicoctl(ns, env, "node", "status")
+        if peer in out.stdout:
+            break
+        time.sleep(0.3)
+    return out
+
+
+def _check_status(out: subprocess.CompletedProcess[str], tunnel: str) -> None:
+    """Calico's status table: running, the mesh peer 10.5.0.2 not yet up, n1's IPIP address."""
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "Calico process is running."
+    assert "IPv4 BGP status" in lines
+    assert "| PEER ADDRESS |     PEER TYPE     | STATE |" in out.stdout
+    row = next(line for line in lines if line.startswith("| 10.5.0.2"))
+    assert "| node-to-node mesh | start |" in row
+    assert any(s in row for s in ("Active", "Connect", "Idle"))
+    assert "Tunnel addresses of node n1" in lines
+    assert any(line.startswith(f"| IPIP (tunl0) | {tunnel} ") for line in lines), out.stdout
+
+
+def _check_refuses_a_second_node(ns: str, env: dict[str, str]) -> None:
+    """Neither ``calicoctl node run`` nor calico-node itself starts a second one on the run dir."""
     again = calicoctl(ns, env, "node", "run", "--name", "n1")
     assert again.returncode != 0
     assert "already running" in again.stderr
@@ -154,22 +182,14 @@ def test_node_run_status_stop(host: tuple[str, dict[str, str]], datastore: Clien
     assert direct.returncode == 1
     assert "already running" in direct.stderr
 
-    health = json.loads((run_dir / "health.json").read_text())
-    assert health["services"]["bird"]["running"]
-    assert health["services"]["bgp"]["running"]
-    assert health["services"]["allocate-tunnel-addrs"]["running"]
-    assert "felix" in health["services"]  # supervised even when the agent keeps failing
-    children = [s["pid"] for s in health["services"].values() if s["pid"]]
 
+def _terminate(run_dir: Path) -> None:
+    """SIGTERM to calico-node: it removes its pid file when it has stopped (within 15 s)."""
     os.kill(int((run_dir / "calico-node.pid").read_text()), signal.SIGTERM)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and (run_dir / "calico-node.pid").exists():
         time.sleep(0.1)
     assert not (run_dir / "calico-node.pid").exists()
-    assert not any(_alive(p) for p in children)
-    out = calicoctl(ns, env, "node", "status")
-    assert out.returncode == 1
-    assert "Calico process is not running." in out.stdout
 
 
 def test_node_run_bad_input(host: tuple[str, dict[str, str]], datastore: Client) -> None:
