@@ -83,6 +83,9 @@ def test_early_and_late_clients_get_the_state_then_the_stream_exactly_once(
                     on_updates=direct.on_updates, on_status=direct.statuses.append)  # fmt: skip
     syncer.start()
     early = Agent([typha.addr], "early")
+    # both hold the seed before the first write, so each must then see every change
+    for rec in (early, direct):
+        wait_until(lambda r=rec: SyncStatus.IN_SYNC in r.statuses, 20, "in sync")
     writer = Writer(EtcdClient(etcd.endpoints))
     time.sleep(0.3)
     late = Agent([typha.addr], "late")

@@ -170,7 +170,9 @@ def test_clients_see_what_a_syncer_on_the_api_server_sees(kube: Kube, tmp_path: 
     early = Agent([typha.addr], "early")
     agents = [early]
     try:
-        wait_until(lambda: SyncStatus.IN_SYNC in early.statuses, 20, "early in sync")
+        # both hold the seed before the first write, so each must then see every change
+        for rec in (early, direct):
+            wait_until(lambda r=rec: SyncStatus.IN_SYNC in r.statuses, 20, "in sync")
         writer = Writer(kube, "a")
         wait_until(lambda: writer.writes >= 15, 30, "15 writes")
         agents.append(Agent([typha.addr], "late"))
