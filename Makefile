@@ -62,7 +62,7 @@ demo: install ## bring up a 3-node lab and show policy at work
 # Every bench writes into one results file; the README's table is rendered from it at the end
 # (a failed bench stops the run before the README changes). A bench not in this tree is skipped.
 BENCHES := selector cli_apply cni_latency policy_latency tiers explain agent_memory agent_pods \
-           controller_sync bgp_render lab_probe throughput flowlogs k8s
+           controller_sync bgp_render lab_probe throughput flowlogs k8s typha_fanout
 BENCH_RESULTS ?= $(CURDIR)/bench/results.json
 BENCH_NOTE ?=
 

@@ -20,11 +20,14 @@ class MarkersMissing(ValueError):
     """The README has no (or broken) table markers."""
 
 
-def ratio_text(ratio: float | None, better: str) -> str:
+TIME_UNITS = ("s", "ms", "µs", "us", "ns")
+
+
+def ratio_text(ratio: float | None, better: str, unit: str = "s") -> str:
     if ratio is None:
         return "-"
     if better == "lower" and ratio < 0.5:
-        return f"{ratio:.2g}× ({1 / ratio:.0f}× faster)"
+        return f"{ratio:.2g}× ({1 / ratio:.0f}× {'faster' if unit in TIME_UNITS else 'less'})"
     if better == "higher" and ratio > 2:
         return f"{ratio:.2g}× ({ratio:.0f}× more)"
     return f"{ratio:.2f}×"
@@ -38,7 +41,8 @@ def row(fig: dict[str, Any]) -> str:
     base_text = f"{base['title']}: {fmt(base['stats']['median'])} {unit}" if base else "-"
     doc = fig.get("doc")
     doc_text = f"[{Path(doc).name}]({doc})" if doc else ""
-    cells = [fig["readme"], value, spread, base_text, ratio_text(fig.get("ratio"), fig["better"])]
+    ratio = ratio_text(fig.get("ratio"), fig["better"], unit)
+    cells = [fig["readme"], value, spread, base_text, ratio]
     return "| " + " | ".join([*cells, doc_text]) + " |"
 
 

@@ -1,11 +1,11 @@
 """Lab lifecycle: ``up`` (idempotent) and ``down`` (removes everything recorded).
 
 ``up`` order: check the options → record names → core namespace as the router (a bridge per
-subnet, firewall) → etcd → pod API → the outside host and its server → node namespaces + veths →
-CNI install → calico-node per node → wait for every Node resource (and, with BIRD, a full BGP
-mesh) → the ``default`` namespace. Each step checks before it acts, so running ``up`` again
-repairs what is missing (a dead calico-node is restarted) and changes nothing else. ``down`` reads
-the state file and removes exactly what it lists.
+subnet, firewall) → etcd → calico-typha (``--typha``) → pod API → the outside host and its
+server → node namespaces + veths → CNI install → calico-node per node → wait for every Node
+resource (and, with BIRD, a full BGP mesh) → the ``default`` namespace. Each step checks before
+it acts, so running ``up`` again repairs what is missing (a dead calico-node is restarted) and
+changes nothing else. ``down`` reads the state file and removes exactly what it lists.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from calico.lib import netns
 from calico_lab import daemons, datastore, etcd, kdd, network, nodes, outside, state, topology
+from calico_lab import typha as lab_typha
 from calico_lab.datastore import EtcdOptions
 from calico_lab.network import Network
 from calico_lab.state import API_PORT, LabError, LabState, NodeState, bridge_ip
@@ -63,6 +64,7 @@ def up(
     *,
     options: Mapping[str, object] | None = None,
     etcd_options: Mapping[str, object] | None = None,
+    typha: bool | None = None,
     step: Step = _quiet,
     timeout: float = UP_TIMEOUT,
     kubernetes: dict[str, object] | None = None,
@@ -70,11 +72,14 @@ def up(
 ) -> LabState:
     """Bring lab ``name`` up. ``options``: :func:`calico_lab.network.requested` (``--subnets``,
     ``--ipip``, ...), ``etcd_options``: :func:`calico_lab.datastore.requested` (``--etcd-members``,
-    ``--etcd-tls``); absent ones keep the lab's recorded value, or the lab default.
-    ``kubernetes``: a new lab's :mod:`calico_lab.k8s_state` (``up --kubernetes``);
-    ``kdd_options``: :func:`calico_lab.kdd.requested` (``--datastore``), None: not given."""
+    ``--etcd-tls``), ``typha``: ``--typha``/``--no-typha``; absent ones keep the lab's recorded
+    value, or the lab default. ``kubernetes``: a new lab's :mod:`calico_lab.k8s_state`
+    (``up --kubernetes``); ``kdd_options``: :func:`calico_lab.kdd.requested` (``--datastore``),
+    None: not given."""
     if not 1 <= n_nodes <= 200:
         raise LabError(f"--nodes {n_nodes}: must be between 1 and 200")
+    if typha and kubernetes:
+        raise LabError("--typha with --kubernetes: not supported yet (a lab's own agents only)")
     given = dict(options or {})
     given_etcd = dict(etcd_options or {})
     with state.locked(name):
@@ -88,6 +93,7 @@ def up(
             )
             lab.kubernetes = dict(kubernetes or {})
             kdd.resolve(lab, kdd_options, new=True)
+            lab.typha = lab_typha.resolve(typha, None, lab=name)
         elif len(lab.nodes) != n_nodes:
             raise LabError(
                 f"lab {name!r} is already up with {len(lab.nodes)} nodes, not {n_nodes} "
@@ -98,6 +104,7 @@ def up(
             datastore.resolve(given_etcd, lab.etcd, lab=name)
             _same_kubernetes(lab, kubernetes)
             kdd.resolve(lab, kdd_options, new=False)
+            lab_typha.resolve(typha, lab.typha, lab=name)
             if lab.outside not in lab.netns:  # a lab made before the outside host existed
                 lab.netns.append(lab.outside)
         lab.save()  # write-ahead: down can now find everything below
@@ -129,6 +136,9 @@ def _build(lab: LabState, step: Step, timeout: float) -> None:
         f"{', client mTLS' if lab.etcd.tls else ''}: {lab.etcd_endpoint})"
     )
     etcd.ensure(lab)
+    if lab.typha and not daemons.alive(lab.typha_pid):
+        step(f"calico-typha in the core namespace ({lab_typha.address()})")
+        lab_typha.ensure(lab)
     if not lab.kubernetes and not lab.kdd:  # else the CNI plugin reads a real API server
         _ensure_apiserver(lab)
     step(f"outside host: namespace {lab.outside}, {network.OUTSIDE_IP} port {outside.PORT}")
@@ -301,11 +311,19 @@ def _teardown(lab: LabState, step: Step) -> None:
             step(f"stopping calico-node on {node.name}")
             daemons.stop(node.pid)
     daemons.stop(lab.apiserver_pid, grace=1)
+    if daemons.alive(lab.typha_pid):
+        step("stopping calico-typha")
+        lab_typha.stop(lab)
     if lab.kdd:
         _teardown_kdd(lab, step)
     step("stopping etcd")
     etcd.stop(lab)
-    # Pods first (their veths live in node namespaces), the core last.
+    _delete_namespaces(lab, step)
+
+
+def _delete_namespaces(lab: LabState, step: Step) -> None:
+    """Pods' namespaces first (their veths live in node namespaces), the core last; only names
+    with the lab's prefix."""
     pods_ns = [p.netns for p in lab.pods.values()]
     order = [*pods_ns, *[n for n in lab.netns if n not in pods_ns and n != lab.core], lab.core]
     mine = state.netns_prefix(lab.name)

@@ -90,7 +90,7 @@ def alive(pid: int) -> bool:
 
 
 # In every lab daemon's command line: etcd's ``--name calab-<lab>``, our scripts' paths.
-MARKERS = (NETNS_PREFIX, "calico_lab/", "calico-node", "calico_lab.")
+MARKERS = (NETNS_PREFIX, "calico_lab/", "calico-node", "calico_lab.", "calico-typha")
 
 
 def _ours(pid: int) -> bool:

@@ -114,6 +114,11 @@ MODE_HELP = "[Always|CrossSubnet|Never]"
     help="etcd requires client certificates; the lab makes a CA and one per component (off).",
 )
 @click.option(
+    "--typha/--no-typha",
+    default=None,
+    help="Run a calico-typha in the core; the agents sync from it, not from etcd (off).",
+)
+@click.option(
     "--kubeconfig",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -166,6 +171,7 @@ def up(
     etcd_tls: bool | None,
     datastore: str | None,
     apiserver: str | None,
+    typha: bool | None,
     **options: Any,
 ) -> None:
     """Bring the lab up (idempotent: repairs what is missing).
@@ -174,6 +180,7 @@ def up(
     different ones)."""
     from calico_lab import cluster, kdd, network
     from calico_lab import datastore as etcd_options
+    from calico_lab import typha as lab_typha
     from calico_lab.progress import Progress
 
     lab_name = resolve_name(name)
@@ -182,6 +189,8 @@ def up(
     given_kdd = kdd.requested(datastore, kubeconfig=kubeconfig, apiserver=apiserver)
     if given_kdd and kubernetes:
         raise LabError("--datastore kubernetes: --kubernetes installs Calico its own way; use one")
+    if given_kdd and typha:
+        raise LabError("--typha with --datastore kubernetes: not supported in the lab yet")
     recorded = state.load(lab_name)
     if recorded is not None and recorded.kubernetes and not calico:
         calico = str(recorded.kubernetes.get("calico"))  # up again keeps the lab's form
@@ -193,6 +202,7 @@ def up(
             n_nodes,
             options=given,
             etcd_options=given_etcd,
+            typha=typha,
             step=prog.step,
             timeout=wait,
             kubernetes=k8s,
@@ -207,6 +217,7 @@ def up(
         f"lab {lab.name} is up: nodes {', '.join(n.name for n in lab.nodes)}; "
         f"etcd {lab.etcd_endpoint} (inside {lab.core}); outside {network.OUTSIDE_IP}; "
         f"{lab.network.flags()} {lab.etcd.flags()}; {kdd.describe(lab)}"
+        + (f"; typha {lab_typha.address()}" if lab.typha else "")
     )
 
 

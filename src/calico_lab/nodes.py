@@ -5,7 +5,8 @@ Each node is configured exactly as a real host would be: environment for calico-
 ``ETCD_CERT_FILE``/``ETCD_KEY_FILE``, ``CALICO_RUN_DIR``/``CALICO_LOG_DIR`` — per node, since every
 lab node shares one filesystem), and a CNI network config in the node's own ``net.d`` that names
 the node and the lab's etcd (``etcd_endpoints``, ``etcd_*_file``). The CNI binaries are installed
-once per lab into ``<lab>/bin``.
+once per lab into ``<lab>/bin``. With ``--typha`` the agent is pointed at the lab's Typha
+(``FELIX_TYPHAADDR``, :mod:`calico_lab.typha`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from calico.lib.cmd import netns_argv, run
-from calico_lab import daemons, network
+from calico_lab import daemons, network, typha
 from calico_lab.state import POOL_CIDR, LabState, NodeState
 
 CNI_CONF_NAME = "10-calico.conflist"
@@ -73,6 +74,7 @@ def node_env(state: LabState, node: NodeState) -> dict[str, str]:
         # the lab installs the CNI plugins itself; calico-node only runs the per-node CNI server
         "CALICO_CNI_SERVER": "true",
         "CALICO_CNI_SOCKET": cni_socket(state),
+        **typha.node_env(state),  # --typha: the agent syncs from the lab's Typha
     }
 
 

@@ -11,6 +11,7 @@ Layout (``CALICO_LAB_ROOT``, default ``/var/lib/calico-lab``)::
     <root>/<lab>/etcd/              etcd data;  <root>/<lab>/etcd.log (one member; with
                                     --etcd-members N: etcd/member<i>/ and etcd/member<i>.log)
     <root>/<lab>/pki/               --etcd-tls: the lab's CA and certificates (calico_lab.pki)
+    <root>/<lab>/typha.log          --typha: calico-typha's log (calico_lab.typha)
     <root>/<lab>/bin/               CNI plugins + lab wrappers (birdc)
     <root>/<lab>/nodes/<node>/{log,net.d}       per-node CALICO_LOG_DIR, CNI net dir
     /run/calico-lab/<hash>-<lab>/<node>/        per-node CALICO_RUN_DIR (bird.ctl must fit
@@ -138,6 +139,8 @@ class LabState:
     etcd: EtcdOptions = field(default_factory=EtcdOptions)  # up's --etcd-members/--etcd-tls
     kubernetes: dict[str, Any] = field(default_factory=dict)  # up --kubernetes (k8s_state)
     kdd: dict[str, Any] = field(default_factory=dict)  # up --datastore kubernetes (calico_lab.kdd)
+    typha: bool = False  # up's --typha: the agents sync from a calico-typha in the core
+    typha_pid: int = 0
 
     # ---- paths -------------------------------------------------------------------------------
 

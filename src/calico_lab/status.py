@@ -62,6 +62,23 @@ def _datastore(lab: LabState) -> dict[str, Any]:
             "running": daemons.alive(pid)}  # fmt: skip
 
 
+def _typha(lab: LabState) -> dict[str, Any] | None:
+    """``--typha``: where it listens, whether it runs, is ready and how many agents it serves."""
+    if not lab.typha:
+        return None
+    from calico_lab import typha
+
+    running = daemons.alive(lab.typha_pid)
+    code, detail = typha.readiness(lab) if running else (0, {})
+    return {
+        "address": typha.address(),
+        "running": running,
+        "ready": code == 200,
+        "connections": detail.get("connections", 0),
+        "tls": lab.etcd.tls,
+    }
+
+
 def snapshot(name: str) -> dict[str, Any]:
     """Nodes (process, subnet, BGP sessions, tunnel addresses), etcd, outside, pods."""
     lab = state.require(name)
@@ -84,6 +101,7 @@ def snapshot(name: str) -> dict[str, Any]:
         },
         "datastore": _datastore(lab),
         "datastore_error": datastore_error,
+        "typha": _typha(lab),
         "nodes": [
             {
                 "name": n.name,

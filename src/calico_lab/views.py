@@ -87,6 +87,14 @@ def _etcd(etcd: dict[str, Any]) -> str:
     return f"etcd: {up}/{len(members)} members{tls}: {each}"
 
 
+def _typha(t: dict[str, Any]) -> str:
+    tls = " (mTLS)" if t.get("tls") else ""
+    if not t["running"]:
+        return f"typha: {t['address']}{tls} NOT RUNNING"
+    ready = "ready" if t["ready"] else "NOT READY"
+    return f"typha: {t['address']}{tls} {ready}, {t['connections']} agent(s) connected"
+
+
 def status_text(snap: dict[str, Any]) -> str:
     etcd = snap["etcd"]
     lines = [
@@ -96,6 +104,8 @@ def status_text(snap: dict[str, Any]) -> str:
     ds = snap.get("datastore") or {}
     if ds.get("type") == "kubernetes":
         lines.append(f"{ds['where']}: {'running' if ds['running'] else 'NOT RUNNING'}")
+    if snap.get("typha"):
+        lines.append(_typha(snap["typha"]))
     if "network" in snap:
         lines.append(_network(snap["network"]))
     if "outside" in snap:

@@ -207,6 +207,7 @@ def lab_pids(lab: LabState) -> list[int]:
         lab.etcd_pid,
         lab.apiserver_pid,
         lab.outside_pid,
+        lab.typha_pid,
         *(n.pid for n in lab.nodes),
         *(p.responder_pid for p in lab.pods.values()),
     ]

@@ -219,7 +219,23 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param("FlowLogsEnableHostEndpoint", _bool, False, "also write flows of host endpoints"),
 )
-# Our own parameters, not FelixConfiguration fields in Calico: environment only.
+
+
+def _typha_addrs(v: Any) -> tuple[str, ...]:
+    from calico.datastore.typha_client import parse_addresses  # lazy: msgspec is Typha's only
+
+    return tuple(parse_addresses(str(v)))
+
+
+def _positive_seconds(v: Any) -> float:
+    secs = _seconds(v)
+    if not secs > 0:
+        raise ValueError(f"{v!r} is not a positive duration")
+    return secs
+
+
+# Environment only: our own parameters (not FelixConfiguration fields in Calico), and Calico's
+# local ones, read before the datastore is (how to reach Typha; Calico: config file or env).
 ENV_ONLY_PARAMS: tuple[Param, ...] = (
     Param(
         "CalcCheckInterval",
@@ -250,6 +266,28 @@ ENV_ONLY_PARAMS: tuple[Param, ...] = (
         live=False,
     ),
     Param("ControlHost", str, "0.0.0.0", "address of the control listener", live=False),
+    Param(
+        "TyphaAddr",
+        _typha_addrs,
+        (),
+        "Typha's host:port; ours: a comma-separated list, tried in turn",
+        live=False,
+    ),
+    Param("TyphaK8sServiceName", str, "", "find Typha from this Service's endpoints", live=False),
+    Param("TyphaK8sNamespace", str, "kube-system", "that Service's namespace", live=False),
+    Param("TyphaCAFile", str, "", "CA of Typha's certificate (TLS)", live=False),
+    Param("TyphaCertFile", str, "", "our certificate for Typha (TLS)", live=False),
+    Param("TyphaKeyFile", str, "", "its key (TLS)", live=False),
+    Param("TyphaCN", str, "", "Typha's certificate must have this Common Name, or", live=False),
+    Param("TyphaURISAN", str, "", "this URI SAN", live=False),
+    Param(
+        "TyphaReadTimeout",
+        _positive_seconds,
+        30.0,
+        "nothing from Typha this long: reconnect",
+        live=False,
+    ),
+    Param("TyphaWriteTimeout", _positive_seconds, 10.0, "a write to Typha's deadline", live=False),
 )
 BY_NAME = {p.name: p for p in PARAMS + ENV_ONLY_PARAMS}
 

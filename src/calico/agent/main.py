@@ -2,7 +2,7 @@
 
 ::
 
-    datastore.Syncer (thread) ──list[Update] / SyncStatus──> queue.Queue(10)  (back-pressure)
+    datastore.Syncer or TyphaSyncer (thread) ──list[Update] / SyncStatus──> queue.Queue(10)
         main thread: drain queue -> calc.CalcGraph.on_updates (sync, pure)
                      -> graph.flush() (EventSequencer: coalesced, ordered dpapi messages)
                      -> ConfigUpdate: merge config (env > node.<name> > default), live params
@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from calico.agent import answers, calc_check, control, flowlogs, health, metrics, status
+from calico.agent import answers, calc_check, control, flowlogs, health, metrics, status, typha
 from calico.agent import config as agent_config
 from calico.calc import graph as calc_graph
 from calico.dataplane import (
@@ -85,7 +85,9 @@ QueueItem = list[ds_syncer.Update] | ds_syncer.SyncStatus | Wake
 
 
 class Agent:
-    def __init__(self, cfg: agent_config.Config, env: dict[str, str], backend: Backend) -> None:
+    def __init__(
+        self, cfg: agent_config.Config, env: dict[str, str], backend: Backend | None
+    ) -> None:
         self.env = env
         self.cfg = cfg
         self.hostname: str = cfg["FelixHostname"]
@@ -109,12 +111,23 @@ class Agent:
         self._problems: list[str] = []
         self.queue: queue.Queue[QueueItem] = queue.Queue(10)
         self.stopping = threading.Event()
-        self.syncer = ds_syncer.Syncer(
-            backend,
-            calc_graph.watched_prefixes(),
-            on_updates=self.queue.put,
-            on_status=self.queue.put,
-        )
+        self.syncer: typha.Feed
+        if typha.wanted(cfg):  # the same updates and statuses, through Typha
+            self.syncer = typha.feed(
+                cfg,
+                env,
+                prefixes=calc_graph.watched_prefixes(),
+                on_updates=self.queue.put,
+                on_status=self.queue.put,
+            )
+        else:
+            assert backend is not None, "without Typha the agent needs the datastore"
+            self.syncer = ds_syncer.Syncer(
+                backend,
+                calc_graph.watched_prefixes(),
+                on_updates=self.queue.put,
+                on_status=self.queue.put,
+            )
 
         self.control = control.Registry()
         self.loop_calls = control.LoopCalls(wake=self._wake)
@@ -281,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = agent_config.load(env)
-        datastore = ds_config.load(env=env)
-        backend = datastore.backend()
+        typha.check(cfg)
+        backend = None if typha.wanted(cfg) else ds_config.load(env=env).backend()
     except (agent_config.ConfigError, ds_config.ConfigError, ValueError) as exc:
         print(f"calico-felix: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -155,6 +155,12 @@ class Syncer:
         when its watch is quiet."""
         self.stopped.set()
 
+    @property
+    def revision(self) -> int:
+        """The datastore revision up to which every change has been delivered, on every stream
+        (the lowest stream's mark; read it from a callback: it is the syncer threads')."""
+        return min((src.rev for src in self._sources), default=0)
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread ``start()`` made to end; True if it has."""
         if self._thread is not None:

@@ -141,6 +141,8 @@ def test_ratio_text() -> None:
     assert readme.ratio_text(0.82, "lower") == "0.82×"
     assert readme.ratio_text(0.91, "higher") == "0.91×"
     assert readme.ratio_text(None, "lower") == "-"
+    assert readme.ratio_text(0.002, "lower", "watches") == "0.002× (500× less)"
+    assert readme.ratio_text(0.002, "lower", "ms") == "0.002× (500× faster)"
 
 
 def test_command_line_start_and_render(tmp_path: Path) -> None:
