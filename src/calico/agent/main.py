@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from calico.agent import answers, calc_check, control, flowlogs, health, metrics, status, typha
+from calico.agent import answers, calc_check, control, flowlogs, metrics, status, typha
 from calico.agent import config as agent_config
 from calico.calc import graph as calc_graph
 from calico.dataplane import (
@@ -44,6 +44,7 @@ from calico.datastore import syncer as ds_syncer
 from calico.datastore.backend import Backend
 from calico.dpapi import messages as m
 from calico.lib import control as control_wire
+from calico.lib import health
 
 logger = logging.getLogger("calico.agent")
 
@@ -159,7 +160,13 @@ class Agent:
         except OSError as exc:  # diagnostics only: enforcement goes on without it
             logger.error("control socket %s: %s", self.control_server.path, exc)
         if self.cfg["HealthEnabled"]:
-            self.health.serve(self.cfg["HealthHost"], self.cfg["HealthPort"])
+            health.serve(
+                self.cfg["HealthHost"],
+                self.cfg["HealthPort"],
+                health=self.health,
+                registry=None,
+                thread="health",
+            )
         if self.cfg["PrometheusMetricsEnabled"]:
             self.metrics.serve(self.cfg["PrometheusMetricsHost"], self.cfg["PrometheusMetricsPort"])
 

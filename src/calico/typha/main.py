@@ -29,8 +29,8 @@ from calico.datastore import config as ds_config
 from calico.datastore import typha_tls
 from calico.datastore import typha_wire as wire
 from calico.datastore.syncer import Syncer, SyncStatus, Update
+from calico.lib import health as lib_health
 from calico.typha import config as typha_config
-from calico.typha import health as typha_health
 from calico.typha.cache import Cache
 from calico.typha.metrics import Metrics
 from calico.typha.server import Server, ServerConfig
@@ -67,7 +67,7 @@ class Typha:
         self.cfg = cfg
         self.name = name or f"{socket.gethostname()}/{os.getpid()}"
         self.metrics = Metrics()
-        self.health = typha_health.Health()
+        self.health = lib_health.Health()
         self.caches = {
             t: Cache(
                 max_batch=cfg["SnapshotCacheMaxBatchSize"],
@@ -181,22 +181,28 @@ class Typha:
                 cfg["PrometheusMetricsPort"],
             )
             if same:
-                self._http.append(typha_health.serve(cfg["HealthHost"], cfg["HealthPort"],
-                                                     health=health, registry=registry))  # fmt: skip
+                server = lib_health.serve(cfg["HealthHost"], cfg["HealthPort"], health=health,
+                                          registry=registry, thread="typha-http")  # fmt: skip
+                self._http.append(server)
                 return
         if health is not None:
             self._http.append(
-                typha_health.serve(
-                    cfg["HealthHost"], cfg["HealthPort"], health=health, registry=None
+                lib_health.serve(
+                    cfg["HealthHost"],
+                    cfg["HealthPort"],
+                    health=health,
+                    registry=None,
+                    thread="typha-health",
                 )
             )
         if registry is not None:
             self._http.append(
-                typha_health.serve(
+                lib_health.serve(
                     cfg["PrometheusMetricsHost"] or "0.0.0.0",
                     cfg["PrometheusMetricsPort"],
                     health=None,
                     registry=registry,
+                    thread="typha-metrics",
                 )
             )
 

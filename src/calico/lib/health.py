@@ -1,6 +1,7 @@
-"""Typha's health and metrics endpoints: ``/liveness`` (the loop turns), ``/readiness`` (every
-syncer in sync, the server listening) and, on the metrics port, ``/metrics``. Stdlib HTTP
-servers on their own threads."""
+"""Health and metrics endpoints of a long-running component (the policy agent, calico-typha):
+``/liveness`` (its loop turns: :meth:`Health.beat` within ``LIVENESS_TIMEOUT``), ``/readiness``
+(live and :attr:`Health.ready`, which the component sets) with :attr:`Health.detail` in the JSON
+answer, and ``/metrics`` (a Prometheus registry). Stdlib HTTP servers on their own threads."""
 
 from __future__ import annotations
 
@@ -31,7 +32,12 @@ class Health:
 
 
 def serve(
-    host: str, port: int, *, health: Health | None, registry: CollectorRegistry | None
+    host: str,
+    port: int,
+    *,
+    health: Health | None,
+    registry: CollectorRegistry | None,
+    thread: str = "http",
 ) -> http.server.ThreadingHTTPServer:
     """One server for health, metrics or both (what is None is not served)."""
 
@@ -59,5 +65,5 @@ def serve(
             return
 
     server = http.server.ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, name="typha-http", daemon=True).start()
+    threading.Thread(target=server.serve_forever, name=thread, daemon=True).start()
     return server
