@@ -91,6 +91,7 @@ class KubeControllers:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self.kinds = config.kinds()
+        self._kdd = config.datastore.datastore_type == "kubernetes"
         if config.datastore.datastore_type == "kubernetes":
             direct, kinds = ", ".join(sorted(READ_BY_DATASTORE)), ", ".join(self.kinds)
             logger.info("Kubernetes datastore: it reads %s itself; watching %s", direct,
@@ -249,7 +250,7 @@ class KubeControllers:
         if "Node" in self.informers:
             lister = nodes.pod_lister(self._client, self.loop)
             node_ctl = nodes.NodeController(client, self.informers["Node"], self.queue,
-                                            list_pods=lister)  # fmt: skip
+                                            list_pods=lister, kdd=self._kdd)  # fmt: skip
             reconciler = nodes.Dispatch(node_ctl, reconciler)
         while items := self.queue.get_many(self.config.batch):
             try:

@@ -23,6 +23,14 @@ longer has, for each Calico Node C of K:
 Every step tolerates what is already gone, so a failure part-way is finished by the retry. Deletions
 that happened while the controller was down are found by the sweep key :data:`SWEEP` (queued at
 every resync): every Calico Node whose Kubernetes Node is missing gets its key queued.
+
+**Kubernetes datastore** (``kdd``): the Calico Node *is* the Kubernetes Node, so it is gone
+already and only IPAM state is left under host K. When no Calico Node refers to K and IPAM still
+holds affinities of host K or pod/tunnel addresses attributed to it, the same wait (1) applies,
+then :func:`calico.ipam.node_cleanup.release_host`: step 2, its affinities dropped and its empty
+blocks deleted (blocks still in use keep their addresses and lose their affinity). The sweep also
+queues every host holding an affinity whose Kubernetes Node is missing. In etcd mode a host
+without a Calico Node is never touched.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from typing import Any, Protocol
 from calico.controllers.calico_cache import Key
 from calico.controllers.reconciler import Outcome
 from calico.datastore.client import Client, NotFound
-from calico.ipam import node_cleanup
+from calico.ipam import keys, node_cleanup
 from calico.ipam.client import IPAMClient
 
 logger = logging.getLogger(__name__)
@@ -79,18 +87,10 @@ def live_pods(pods: list[Resource], node: str) -> list[str]:
     )
 
 
-def node_allocations(ipam: IPAMClient, calico_node: str) -> tuple[list[str], list[str]]:
-    """(pod and tunnel addresses attributed to ``calico_node``, addresses of unknown source)."""
-    release: list[str] = []
-    unknown: list[str] = []
-    for block in ipam.blocks():
-        for ip, attr in block.allocated():
-            secondary = attr.get("secondary") or {}
-            if secondary.get("node") != calico_node:
-                continue
-            pod = secondary.get("namespace") and secondary.get("pod")
-            (release if pod or secondary.get("type") else unknown).append(ip)
-    return release, unknown
+def affinity_hosts(client: Client) -> set[str]:
+    """The hosts that hold at least one block affinity."""
+    kvs, _ = client.backend.get_prefix(keys.HOST_PREFIX)
+    return {parsed[0] for kv in kvs if (parsed := keys.parse_affinity_key(kv.key))}
 
 
 class NodeController:
@@ -102,8 +102,10 @@ class NodeController:
         *,
         list_pods: Callable[[str], list[Resource]],
         pending_retry: float = PENDING_RETRY,
+        kdd: bool = False,
     ) -> None:
         self.client = client
+        self.kdd = kdd  # Kubernetes datastore: a deleted Node leaves only its IPAM host
         self.nodes = nodes
         self.queue = queue
         self.list_pods = list_pods
@@ -121,31 +123,51 @@ class NodeController:
             return out  # the Kubernetes Node exists: nothing to do
         mine = [n for n in self.client.list("Node") if k8s_node_name(n) == name]
         if not mine:
+            if self.kdd and self._host_left(name) and self._pods_gone(key, name, f"host {name}"):
+                self._clean_host(name, out)
             return out
+        calico = ", ".join(n["metadata"]["name"] for n in mine)
+        if self._pods_gone(key, name, f"Calico Node(s) {calico}"):
+            for node in mine:
+                self._clean(node["metadata"]["name"], name, out)
+        return out
+
+    def _pods_gone(self, key: Key, name: str, what: str) -> bool:
+        """No unfinished pod is bound to Kubernetes Node ``name``; else look again later."""
         live = live_pods(self.list_pods(name), name)
         if live:
             logger.info(
                 "Node %s was deleted; %d pod(s) still bound to it (%s): cleaning up after "
-                "Calico Node(s) %s when they are gone",
-                name, len(live), ", ".join(live[:5]),
-                ", ".join(n["metadata"]["name"] for n in mine),
+                "%s when they are gone",
+                name, len(live), ", ".join(live[:5]), what,
             )  # fmt: skip
             self.queue.add_after(key, self.pending_retry)
-            return out
-        for node in mine:
-            self._clean(node["metadata"]["name"], name, out)
-        return out
+        return not live
+
+    def _host_left(self, host: str) -> bool:
+        """IPAM still holds an affinity of ``host`` or a pod/tunnel address attributed to it."""
+        if host in affinity_hosts(self.client):
+            return True
+        ipam = IPAMClient(self.client.backend, client=self.client)
+        return bool(node_cleanup.host_allocations(ipam, host)[0])
+
+    def _clean_host(self, host: str, out: Outcome) -> None:
+        done = node_cleanup.release_host(self.client, host)
+        _warn_unknown(f"IPAM host {host}", done.unknown)
+        out.writes["delete"] += len(done.blocks_deleted) + len(done.blocks_kept)  # affinities
+        out.writes["update"] += len(done.released)
+        logger.info(
+            "Kubernetes Node %s deleted: released %d address(es) of host %s (%s), blocks deleted "
+            "%s, kept without affinity %s",
+            host, len(done.released), host,
+            ", ".join(sorted(done.released, key=ipaddress.ip_address)) or "-",
+            done.blocks_deleted or "-", done.blocks_kept or "-",
+        )  # fmt: skip
 
     def _clean(self, calico_node: str, k8s_node: str, out: Outcome) -> None:
-        ipam = IPAMClient(self.client.etcd, client=self.client)
-        release, unknown = node_allocations(ipam, calico_node)
-        missing = set(ipam.release_ips(release))
-        leaked = [ip for ip in release if ip not in missing]
-        if unknown:
-            logger.warning(
-                "Calico Node %s: leaving %d address(es) of unknown source allocated: %s",
-                calico_node, len(unknown), ", ".join(unknown[:10]),
-            )  # fmt: skip
+        ipam = IPAMClient(self.client.backend, client=self.client)
+        leaked, unknown = node_cleanup.release_attributed(ipam, calico_node)
+        _warn_unknown(f"Calico Node {calico_node}", unknown)
         try:
             done = node_cleanup.delete_node(self.client, calico_node)
         except NotFound:
@@ -160,11 +182,22 @@ class NodeController:
         )  # fmt: skip
 
     def sweep(self) -> None:
-        """Queue the key of every Kubernetes Node a Calico Node refers to and the API lacks."""
-        for node in self.client.list("Node"):
-            name = k8s_node_name(node)
-            if name and self.nodes.get(("", name)) is None:
+        """Queue the key of every Kubernetes Node a Calico Node refers to and the API lacks (and,
+        with the Kubernetes datastore, of every host holding an affinity that the API lacks)."""
+        names = {k8s_node_name(node) for node in self.client.list("Node")}
+        if self.kdd:
+            names |= affinity_hosts(self.client)
+        for name in sorted(n for n in names if n):
+            if self.nodes.get(("", name)) is None:
                 self.queue.add(("Node", "", name))
+
+
+def _warn_unknown(what: str, unknown: list[str]) -> None:
+    if unknown:
+        logger.warning(
+            "%s: leaving %d address(es) of unknown source allocated: %s",
+            what, len(unknown), ", ".join(unknown[:10]),
+        )  # fmt: skip
 
 
 class Dispatch:

@@ -12,6 +12,10 @@ NAME`` and the kube-controllers' node controller (:mod:`calico.controllers.nodes
 Every step tolerates what is already gone, so a run that failed half-way (etcd unavailable) is
 finished by running it again; the Node disappears only when everything else has. Stop the
 node's calico-node first (it would register the node again).
+
+:func:`release_host` is the IPAM part alone, by host name, for when there is no Node resource to
+delete (the Kubernetes datastore, where the Calico Node went with its Kubernetes Node): the pod
+and tunnel addresses attributed to the host (:func:`release_attributed`), then step 2.
 """
 
 from __future__ import annotations
@@ -35,6 +39,47 @@ class NodeCleanup:
     blocks_deleted: list[str] = field(default_factory=list)
     blocks_kept: list[str] = field(default_factory=list)
     other: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # attributed to the host, source unknown: kept
+
+
+def host_allocations(ipam: IPAMClient, host: str) -> tuple[list[str], list[str]]:
+    """(pod and tunnel addresses attributed to ``host``, addresses of unknown source): an
+    allocation whose attributes name the host and a pod (``namespace``/``pod``) or a tunnel
+    (``type``) is the first kind, one naming the host and neither the second."""
+    release: list[str] = []
+    unknown: list[str] = []
+    for block in ipam.blocks():
+        for ip, attr in block.allocated():
+            secondary = attr.get("secondary") or {}
+            if secondary.get("node") != host:
+                continue
+            pod = secondary.get("namespace") and secondary.get("pod")
+            (release if pod or secondary.get("type") else unknown).append(ip)
+    return release, unknown
+
+
+def release_attributed(ipam: IPAMClient, host: str) -> tuple[list[str], list[str]]:
+    """Release the pod and tunnel addresses attributed to ``host`` (also those no
+    WorkloadEndpoint lists: leaked); (those released, those of unknown source left)."""
+    release, unknown = host_allocations(ipam, host)
+    missing = set(ipam.release_ips(release))
+    return [ip for ip in release if ip not in missing], unknown
+
+
+def release_host(client: Client, host: str) -> NodeCleanup:
+    """The IPAM part of a node's removal by host name, without a Node resource: its attributed
+    pod and tunnel addresses released, its affinities dropped, its empty affine blocks deleted
+    (blocks still in use lose their affinity)."""
+    done = NodeCleanup()
+    ipam = IPAMClient(client.backend, client=client)
+    done.released, done.unknown = release_attributed(ipam, host)
+    _remove_host(client, host, done)
+    return done
+
+
+def _remove_host(client: Client, host: str, done: NodeCleanup) -> None:
+    released = hosts.remove_host(client.backend, host)
+    done.blocks_deleted, done.blocks_kept = released.deleted_blocks, released.kept_blocks
 
 
 def _tunnel_ips(node: Resource | None) -> list[str]:
@@ -72,8 +117,7 @@ def delete_node(client: Client, name: str, *, resource_version: str = "") -> Nod
         except NotFound:
             continue
         done.endpoints.append(f"{meta.get('namespace')}/{meta['name']}")
-    released = hosts.remove_host(client.backend, name)
-    done.blocks_deleted, done.blocks_kept = released.deleted_blocks, released.kept_blocks
+    _remove_host(client, name, done)
     for peer in client.list("BGPPeer"):
         if (peer.get("spec") or {}).get("node") == name:
             _delete_quietly(client, "BGPPeer", peer["metadata"]["name"], done)
