@@ -10,9 +10,7 @@ directory) and records their PIDs. Chaos tests kill members by the recorded PID 
 
 from __future__ import annotations
 
-import time
-
-from calico.datastore.etcd import EtcdClient, EtcdError
+from calico.datastore import etcd_cluster
 from calico.datastore.etcd_cluster import EtcdCluster
 from calico.datastore.etcd_server import EtcdServer, ServerTLS
 from calico.lib import netns
@@ -130,27 +128,18 @@ def leader(lab: LabState, timeout: float = 10.0) -> int:
     """The index of the member the running members agree leads (waits for an election)."""
     members = servers(lab)
 
+    def running() -> dict[int, str]:
+        pids = lab.etcd_pids
+        return {
+            i: m.endpoint
+            for i, m in enumerate(members)
+            if daemons.alive(pids[i] if i < len(pids) else 0)
+        }
+
     def ask() -> int:
-        deadline = time.monotonic() + timeout
-        while True:
-            ids: dict[str, int] = {}
-            leaders: set[str] = set()
-            for i, m in enumerate(members):
-                if not daemons.alive(lab.etcd_pids[i] if i < len(lab.etcd_pids) else 0):
-                    continue
-                client = EtcdClient([m.endpoint], tls=lab.etcd_tls(LAB_CLIENT), timeout=1)
-                try:
-                    st = client.member_status()
-                except EtcdError:
-                    continue
-                finally:
-                    client.close()
-                ids[st.member_id] = i
-                leaders.add(st.leader)
-            if len(leaders) == 1 and (lead := leaders.pop()) in ids:
-                return ids[lead]
-            if time.monotonic() > deadline:
-                raise LabError("etcd: the running members agree on no leader")
-            time.sleep(0.1)
+        lead = etcd_cluster.wait_for_leader(running, lab.etcd_tls(LAB_CLIENT), timeout)
+        if lead is None:
+            raise LabError("etcd: the running members agree on no leader")
+        return lead
 
     return netns.call_in(lab.core, ask)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from calico.datastore.etcd import EtcdClient, EtcdError, TLSFiles
@@ -113,28 +113,50 @@ class EtcdCluster:
 
     def leader(self, timeout: float = 10.0) -> int:
         """The index of the member the running members agree leads (waits for an election)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            ids: dict[str, int] = {}
-            leaders: set[str] = set()
-            for i, m in enumerate(self.members):
-                if not m.running:
-                    continue
-                client = EtcdClient([m.endpoint], tls=self.client_tls, timeout=1)
-                try:
-                    st = client.member_status()
-                except EtcdError:
-                    continue
-                finally:
-                    client.close()
-                ids[st.member_id] = i
-                leaders.add(st.leader)
-            if len(leaders) == 1 and (lead := leaders.pop()) in ids:
-                return ids[lead]
-            if time.monotonic() > deadline:
-                raise RuntimeError("etcd cluster: the members agree on no leader")
-            time.sleep(0.1)
+
+        def running() -> dict[int, str]:
+            return {i: m.endpoint for i, m in enumerate(self.members) if m.running}
+
+        lead = wait_for_leader(running, self.client_tls, timeout)
+        if lead is None:
+            raise RuntimeError("etcd cluster: the members agree on no leader")
+        return lead
 
     def followers(self) -> list[int]:
         lead = self.leader()
         return [i for i, m in enumerate(self.members) if m.running and i != lead]
+
+
+def agreed_leader(endpoints: dict[int, str], tls: TLSFiles | None) -> int | None:
+    """The index (a key of ``endpoints``) of the member every answering member names as leader,
+    or None when they do not agree (yet) or the leader did not answer."""
+    ids: dict[str, int] = {}
+    leaders: set[str] = set()
+    for i, endpoint in endpoints.items():
+        client = EtcdClient([endpoint], tls=tls, timeout=1)
+        try:
+            st = client.member_status()
+        except EtcdError:
+            continue
+        finally:
+            client.close()
+        ids[st.member_id] = i
+        leaders.add(st.leader)
+    if len(leaders) == 1 and (lead := leaders.pop()) in ids:
+        return ids[lead]
+    return None
+
+
+def wait_for_leader(
+    endpoints: Callable[[], dict[int, str]], tls: TLSFiles | None, timeout: float
+) -> int | None:
+    """:func:`agreed_leader` of the running members (``endpoints()``, asked again each round)
+    until they agree, or None after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lead = agreed_leader(endpoints(), tls)
+        if lead is not None:
+            return lead
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
