@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench import verdicts
 from calico.lib import cmd, netns
 
 PROBER = Path(__file__).resolve().parents[1] / "policy_latency" / "udp_prober.py"
@@ -41,16 +42,7 @@ class Prober:
 
     def first_after(self, t0: float, want: bool, *, timeout: float = 30.0, run: int = 3) -> float:
         """Seconds from ``t0`` to the first packet sent after it starting ``run`` with ``want``."""
-        deadline = time.monotonic() + timeout
-        start = 0
-        while time.monotonic() < deadline:
-            rows = self.rows
-            for i in range(start, len(rows) - run + 1):
-                if rows[i][0] > t0 and all(ok == want for _, ok in rows[i : i + run]):
-                    return rows[i][0] - t0
-            start = max(0, len(rows) - run)
-            time.sleep(0.01)
-        raise TimeoutError(f"the verdict did not become {want} within {timeout}s")
+        return verdicts.first_run_after(lambda: self.rows, t0, want, timeout=timeout, run=run)
 
     def close(self) -> None:
         self.proc.kill()

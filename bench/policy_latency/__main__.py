@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import agentnode, results
+from bench import agentnode, results, verdicts
 from bench.results import percentile
 from calico.calc.graph import CalcGraph
 from calico.lib import cmd
@@ -128,16 +128,7 @@ class Samples:
         """Seconds from ``t0`` to the first packet sent after it that starts a run of ``run``
         packets with the wanted verdict (one lost or late echo on a busy machine is not a
         verdict change)."""
-        deadline = time.monotonic() + timeout
-        start = 0
-        while time.monotonic() < deadline:
-            rows = self.rows
-            for i in range(start, len(rows) - run + 1):
-                if rows[i][0] > t0 and all(ok == want for _, ok in rows[i : i + run]):
-                    return rows[i][0] - t0
-            start = max(0, len(rows) - run)
-            time.sleep(0.01)
-        raise TimeoutError(f"verdict did not become {want} within {timeout}s")
+        return verdicts.first_run_after(lambda: self.rows, t0, want, timeout=timeout, run=run)
 
     def close(self) -> None:
         self.proc.kill()
