@@ -181,9 +181,11 @@ def test_endpoint_created_after_the_pod_gets_current_labels(
 def test_restart_midway_loses_nothing_and_duplicates_nothing(
     fake_kube: FakeKube, datastore: Client, etcd: EtcdClient, make_controller: Factory
 ) -> None:
-    weps = _world(fake_kube, datastore, n_ns=6, pods_per_ns=5)
+    # Enough work (and one key per batch) that a stop after the first few writes lands mid-way
+    # even when a loaded machine lets the worker run on while the stop is on its way.
+    weps = _world(fake_kube, datastore, n_ns=6, pods_per_ns=15)
     foreign = _foreign(datastore)
-    first = make_controller(workers=1, batch=2)  # small batches: stopped mid-way
+    first = make_controller(workers=1, batch=1)
 
     def some_written() -> None:
         assert _writes(first) >= 5
