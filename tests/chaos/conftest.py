@@ -7,7 +7,6 @@ found it: every etcd member and calico-node process running, the base pods and p
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -34,14 +33,8 @@ OUTCOME = pytest.StashKey[bool]()
 
 @pytest.fixture(scope="session")
 def chaos_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("chaoslab")
-    old = os.environ.get("CALICO_LAB_ROOT")
-    os.environ["CALICO_LAB_ROOT"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("CALICO_LAB_ROOT", None)
-    else:
-        os.environ["CALICO_LAB_ROOT"] = old
+    with lab_support.lab_root(tmp_path_factory.mktemp("chaoslab")) as path:
+        yield path
 
 
 @pytest.fixture(scope="session")

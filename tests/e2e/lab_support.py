@@ -9,13 +9,14 @@ asynchronously) and on failure shows both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,21 @@ def pods_on(*nodes: str) -> str:
 
 PODS_ON_NODES = pods_on("node1", "node2", "node3")
 TARGETS = [(8080, "TCP"), (53, "UDP")]  # what PODS_ON_NODES serve
+
+
+@contextlib.contextmanager
+def lab_root(path: Path) -> Iterator[Path]:
+    """``CALICO_LAB_ROOT`` set to ``path`` (where the labs of a module or session live) for the
+    ``with`` block, restored after."""
+    old = os.environ.get("CALICO_LAB_ROOT")
+    os.environ["CALICO_LAB_ROOT"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("CALICO_LAB_ROOT", None)
+        else:
+            os.environ["CALICO_LAB_ROOT"] = old
 
 
 def unique_name(prefix: str) -> str:

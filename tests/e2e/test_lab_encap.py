@@ -11,7 +11,6 @@ without checking what it claims.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -33,14 +32,8 @@ NODE_PART = "issue #11, calico-node part"
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("labroot")
-    old = os.environ.get("CALICO_LAB_ROOT")
-    os.environ["CALICO_LAB_ROOT"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("CALICO_LAB_ROOT", None)
-    else:
-        os.environ["CALICO_LAB_ROOT"] = old
+    with lab_support.lab_root(tmp_path_factory.mktemp("labroot")) as path:
+        yield path
 
 
 @pytest.fixture(scope="module")

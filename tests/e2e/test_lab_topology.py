@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -42,14 +41,8 @@ SUBNET = {"default/a": 0, "default/b": 1, "default/c": 0}
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("labroot")
-    old = os.environ.get("CALICO_LAB_ROOT")
-    os.environ["CALICO_LAB_ROOT"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("CALICO_LAB_ROOT", None)
-    else:
-        os.environ["CALICO_LAB_ROOT"] = old
+    with lab_support.lab_root(tmp_path_factory.mktemp("labroot")) as path:
+        yield path
 
 
 @pytest.fixture(scope="module")

@@ -46,14 +46,8 @@ spec:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("labroot")
-    old = os.environ.get("CALICO_LAB_ROOT")
-    os.environ["CALICO_LAB_ROOT"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("CALICO_LAB_ROOT", None)
-    else:
-        os.environ["CALICO_LAB_ROOT"] = old
+    with lab_support.lab_root(tmp_path_factory.mktemp("labroot")) as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
