@@ -14,7 +14,6 @@ for a denied and an allowed cell and for bad input.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,20 +76,15 @@ def allowed(s: str, d: str, port: int, proto: str) -> bool:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     root = tmp_path_factory.mktemp("labroot")
-    old = os.environ.get("CALICO_LAB_ROOT")
-    os.environ["CALICO_LAB_ROOT"] = str(root)
-    handle = LabHandle(lab_support.unique_name("why"), root)
-    try:
-        handle.cli("up", "--nodes", "3", "--quiet")
-        handle.apply(manifests())
-        handle.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": POLICIES}))
-        yield handle
-    finally:
-        handle.cli("down", "--quiet", check=False)
-        if old is None:
-            os.environ.pop("CALICO_LAB_ROOT", None)
-        else:
-            os.environ["CALICO_LAB_ROOT"] = old
+    with lab_support.lab_root(root):
+        handle = LabHandle(lab_support.unique_name("why"), root)
+        try:
+            handle.cli("up", "--nodes", "3", "--quiet")
+            handle.apply(manifests())
+            handle.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": POLICIES}))
+            yield handle
+        finally:
+            handle.cli("down", "--quiet", check=False)
 
 
 def test_explain_equals_the_probe_for_every_pair(lab: LabHandle) -> None:

@@ -9,7 +9,6 @@ A Kubernetes NetworkPolicy lets only ``shop`` into ``shop/db``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,19 +62,14 @@ def allowed(src: str, dst: str, port: int, proto: str, *, promoted: bool = False
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     root = tmp_path_factory.mktemp("labroot")
-    old = os.environ.get("CALICO_LAB_ROOT")
-    os.environ["CALICO_LAB_ROOT"] = str(root)
-    handle = LabHandle(lab_support.unique_name("flows"), root)
-    try:
-        handle.cli("up", "--nodes", "2", "--quiet")
-        handle.apply(_manifests())
-        yield handle
-    finally:
-        handle.cli("down", "--quiet", check=False)
-        if old is None:
-            os.environ.pop("CALICO_LAB_ROOT", None)
-        else:
-            os.environ["CALICO_LAB_ROOT"] = old
+    with lab_support.lab_root(root):
+        handle = LabHandle(lab_support.unique_name("flows"), root)
+        try:
+            handle.cli("up", "--nodes", "2", "--quiet")
+            handle.apply(_manifests())
+            yield handle
+        finally:
+            handle.cli("down", "--quiet", check=False)
 
 
 def _records(lab: LabHandle, *args: str) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ reset between scenarios.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -67,19 +66,14 @@ def lab(
 ) -> Iterator[LabHandle]:
     mode = str(request.param)
     root = tmp_path_factory.mktemp("labroot")
-    old = os.environ.get("CALICO_LAB_ROOT")
-    os.environ["CALICO_LAB_ROOT"] = str(root)
-    handle = LabHandle(lab_support.unique_name("np"), root)
-    try:
-        handle.cli("up", "--nodes", "3", "--quiet", "--datastore", mode)
-        handle.apply(manifests())
-        yield handle
-    finally:
-        handle.cli("down", "--quiet", check=False)
-        if old is None:
-            os.environ.pop("CALICO_LAB_ROOT", None)
-        else:
-            os.environ["CALICO_LAB_ROOT"] = old
+    with lab_support.lab_root(root):
+        handle = LabHandle(lab_support.unique_name("np"), root)
+        try:
+            handle.cli("up", "--nodes", "3", "--quiet", "--datastore", mode)
+            handle.apply(manifests())
+            yield handle
+        finally:
+            handle.cli("down", "--quiet", check=False)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ the network-policy-api's (ANP before NetworkPolicy, BANP only for what no Networ
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,19 +31,14 @@ ANP_API = "policy.networking.k8s.io/v1alpha1"
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     root = tmp_path_factory.mktemp("labroot")
-    old = os.environ.get("CALICO_LAB_ROOT")
-    os.environ["CALICO_LAB_ROOT"] = str(root)
-    handle = LabHandle(lab_support.unique_name("tier"), root)
-    try:
-        handle.cli("up", "--nodes", "3", "--quiet")
-        handle.apply(manifests())
-        yield handle
-    finally:
-        handle.cli("down", "--quiet", check=False)
-        if old is None:
-            os.environ.pop("CALICO_LAB_ROOT", None)
-        else:
-            os.environ["CALICO_LAB_ROOT"] = old
+    with lab_support.lab_root(root):
+        handle = LabHandle(lab_support.unique_name("tier"), root)
+        try:
+            handle.cli("up", "--nodes", "3", "--quiet")
+            handle.apply(manifests())
+            yield handle
+        finally:
+            handle.cli("down", "--quiet", check=False)
 
 
 def ns_sel(name: str) -> dict[str, Any]:
