@@ -16,6 +16,11 @@ from calico.datastore.etcd import EtcdClient
 from calico.datastore.etcd_server import EtcdServer
 
 NETNS_PREFIX = "calt-"  # every test namespace starts with this; the sweep removes only these
+# nft tables our code makes (the agent's, the lab's): none may ever be in the root namespace
+OUR_TABLE_PREFIXES = ("calico", "calab", "calt")
+# the namespace pytest started in (the root one), held open: a check made from a thread that a
+# test moved elsewhere still looks here
+_ROOT_NETNS = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
 
 
 def is_root() -> bool:
@@ -41,6 +46,41 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         name = line.split()[0] if line.split() else ""
         if name.startswith(NETNS_PREFIX) and not _owner_alive(name):
             subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _in_root_namespace(*argv: str) -> list[str]:
+    return ["nsenter", f"--net=/proc/self/fd/{_ROOT_NETNS}", *argv]
+
+
+def root_namespace_tables() -> list[str]:
+    """Our nft tables in the namespace pytest started in (the root one)."""
+    out = subprocess.run(
+        _in_root_namespace("nft", "list", "tables"),
+        capture_output=True, text=True, check=True, pass_fds=(_ROOT_NETNS,),
+    ).stdout  # fmt: skip
+    found = []
+    for line in out.splitlines():  # "table inet calico"
+        parts = line.split()
+        if len(parts) == 3 and parts[2].startswith(OUR_TABLE_PREFIXES):
+            found.append(f"{parts[1]} {parts[2]}")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _root_namespace_untouched(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Network safety: a test that programs nft must do it in a namespace of ours. After every
+    netns/e2e/chaos test the root namespace is checked; a table of ours there fails the test and
+    is removed (by its exact name). With xdist, the culprit may be another worker's test."""
+    kinds = ("netns", "e2e", "chaos")
+    if not is_root() or not any(request.node.get_closest_marker(k) for k in kinds):
+        yield
+        return
+    yield
+    leaked = root_namespace_tables()
+    for table in leaked:
+        argv = _in_root_namespace("nft", "delete", "table", *table.split())
+        subprocess.run(argv, check=False, pass_fds=(_ROOT_NETNS,))
+    assert not leaked, f"nft tables of ours in the ROOT network namespace (removed): {leaked}"
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import threading
 from typing import Protocol
 
@@ -26,8 +27,22 @@ class NftRunner(Protocol):
     def run(self, script: str, *, json: bool = False) -> str: ...
 
 
+class WrongNamespace(RuntimeError):
+    """A libnftables context used from a thread in another network namespace than its own."""
+
+
+def _thread_netns() -> int:
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
 class LibNftables:
-    """libnftables.so.1 through ctypes (about 5x cheaper per call than a process)."""
+    """libnftables.so.1 through ctypes (about 5x cheaper per call than a process).
+
+    The context's netlink socket is opened by ``nft_ctx_new`` and stays in the network namespace
+    of the thread that made it, whichever thread runs a command later. A command from a thread in
+    another namespace would program the context's namespace, not the caller's, so :meth:`run`
+    refuses it (:class:`WrongNamespace`) instead.
+    """
 
     def __init__(self) -> None:
         lib = ctypes.CDLL(ctypes.util.find_library("nftables") or "libnftables.so.1")
@@ -46,6 +61,7 @@ class LibNftables:
         lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
         self._lib = lib
         self._lock = threading.Lock()
+        self._netns = _thread_netns()
         self._ctx = lib.nft_ctx_new(0)
         if not self._ctx:
             raise OSError("nft_ctx_new failed")
@@ -53,6 +69,12 @@ class LibNftables:
         lib.nft_ctx_buffer_error(self._ctx)
 
     def run(self, script: str, *, json: bool = False) -> str:
+        if (here := _thread_netns()) != self._netns:
+            raise WrongNamespace(
+                f"libnftables context opened in network namespace {self._netns} used from "
+                f"namespace {here}: it would program {self._netns}; make the context in the "
+                "thread (namespace) that uses it"
+            )
         with self._lock:
             flags = self._lib.nft_ctx_output_get_flags(self._ctx)
             new = flags | NFT_CTX_OUTPUT_JSON if json else flags & ~NFT_CTX_OUTPUT_JSON

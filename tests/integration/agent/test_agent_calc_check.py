@@ -37,16 +37,23 @@ def test_divergence_found_by_the_live_check_ends_the_agent(
         "FELIX_CALCCHECKINTERVAL": "0.2",
         "FELIX_HEALTHENABLED": "false",
     }
-    agent = agent_main.Agent(agent_config.load(env), env, EtcdClient([node.etcd.endpoint]))
     exit_code: list[int] = []
+    made: list[agent_main.Agent] = []
+    ready = threading.Event()
 
-    def run() -> None:  # the loop's thread lives in the node namespace (nft, routes)
+    def run() -> None:
+        # The agent is made and run by a thread in the node namespace: its nft context's netlink
+        # socket belongs to the namespace of the thread that opens it (libnft.LibNftables).
         netns.enter(node.ns)
-        exit_code.append(agent.run())
+        made.append(agent_main.Agent(agent_config.load(env), env, EtcdClient([node.etcd.endpoint])))
+        ready.set()
+        exit_code.append(made[0].run())
 
     caplog.set_level(logging.INFO)
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
+    assert ready.wait(20), caplog.text
+    agent = made[0]
     try:
         deadline = time.monotonic() + 20
         while agent.checker.checks < 3:  # several agreeing checks: the agent keeps running

@@ -100,3 +100,32 @@ def test_libnftables_binding(make_netns: Callable[[], str]) -> None:
         check=False,
     )
     assert bad.startswith("ERR")
+
+
+def test_a_context_used_from_another_namespace_refuses(make_netns: Callable[[], str]) -> None:
+    """A libnftables context keeps the netlink socket of the namespace it was made in: a thread
+    in namespace B using a context made in A would program A. It refuses instead, and A and B are
+    left as they were (all of it in a child that starts in namespace A, one of ours)."""
+    a, b = make_netns(), make_netns()
+    code = (
+        "import threading\n"
+        "from calico.dataplane import libnft\n"
+        "from calico.lib import netns\n"
+        "r = libnft.LibNftables()\n"
+        "r.run('add table inet calico')\n"  # its own namespace: fine
+        "def other():\n"
+        f"    netns.enter({b!r})\n"
+        "    try:\n"
+        "        r.run('delete table inet calico')\n"
+        "    except libnft.WrongNamespace as e:\n"
+        "        print('REFUSED', e)\n"
+        "    libnft.LibNftables().run('add table inet mine')\n"  # one made there: fine
+        "t = threading.Thread(target=other); t.start(); t.join()\n"
+    )
+    import sys
+
+    out = sh("ip", "netns", "exec", a, sys.executable, "-c", code)
+    assert out.startswith("REFUSED"), out
+    assert "table inet calico" in sh("ip", "netns", "exec", a, "nft", "list", "tables")
+    in_b = sh("ip", "netns", "exec", b, "nft", "list", "tables")
+    assert in_b.split() == ["table", "inet", "mine"]
