@@ -5,7 +5,9 @@
 
 Same-run baselines (:mod:`bench.throughput.baselines`): two fresh namespaces joined by a plain
 veth pair, and the kernel's own vxlan between two namespaces (ipip too where the kernel has it,
-else printed as skipped with the reason). Then, per mode, a throwaway 2-node lab (state in a temp
+else printed as skipped with the reason); and the lab's pod paths' hops without Calico: a
+forwarding namespace between two veths (without and with conntrack) and two forwarding
+namespaces joined through a bridge. Then, per mode, a throwaway 2-node lab (state in a temp
 dir, namespaces ``calab-tput<hex>-*``): ``direct`` (``--vxlan Never``: routed by BIRD, pod MTU
 1500 like the veth baseline), ``vxlan`` (``--vxlan Always``) and ``ipip`` (``--ipip Always``),
 each with no policy and then with ``--policies`` Calico NetworkPolicies selecting the pods (and,
@@ -17,7 +19,8 @@ encapsulated.
 
 Each round measures the baselines and the lab's paths alternately (so they share the noise);
 the figures are medians over rounds with their spread, and ratios against the same run's
-baselines. The figures go to ``bench/results/throughput-<time>.json``.
+baselines. The figures go to ``bench/results/throughput-<time>.json`` (every sample and ratio) and
+the headline ones into the results file of ``make bench`` (``BENCH_RESULTS``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
+from bench import results
 from bench.throughput import iperf, report
 from bench.throughput.baselines import Baselines, Pair
 
@@ -132,7 +136,13 @@ def main() -> None:
     servers: list[iperf.Server] = []
     started = time.monotonic()
     try:
-        pairs = [baselines.veth(), baselines.vxlan()]
+        pairs = [
+            baselines.veth(),
+            baselines.vxlan(),
+            baselines.routed(),
+            baselines.routed(conntrack=True),
+            baselines.bridged(),
+        ]
         ipip = baselines.ipip()
         if isinstance(ipip, str):
             skipped.append(f"kernel ipip baseline: {ipip}")
@@ -169,6 +179,11 @@ def main() -> None:
         samples, policies=args.policies, settings=settings, skipped=skipped, notes=notes
     )
     print(f"\nfigures written to {path}")
+    rec = results.Recorder("throughput")
+    rec.fact("per_run_file", str(path.relative_to(report.RESULTS_DIR.parents[1])))
+    rec.fact("skipped", skipped)
+    report.record(rec, samples, args.policies)
+    rec.save()
 
 
 if __name__ == "__main__":

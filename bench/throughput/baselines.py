@@ -1,5 +1,7 @@
 """The same-run baselines: two fresh namespaces joined by a plain veth pair, and by the kernel's
-own vxlan (and ipip where the kernel has it) over such a pair.
+own vxlan (and ipip where the kernel has it) over such a pair; and, hop by hop, the shapes of the
+lab's pod paths without Calico: a routing namespace between two veths (the same-node path), the
+same with conntrack on, and two routing namespaces joined through a bridge (the cross-node path).
 
 Every namespace is named ``calt-tput-<pid>-<hex>-<role>`` (the pid keeps other test sessions'
 sweep of stale ``calt-`` namespaces away from it) and deleted by that name at the end; the
@@ -10,6 +12,10 @@ addresses (10.201-10.205.0.0/24) exist only inside them.
                  vxlan0 10.203.0.1    vxlan0 10.203.0.2   VNI 4096, UDP 4789, MTU 1450
     ipip:   [ia] u0 10.204.0.1 ---- u0 10.204.0.2 [ib]
                  ipip0 10.205.0.1     ipip0 10.205.0.2    MTU 1480
+    routed: [ra] eth0 10.206.1.2 ---- ra 10.206.1.1 [rr] rb 10.206.2.1 ---- eth0 10.206.2.2 [rb]
+            rr forwards (no nft); "+ conntrack" (10.208.x): one forward rule, ct established accept
+    bridged: [xa] -- [x1] eth0 10.207.0.1 -- br0 [xc] br0 -- eth0 10.207.0.2 [x2] -- [xb]
+            10.207.1.0/24 behind x1, 10.207.2.0/24 behind x2; x1 and x2 forward (no nft)
 """
 
 from __future__ import annotations
@@ -98,6 +104,70 @@ class Baselines:
                 return f"the kernel cannot make an ipip device ({proc.stderr.strip()})"
             self._batch(ns, [f"addr add {ip}/24 dev ipip0", "link set ipip0 up"])
         return Pair("kernel ipip", a, b, "10.205.0.2")
+
+    def _routed_ends(self, a: str, r: str, b: str, net: str) -> str:
+        """``a`` and ``b`` each on a veth to router ``r`` (``<net>.1.0/24``, ``<net>.2.0/24``),
+        default routes through it; returns ``b``'s address."""
+        for ns, side, sub in ((a, "ra", 1), (b, "rb", 2)):
+            self._batch(r, [f"link add {side} type veth peer name eth0 netns {ns}"])
+            self._batch(r, [f"addr add {net}.{sub}.1/24 dev {side}", f"link set {side} up"])
+            self._batch(
+                ns,
+                [
+                    f"addr add {net}.{sub}.2/24 dev eth0",
+                    "link set eth0 up",
+                    f"route add default via {net}.{sub}.1",
+                ],
+            )
+        netns.sysctl(r, {"net.ipv4.ip_forward": "1"})
+        return f"{net}.2.2"
+
+    def routed(self, *, conntrack: bool = False) -> Pair:
+        """The same-node pod path's shape: veth, a forwarding namespace, veth."""
+        tag = "c" if conntrack else ""
+        a, r, b = self._ns(f"r{tag}a"), self._ns(f"r{tag}r"), self._ns(f"r{tag}b")
+        server_ip = self._routed_ends(a, r, b, "10.208" if conntrack else "10.206")
+        if conntrack:
+            cmd.run_process(
+                ["ip", "netns", "exec", r, "nft", "-f", "-"],
+                input="table inet calt-tput {\n chain fw {\n"
+                "  type filter hook forward priority filter; policy accept;\n"
+                "  ct state established,related accept\n }\n}\n",
+                text=True, check=True, capture_output=True,
+            )  # fmt: skip
+            return Pair("routed veth + conntrack", a, b, server_ip)
+        return Pair("routed veth", a, b, server_ip)
+
+    def bridged(self) -> Pair:
+        """The cross-node pod path's shape: veth, forwarding namespace, veth, bridge, veth,
+        forwarding namespace, veth."""
+        a, r1, core = self._ns("xa"), self._ns("x1"), self._ns("xc")
+        r2, b = self._ns("x2"), self._ns("xb")
+        self._batch(core, ["link add br0 type bridge", "link set br0 up"])
+        for r, side, ip, other in ((r1, "p1", "10.207.0.1", 2), (r2, "p2", "10.207.0.2", 1)):
+            self._batch(
+                core,
+                [
+                    f"link add {side} type veth peer name eth0 netns {r}",
+                    f"link set {side} master br0",
+                    f"link set {side} up",
+                ],
+            )
+            self._batch(r, [f"addr add {ip}/24 dev eth0", "link set eth0 up"])
+            self._batch(r, [f"route add 10.207.{other}.0/24 via 10.207.0.{other}"])
+        for ns, r, side, sub in ((a, r1, "ra", 1), (b, r2, "rb", 2)):
+            self._batch(r, [f"link add {side} type veth peer name eth0 netns {ns}"])
+            self._batch(r, [f"addr add 10.207.{sub}.1/24 dev {side}", f"link set {side} up"])
+            self._batch(
+                ns,
+                [
+                    f"addr add 10.207.{sub}.2/24 dev eth0",
+                    "link set eth0 up",
+                    f"route add default via 10.207.{sub}.1",
+                ],
+            )
+            netns.sysctl(r, {"net.ipv4.ip_forward": "1"})
+        return Pair("routed bridged", a, b, "10.207.2.2")
 
     def close(self) -> None:
         for name in reversed(self.made):

@@ -1,7 +1,8 @@
 """Figures of the throughput bench: medians, spread, ratios against same-run baselines, JSON.
 
 A sample key is ``(path, placement, policies, streams)``: path ``veth`` / ``kernel vxlan`` /
-``kernel ipip`` (baselines, placement ``-``) or ``lab direct`` / ``lab vxlan`` / ``lab ipip``, and
+``kernel ipip`` / ``routed veth`` / ``routed veth + conntrack`` / ``routed bridged`` (baselines,
+placement ``-``) or ``lab direct`` / ``lab vxlan`` / ``lab ipip``, and
 ``lab <mode> unselected`` (pods no policy selects, measured in the same rounds as the N-policy
 path); placement ``same-node`` / ``cross-node``; policies 0 (none in the cluster) or N (N in the
 cluster). Spread is (max - min) / median.
@@ -91,7 +92,75 @@ def ratios(samples: dict[Key, list[float]], policies: int) -> list[dict[str, Any
                 ("lab direct", "cross-node", pol, streams),
             )
         add("kernel vxlan / veth", streams, kvx, veth)
+        # hop by hop: the kernel's forwarding, conntrack, then what Calico adds on the same hops
+        routed, routed_ct = (
+            ("routed veth", "-", 0, streams),
+            ("routed veth + conntrack", "-", 0, streams),
+        )
+        bridged = ("routed bridged", "-", 0, streams)
+        same, cross = (
+            ("lab direct", "same-node", 0, streams),
+            ("lab direct", "cross-node", 0, streams),
+        )
+        add("routed veth / veth (a forwarding hop)", streams, routed, veth)
+        add("routed veth + conntrack / routed veth", streams, routed_ct, routed)
+        add("lab direct same-node P=0 / routed veth + conntrack", streams, same, routed_ct)
+        add("routed bridged / veth (the cross-node hops)", streams, bridged, veth)
+        add("lab direct cross-node P=0 / routed bridged", streams, cross, bridged)
     return out
+
+
+DOC = "docs/design/throughput.md"
+
+
+def _specs(policies: int) -> list[tuple[str, str, Key, Key, str, str]]:
+    """(id, title, path, baseline, baseline title, README row) per figure; keys without streams."""
+    lab, u = "lab direct", "lab direct unselected"
+    return [
+        ("same_node", "pod-to-pod TCP, same node", (lab, "same-node", 0, 0),
+         ("veth", "-", 0, 0), "a plain veth pair",
+         "pod-to-pod TCP, same node (1 stream)"),
+        ("same_node_hops", "pod-to-pod TCP, same node", (lab, "same-node", 0, 0),
+         ("routed veth + conntrack", "-", 0, 0),
+         "the same hops without Calico (veth, forwarding namespace with conntrack, veth)",
+         "pod-to-pod TCP, same node, vs the same hops without Calico"),
+        ("cross_node", "pod-to-pod TCP, cross node", (lab, "cross-node", 0, 0),
+         ("veth", "-", 0, 0), "a plain veth pair",
+         "pod-to-pod TCP, cross node through the lab's bridge (1 stream)"),
+        ("cross_node_hops", "pod-to-pod TCP, cross node", (lab, "cross-node", 0, 0),
+         ("routed bridged", "-", 0, 0),
+         "the same hops without Calico (4 veths, 2 forwarding namespaces, a bridge)",
+         "pod-to-pod TCP, cross node, vs the same hops without Calico"),
+        ("policies", f"pod-to-pod TCP, same node, {policies:,} policies selecting the pods",
+         (lab, "same-node", policies, 0), (u, "same-node", policies, 0),
+         "pods no policy selects, same rounds",
+         f"pod-to-pod TCP, same node, {policies:,} policies vs none selecting"),
+        ("vxlan", "pod-to-pod TCP, cross node, VXLAN", ("lab vxlan", "cross-node", 0, 0),
+         ("kernel vxlan", "-", 0, 0), "the kernel's own vxlan between two namespaces",
+         "pod-to-pod TCP, cross node, VXLAN vs the kernel's vxlan"),
+    ]  # fmt: skip
+
+
+def record(rec: Any, samples: dict[Key, list[float]], policies: int) -> None:
+    """The figures that go into the results file (``bench.results``), for each stream count; the
+    single-stream ones also into the README's table. A figure without 3 samples on both sides
+    (a mode skipped) is left out."""
+    for streams in sorted({k[3] for k in samples}):
+        for fid, title, num0, den0, den_title, readme in _specs(policies):
+            num, den = (*num0[:3], streams), (*den0[:3], streams)
+            if len(samples.get(num, [])) < 3 or len(samples.get(den, [])) < 3:
+                continue
+            rec.figure(
+                f"{fid}_p{streams}",
+                title=f"{title}, {streams} stream(s)",
+                unit="Gbit/s",
+                samples=samples[num],
+                baseline=samples[den],
+                baseline_title=den_title,
+                better="higher",
+                readme=readme if streams == 1 else None,
+                doc=DOC,
+            )
 
 
 def print_figures(samples: dict[Key, list[float]], policies: int, skipped: Iterable[str]) -> None:
