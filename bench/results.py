@@ -280,7 +280,8 @@ class Recorder:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``start PATH [NOTE]``: a fresh file; ``render PATH [README]``: the README table."""
+    """``start PATH [NOTE]``: a fresh file; ``render PATH [README]``: the README table;
+    ``compare OLD NEW``: two runs side by side (:mod:`bench.compare`)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) >= 2 and args[0] == "start":
         start(Path(args[1]), " ".join(args[2:]))
@@ -292,8 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         readme.update(target, load(Path(args[1])))
         print(f"rendered {args[1]} into {target}")
         return 0
+    if len(args) == 3 and args[0] == "compare":
+        from bench import compare
+
+        print(compare.table(load(Path(args[1])), load(Path(args[2]))), end="")
+        return 0
     print(
-        "usage: python -m bench.results start PATH [NOTE] | render PATH [README]", file=sys.stderr
+        "usage: python -m bench.results start PATH [NOTE] | render PATH [README] | compare OLD NEW",
+        file=sys.stderr,
     )
     return 2
 

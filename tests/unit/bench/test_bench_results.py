@@ -164,3 +164,22 @@ def test_command_line_start_and_render(tmp_path: Path) -> None:
 def test_the_projects_readme_has_the_table_markers() -> None:
     text = (ROOT / "README.md").read_text()
     assert readme.splice(text, "body").count("body") == 1
+
+
+def test_compare_lists_shared_figures_and_the_ones_only_one_run_has() -> None:
+    from bench import compare
+
+    def run(commit: str, figures: dict[str, float]) -> dict[str, object]:
+        recorder = results.Recorder("b", path=None, out=lambda _: None)
+        for fid, med in figures.items():
+            recorder.figure(fid, title=fid, unit="ms", samples=[med] * 3,
+                            baseline=[2 * med] * 3, baseline_title="twice")  # fmt: skip
+        return {"commit": commit, "started": "t", "benches": {"b": recorder.section}}
+
+    text = compare.table(run("aaa", {"x": 10.0, "gone": 1.0}), run("bbb", {"x": 12.0, "new": 2.0}))
+    row = next(line for line in text.splitlines() if line.startswith("| b.x "))
+    assert row == "| b.x | ms | 10.0 | 12.0 | 1.20 | 0.5× | 0.5× |"
+    assert "Only in the old run: b.gone" in text
+    assert "Only in the new run: b.new" in text
+    assert "commit `aaa`" in text
+    assert "commit `bbb`" in text
