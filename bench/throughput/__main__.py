@@ -142,6 +142,7 @@ def main() -> None:
             baselines.routed(),
             baselines.routed(conntrack=True),
             baselines.bridged(),
+            baselines.bridged(vxlan=True),
         ]
         ipip = baselines.ipip()
         if isinstance(ipip, str):

@@ -16,6 +16,8 @@ addresses (10.201-10.205.0.0/24) exist only inside them.
             rr forwards (no nft); "+ conntrack" (10.208.x): one forward rule, ct established accept
     bridged: [xa] -- [x1] eth0 10.207.0.1 -- br0 [xc] br0 -- eth0 10.207.0.2 [x2] -- [xb]
             10.207.1.0/24 behind x1, 10.207.2.0/24 behind x2; x1 and x2 forward (no nft)
+            "vxlan" ([va]..[vb]): x1 and x2 route to each other's side over vxlan0 10.209.0.1-2
+            (over eth0 and the bridge), MTU 1450 on vxlan0 and the ends' links
 """
 
 from __future__ import annotations
@@ -138,11 +140,14 @@ class Baselines:
             return Pair("routed veth + conntrack", a, b, server_ip)
         return Pair("routed veth", a, b, server_ip)
 
-    def bridged(self) -> Pair:
+    def bridged(self, *, vxlan: bool = False) -> Pair:
         """The cross-node pod path's shape: veth, forwarding namespace, veth, bridge, veth,
-        forwarding namespace, veth."""
-        a, r1, core = self._ns("xa"), self._ns("x1"), self._ns("xc")
-        r2, b = self._ns("x2"), self._ns("xb")
+        forwarding namespace, veth. ``vxlan``: the two forwarding namespaces reach each other's
+        side through the kernel's vxlan over the bridge (VNI 4096, MTU 1450, and the ends' MTU
+        1450 like the lab's pods in VXLAN mode): the lab's VXLAN path without Calico."""
+        t = "v" if vxlan else "x"
+        a, r1, core = self._ns(f"{t}a"), self._ns(f"{t}1"), self._ns(f"{t}c")
+        r2, b = self._ns(f"{t}2"), self._ns(f"{t}b")
         self._batch(core, ["link add br0 type bridge", "link set br0 up"])
         for r, side, ip, other in ((r1, "p1", "10.207.0.1", 2), (r2, "p2", "10.207.0.2", 1)):
             self._batch(
@@ -154,9 +159,22 @@ class Baselines:
                 ],
             )
             self._batch(r, [f"addr add {ip}/24 dev eth0", "link set eth0 up"])
-            self._batch(r, [f"route add 10.207.{other}.0/24 via 10.207.0.{other}"])
+            if not vxlan:
+                self._batch(r, [f"route add 10.207.{other}.0/24 via 10.207.0.{other}"])
+                continue
+            self._batch(
+                r,
+                [
+                    f"link add vxlan0 type vxlan id {VXLAN_VNI} dstport {VXLAN_PORT} "
+                    f"local {ip} remote 10.207.0.{other} dev eth0",
+                    f"addr add 10.209.0.{3 - other}/24 dev vxlan0",
+                    "link set vxlan0 up",
+                    f"route add 10.207.{other}.0/24 via 10.209.0.{other} dev vxlan0",
+                ],
+            )
+        mtu = " mtu 1450" if vxlan else ""
         for ns, r, side, sub in ((a, r1, "ra", 1), (b, r2, "rb", 2)):
-            self._batch(r, [f"link add {side} type veth peer name eth0 netns {ns}"])
+            self._batch(r, [f"link add {side}{mtu} type veth peer name eth0{mtu} netns {ns}"])
             self._batch(r, [f"addr add 10.207.{sub}.1/24 dev {side}", f"link set {side} up"])
             self._batch(
                 ns,
@@ -167,7 +185,7 @@ class Baselines:
                 ],
             )
             netns.sysctl(r, {"net.ipv4.ip_forward": "1"})
-        return Pair("routed bridged", a, b, "10.207.2.2")
+        return Pair("routed bridged vxlan" if vxlan else "routed bridged", a, b, "10.207.2.2")
 
     def close(self) -> None:
         for name in reversed(self.made):

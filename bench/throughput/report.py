@@ -1,7 +1,8 @@
 """Figures of the throughput bench: medians, spread, ratios against same-run baselines, JSON.
 
 A sample key is ``(path, placement, policies, streams)``: path ``veth`` / ``kernel vxlan`` /
-``kernel ipip`` / ``routed veth`` / ``routed veth + conntrack`` / ``routed bridged`` (baselines,
+``kernel ipip`` / ``routed veth`` / ``routed veth + conntrack`` / ``routed bridged`` / ``routed
+bridged vxlan`` (baselines,
 placement ``-``) or ``lab direct`` / ``lab vxlan`` / ``lab ipip``, and
 ``lab <mode> unselected`` (pods no policy selects, measured in the same rounds as the N-policy
 path); placement ``same-node`` / ``cross-node``; policies 0 (none in the cluster) or N (N in the
@@ -107,6 +108,11 @@ def ratios(samples: dict[Key, list[float]], policies: int) -> list[dict[str, Any
         add("lab direct same-node P=0 / routed veth + conntrack", streams, same, routed_ct)
         add("routed bridged / veth (the cross-node hops)", streams, bridged, veth)
         add("lab direct cross-node P=0 / routed bridged", streams, cross, bridged)
+        bridged_vx = ("routed bridged vxlan", "-", 0, streams)
+        add("routed bridged vxlan / routed bridged (the kernel's encapsulation)", streams,
+            bridged_vx, bridged)  # fmt: skip
+        add("lab vxlan cross-node P=0 / routed bridged vxlan", streams,
+            ("lab vxlan", "cross-node", 0, streams), bridged_vx)  # fmt: skip
     return out
 
 
@@ -138,6 +144,10 @@ def _specs(policies: int) -> list[tuple[str, str, Key, Key, str, str]]:
         ("vxlan", "pod-to-pod TCP, cross node, VXLAN", ("lab vxlan", "cross-node", 0, 0),
          ("kernel vxlan", "-", 0, 0), "the kernel's own vxlan between two namespaces",
          "pod-to-pod TCP, cross node, VXLAN vs the kernel's vxlan"),
+        ("vxlan_hops", "pod-to-pod TCP, cross node, VXLAN", ("lab vxlan", "cross-node", 0, 0),
+         ("routed bridged vxlan", "-", 0, 0),
+         "the same hops without Calico, the kernel's vxlan between the forwarding namespaces",
+         "pod-to-pod TCP, cross node, VXLAN, vs the same hops without Calico"),
     ]  # fmt: skip
 
 

@@ -16,6 +16,7 @@ def samples(streams: int = 1) -> dict[report.Key, list[float]]:
         ("routed veth", "-", 0): 15.0,
         ("routed veth + conntrack", "-", 0): 14.0,
         ("routed bridged", "-", 0): 12.0,
+        ("routed bridged vxlan", "-", 0): 11.0,
         ("kernel vxlan", "-", 0): 14.0,
         ("lab direct", "same-node", 0): 13.3,
         ("lab direct", "same-node", P): 13.0,
@@ -32,6 +33,7 @@ def test_hop_by_hop_ratios() -> None:
     assert round(got["routed veth + conntrack / routed veth"], 4) == round(14 / 15, 4)
     assert round(got["lab direct same-node P=0 / routed veth + conntrack"], 4) == 0.95
     assert round(got["lab direct cross-node P=0 / routed bridged"], 4) == 1.0
+    assert round(got["lab vxlan cross-node P=0 / routed bridged vxlan"], 4) == round(10.5 / 11, 4)
 
 
 def test_record_puts_single_stream_headlines_in_the_readme(tmp_path: Path) -> None:
@@ -47,6 +49,7 @@ def test_record_puts_single_stream_headlines_in_the_readme(tmp_path: Path) -> No
             "cross_node_hops",
             "policies",
             "vxlan",
+            "vxlan_hops",
         )
         for s in (1, 4)
     }
