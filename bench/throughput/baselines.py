@@ -62,12 +62,17 @@ class Baselines:
             capture_output=True,
         )
 
-    def _underlay(self, a: str, b: str, net: str, dev: str = "eth0") -> tuple[str, str]:
-        """A veth pair between ``a`` and ``b`` with ``<net>.1`` and ``<net>.2``."""
-        self._batch(a, [f"link add {dev} type veth peer name {dev} netns {b}"])
+    def _underlay(
+        self, a: str, b: str, net: str, dev: str = "eth0", *, peer: str = "", mtu: str = ""
+    ) -> tuple[str, str]:
+        """A veth pair between ``a`` (``dev``) and ``b`` (``peer``, else ``dev``) with ``<net>.1``
+        and ``<net>.2`` (and ``mtu`` on both ends when given)."""
+        peer = peer or dev
+        mtu = f" mtu {mtu}" if mtu else ""
+        self._batch(a, [f"link add {dev}{mtu} type veth peer name {peer}{mtu} netns {b}"])
         ips = (f"{net}.1", f"{net}.2")
-        for ns, ip in zip((a, b), ips, strict=True):
-            self._batch(ns, [f"addr add {ip}/24 dev {dev}", f"link set {dev} up"])
+        for ns, ip, name in ((a, ips[0], dev), (b, ips[1], peer)):
+            self._batch(ns, [f"addr add {ip}/24 dev {name}", f"link set {name} up"])
         return ips
 
     def veth(self) -> Pair:
@@ -107,21 +112,18 @@ class Baselines:
             self._batch(ns, [f"addr add {ip}/24 dev ipip0", "link set ipip0 up"])
         return Pair("kernel ipip", a, b, "10.205.0.2")
 
+    def _end(self, r: str, ns: str, side: str, net: str, mtu: str = "") -> None:
+        """``ns`` on a veth (its ``eth0``, ``<net>.2``) to router ``r`` (``side``, ``<net>.1``),
+        default route through it; ``r`` forwards."""
+        self._underlay(r, ns, net, side, peer="eth0", mtu=mtu)
+        self._batch(ns, [f"route add default via {net}.1"])
+        netns.sysctl(r, {"net.ipv4.ip_forward": "1"})
+
     def _routed_ends(self, a: str, r: str, b: str, net: str) -> str:
         """``a`` and ``b`` each on a veth to router ``r`` (``<net>.1.0/24``, ``<net>.2.0/24``),
         default routes through it; returns ``b``'s address."""
-        for ns, side, sub in ((a, "ra", 1), (b, "rb", 2)):
-            self._batch(r, [f"link add {side} type veth peer name eth0 netns {ns}"])
-            self._batch(r, [f"addr add {net}.{sub}.1/24 dev {side}", f"link set {side} up"])
-            self._batch(
-                ns,
-                [
-                    f"addr add {net}.{sub}.2/24 dev eth0",
-                    "link set eth0 up",
-                    f"route add default via {net}.{sub}.1",
-                ],
-            )
-        netns.sysctl(r, {"net.ipv4.ip_forward": "1"})
+        self._end(r, a, "ra", f"{net}.1")
+        self._end(r, b, "rb", f"{net}.2")
         return f"{net}.2.2"
 
     def routed(self, *, conntrack: bool = False) -> Pair:
@@ -172,19 +174,9 @@ class Baselines:
                     f"route add 10.207.{other}.0/24 via 10.209.0.{other} dev vxlan0",
                 ],
             )
-        mtu = " mtu 1450" if vxlan else ""
-        for ns, r, side, sub in ((a, r1, "ra", 1), (b, r2, "rb", 2)):
-            self._batch(r, [f"link add {side}{mtu} type veth peer name eth0{mtu} netns {ns}"])
-            self._batch(r, [f"addr add 10.207.{sub}.1/24 dev {side}", f"link set {side} up"])
-            self._batch(
-                ns,
-                [
-                    f"addr add 10.207.{sub}.2/24 dev eth0",
-                    "link set eth0 up",
-                    f"route add default via 10.207.{sub}.1",
-                ],
-            )
-            netns.sysctl(r, {"net.ipv4.ip_forward": "1"})
+        mtu = "1450" if vxlan else ""
+        self._end(r1, a, "ra", "10.207.1", mtu)
+        self._end(r2, b, "rb", "10.207.2", mtu)
         return Pair("routed bridged vxlan" if vxlan else "routed bridged", a, b, "10.207.2.2")
 
     def close(self) -> None:

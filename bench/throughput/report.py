@@ -119,33 +119,33 @@ def ratios(samples: dict[Key, list[float]], policies: int) -> list[dict[str, Any
 DOC = "docs/design/throughput.md"
 
 
-def _specs(policies: int) -> list[tuple[str, str, Key, Key, str, str]]:
-    """(id, title, path, baseline, baseline title, README row) per figure; keys without streams."""
-    lab, u = "lab direct", "lab direct unselected"
+def _specs(policies: int, streams: int) -> list[tuple[str, str, Key, Key, str, str]]:
+    """(id, title, path, baseline, baseline title, README row) per figure."""
+    lab, u, n = "lab direct", "lab direct unselected", streams
     return [
-        ("same_node", "pod-to-pod TCP, same node", (lab, "same-node", 0, 0),
-         ("veth", "-", 0, 0), "a plain veth pair",
+        ("same_node", "pod-to-pod TCP, same node", (lab, "same-node", 0, n),
+         ("veth", "-", 0, n), "a plain veth pair",
          "pod-to-pod TCP, same node (1 stream)"),
-        ("same_node_hops", "pod-to-pod TCP, same node", (lab, "same-node", 0, 0),
-         ("routed veth + conntrack", "-", 0, 0),
+        ("same_node_hops", "pod-to-pod TCP, same node", (lab, "same-node", 0, n),
+         ("routed veth + conntrack", "-", 0, n),
          "the same hops without Calico (veth, forwarding namespace with conntrack, veth)",
          "pod-to-pod TCP, same node, vs the same hops without Calico"),
-        ("cross_node", "pod-to-pod TCP, cross node", (lab, "cross-node", 0, 0),
-         ("veth", "-", 0, 0), "a plain veth pair",
+        ("cross_node", "pod-to-pod TCP, cross node", (lab, "cross-node", 0, n),
+         ("veth", "-", 0, n), "a plain veth pair",
          "pod-to-pod TCP, cross node through the lab's bridge (1 stream)"),
-        ("cross_node_hops", "pod-to-pod TCP, cross node", (lab, "cross-node", 0, 0),
-         ("routed bridged", "-", 0, 0),
+        ("cross_node_hops", "pod-to-pod TCP, cross node", (lab, "cross-node", 0, n),
+         ("routed bridged", "-", 0, n),
          "the same hops without Calico (4 veths, 2 forwarding namespaces, a bridge)",
          "pod-to-pod TCP, cross node, vs the same hops without Calico"),
         ("policies", f"pod-to-pod TCP, same node, {policies:,} policies selecting the pods",
-         (lab, "same-node", policies, 0), (u, "same-node", policies, 0),
+         (lab, "same-node", policies, n), (u, "same-node", policies, n),
          "pods no policy selects, same rounds",
          f"pod-to-pod TCP, same node, {policies:,} policies vs none selecting"),
-        ("vxlan", "pod-to-pod TCP, cross node, VXLAN", ("lab vxlan", "cross-node", 0, 0),
-         ("kernel vxlan", "-", 0, 0), "the kernel's own vxlan between two namespaces",
+        ("vxlan", "pod-to-pod TCP, cross node, VXLAN", ("lab vxlan", "cross-node", 0, n),
+         ("kernel vxlan", "-", 0, n), "the kernel's own vxlan between two namespaces",
          "pod-to-pod TCP, cross node, VXLAN vs the kernel's vxlan"),
-        ("vxlan_hops", "pod-to-pod TCP, cross node, VXLAN", ("lab vxlan", "cross-node", 0, 0),
-         ("routed bridged vxlan", "-", 0, 0),
+        ("vxlan_hops", "pod-to-pod TCP, cross node, VXLAN", ("lab vxlan", "cross-node", 0, n),
+         ("routed bridged vxlan", "-", 0, n),
          "the same hops without Calico, the kernel's vxlan between the forwarding namespaces",
          "pod-to-pod TCP, cross node, VXLAN, vs the same hops without Calico"),
     ]  # fmt: skip
@@ -156,8 +156,7 @@ def record(rec: Any, samples: dict[Key, list[float]], policies: int) -> None:
     single-stream ones also into the README's table. A figure without 3 samples on both sides
     (a mode skipped) is left out."""
     for streams in sorted({k[3] for k in samples}):
-        for fid, title, num0, den0, den_title, readme in _specs(policies):
-            num, den = (*num0[:3], streams), (*den0[:3], streams)
+        for fid, title, num, den, den_title, readme in _specs(policies, streams):
             if len(samples.get(num, [])) < 3 or len(samples.get(den, [])) < 3:
                 continue
             rec.figure(
