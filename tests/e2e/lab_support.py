@@ -128,6 +128,21 @@ class LabHandle:
         return probe.matrices(self.state(), targets, timeout=timeout, namespaces=namespaces)
 
 
+
+@contextlib.contextmanager
+def running_lab(root: Path, prefix: str, *up_args: str) -> Iterator[LabHandle]:
+    """A lab named ``<prefix><hex>`` brought up with ``calico-lab up <up_args> --quiet`` under
+    ``root`` (``CALICO_LAB_ROOT`` for the block), its handle for the block, and ``down`` after it
+    however the block ends."""
+    with lab_root(root):
+        handle = LabHandle(unique_name(prefix), root)
+        try:
+            handle.cli("up", *up_args, "--quiet")
+            yield handle
+        finally:
+            handle.cli("down", "--quiet", check=False)
+
+
 def expected(pods_: list[str], targets: list[Target], rule: Rule) -> dict[Target, Matrix]:
     """The full expected matrices; a pod always reaches itself (loopback, as in Kubernetes)."""
     return {

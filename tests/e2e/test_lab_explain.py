@@ -76,15 +76,10 @@ def allowed(s: str, d: str, port: int, proto: str) -> bool:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     root = tmp_path_factory.mktemp("labroot")
-    with lab_support.lab_root(root):
-        handle = LabHandle(lab_support.unique_name("why"), root)
-        try:
-            handle.cli("up", "--nodes", "3", "--quiet")
-            handle.apply(manifests())
-            handle.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": POLICIES}))
-            yield handle
-        finally:
-            handle.cli("down", "--quiet", check=False)
+    with lab_support.running_lab(root, "why", "--nodes", "3") as handle:
+        handle.apply(manifests())
+        handle.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": POLICIES}))
+        yield handle
 
 
 def test_explain_equals_the_probe_for_every_pair(lab: LabHandle) -> None:

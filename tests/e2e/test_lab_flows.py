@@ -62,14 +62,9 @@ def allowed(src: str, dst: str, port: int, proto: str, *, promoted: bool = False
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     root = tmp_path_factory.mktemp("labroot")
-    with lab_support.lab_root(root):
-        handle = LabHandle(lab_support.unique_name("flows"), root)
-        try:
-            handle.cli("up", "--nodes", "2", "--quiet")
-            handle.apply(_manifests())
-            yield handle
-        finally:
-            handle.cli("down", "--quiet", check=False)
+    with lab_support.running_lab(root, "flows", "--nodes", "2") as handle:
+        handle.apply(_manifests())
+        yield handle
 
 
 def _records(lab: LabHandle, *args: str) -> list[dict[str, Any]]:

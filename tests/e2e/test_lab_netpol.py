@@ -66,14 +66,9 @@ def lab(
 ) -> Iterator[LabHandle]:
     mode = str(request.param)
     root = tmp_path_factory.mktemp("labroot")
-    with lab_support.lab_root(root):
-        handle = LabHandle(lab_support.unique_name("np"), root)
-        try:
-            handle.cli("up", "--nodes", "3", "--quiet", "--datastore", mode)
-            handle.apply(manifests())
-            yield handle
-        finally:
-            handle.cli("down", "--quiet", check=False)
+    with lab_support.running_lab(root, "np", "--nodes", "3", "--datastore", mode) as handle:
+        handle.apply(manifests())
+        yield handle
 
 
 @pytest.fixture

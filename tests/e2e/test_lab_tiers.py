@@ -31,14 +31,9 @@ ANP_API = "policy.networking.k8s.io/v1alpha1"
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     root = tmp_path_factory.mktemp("labroot")
-    with lab_support.lab_root(root):
-        handle = LabHandle(lab_support.unique_name("tier"), root)
-        try:
-            handle.cli("up", "--nodes", "3", "--quiet")
-            handle.apply(manifests())
-            yield handle
-        finally:
-            handle.cli("down", "--quiet", check=False)
+    with lab_support.running_lab(root, "tier", "--nodes", "3") as handle:
+        handle.apply(manifests())
+        yield handle
 
 
 def ns_sel(name: str) -> dict[str, Any]:
