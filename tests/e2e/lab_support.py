@@ -128,7 +128,6 @@ class LabHandle:
         return probe.matrices(self.state(), targets, timeout=timeout, namespaces=namespaces)
 
 
-
 @contextlib.contextmanager
 def running_lab(root: Path, prefix: str, *up_args: str) -> Iterator[LabHandle]:
     """A lab named ``<prefix><hex>`` brought up with ``calico-lab up <up_args> --quiet`` under
